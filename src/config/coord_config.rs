@@ -1,0 +1,74 @@
+//! The trait that `#[derive(CoordConfig)]` implements.
+
+use std::future::Future;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::coordinator::Coordinator;
+use crate::error::Result;
+
+/// A configuration struct bound to an etcd key prefix.
+///
+/// Implement it with `#[derive(CoordConfig)]` and `#[coord(prefix = "…")]`:
+///
+/// ```
+/// use coordination::CoordConfig;
+/// use schemars::JsonSchema;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
+/// #[coord(prefix = "/apps/chat/config", file = "config/chat.yaml", env_prefix = "CHAT_",
+///         validate = "ChatConfig::check")]
+/// struct ChatConfig {
+///     #[schemars(range(min = 1))]
+///     port: u16,
+///     #[serde(default)]
+///     replicas: u32,
+/// }
+///
+/// impl ChatConfig {
+///     fn check(&self) -> Result<(), String> {
+///         if self.replicas > 100 { return Err("at most 100 replicas".into()); }
+///         Ok(())
+///     }
+/// }
+///
+/// assert_eq!(<ChatConfig as CoordConfig>::PREFIX, "/apps/chat/config");
+/// ```
+///
+/// The serde shape of the type is the shape of the prefix: key `<PREFIX>/a/b` sets field `a.b`.
+/// The JSON Schema (from `schemars`, with its `range`, `length` and `regex` constraints) and
+/// [`validate`](CoordConfig::validate) are checked before any new value is served.
+pub trait CoordConfig: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {
+    /// The etcd key prefix, without a trailing `/` (e.g. `/apps/chat/config`). The coordinator's
+    /// namespace, if any, is put in front of it.
+    const PREFIX: &'static str;
+
+    /// The local YAML (`.yaml`/`.yml`) or JSON (`.json`) file layer, relative to the working
+    /// directory; `None` for no file layer. A missing file is an empty layer.
+    const FILE: Option<&'static str> = None;
+
+    /// The environment variable prefix (e.g. `CHAT_`); `None` for no environment layer.
+    const ENV_PREFIX: Option<&'static str> = None;
+
+    /// A check beyond types and schema, run on every candidate value before it is served.
+    /// Return `Err(reason)` to reject it. The default accepts everything.
+    fn validate(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    /// Binds the type to its prefix: reads every layer, validates, and starts the etcd and file
+    /// watches. Same as [`Coordinator::config`].
+    ///
+    /// # Errors
+    /// As [`Coordinator::config`]: etcd unreachable, or the current config invalid.
+    fn bind(coord: &Coordinator) -> impl Future<Output = Result<Config<Self>>> + Send
+    where
+        Self: Sized,
+    {
+        coord.config::<Self>()
+    }
+}

@@ -1,0 +1,109 @@
+//! What subscribers receive: applied snapshots and rejected changes, in revision order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use super::snapshot::Snapshot;
+use crate::error::Error;
+
+/// What triggered a reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// The first read, at bind.
+    Initial,
+    /// One etcd revision that changed keys under the prefix (all of a transaction's keys arrive
+    /// together).
+    Etcd {
+        /// The revision of the change.
+        revision: i64,
+        /// The full etcd keys put or deleted at that revision, in the order etcd reported them.
+        keys: Vec<String>,
+    },
+    /// The local file was written, replaced or removed.
+    File {
+        /// The file's path, as configured.
+        path: PathBuf,
+    },
+    /// The watch could not resume (its revision was compacted), so the prefix was read again
+    /// at `revision` and applied as one change.
+    Resync {
+        /// The revision of the fresh read.
+        revision: i64,
+        /// The keys whose value differs from what the handle had (put, changed or deleted).
+        keys: Vec<String>,
+    },
+}
+
+/// A change that failed to parse or validate and was not applied.
+#[derive(Clone, Debug)]
+pub struct Rejection {
+    /// What was rejected.
+    pub change: Change,
+    /// Why: names the field path, layer, key and revision where known.
+    pub error: Error,
+    /// The revision of the snapshot that keeps serving.
+    pub serving_revision: i64,
+}
+
+/// An event delivered to a [`Subscription`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigEvent<T> {
+    /// A new snapshot was validated and swapped in.
+    Applied(Arc<Snapshot<T>>),
+    /// A change was rejected; the previous snapshot keeps serving.
+    Rejected(Arc<Rejection>),
+    /// This subscriber fell behind and `missed` events were dropped (see
+    /// [`ConfigOptions::event_capacity`](crate::ConfigOptions::event_capacity)). The current
+    /// snapshot is always available from `load()`.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
+}
+
+impl<T> Clone for ConfigEvent<T> {
+    fn clone(&self) -> Self {
+        match self {
+            ConfigEvent::Applied(s) => ConfigEvent::Applied(Arc::clone(s)),
+            ConfigEvent::Rejected(r) => ConfigEvent::Rejected(Arc::clone(r)),
+            ConfigEvent::Lagged { missed } => ConfigEvent::Lagged { missed: *missed },
+        }
+    }
+}
+
+/// A stream of [`ConfigEvent`]s from one [`Config`](crate::Config) handle, in the order the
+/// changes were processed (etcd revision order; file changes in between where they happened).
+pub struct Subscription<T> {
+    rx: broadcast::Receiver<ConfigEvent<T>>,
+}
+
+impl<T> Subscription<T> {
+    pub(crate) fn new(rx: broadcast::Receiver<ConfigEvent<T>>) -> Self {
+        Subscription { rx }
+    }
+
+    /// Waits for the next event. `None` once the handle's background task has stopped and every
+    /// event was received.
+    pub async fn recv(&mut self) -> Option<ConfigEvent<T>> {
+        match self.rx.recv().await {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some(ConfigEvent::Lagged { missed }),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// The next event if one is waiting, without blocking.
+    pub fn try_recv(&mut self) -> Option<ConfigEvent<T>> {
+        match self.rx.try_recv() {
+            Ok(event) => Some(event),
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                Some(ConfigEvent::Lagged { missed })
+            }
+            Err(_) => None,
+        }
+    }
+}

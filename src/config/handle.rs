@@ -1,0 +1,111 @@
+//! [`Config<T>`]: the handle a service keeps and reads on every request.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Cache, Guard};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::coord_config::CoordConfig;
+use super::event::{ConfigEvent, Subscription};
+use super::reload::Started;
+use super::snapshot::Snapshot;
+
+/// A bound configuration: the current [`Snapshot`] of `T`, kept up to date by a background task
+/// that follows the etcd prefix and the local file.
+///
+/// Cheap to clone (all clones share one snapshot and one task). The background task stops when
+/// the last clone is dropped. Must be created inside a Tokio runtime.
+pub struct Config<T: CoordConfig> {
+    shared: Arc<Shared<T>>,
+}
+
+struct Shared<T: CoordConfig> {
+    current: Arc<ArcSwap<Snapshot<T>>>,
+    events: broadcast::Sender<ConfigEvent<T>>,
+    prefix: String,
+    schema: serde_json::Value,
+    task: JoinHandle<()>,
+}
+
+impl<T: CoordConfig> Drop for Shared<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<T: CoordConfig> Clone for Config<T> {
+    fn clone(&self) -> Self {
+        Config {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T: CoordConfig> fmt::Debug for Config<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("prefix", &self.shared.prefix)
+            .field("revision", &self.load().revision())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: CoordConfig> Config<T> {
+    pub(crate) fn spawn(started: Started<T>, prefix: String) -> Self {
+        let Started {
+            reloader,
+            file_watch,
+            debounce,
+        } = started;
+        let current = Arc::clone(reloader.current());
+        let events = reloader.events().clone();
+        let schema = reloader.schema().clone();
+        let task = tokio::spawn(reloader.run(file_watch, debounce));
+        Config {
+            shared: Arc::new(Shared {
+                current,
+                events,
+                prefix,
+                schema,
+                task,
+            }),
+        }
+    }
+
+    /// The current snapshot: a lock-free, allocation-free read (an `arc-swap` guard), a few
+    /// nanoseconds. Use it per request; don't hold the guard across an `.await` or for long (use
+    /// [`load_full`](Self::load_full) to keep a snapshot).
+    #[inline]
+    pub fn load(&self) -> Guard<Arc<Snapshot<T>>> {
+        self.shared.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc` (one reference-count increment), to keep across
+    /// `.await`s or hand to other tasks.
+    pub fn load_full(&self) -> Arc<Snapshot<T>> {
+        self.shared.current.load_full()
+    }
+
+    /// A per-thread cache whose `load()` costs under a nanosecond while the snapshot is
+    /// unchanged (see `arc_swap::Cache`). Keep one per worker thread.
+    pub fn cache(&self) -> Cache<Arc<ArcSwap<Snapshot<T>>>, Arc<Snapshot<T>>> {
+        Cache::new(Arc::clone(&self.shared.current))
+    }
+
+    /// Every applied snapshot and every rejected change from now on, in order.
+    pub fn subscribe(&self) -> Subscription<T> {
+        Subscription::new(self.shared.events.subscribe())
+    }
+
+    /// The full etcd prefix this handle follows (namespace included, ending with `/`).
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    /// The JSON Schema (draft 2020-12) every candidate is checked against.
+    pub fn schema(&self) -> &serde_json::Value {
+        &self.shared.schema
+    }
+}

@@ -1,0 +1,87 @@
+//! The environment layer: `CHAT_DATABASE__HOST=db1` sets field `database.host`.
+
+use crate::config::source::{Layer, Source};
+use crate::config::tree::{Blocked, LayerTree};
+use crate::config::value::StringFields;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Builds the environment layer from `vars`: every variable named `<prefix><PATH>` where `PATH`
+/// is the field path with `__` between segments (`CHAT_DATABASE__HOST` → `database.host`;
+/// a single `_` stays inside a field name: `CHAT_MAX_CONNS` → `max_conns`). Names are matched
+/// case-sensitively on the prefix and lowercased after it. Values are parsed like etcd values.
+pub(crate) fn env_layer(
+    prefix: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+    fields: &StringFields,
+) -> Result<LayerTree> {
+    let mut found: Vec<(Vec<String>, String, String)> = Vec::new();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        if rest.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(bad(&name, "empty field name between `__` separators"));
+        }
+        found.push((path, name, value));
+    }
+    // Shallow paths first so that deeper variables win for their field.
+    found.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.1.cmp(&b.1)));
+    let mut tree = LayerTree::default();
+    for (path, name, raw) in found {
+        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        let value = fields
+            .parse_for(&segments, raw.as_bytes())
+            .map_err(|msg| bad(&name, &msg).with_field(path.join(".")))?;
+        let source = Source {
+            layer: Layer::Env,
+            origin: Some(name.clone()),
+            revision: None,
+        };
+        tree.insert(&segments, value, &source).map_err(|Blocked(at)| {
+            bad(
+                &name,
+                &format!("field `{at}` is set to a value that is not an object, so nothing can be set below it"),
+            )
+        })?;
+    }
+    Ok(tree)
+}
+
+fn bad(name: &str, msg: &str) -> Error {
+    Error::new(ErrorKind::Validation, msg)
+        .with_layer(Layer::Env)
+        .with_key(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tree::merge;
+    use serde_json::json;
+
+    #[test]
+    fn double_underscore_nests_and_prefix_filters() {
+        let vars = [
+            ("CHAT_DATABASE__HOST", "db1"),
+            ("CHAT_MAX_CONNS", "7"),
+            ("OTHER_PORT", "1"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let tree = env_layer("CHAT_", vars, &StringFields::new(json!({}))).unwrap();
+        let (v, s) = merge([&tree]);
+        assert_eq!(v, json!({"database": {"host": "db1"}, "max_conns": 7}));
+        assert_eq!(s.get("max_conns").origin.as_deref(), Some("CHAT_MAX_CONNS"));
+    }
+
+    #[test]
+    fn bad_variable_is_named() {
+        let vars = [("CHAT_A", "[1,"), ("CHAT_B", "x")].map(|(k, v)| (k.to_string(), v.to_string()));
+        let err = env_layer("CHAT_", vars, &StringFields::new(json!({}))).unwrap_err();
+        assert_eq!(err.key(), Some("CHAT_A"));
+        assert_eq!(err.layer(), Some(Layer::Env));
+    }
+}

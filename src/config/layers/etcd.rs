@@ -1,0 +1,182 @@
+//! The etcd layer: the keys under the bound prefix, as of one revision.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::config::source::{Layer, Source};
+use crate::config::tree::{Blocked, LayerTree};
+use crate::config::value::StringFields;
+use crate::error::{Error, ErrorKind, Result};
+
+/// The keys under a prefix with their parsed values. Parsing happens once per write, so a
+/// rebuild after a change re-parses only the keys that changed.
+///
+/// Key `<prefix>/a/b` is field path `a.b`; key `<prefix>/` (nothing after the slash) holds a
+/// document for the root. A bad value (invalid YAML, too large, a key that cannot name a field)
+/// is kept as an error and reported by [`EtcdLayer::tree`] for as long as it is in etcd.
+#[derive(Debug)]
+pub(crate) struct EtcdLayer {
+    prefix: String,
+    max_value_bytes: usize,
+    entries: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    mod_revision: i64,
+    depth: usize,
+    value: Result<Value, String>,
+}
+
+impl EtcdLayer {
+    /// An empty layer for `prefix`, which ends with `/`.
+    pub(crate) fn new(prefix: String, max_value_bytes: usize) -> Self {
+        debug_assert!(prefix.ends_with('/'));
+        EtcdLayer {
+            prefix,
+            max_value_bytes,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Records a put of `key` (a full etcd key under the prefix) at `mod_revision`.
+    pub(crate) fn put(&mut self, key: &[u8], raw: &[u8], mod_revision: i64, fields: &StringFields) {
+        let (key, value) = match std::str::from_utf8(key) {
+            Ok(k) => {
+                let value = match self.segments(k) {
+                    Err(msg) => Err(msg),
+                    Ok(_) if raw.len() > self.max_value_bytes => Err(format!(
+                        "value is {} bytes, over the limit of {} bytes per key",
+                        raw.len(),
+                        self.max_value_bytes
+                    )),
+                    Ok(path) => fields.parse_for(&path, raw),
+                };
+                (k.to_string(), value)
+            }
+            Err(_) => (
+                String::from_utf8_lossy(key).into_owned(),
+                Err("key is not valid UTF-8".to_string()),
+            ),
+        };
+        let depth = key.matches('/').count();
+        self.entries.insert(
+            key,
+            Entry {
+                mod_revision,
+                depth,
+                value,
+            },
+        );
+    }
+
+    /// Records a delete of `key`.
+    pub(crate) fn delete(&mut self, key: &[u8]) {
+        self.entries.remove(String::from_utf8_lossy(key).as_ref());
+    }
+
+    /// Forgets every key (before a full re-read).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// The number of keys under the prefix.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The keys and their `mod_revision`s, in key order.
+    pub(crate) fn revisions(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.entries.iter().map(|(k, e)| (k.as_str(), e.mod_revision))
+    }
+
+    fn segments<'k>(&self, key: &'k str) -> Result<Vec<&'k str>, String> {
+        let rel = key
+            .strip_prefix(self.prefix.as_str())
+            .ok_or_else(|| format!("key is not under the prefix `{}`", self.prefix))?;
+        if rel.is_empty() {
+            return Ok(Vec::new());
+        }
+        let segments: Vec<&str> = rel.split('/').collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err("key has an empty path segment (`//` or a trailing `/`)".to_string());
+        }
+        Ok(segments)
+    }
+
+    /// The layer as a tree, or the first bad key (in key order, shallow keys first).
+    pub(crate) fn tree(&self) -> Result<LayerTree> {
+        let mut ordered: Vec<(&String, &Entry)> = self.entries.iter().collect();
+        ordered.sort_by(|a, b| a.1.depth.cmp(&b.1.depth).then_with(|| a.0.cmp(b.0)));
+        let mut tree = LayerTree::default();
+        for (key, entry) in ordered {
+            let bad = |msg: String| {
+                Error::new(ErrorKind::Validation, msg)
+                    .with_layer(Layer::Etcd)
+                    .with_key(key.as_str())
+            };
+            let value = entry.value.as_ref().map_err(|msg| bad(msg.clone()))?;
+            let path = self.segments(key).map_err(bad)?;
+            let source = Source {
+                layer: Layer::Etcd,
+                origin: Some(key.clone()),
+                revision: Some(entry.mod_revision),
+            };
+            tree.insert(&path, value.clone(), &source)
+                .map_err(|Blocked(at)| {
+                    let msg = if at.is_empty() {
+                        "the root document must be a mapping".to_string()
+                    } else {
+                        format!("field `{at}` holds a value that is not an object, so this key cannot set a field below it")
+                    };
+                    bad(msg).with_field(path.join("."))
+                })?;
+        }
+        Ok(tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tree::merge;
+    use serde_json::json;
+
+    fn layer() -> (EtcdLayer, StringFields) {
+        (EtcdLayer::new("/p/".into(), 1024), StringFields::new(json!({})))
+    }
+
+    #[test]
+    fn keys_become_field_paths_and_deeper_keys_win() {
+        let (mut l, f) = layer();
+        l.put(b"/p/database", b"{host: a, port: 1}", 2, &f);
+        l.put(b"/p/database/host", b"b", 3, &f);
+        l.put(b"/p/port", b"8080", 4, &f);
+        let (v, s) = merge([&l.tree().unwrap()]);
+        assert_eq!(v, json!({"database": {"host": "b", "port": 1}, "port": 8080}));
+        assert_eq!(s.get("database.host").revision, Some(3));
+        l.delete(b"/p/database/host");
+        let (v, _) = merge([&l.tree().unwrap()]);
+        assert_eq!(v["database"]["host"], json!("a"));
+    }
+
+    #[test]
+    fn bad_keys_are_reported_by_name() {
+        let (mut l, f) = layer();
+        l.put(b"/p/port", b"8080", 2, &f);
+        l.put(b"/p/port/x", b"1", 3, &f);
+        let err = l.tree().unwrap_err();
+        assert_eq!(err.key(), Some("/p/port/x"));
+        assert!(err.message().contains("`port`"), "{err}");
+
+        let (mut l, f) = layer();
+        l.put(b"/p/big", &[b'a'; 2048], 2, &f);
+        let err = l.tree().unwrap_err();
+        assert!(err.message().contains("2048 bytes"), "{err}");
+
+        let (mut l, f) = layer();
+        l.put(b"/p/a//b", b"1", 2, &f);
+        assert!(l.tree().unwrap_err().message().contains("empty path segment"));
+    }
+}

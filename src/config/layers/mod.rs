@@ -1,0 +1,10 @@
+//! The sources of configuration values, one file per layer: the local file, the etcd prefix and
+//! the environment. (The lowest layer, defaults, is the type's own `#[serde(default)]`.)
+
+mod env;
+mod etcd;
+mod file;
+
+pub(crate) use env::env_layer;
+pub(crate) use etcd::EtcdLayer;
+pub(crate) use file::{file_layer, FileWatch};

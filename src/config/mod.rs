@@ -1,0 +1,21 @@
+//! Typed configuration bound to an etcd prefix (layers, merge, checks, reload task, handle).
+
+mod check;
+mod coord_config;
+mod event;
+mod handle;
+mod layers;
+mod options;
+mod reload;
+mod snapshot;
+mod source;
+mod tree;
+mod value;
+
+pub use coord_config::CoordConfig;
+pub use event::{Change, ConfigEvent, Rejection, Subscription};
+pub use handle::Config;
+pub use options::{ConfigOptions, DEFAULT_MAX_VALUE_BYTES};
+pub(crate) use reload::Reloader;
+pub use snapshot::Snapshot;
+pub use source::{Layer, Source, Sources};

@@ -1,0 +1,122 @@
+//! Per-binding options: overrides of the derive's attributes and tuning knobs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Options for [`Coordinator::config_with`](crate::Coordinator::config_with). Every setting
+/// defaults to what the type's `#[coord(...)]` attributes say.
+#[derive(Clone, Debug)]
+pub struct ConfigOptions {
+    pub(crate) prefix: Option<String>,
+    pub(crate) file: Setting<PathBuf>,
+    pub(crate) env_prefix: Setting<String>,
+    pub(crate) env_vars: Option<Vec<(String, String)>>,
+    pub(crate) max_value_bytes: usize,
+    pub(crate) event_capacity: usize,
+    pub(crate) file_debounce: Duration,
+    pub(crate) page_size: i64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Setting<T> {
+    FromType,
+    Set(T),
+    Off,
+}
+
+/// Default for [`ConfigOptions::max_value_bytes`]: 256 KiB.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 256 * 1024;
+
+impl Default for ConfigOptions {
+    fn default() -> Self {
+        ConfigOptions {
+            prefix: None,
+            file: Setting::FromType,
+            env_prefix: Setting::FromType,
+            env_vars: None,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            event_capacity: 1024,
+            file_debounce: Duration::from_millis(50),
+            page_size: 1000,
+        }
+    }
+}
+
+impl ConfigOptions {
+    /// The defaults: the type's attributes, 256 KiB per value, 1024 buffered events, 50 ms file
+    /// debounce, 1000 keys per page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds to `prefix` (no trailing `/`) instead of the type's `#[coord(prefix)]`. The
+    /// coordinator's namespace is still put in front.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Reads the file layer from `path` instead of the type's `#[coord(file)]`.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Setting::Set(path.into());
+        self
+    }
+
+    /// No file layer, whatever the type says.
+    pub fn no_file(mut self) -> Self {
+        self.file = Setting::Off;
+        self
+    }
+
+    /// Reads variables starting with `prefix` instead of the type's `#[coord(env_prefix)]`.
+    pub fn env_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.env_prefix = Setting::Set(prefix.into());
+        self
+    }
+
+    /// No environment layer, whatever the type says.
+    pub fn no_env(mut self) -> Self {
+        self.env_prefix = Setting::Off;
+        self
+    }
+
+    /// Takes the environment layer from these `(name, value)` pairs instead of the process
+    /// environment (for tests and for embedding). The env prefix still filters them.
+    pub fn env_vars<K, V>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.env_vars = Some(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self
+    }
+
+    /// The largest etcd value accepted for one key, in bytes (default 256 KiB; etcd itself
+    /// accepts up to its `--max-request-bytes`, 1.5 MiB by default). A larger value is rejected
+    /// like any other bad value.
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// How many events a slow subscriber may fall behind before it gets
+    /// [`ConfigEvent::Lagged`](crate::ConfigEvent::Lagged) (default 1024).
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events.max(1);
+        self
+    }
+
+    /// How long the file must be quiet after a change before it is re-read (default 50 ms), so
+    /// an editor's write-rename-chmod sequence becomes one reload.
+    pub fn file_debounce(mut self, quiet: Duration) -> Self {
+        self.file_debounce = quiet;
+        self
+    }
+
+    /// Keys per page when reading the prefix (default 1000). Every page is read at the same
+    /// pinned revision, so the result is one consistent view however many pages it takes.
+    pub fn page_size(mut self, keys: u32) -> Self {
+        self.page_size = i64::from(keys.max(1));
+        self
+    }
+}

@@ -1,0 +1,89 @@
+//! One applied configuration: the typed value, its etcd revision and where each value came from.
+
+use std::ops::Deref;
+use std::time::SystemTime;
+
+use super::event::Change;
+use super::source::{Source, Sources};
+
+/// An immutable, validated configuration as served by [`Config::load`](crate::Config::load).
+///
+/// Derefs to `T`, so `cfg.load().port` reads a field. A snapshot never changes; a reload makes a
+/// new one and swaps it in atomically, so all fields read through one snapshot are consistent
+/// with each other (a multi-key etcd transaction is never seen half applied).
+#[derive(Debug)]
+pub struct Snapshot<T> {
+    value: T,
+    revision: i64,
+    generation: u64,
+    sources: Sources,
+    change: Change,
+    applied_at: SystemTime,
+}
+
+impl<T> Snapshot<T> {
+    pub(crate) fn new(
+        value: T,
+        revision: i64,
+        generation: u64,
+        sources: Sources,
+        change: Change,
+    ) -> Self {
+        Snapshot {
+            value,
+            revision,
+            generation,
+            sources,
+            change,
+            applied_at: SystemTime::now(),
+        }
+    }
+
+    /// The typed value.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// The etcd revision whose view of the prefix this snapshot holds: the prefix is exactly as
+    /// etcd had it at this revision. A snapshot made by a file change keeps the revision of the
+    /// etcd layer it was merged with.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Counts snapshots applied by this handle, from 1 for the one made at bind; it increases by
+    /// one per applied snapshot (etcd or file), never for a rejected change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Provenance of every value: layer, key (or file, or variable) and etcd `mod_revision`.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// Where the value at the dotted `path` came from (`database.host`);
+    /// [`Source::DEFAULT`] for values from the type's serde defaults.
+    pub fn source(&self, path: &str) -> &Source {
+        self.sources.get(path)
+    }
+
+    /// What made this snapshot: the bind, an etcd revision (with the keys it changed), a file
+    /// change or a resync after compaction.
+    pub fn change(&self) -> &Change {
+        &self.change
+    }
+
+    /// Wall-clock time at which this snapshot was built and swapped in.
+    pub fn applied_at(&self) -> SystemTime {
+        self.applied_at
+    }
+}
+
+impl<T> Deref for Snapshot<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}

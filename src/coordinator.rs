@@ -1,0 +1,192 @@
+//! [`Coordinator`]: one etcd connection shared by every module (config, lock, registry).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+
+use crate::config::{CoordConfig, Config, ConfigOptions, Reloader};
+use crate::error::{Error, ErrorKind, Result};
+
+/// How to reach etcd. Build with [`CoordinatorOptions::new`] and the `with_*` methods.
+#[derive(Clone)]
+pub struct CoordinatorOptions {
+    endpoints: Vec<String>,
+    user: Option<(String, String)>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    keep_alive: Option<(Duration, Duration)>,
+    namespace: String,
+}
+
+impl fmt::Debug for CoordinatorOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoordinatorOptions")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("keep_alive", &self.keep_alive)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+impl CoordinatorOptions {
+    /// Endpoints such as `http://127.0.0.1:2379` (any member of the cluster; the client
+    /// balances across them). Defaults: no auth, 5 s connect timeout, 5 s request timeout,
+    /// HTTP/2 keepalive ping every 10 s with a 5 s ack timeout, no namespace.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        CoordinatorOptions {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            user: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            keep_alive: Some((Duration::from_secs(10), Duration::from_secs(5))),
+            namespace: String::new(),
+        }
+    }
+
+    /// Authenticates as `user` (checked at connect).
+    pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some((user.into(), password.into()));
+        self
+    }
+
+    /// How long establishing a connection may take (default 5 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a unary request (get, put, txn) may take (default 5 s). Watches are streams and
+    /// are not cut by it; the keepalive detects a dead or hung server under them.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// HTTP/2 keepalive: a ping every `interval`, the connection dropped if unanswered within
+    /// `timeout` (default 10 s / 5 s). etcd rejects clients that ping more often than every 5 s
+    /// (`--grpc-keepalive-min-time`), so `interval` is raised to at least 5 s.
+    pub fn with_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keep_alive = Some((interval.max(Duration::from_secs(5)), timeout));
+        self
+    }
+
+    /// Turns the HTTP/2 keepalive off (a hung server then goes unnoticed by watches).
+    pub fn without_keep_alive(mut self) -> Self {
+        self.keep_alive = None;
+        self
+    }
+
+    /// A key prefix put in front of every key this coordinator uses (e.g. `/tenant-a`), so
+    /// several tenants or test runs can share one cluster. No trailing `/`.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into().trim_end_matches('/').to_string();
+        self
+    }
+}
+
+/// One etcd connection shared by the config, lock and registry modules. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    options: CoordinatorOptions,
+}
+
+impl fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// Connects and checks that the cluster answers (etcd-client connects lazily, so this makes
+    /// one cheap read).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for no endpoints or a bad URL; [`ErrorKind::Connection`],
+    /// [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] if no endpoint answers;
+    /// [`ErrorKind::Auth`] for rejected credentials.
+    pub async fn connect(options: CoordinatorOptions) -> Result<Self> {
+        if options.endpoints.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "no etcd endpoints given"));
+        }
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(options.connect_timeout)
+            .with_timeout(options.request_timeout);
+        if let Some((interval, timeout)) = options.keep_alive {
+            connect = connect
+                .with_keep_alive(interval, timeout)
+                .with_keep_alive_while_idle(true);
+        }
+        if let Some((user, password)) = &options.user {
+            connect = connect.with_user(user.clone(), password.clone());
+        }
+        let shown = options.endpoints.join(",");
+        let mut client = Client::connect(&options.endpoints, Some(connect))
+            .await
+            .map_err(|e| Error::etcd(format_args!("connecting to etcd at {shown}"), e))?;
+        let probe = format!("{}/", options.namespace);
+        client
+            .get(probe, Some(GetOptions::new().with_count_only().with_limit(1)))
+            .await
+            .map_err(|e| Error::etcd(format_args!("etcd at {shown} did not answer"), e))?;
+        Ok(Coordinator {
+            inner: Arc::new(Inner { client, options }),
+        })
+    }
+
+    /// A clone of the underlying etcd client, for operations this crate does not wrap.
+    pub fn client(&self) -> Client {
+        self.inner.client.clone()
+    }
+
+    /// The namespace put in front of every key (`""` for none).
+    pub fn namespace(&self) -> &str {
+        &self.inner.options.namespace
+    }
+
+    /// `key` with the namespace in front.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{}", self.inner.options.namespace, key)
+    }
+
+    /// Binds `T` to its prefix with the type's own attributes. See [`config_with`](Self::config_with).
+    ///
+    /// # Errors
+    /// As [`config_with`](Self::config_with).
+    pub async fn config<T: CoordConfig>(&self) -> Result<Config<T>> {
+        self.config_with(ConfigOptions::new()).await
+    }
+
+    /// Binds `T`: reads the file and environment layers, reads the etcd prefix at one revision,
+    /// validates the merge, and starts watching etcd (from that revision + 1) and the file.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Validation`] if the current config is invalid (the error names the field,
+    /// layer, key and revision); [`ErrorKind::Io`] if the file cannot be read or watched;
+    /// the etcd error kinds if the prefix cannot be read; [`ErrorKind::InvalidArgument`] for an
+    /// empty prefix.
+    pub async fn config_with<T: CoordConfig>(&self, options: ConfigOptions) -> Result<Config<T>> {
+        let prefix = options.prefix.as_deref().unwrap_or(T::PREFIX);
+        let prefix = prefix.trim_end_matches('/');
+        if prefix.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("empty etcd prefix for `{}`", std::any::type_name::<T>()),
+            ));
+        }
+        let full = format!("{}{}/", self.inner.options.namespace, prefix);
+        let started = Reloader::<T>::start(self.client(), full.clone(), &options).await?;
+        Ok(Config::spawn(started, full))
+    }
+}

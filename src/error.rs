@@ -1,0 +1,332 @@
+//! The crate's one error type: a kind, a message, where the bad value came from, and a source.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::config::Layer;
+
+/// A boxed error that caused an [`Error`] (an etcd-client, I/O, YAML or serde error).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result<T, coordination::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in terms a caller can branch on.
+///
+/// New kinds may be added in minor releases; match with a wildcard arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No connection to etcd could be made (refused, DNS, TLS, transport reset).
+    #[error("connection failed")]
+    Connection,
+    /// A request ran past its deadline (the coordinator's request timeout, in ms).
+    #[error("timed out")]
+    Timeout,
+    /// etcd answered but cannot serve now (no leader, shutting down, stream closed).
+    #[error("etcd unavailable")]
+    Unavailable,
+    /// etcd refused the credentials or the operation is not permitted for the user.
+    #[error("not authorized")]
+    Auth,
+    /// The requested key, version or record does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A guarded write lost a race: what it compared against has changed.
+    #[error("conflict")]
+    Conflict,
+    /// The requested revision has been compacted away by etcd.
+    #[error("revision compacted")]
+    Compacted,
+    /// A configuration value failed to parse, deserialize or validate.
+    #[error("invalid configuration")]
+    Validation,
+    /// An argument or option given by the caller is invalid (bad endpoint URL, empty prefix).
+    #[error("invalid argument")]
+    InvalidArgument,
+    /// A local file could not be read or watched.
+    #[error("i/o error")]
+    Io,
+    /// The handle's background task has stopped (the runtime shut down).
+    #[error("closed")]
+    Closed,
+    /// Any other error reported by etcd.
+    #[error("etcd error")]
+    Etcd,
+}
+
+/// Where a bad value came from: its layer, its field path, its etcd key (or file path or
+/// environment variable) and the etcd revision being applied.
+///
+/// Every part is optional: an error reading a file has no revision, a connection error has
+/// no field. `Display` prints the parts that are known, e.g.
+/// `field `port`, layer etcd, key `/apps/chat/config/port`, revision 42`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// The configuration layer the bad value was read from.
+    pub layer: Option<Layer>,
+    /// Dotted field path in the config struct, e.g. `database.pool.max`.
+    pub field: Option<String>,
+    /// The origin inside the layer: the etcd key, the file path or the environment variable name.
+    pub key: Option<String>,
+    /// The etcd revision being read or applied when the error occurred.
+    pub revision: Option<i64>,
+}
+
+impl Provenance {
+    fn is_empty(&self) -> bool {
+        self.layer.is_none() && self.field.is_none() && self.key.is_none() && self.revision.is_none()
+    }
+}
+
+impl fmt::Display for Provenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if let Some(field) = &self.field {
+            let shown = if field.is_empty() { "(root)" } else { field };
+            write!(f, "field `{shown}`")?;
+            sep = ", ";
+        }
+        if let Some(layer) = self.layer {
+            write!(f, "{sep}layer {layer}")?;
+            sep = ", ";
+        }
+        if let Some(key) = &self.key {
+            let what = match self.layer {
+                Some(Layer::File) => "file",
+                Some(Layer::Env) => "variable",
+                _ => "key",
+            };
+            write!(f, "{sep}{what} `{key}`")?;
+            sep = ", ";
+        }
+        if let Some(revision) = self.revision {
+            write!(f, "{sep}revision {revision}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The error type of every fallible operation in this crate.
+///
+/// It carries an [`ErrorKind`] to branch on, a human message, the [`Provenance`] of the bad
+/// value where there is one, and the underlying error (etcd-client, I/O, YAML, serde) as
+/// [`source()`](std::error::Error::source).
+///
+/// `{}` prints the message and provenance, e.g.
+/// `invalid type: string "x", expected u16 (field `port`, layer etcd, key `/apps/chat/config/port`, revision 42)`;
+/// `{:#}` also appends the chain of sources.
+///
+/// `Error` is `Clone` (its source is shared), so one rejection can be logged, returned and
+/// delivered to every subscriber.
+#[derive(Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    provenance: Box<Provenance>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self;
+        f.write_str(&e.message)?;
+        if !e.provenance.is_empty() {
+            write!(f, " ({})", e.provenance)?;
+        }
+        if f.alternate() {
+            let mut next = std::error::Error::source(e);
+            while let Some(cause) = next {
+                write!(f, ": {cause}")?;
+                next = cause.source();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if !self.provenance.is_empty() {
+            d.field("provenance", &self.provenance);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl Error {
+    /// A new error of `kind` with a message and no provenance or source.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            provenance: Box::default(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause, returned by [`source()`](std::error::Error::source).
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    /// Sets the layer the bad value came from.
+    pub fn with_layer(mut self, layer: Layer) -> Self {
+        self.provenance.layer = Some(layer);
+        self
+    }
+
+    /// Sets the dotted field path of the bad value.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.provenance.field = Some(field.into());
+        self
+    }
+
+    /// Sets the etcd key, file path or environment variable the bad value came from.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.provenance.key = Some(key.into());
+        self
+    }
+
+    /// Sets the etcd revision being applied.
+    pub fn with_revision(mut self, revision: i64) -> Self {
+        self.provenance.revision = Some(revision);
+        self
+    }
+
+    /// Sets the revision only if none is set yet.
+    pub(crate) fn or_revision(mut self, revision: i64) -> Self {
+        self.provenance.revision.get_or_insert(revision);
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message without provenance or sources.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Where the bad value came from (all parts may be `None`).
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    /// The layer of the bad value, if known.
+    pub fn layer(&self) -> Option<Layer> {
+        self.provenance.layer
+    }
+
+    /// The dotted field path of the bad value, if known (`""` is the root).
+    pub fn field(&self) -> Option<&str> {
+        self.provenance.field.as_deref()
+    }
+
+    /// The etcd key, file path or environment variable of the bad value, if known.
+    pub fn key(&self) -> Option<&str> {
+        self.provenance.key.as_deref()
+    }
+
+    /// The etcd revision being read or applied, if known.
+    pub fn revision(&self) -> Option<i64> {
+        self.provenance.revision
+    }
+
+    /// Wraps an etcd-client error, classifying it by gRPC code or transport failure.
+    /// `doing` says what was attempted, e.g. `reading prefix /apps/chat/config/`.
+    pub(crate) fn etcd(doing: impl fmt::Display, err: etcd_client::Error) -> Self {
+        use etcd_client::Error as E;
+        let kind = match &err {
+            E::GRpcStatus(status) => match status.code() {
+                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Aborted => {
+                    ErrorKind::Unavailable
+                }
+                tonic::Code::DeadlineExceeded => ErrorKind::Timeout,
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => ErrorKind::Auth,
+                tonic::Code::OutOfRange if status.message().contains("compacted") => {
+                    ErrorKind::Compacted
+                }
+                tonic::Code::NotFound => ErrorKind::NotFound,
+                tonic::Code::InvalidArgument => ErrorKind::InvalidArgument,
+                tonic::Code::Unknown if status.message().contains("timed out") => ErrorKind::Timeout,
+                _ => ErrorKind::Etcd,
+            },
+            E::TransportError(_) | E::IoError(_) => ErrorKind::Connection,
+            E::InvalidArgs(_) | E::InvalidUri(_) | E::InvalidMetadataValue(_) => {
+                ErrorKind::InvalidArgument
+            }
+            E::EndpointError(_) | E::EndpointsNotManaged => ErrorKind::InvalidArgument,
+            E::WatchError(_) | E::LeaseKeepAliveError(_) => ErrorKind::Unavailable,
+            _ => ErrorKind::Etcd,
+        };
+        Error::new(kind, format!("{doing}: {}", kind_detail(&err))).with_source(err)
+    }
+}
+
+/// A short description of an etcd-client error for the message (the full error stays the source).
+fn kind_detail(err: &etcd_client::Error) -> String {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => {
+            format!("{:?}: {}", status.code(), status.message())
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_field_layer_key_and_revision() {
+        let e = Error::new(ErrorKind::Validation, "invalid type: string \"x\", expected u16")
+            .with_field("port")
+            .with_layer(Layer::Etcd)
+            .with_key("/apps/chat/config/port")
+            .with_revision(42);
+        assert_eq!(
+            e.to_string(),
+            "invalid type: string \"x\", expected u16 (field `port`, layer etcd, key `/apps/chat/config/port`, revision 42)"
+        );
+        assert_eq!(e.kind(), ErrorKind::Validation);
+        assert_eq!(e.revision(), Some(42));
+    }
+
+    #[test]
+    fn alternate_display_appends_sources() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = Error::new(ErrorKind::Io, "reading config/chat.yaml").with_source(io);
+        assert_eq!(e.to_string(), "reading config/chat.yaml");
+        assert_eq!(format!("{e:#}"), "reading config/chat.yaml: no such file");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn file_and_env_layers_name_their_origin() {
+        let e = Error::new(ErrorKind::Validation, "bad")
+            .with_layer(Layer::File)
+            .with_key("config/chat.yaml");
+        assert_eq!(e.to_string(), "bad (layer file, file `config/chat.yaml`)");
+        let e = Error::new(ErrorKind::Validation, "bad")
+            .with_layer(Layer::Env)
+            .with_key("CHAT_PORT");
+        assert_eq!(e.to_string(), "bad (layer env, variable `CHAT_PORT`)");
+    }
+}

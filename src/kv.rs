@@ -1,0 +1,75 @@
+//! etcd key-value helpers shared by the modules: prefix ranges and consistent paged reads.
+
+use etcd_client::{Client, GetOptions, KeyValue};
+
+use crate::error::{Error, Result};
+
+/// The range end that covers every key starting with `prefix` (etcd's `WithPrefix` rule: the
+/// last byte below 0xff incremented, trailing 0xff dropped; `\0` means "to the end").
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Reads every key under `prefix` as of one revision: the first page fixes the revision R
+/// (the response header's), later pages are read at R. Returns R and the keys in key order.
+///
+/// # Errors
+/// The etcd error of any page (e.g. [`ErrorKind::Compacted`](crate::ErrorKind::Compacted) if R
+/// was compacted between pages, [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable)).
+pub(crate) async fn read_prefix(
+    client: &mut Client,
+    prefix: &str,
+    page_size: i64,
+) -> Result<(i64, Vec<KeyValue>)> {
+    let end = prefix_end(prefix.as_bytes());
+    let mut start = prefix.as_bytes().to_vec();
+    let mut revision = 0;
+    let mut out = Vec::new();
+    loop {
+        let mut options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(page_size);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let mut resp = client
+            .get(start.clone(), Some(options))
+            .await
+            .map_err(|e| Error::etcd(format_args!("reading prefix `{prefix}`"), e))?;
+        if revision == 0 {
+            revision = resp.header().map_or(0, |h| h.revision());
+        }
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        match kvs.last() {
+            Some(last) if more => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => {
+                out.extend(kvs);
+                return Ok((revision, out));
+            }
+        }
+        out.extend(kvs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end(&[b'a', 0xff]), b"b".to_vec());
+        assert_eq!(prefix_end(&[0xff]), vec![0]);
+    }
+}

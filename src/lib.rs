@@ -1,0 +1,114 @@
+//! Typed, hot-reloading configuration on etcd.
+//!
+//! `#[derive(CoordConfig)]` binds a serde struct to an etcd key prefix. Values come in layers,
+//! defaults < local file < etcd prefix < environment, and every value knows which layer and key
+//! it came from. The merged, validated struct lives in an `arc-swap` snapshot: [`Config::load`]
+//! costs nanoseconds and never blocks. An etcd watch and a file watch reload it; one etcd
+//! revision becomes one snapshot, and bad config is rejected while the last good snapshot keeps
+//! serving.
+//!
+//! # Contents
+//! - [Quick start](#quick-start)
+//! - [Layers](#layers)
+//! - [The prefix ↔ struct rule](#the-prefix--struct-rule)
+//! - [Reloads and validation](#reloads-and-validation)
+//! - [Errors](#errors)
+//! - [Feature flags](#feature-flags)
+//!
+//! # Quick start
+//! ```no_run
+//! use coordination::{CoordConfig, Coordinator, CoordinatorOptions};
+//! use schemars::JsonSchema;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
+//! #[coord(prefix = "/apps/chat/config", file = "config/chat.yaml", env_prefix = "CHAT_")]
+//! struct ChatConfig {
+//!     #[schemars(range(min = 1))]
+//!     port: u16,
+//!     #[serde(default)]
+//!     greeting: String,
+//! }
+//!
+//! # async fn run() -> coordination::Result<()> {
+//! let coord = Coordinator::connect(CoordinatorOptions::new(["http://127.0.0.1:2379"])).await?;
+//! let cfg = ChatConfig::bind(&coord).await?;
+//! let snap = cfg.load();                  // lock-free, no allocation
+//! println!("port {} at revision {}", snap.port, snap.revision());
+//! println!("port came from {}", snap.source("port"));
+//! let mut events = cfg.subscribe();       // applied snapshots and rejections, in order
+//! while let Some(event) = events.recv().await {
+//!     println!("{event:?}");
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layers
+//! Values come from four layers; a higher one overrides a lower one field by field:
+//!
+//! | precedence | layer | where | source recorded |
+//! |---|---|---|---|
+//! | 1 (lowest) | [`Layer::Default`] | `#[serde(default)]` in the type | — |
+//! | 2 | [`Layer::File`] | `#[coord(file = "…")]`, YAML or JSON by extension | file path |
+//! | 3 | [`Layer::Etcd`] | keys under `#[coord(prefix = "…")]` | key and `mod_revision` |
+//! | 4 (highest) | [`Layer::Env`] | `<env_prefix><FIELD>__<SUB>` variables | variable name |
+//!
+//! # The prefix ↔ struct rule
+//! Key `<prefix>/a/b` is field `a.b`. A value is YAML (so JSON, `8080`, `true` and bare words
+//! work); a field the schema types as a string keeps the text as written. A key may hold a whole
+//! sub-document; where `<prefix>/a` holds a document and `<prefix>/a/b` also exists, the deeper
+//! key wins for field `b`. Deleting a key lets the field fall back to the next lower layer.
+//!
+//! # Reloads and validation
+//! A snapshot is the prefix as of one etcd revision: read once (paged at a pinned revision),
+//! then watched from that revision + 1. All events of one revision (one transaction) become one
+//! snapshot. Each candidate is merged, deserialized (`serde_path_to_error`), checked against the
+//! type's JSON Schema and its `validate()`; a bad one is rejected, logged and delivered to
+//! subscribers, and the last good snapshot keeps serving. The state of each layer always mirrors
+//! its source: while a bad key stays in etcd (or a bad file on disk), every later change is
+//! rejected too, naming the bad key, until it is fixed.
+//!
+//! # Errors
+//! Every fallible call returns [`Error`]: an [`ErrorKind`] to branch on, a message, the
+//! [`Provenance`] of a bad value (layer, field path, etcd key, revision) and the underlying
+//! error as `source()`.
+//!
+//! # Feature flags
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `derive` | yes | `#[derive(CoordConfig)]` (the `coordination-derive` proc-macro crate) |
+
+mod backoff;
+mod config;
+mod coordinator;
+mod error;
+mod kv;
+
+pub use config::{
+    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, Layer, Rejection, Snapshot, Source,
+    Sources, Subscription, DEFAULT_MAX_VALUE_BYTES,
+};
+pub use coordinator::{Coordinator, CoordinatorOptions};
+pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
+
+/// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes.
+///
+/// | attribute | required | meaning |
+/// |---|---|---|
+/// | `prefix = "/apps/chat/config"` | yes | the etcd key prefix (no trailing `/`) |
+/// | `file = "config/chat.yaml"` | no | the local file layer (YAML, or JSON for `.json`) |
+/// | `env_prefix = "CHAT_"` | no | the environment layer's variable prefix |
+/// | `validate = "path::to::fn"` | no | `fn(&Self) -> Result<(), E: Display>`, run on every candidate |
+///
+/// A missing `prefix`, an unknown or repeated attribute, or use on an enum or union is a
+/// compile error pointing at the offending attribute.
+#[cfg(feature = "derive")]
+pub use coordination_derive::CoordConfig;
+
+/// Items used by `#[derive(CoordConfig)]`'s generated code. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::config::CoordConfig;
+    pub use std::result::Result;
+    pub use std::string::{String, ToString};
+}
