@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
-use crate::config::{CoordConfig, Config, ConfigOptions, Reloader};
+use crate::config::{Config, ConfigOptions, CoordConfig, Reloader};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How to reach etcd. Build with [`CoordinatorOptions::new`] and the `with_*` methods.
@@ -118,7 +118,10 @@ impl Coordinator {
     /// [`ErrorKind::Auth`] for rejected credentials.
     pub async fn connect(options: CoordinatorOptions) -> Result<Self> {
         if options.endpoints.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidArgument, "no etcd endpoints given"));
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "no etcd endpoints given",
+            ));
         }
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
@@ -137,7 +140,10 @@ impl Coordinator {
             .map_err(|e| Error::etcd(format_args!("connecting to etcd at {shown}"), e))?;
         let probe = format!("{}/", options.namespace);
         client
-            .get(probe, Some(GetOptions::new().with_count_only().with_limit(1)))
+            .get(
+                probe,
+                Some(GetOptions::new().with_count_only().with_limit(1)),
+            )
             .await
             .map_err(|e| Error::etcd(format_args!("etcd at {shown} did not answer"), e))?;
         Ok(Coordinator {

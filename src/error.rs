@@ -75,7 +75,10 @@ pub struct Provenance {
 
 impl Provenance {
     fn is_empty(&self) -> bool {
-        self.layer.is_none() && self.field.is_none() && self.key.is_none() && self.revision.is_none()
+        self.layer.is_none()
+            && self.field.is_none()
+            && self.key.is_none()
+            && self.revision.is_none()
     }
 }
 
@@ -265,7 +268,9 @@ impl Error {
                 }
                 tonic::Code::NotFound => ErrorKind::NotFound,
                 tonic::Code::InvalidArgument => ErrorKind::InvalidArgument,
-                tonic::Code::Unknown if status.message().contains("timed out") => ErrorKind::Timeout,
+                tonic::Code::Unknown if status.message().contains("timed out") => {
+                    ErrorKind::Timeout
+                }
                 _ => ErrorKind::Etcd,
             },
             E::TransportError(_) | E::IoError(_) => ErrorKind::Connection,
@@ -296,11 +301,14 @@ mod tests {
 
     #[test]
     fn display_names_field_layer_key_and_revision() {
-        let e = Error::new(ErrorKind::Validation, "invalid type: string \"x\", expected u16")
-            .with_field("port")
-            .with_layer(Layer::Etcd)
-            .with_key("/apps/chat/config/port")
-            .with_revision(42);
+        let e = Error::new(
+            ErrorKind::Validation,
+            "invalid type: string \"x\", expected u16",
+        )
+        .with_field("port")
+        .with_layer(Layer::Etcd)
+        .with_key("/apps/chat/config/port")
+        .with_revision(42);
         assert_eq!(
             e.to_string(),
             "invalid type: string \"x\", expected u16 (field `port`, layer etcd, key `/apps/chat/config/port`, revision 42)"

@@ -24,7 +24,10 @@ impl<T: CoordConfig> Checker<T> {
         let validator = jsonschema::validator_for(&schema).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidArgument,
-                format!("the JSON Schema of `{}` does not compile: {e}", std::any::type_name::<T>()),
+                format!(
+                    "the JSON Schema of `{}` does not compile: {e}",
+                    std::any::type_name::<T>()
+                ),
             )
         })?;
         Ok(Checker {
@@ -61,10 +64,17 @@ impl<T: CoordConfig> Checker<T> {
         if let Some(e) = self.validator.iter_errors(merged).next() {
             let path = pointer_to_dotted(e.instance_path().as_str());
             let message = format!("schema: {e}");
-            return Err(locate(Error::new(ErrorKind::Validation, message), &path, sources));
+            return Err(locate(
+                Error::new(ErrorKind::Validation, message),
+                &path,
+                sources,
+            ));
         }
         value.validate().map_err(|reason| {
-            Error::new(ErrorKind::Validation, format!("rejected by validate(): {reason}"))
+            Error::new(
+                ErrorKind::Validation,
+                format!("rejected by validate(): {reason}"),
+            )
         })?;
         Ok(value)
     }

@@ -91,7 +91,9 @@ impl<T> Subscription<T> {
     pub async fn recv(&mut self) -> Option<ConfigEvent<T>> {
         match self.rx.recv().await {
             Ok(event) => Some(event),
-            Err(broadcast::error::RecvError::Lagged(missed)) => Some(ConfigEvent::Lagged { missed }),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Some(ConfigEvent::Lagged { missed })
+            }
             Err(broadcast::error::RecvError::Closed) => None,
         }
     }

@@ -87,7 +87,11 @@ impl ConfigOptions {
         K: Into<String>,
         V: Into<String>,
     {
-        self.env_vars = Some(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self.env_vars = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
         self
     }
 

@@ -230,7 +230,8 @@ impl<T: CoordConfig> Reloader<T> {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(self.state.revision + 1);
-        self.state.client
+        self.state
+            .client
             .watch(self.state.prefix.as_bytes(), Some(options))
             .await
             .map_err(|e| Error::etcd(format_args!("watching prefix `{}`", self.state.prefix), e))
@@ -279,14 +280,20 @@ impl<T: CoordConfig> Reloader<T> {
                 }
             }
             match event.0.r#type {
-                0 => self.state.etcd.put(&kv.key, &kv.value, revision, &self.state.fields),
+                0 => self
+                    .state
+                    .etcd
+                    .put(&kv.key, &kv.value, revision, &self.state.fields),
                 1 => self.state.etcd.delete(&kv.key),
                 other => {
                     tracing::warn!(prefix = %self.state.prefix, event_type = other, "ignoring unknown watch event type");
                 }
             }
             let key = String::from_utf8_lossy(&kv.key).into_owned();
-            pending.get_or_insert_with(|| (revision, Vec::new())).1.push(key);
+            pending
+                .get_or_insert_with(|| (revision, Vec::new()))
+                .1
+                .push(key);
         }
         if let Some((r, keys)) = pending {
             self.state.revision = r;
@@ -372,7 +379,6 @@ impl<T: CoordConfig> State<T> {
             _ => error,
         }
     }
-
 }
 
 enum Flow {
@@ -395,4 +401,3 @@ async fn file_changed(watch: Option<&FileWatch>) {
         None => std::future::pending().await,
     }
 }
-

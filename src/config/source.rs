@@ -152,7 +152,10 @@ mod tests {
         m.insert("database.host".to_string(), etcd("/p/database/host"));
         let s = Sources::from_map(m);
         assert_eq!(s.get("servers.0").origin.as_deref(), Some("/p/servers"));
-        assert_eq!(s.get("database.host").origin.as_deref(), Some("/p/database/host"));
+        assert_eq!(
+            s.get("database.host").origin.as_deref(),
+            Some("/p/database/host")
+        );
         assert_eq!(s.get("database.port"), &Source::DEFAULT);
         assert_eq!(
             s.find_within("database").and_then(|s| s.origin.as_deref()),

@@ -196,8 +196,12 @@ mod tests {
     fn higher_layers_override_field_by_field() {
         let mut file = LayerTree::default();
         let f = src(Layer::File, "chat.yaml");
-        file.insert(&[], json!({"port": 1, "database": {"host": "f", "user": "u"}}), &f)
-            .unwrap();
+        file.insert(
+            &[],
+            json!({"port": 1, "database": {"host": "f", "user": "u"}}),
+            &f,
+        )
+        .unwrap();
         let mut etcd = LayerTree::default();
         let e = src(Layer::Etcd, "/p/database/host");
         etcd.insert(&["database", "host"], json!("e"), &e).unwrap();

@@ -41,7 +41,9 @@ impl StringFields {
         let parsed = parse(raw)?;
         if matches!(parsed, Value::Number(_) | Value::Bool(_)) && self.wants_string(path) {
             // `parse` succeeded, so the text is valid UTF-8.
-            return Ok(Value::String(String::from_utf8_lossy(raw).trim().to_string()));
+            return Ok(Value::String(
+                String::from_utf8_lossy(raw).trim().to_string(),
+            ));
         }
         Ok(parsed)
     }
@@ -108,13 +110,15 @@ impl StringFields {
                         .any(|t| matches!(*t, "number" | "integer" | "boolean"))
             }
             _ => ["anyOf", "oneOf"].iter().any(|c| {
-                node.get(*c).and_then(Value::as_array).is_some_and(|branches| {
-                    let non_null: Vec<&Value> = branches
-                        .iter()
-                        .filter(|b| b.get("type").and_then(Value::as_str) != Some("null"))
-                        .collect();
-                    non_null.len() == 1 && self.only_string(non_null[0], depth + 1)
-                })
+                node.get(*c)
+                    .and_then(Value::as_array)
+                    .is_some_and(|branches| {
+                        let non_null: Vec<&Value> = branches
+                            .iter()
+                            .filter(|b| b.get("type").and_then(Value::as_str) != Some("null"))
+                            .collect();
+                        non_null.len() == 1 && self.only_string(non_null[0], depth + 1)
+                    })
             }),
         }
     }
@@ -132,7 +136,10 @@ mod tests {
         assert_eq!(parse(b"hello world").unwrap(), json!("hello world"));
         assert_eq!(parse(b"").unwrap(), Value::Null);
         assert_eq!(parse(b"{\n\t\"a\": 1}").unwrap(), json!({"a": 1}));
-        assert_eq!(parse(b"a: 1\nb: [x, y]\n").unwrap(), json!({"a": 1, "b": ["x", "y"]}));
+        assert_eq!(
+            parse(b"a: 1\nb: [x, y]\n").unwrap(),
+            json!({"a": 1, "b": ["x", "y"]})
+        );
         assert!(parse(b"a: [1, 2").is_err());
         assert!(parse(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
     }
@@ -154,8 +161,14 @@ mod tests {
         assert_eq!(f.parse_for(&["version"], b"1.10").unwrap(), json!("1.10"));
         assert_eq!(f.parse_for(&["port"], b"1.10").unwrap(), json!(1.1));
         assert_eq!(f.parse_for(&["nick"], b"true").unwrap(), json!("true"));
-        assert_eq!(f.parse_for(&["db", "password"], b"0123").unwrap(), json!("0123"));
-        assert_eq!(f.parse_for(&["maybe", "password"], b"12").unwrap(), json!("12"));
+        assert_eq!(
+            f.parse_for(&["db", "password"], b"0123").unwrap(),
+            json!("0123")
+        );
+        assert_eq!(
+            f.parse_for(&["maybe", "password"], b"12").unwrap(),
+            json!("12")
+        );
         assert_eq!(f.parse_for(&["unknown"], b"12").unwrap(), json!(12));
     }
 }

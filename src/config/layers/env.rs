@@ -79,7 +79,8 @@ mod tests {
 
     #[test]
     fn bad_variable_is_named() {
-        let vars = [("CHAT_A", "[1,"), ("CHAT_B", "x")].map(|(k, v)| (k.to_string(), v.to_string()));
+        let vars =
+            [("CHAT_A", "[1,"), ("CHAT_B", "x")].map(|(k, v)| (k.to_string(), v.to_string()));
         let err = env_layer("CHAT_", vars, &StringFields::new(json!({}))).unwrap_err();
         assert_eq!(err.key(), Some("CHAT_A"));
         assert_eq!(err.layer(), Some(Layer::Env));

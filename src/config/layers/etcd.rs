@@ -88,7 +88,9 @@ impl EtcdLayer {
 
     /// The keys and their `mod_revision`s, in key order.
     pub(crate) fn revisions(&self) -> impl Iterator<Item = (&str, i64)> {
-        self.entries.iter().map(|(k, e)| (k.as_str(), e.mod_revision))
+        self.entries
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.mod_revision))
     }
 
     fn segments<'k>(&self, key: &'k str) -> Result<Vec<&'k str>, String> {
@@ -144,7 +146,10 @@ mod tests {
     use serde_json::json;
 
     fn layer() -> (EtcdLayer, StringFields) {
-        (EtcdLayer::new("/p/".into(), 1024), StringFields::new(json!({})))
+        (
+            EtcdLayer::new("/p/".into(), 1024),
+            StringFields::new(json!({})),
+        )
     }
 
     #[test]
@@ -154,7 +159,10 @@ mod tests {
         l.put(b"/p/database/host", b"b", 3, &f);
         l.put(b"/p/port", b"8080", 4, &f);
         let (v, s) = merge([&l.tree().unwrap()]);
-        assert_eq!(v, json!({"database": {"host": "b", "port": 1}, "port": 8080}));
+        assert_eq!(
+            v,
+            json!({"database": {"host": "b", "port": 1}, "port": 8080})
+        );
         assert_eq!(s.get("database.host").revision, Some(3));
         l.delete(b"/p/database/host");
         let (v, _) = merge([&l.tree().unwrap()]);
@@ -177,6 +185,10 @@ mod tests {
 
         let (mut l, f) = layer();
         l.put(b"/p/a//b", b"1", 2, &f);
-        assert!(l.tree().unwrap_err().message().contains("empty path segment"));
+        assert!(l
+            .tree()
+            .unwrap_err()
+            .message()
+            .contains("empty path segment"));
     }
 }

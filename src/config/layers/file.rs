@@ -73,17 +73,16 @@ impl FileWatch {
         let name = path.file_name().map(|n| n.to_os_string());
         let signal = Arc::new(Notify::new());
         let tx = Arc::clone(&signal);
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            match res {
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(event) => {
                     if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
                         tx.notify_one();
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "config file watch error"),
-            }
-        })
-        .map_err(|e| watch_error(path, e))?;
+            })
+            .map_err(|e| watch_error(path, e))?;
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|e| watch_error(path, e))?;

@@ -1,0 +1,569 @@
+//! Typed config bound to an etcd prefix: layers, hot reload, atomic transactions, validation.
+//! Every test runs its own etcd; changes are made with the `etcdctl` binary where an operator
+//! would use it.
+
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coordination::{
+    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, ErrorKind, Layer, Rejection, Snapshot,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use support::Etcd;
+
+const P: &str = "/apps/chat/config";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, CoordConfig)]
+#[coord(
+    prefix = "/apps/chat/config",
+    env_prefix = "CHAT_",
+    validate = "ChatConfig::check"
+)]
+struct ChatConfig {
+    #[schemars(range(min = 1))]
+    port: u16,
+    #[serde(default)]
+    features: Features,
+    database: Database,
+    #[serde(default)]
+    pair: Pair,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Features {
+    #[serde(default)]
+    chat: bool,
+    #[serde(default = "default_greeting")]
+    #[schemars(length(min = 1, max = 16))]
+    greeting: String,
+    #[serde(default)]
+    version: String,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features {
+            chat: false,
+            greeting: default_greeting(),
+            version: String::new(),
+        }
+    }
+}
+
+fn default_greeting() -> String {
+    "hello".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Database {
+    host: String,
+    #[serde(default = "default_pool")]
+    #[schemars(range(min = 1, max = 100))]
+    pool: u32,
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[a-z]+$"))]
+    user: String,
+}
+
+fn default_pool() -> u32 {
+    10
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Pair {
+    left: i64,
+    right: i64,
+}
+
+impl ChatConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.database.host == "localhost" {
+            return Err("database.host must not be localhost".into());
+        }
+        Ok(())
+    }
+}
+
+fn key(rel: &str) -> String {
+    format!("{P}/{rel}")
+}
+
+fn options() -> ConfigOptions {
+    ConfigOptions::new()
+        .no_file()
+        .env_vars(Vec::<(String, String)>::new())
+}
+
+async fn seed(etcd: &Etcd) -> i64 {
+    etcd.put(&key("port"), "8080");
+    etcd.put(&key("database/host"), "db1")
+}
+
+async fn next_event(sub: &mut coordination::Subscription<ChatConfig>) -> ConfigEvent<ChatConfig> {
+    tokio::time::timeout(Duration::from_secs(10), sub.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("subscription open")
+}
+
+async fn next_applied(
+    sub: &mut coordination::Subscription<ChatConfig>,
+) -> Arc<Snapshot<ChatConfig>> {
+    match next_event(sub).await {
+        ConfigEvent::Applied(s) => s,
+        other => panic!("expected an applied snapshot, got {other:?}"),
+    }
+}
+
+async fn next_rejected(sub: &mut coordination::Subscription<ChatConfig>) -> Arc<Rejection> {
+    match next_event(sub).await {
+        ConfigEvent::Rejected(r) => r,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn initial_load_merges_layers_by_precedence_with_provenance() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chat.yaml");
+    std::fs::write(
+        &file,
+        "port: 1000\ndatabase:\n  host: file-host\n  user: fileuser\nfeatures:\n  chat: true\n",
+    )
+    .unwrap();
+    etcd.put(&key("database"), r#"{"host": "doc-host", "pool": 20}"#);
+    let host_rev = etcd.put(&key("database/host"), "etcd-host");
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord
+        .config_with(
+            ConfigOptions::new()
+                .file(&file)
+                .env_vars([("CHAT_PORT", "9090"), ("OTHER_PORT", "1")]),
+        )
+        .await
+        .unwrap();
+    let snap = cfg.load();
+    assert_eq!(snap.port, 9090, "env beats file");
+    assert_eq!(
+        snap.database.host, "etcd-host",
+        "deeper etcd key beats the document"
+    );
+    assert_eq!(snap.database.pool, 20, "etcd document beats default");
+    assert_eq!(snap.database.user, "fileuser", "file beats default");
+    assert!(snap.features.chat);
+    assert_eq!(snap.features.greeting, "hello", "serde default");
+    assert_eq!(snap.revision(), host_rev);
+    assert_eq!(snap.generation(), 1);
+    assert_eq!(snap.change(), &Change::Initial);
+
+    let port = snap.source("port");
+    assert_eq!(
+        (port.layer, port.origin.as_deref()),
+        (Layer::Env, Some("CHAT_PORT"))
+    );
+    let host = snap.source("database.host");
+    assert_eq!(host.layer, Layer::Etcd);
+    assert_eq!(host.origin.as_deref(), Some(key("database/host").as_str()));
+    assert_eq!(host.revision, Some(host_rev));
+    assert_eq!(
+        snap.source("database.pool").origin.as_deref(),
+        Some(key("database").as_str())
+    );
+    assert_eq!(snap.source("database.user").layer, Layer::File);
+    assert_eq!(snap.source("features.greeting").layer, Layer::Default);
+    assert_eq!(cfg.prefix(), format!("{P}/"));
+}
+
+#[tokio::test]
+async fn etcdctl_put_hot_reloads_with_its_revision() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    assert_eq!(cfg.load().port, 8080);
+    let mut sub = cfg.subscribe();
+    let rev = etcd.put(&key("port"), "8081");
+    let snap = next_applied(&mut sub).await;
+    assert_eq!(snap.port, 8081);
+    assert_eq!(snap.revision(), rev);
+    assert_eq!(
+        snap.change(),
+        &Change::Etcd {
+            revision: rev,
+            keys: vec![key("port")]
+        }
+    );
+    assert_eq!(cfg.load().revision(), rev);
+    assert_eq!(cfg.load().generation(), 2);
+    // A string field keeps the text etcdctl wrote, even when YAML would read a number.
+    etcd.put(&key("features/version"), "1.10");
+    assert_eq!(next_applied(&mut sub).await.features.version, "1.10");
+}
+
+#[tokio::test]
+async fn bind_through_the_derive_and_namespace() {
+    let etcd = Etcd::start().await;
+    etcd.put("/tenant-a/apps/chat/config/port", "7000");
+    etcd.put("/tenant-a/apps/chat/config/database", "host: ns-host");
+    let coord = coordination::Coordinator::connect(
+        coordination::CoordinatorOptions::new([etcd.endpoint()]).with_namespace("/tenant-a"),
+    )
+    .await
+    .unwrap();
+    let cfg = ChatConfig::bind(&coord).await.unwrap();
+    assert_eq!(cfg.load().port, 7000);
+    assert_eq!(cfg.load().database.host, "ns-host");
+    assert_eq!(cfg.prefix(), "/tenant-a/apps/chat/config/");
+}
+
+#[tokio::test]
+async fn multi_key_transaction_is_one_snapshot() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let mut sub = cfg.subscribe();
+
+    // One etcdctl txn that changes three keys arrives as one snapshot.
+    let rev = etcd.txn(&[
+        &format!("put {} 9000", key("port")),
+        &format!("put {} db2", key("database/host")),
+        &format!("put {} 50", key("database/pool")),
+    ]);
+    let snap = next_applied(&mut sub).await;
+    assert_eq!(snap.revision(), rev);
+    assert_eq!(
+        (snap.port, snap.database.host.as_str(), snap.database.pool),
+        (9000, "db2", 50)
+    );
+    match snap.change() {
+        Change::Etcd { keys, .. } => assert_eq!(keys.len(), 3),
+        other => panic!("unexpected change {other:?}"),
+    }
+
+    // 1000 transactions that keep pair.left == pair.right; a reader thread checks the invariant
+    // on every load() while they are applied.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let cfg = cfg.clone();
+        let stop = Arc::clone(&stop);
+        let loads = Arc::clone(&loads);
+        std::thread::spawn(move || {
+            let mut last = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let snap = cfg.load();
+                assert_eq!(
+                    snap.pair.left,
+                    snap.pair.right,
+                    "half-applied txn at {}",
+                    snap.revision()
+                );
+                assert!(snap.pair.left >= last, "went backwards");
+                last = snap.pair.left;
+                loads.fetch_add(1, Ordering::Relaxed);
+            }
+            last
+        })
+    };
+    let mut client = etcd.client().await;
+    for i in 1..=1000i64 {
+        let v = i.to_string();
+        client
+            .txn(etcd_client::Txn::new().and_then([
+                etcd_client::TxnOp::put(key("pair/left"), v.clone(), None),
+                etcd_client::TxnOp::put(key("pair/right"), v, None),
+            ]))
+            .await
+            .unwrap();
+    }
+    let mut applied = 0;
+    loop {
+        let snap = next_applied(&mut sub).await;
+        applied += 1;
+        match snap.change() {
+            Change::Etcd { keys, .. } => assert_eq!(keys.len(), 2, "both keys in one snapshot"),
+            other => panic!("unexpected change {other:?}"),
+        }
+        if snap.pair.left == 1000 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let last = reader
+        .join()
+        .expect("reader saw no half-applied transaction");
+    assert_eq!(applied, 1000, "one snapshot per transaction");
+    assert!(last <= 1000);
+    assert!(loads.load(Ordering::Relaxed) > 1000);
+}
+
+#[tokio::test]
+async fn deleting_a_key_falls_back_to_the_next_layer() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chat.json");
+    std::fs::write(&file, r#"{"database": {"host": "file-host", "pool": 5}}"#).unwrap();
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord.config_with(options().file(&file)).await.unwrap();
+    assert_eq!(cfg.load().database.host, "db1");
+    let mut sub = cfg.subscribe();
+
+    let rev = etcd.del(&key("database/host"));
+    let snap = next_applied(&mut sub).await;
+    assert_eq!(snap.revision(), rev);
+    assert_eq!(snap.database.host, "file-host");
+    assert_eq!(snap.source("database.host").layer, Layer::File);
+
+    etcd.put(&key("features/greeting"), "hi");
+    assert_eq!(next_applied(&mut sub).await.features.greeting, "hi");
+    etcd.del(&key("features/greeting"));
+    let snap = next_applied(&mut sub).await;
+    assert_eq!(snap.features.greeting, "hello");
+    assert_eq!(snap.source("features.greeting").layer, Layer::Default);
+}
+
+#[tokio::test]
+async fn file_edits_reload_including_rename_replace() {
+    let etcd = Etcd::start().await;
+    etcd.put(&key("database/host"), "db1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chat.yaml");
+    std::fs::write(&file, "port: 1000\n").unwrap();
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord
+        .config_with(
+            options()
+                .file(&file)
+                .file_debounce(Duration::from_millis(20)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cfg.load().port, 1000);
+    let mut sub = cfg.subscribe();
+
+    std::fs::write(&file, "port: 1001\n").unwrap();
+    let snap = next_applied(&mut sub).await;
+    assert_eq!(snap.port, 1001);
+    assert_eq!(snap.change(), &Change::File { path: file.clone() });
+
+    write_atomically(&file, "port: 1002\n");
+    assert_eq!(next_applied(&mut sub).await.port, 1002);
+
+    // A broken file is rejected naming the file; the last good value keeps serving.
+    write_atomically(&file, "port: [1002\n");
+    let rejection = next_rejected(&mut sub).await;
+    assert_eq!(rejection.error.layer(), Some(Layer::File));
+    assert!(rejection.error.key().unwrap().ends_with("chat.yaml"));
+    assert_eq!(cfg.load().port, 1002);
+    write_atomically(&file, "port: 1003\n");
+    assert_eq!(next_applied(&mut sub).await.port, 1003);
+}
+
+/// Each kind of bad input: rejected with an error naming the key and revision, the last good
+/// snapshot keeps serving, and the next valid change applies.
+#[tokio::test]
+async fn bad_input_is_rejected_and_the_last_good_snapshot_keeps_serving() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let mut sub = cfg.subscribe();
+
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (key, bad value, expected field, expected words in the message)
+        ("database", "{host: [unclosed", "", "invalid YAML"),
+        ("port", "not-a-number", "port", "invalid type"),
+        ("port", "70000", "port", "invalid value"),
+        ("port", "0", "port", "minimum"),
+        ("database/pool", "500", "database.pool", "maximum"),
+        (
+            "features/greeting",
+            "this greeting is far too long",
+            "features.greeting",
+            "longer",
+        ),
+        (
+            "database/user",
+            "Not-Lower",
+            "database.user",
+            "does not match",
+        ),
+        ("database/host", "localhost", "", "validate()"),
+        ("port/x", "1", "port.x", "not an object"),
+    ];
+    for (rel, bad, field, words) in cases {
+        let k = key(rel);
+        let good = cfg.load_full();
+        let rev = etcd.put(&k, bad);
+        let rejection = next_rejected(&mut sub).await;
+        let e = &rejection.error;
+        assert_eq!(e.kind(), ErrorKind::Validation, "{e}");
+        assert_eq!(e.revision(), Some(rev), "{e}");
+        assert_eq!(e.key(), Some(k.as_str()), "{e}");
+        assert_eq!(e.layer(), Some(Layer::Etcd), "{e}");
+        if !field.is_empty() {
+            assert_eq!(e.field(), Some(*field), "{e}");
+        }
+        assert!(e.to_string().contains(words), "`{e}` should say `{words}`");
+        assert!(e.to_string().contains(&k), "`{e}` should name the key");
+        assert!(e.to_string().contains(&format!("revision {rev}")), "{e}");
+        assert_eq!(rejection.serving_revision, good.revision());
+        // Still serving the last good snapshot.
+        assert!(Arc::ptr_eq(&cfg.load_full(), &good));
+        // Repair: put back a good value (or remove the bad key) and see it apply.
+        match *rel {
+            "port/x" => {
+                etcd.del(&k);
+            }
+            "database" => {
+                etcd.del(&k);
+            }
+            "port" => {
+                etcd.put(&k, "8080");
+            }
+            "database/pool" => {
+                etcd.del(&k);
+            }
+            "features/greeting" => {
+                etcd.del(&k);
+            }
+            "database/user" => {
+                etcd.del(&k);
+            }
+            "database/host" => {
+                etcd.put(&k, "db1");
+            }
+            other => panic!("no repair for {other}"),
+        }
+        let repaired = next_applied(&mut sub).await;
+        assert_eq!(repaired.port, 8080);
+        assert_eq!(repaired.database.host, "db1");
+    }
+
+    // A missing required field, by deleting its key: the error names the deleted key.
+    let rev = etcd.del(&key("database/host"));
+    let rejection = next_rejected(&mut sub).await;
+    assert_eq!(rejection.error.field(), Some("database"));
+    assert_eq!(rejection.error.key(), Some(key("database/host").as_str()));
+    assert_eq!(rejection.error.revision(), Some(rev));
+    assert!(rejection.error.to_string().contains("missing field"));
+    assert_eq!(cfg.load().database.host, "db1");
+}
+
+#[tokio::test]
+async fn subscribers_see_applied_and_rejected_events_in_revision_order() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let mut first = cfg.subscribe();
+    let mut second = cfg.subscribe();
+    let values = ["8081", "bad", "8082", "0", "8083"];
+    let mut revisions = Vec::new();
+    for v in values {
+        revisions.push(etcd.put(&key("port"), v));
+    }
+    for sub in [&mut first, &mut second] {
+        let mut seen = Vec::new();
+        for _ in values {
+            let (kind, rev) = match next_event(sub).await {
+                ConfigEvent::Applied(s) => ("applied", s.revision()),
+                ConfigEvent::Rejected(r) => ("rejected", r.error.revision().unwrap()),
+                other => panic!("unexpected {other:?}"),
+            };
+            seen.push((kind, rev));
+        }
+        let expected: Vec<(&str, i64)> = ["applied", "rejected", "applied", "rejected", "applied"]
+            .into_iter()
+            .zip(revisions.iter().copied())
+            .collect();
+        assert_eq!(seen, expected);
+    }
+    assert_eq!(cfg.load().port, 8083);
+}
+
+#[tokio::test]
+async fn bind_fails_on_invalid_config_with_the_same_error() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let rev = etcd.put(&key("port"), "zero");
+    let coord = etcd.coordinator().await;
+    let err = coord
+        .config_with::<ChatConfig>(options())
+        .await
+        .expect_err("invalid config must fail bind");
+    assert_eq!(err.kind(), ErrorKind::Validation);
+    assert_eq!(err.field(), Some("port"));
+    assert_eq!(err.key(), Some(key("port").as_str()));
+    assert_eq!(err.revision(), Some(rev));
+    assert_eq!(err.layer(), Some(Layer::Etcd));
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
+#[coord(prefix = "/apps/big/config")]
+struct BigConfig {
+    entries: std::collections::BTreeMap<String, u32>,
+}
+
+#[tokio::test]
+async fn large_prefix_is_read_in_pages_at_one_revision() {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    for i in 0..25 {
+        client
+            .put(
+                format!("/apps/big/config/entries/k{i:02}"),
+                i.to_string(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let coord = etcd.coordinator().await;
+    let cfg: Config<BigConfig> = coord
+        .config_with(ConfigOptions::new().page_size(4))
+        .await
+        .unwrap();
+    let snap = cfg.load();
+    assert_eq!(snap.entries.len(), 25);
+    assert_eq!(snap.entries["k24"], 24);
+    assert_eq!(snap.sources().len(), 25);
+}
+
+#[tokio::test]
+async fn connect_to_a_dead_endpoint_fails_clearly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = coordination::Coordinator::connect(
+        coordination::CoordinatorOptions::new([format!("http://127.0.0.1:{port}")])
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_request_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .expect_err("nothing listens there");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Connection | ErrorKind::Unavailable | ErrorKind::Timeout
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}
