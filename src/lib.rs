@@ -83,6 +83,8 @@ mod config;
 mod coordinator;
 mod error;
 mod kv;
+mod lock;
+mod registry;
 
 pub use config::{
     Change, Config, ConfigEvent, ConfigOptions, CoordConfig, Layer, Rejection, Snapshot, Source,
@@ -90,6 +92,10 @@ pub use config::{
 };
 pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
+// BEGIN lock exports (issue 5)
+// END lock exports
+// BEGIN registry exports (issue 6)
+// END registry exports
 
 /// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes.
 ///

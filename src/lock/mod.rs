@@ -1,0 +1,1 @@
+//! Distributed lock with fencing tokens, interoperable with `etcdctl lock` (in progress).

@@ -1,0 +1,1 @@
+//! Service registry: lease-kept registrations, discovery, watch, load balancing (in progress).
