@@ -115,6 +115,9 @@ pub use coordination_derive::CoordConfig;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::config::CoordConfig;
+    pub use schemars::JsonSchema;
+    pub use serde::de::DeserializeOwned;
+    pub use serde::Serialize;
     pub use std::result::Result;
     pub use std::string::{String, ToString};
 }

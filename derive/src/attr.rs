@@ -1,6 +1,5 @@
 //! Parsing and checking `#[coord(...)]` on the container.
 
-use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Attribute, Data, DeriveInput, Expr, ExprPath, LitStr};
 
@@ -62,10 +61,10 @@ pub(crate) fn parse(input: &DeriveInput) -> Result<Container, syn::Error> {
     let mut file: Option<LitStr> = None;
     let mut env_prefix: Option<LitStr> = None;
     let mut validate: Option<ExprPath> = None;
-    let mut first_attr: Option<Span> = None;
+    let mut first_attr: Option<&Attribute> = None;
 
     for attr in input.attrs.iter().filter(|a| a.path().is_ident(COORD)) {
-        first_attr.get_or_insert(attr.span());
+        first_attr.get_or_insert(attr);
         parse_one(
             attr,
             &mut errors,
@@ -91,11 +90,11 @@ pub(crate) fn parse(input: &DeriveInput) -> Result<Container, syn::Error> {
         }
     }
     if prefix.is_none() {
-        let span = first_attr.unwrap_or_else(|| input.ident.span());
-        errors.push(syn::Error::new(
-            span,
-            "missing `prefix`: add #[coord(prefix = \"/apps/<name>/config\")] to bind this struct to an etcd key prefix",
-        ));
+        let message = "missing `prefix`: add #[coord(prefix = \"/apps/<name>/config\")] to bind this struct to an etcd key prefix";
+        errors.push(match first_attr {
+            Some(attr) => syn::Error::new_spanned(attr, message),
+            None => syn::Error::new(input.ident.span(), message),
+        });
     }
     errors.finish()?;
     Ok(Container {

@@ -2,7 +2,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::DeriveInput;
+use syn::{DeriveInput, LitStr};
 
 use crate::attr::{self, Container};
 
@@ -13,7 +13,16 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
         Ok(container) => implement(input, &container),
         Err(errors) => {
             let compile_errors = errors.to_compile_error();
-            let placeholder = placeholder(input);
+            // An enum or union gets no placeholder: its one error already says why.
+            let placeholder = matches!(input.data, syn::Data::Struct(_)).then(|| {
+                let container = Container {
+                    prefix: LitStr::new("/placeholder", proc_macro2::Span::call_site()),
+                    file: None,
+                    env_prefix: None,
+                    validate: None,
+                };
+                implement(input, &container)
+            });
             quote! { #compile_errors #placeholder }
         }
     }
@@ -22,6 +31,22 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
 fn implement(input: &DeriveInput, c: &Container) -> TokenStream {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    // A generic struct is a config only where its parameters make it one; say so on the impl
+    // rather than demanding bounds on the struct.
+    let mut where_clause = where_clause.cloned();
+    if !input.generics.params.is_empty() {
+        where_clause
+            .get_or_insert_with(|| syn::parse_quote!(where))
+            .predicates
+            .push(syn::parse_quote!(
+                Self: ::coordination::__private::Serialize
+                    + ::coordination::__private::DeserializeOwned
+                    + ::coordination::__private::JsonSchema
+                    + ::core::marker::Send
+                    + ::core::marker::Sync
+                    + 'static
+            ));
+    }
     let prefix = &c.prefix;
     let file = option(c.file.as_ref());
     let env_prefix = option(c.env_prefix.as_ref());
@@ -42,24 +67,9 @@ fn implement(input: &DeriveInput, c: &Container) -> TokenStream {
     }
 }
 
-fn option(lit: Option<&syn::LitStr>) -> TokenStream {
+fn option(lit: Option<&LitStr>) -> TokenStream {
     match lit {
         Some(l) => quote!(::core::option::Option::Some(#l)),
         None => quote!(::core::option::Option::None),
-    }
-}
-
-/// Only for structs (an enum or union gets nothing; the trait's other bounds would fail anyway
-/// and the one error we emitted says why).
-fn placeholder(input: &DeriveInput) -> TokenStream {
-    if !matches!(input.data, syn::Data::Struct(_)) {
-        return TokenStream::new();
-    }
-    let ident = &input.ident;
-    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    quote! {
-        impl #impl_generics ::coordination::__private::CoordConfig for #ident #ty_generics #where_clause {
-            const PREFIX: &'static str = "/";
-        }
     }
 }

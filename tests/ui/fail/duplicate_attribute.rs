@@ -1,0 +1,12 @@
+use coordination::CoordConfig;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, JsonSchema, CoordConfig)]
+#[coord(prefix = "/apps/chat/config")]
+#[coord(prefix = "/apps/chat/other")]
+struct Chat {
+    port: u16,
+}
+
+fn main() {}
