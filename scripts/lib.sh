@@ -1,0 +1,88 @@
+# Shared by scripts/demo.sh, scripts/test.sh and .ci/run. Source it; do not run it.
+# Installs what the project needs from Debian's packages, and starts/stops a throwaway etcd.
+
+# The Debian packages: protoc and the well-known .proto files (etcd-client's build script needs
+# both), the etcd server and the etcdctl client.
+COORD_APT_PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server etcd-client)
+
+coord_missing_packages() {
+  local missing=()
+  command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+  [ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
+  command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+  command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+  echo "${missing[@]:-}"
+}
+
+# Installs any missing package with apt-get (as root, or through sudo).
+coord_ensure_deps() {
+  local missing
+  missing=$(coord_missing_packages)
+  if [ -n "$missing" ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "error: missing: $missing, and apt-get is not available on this machine." >&2
+      echo "Install the equivalents of: ${COORD_APT_PACKAGES[*]} (protoc, the protobuf well-known" >&2
+      echo "includes, etcd 3.4+ and etcdctl), then run this script again." >&2
+      exit 1
+    fi
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+      if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+        echo "error: missing $missing; run as root or install sudo" >&2; exit 1
+      fi
+    fi
+    echo "==> installing: $missing (apt-get)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install a Rust toolchain (rustup, Rust >= 1.85)." >&2
+    exit 1
+  fi
+  export ETCDCTL_API=3
+}
+
+coord_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
+    || echo $(( 20000 + RANDOM % 20000 ))
+}
+
+# Starts a single-member etcd on free loopback ports with a temp data dir. Sets ETCD_ENDPOINT,
+# ETCD_PID and ETCD_DATA; call coord_stop_etcd (e.g. from a trap) to stop it and remove the dir.
+coord_start_etcd() {
+  local client_port peer_port
+  client_port=$(coord_free_port)
+  peer_port=$(coord_free_port)
+  ETCD_DATA=$(mktemp -d -t coord-etcd.XXXXXX)
+  ETCD_ENDPOINT="http://127.0.0.1:${client_port}"
+  etcd --name demo --data-dir "$ETCD_DATA/data" \
+    --listen-client-urls "$ETCD_ENDPOINT" --advertise-client-urls "$ETCD_ENDPOINT" \
+    --listen-peer-urls "http://127.0.0.1:${peer_port}" \
+    --initial-advertise-peer-urls "http://127.0.0.1:${peer_port}" \
+    --initial-cluster "demo=http://127.0.0.1:${peer_port}" \
+    --logger=zap --log-level=warn >"$ETCD_DATA/etcd.log" 2>&1 &
+  ETCD_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    if etcdctl --endpoints "$ETCD_ENDPOINT" endpoint health >/dev/null 2>&1; then
+      export ETCD_ENDPOINT ETCD_PID ETCD_DATA
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "error: etcd did not start; its log:" >&2
+  cat "$ETCD_DATA/etcd.log" >&2
+  return 1
+}
+
+coord_stop_etcd() {
+  if [ -n "${ETCD_PID:-}" ]; then
+    kill "$ETCD_PID" 2>/dev/null || true
+    wait "$ETCD_PID" 2>/dev/null || true
+    ETCD_PID=""
+  fi
+  if [ -n "${ETCD_DATA:-}" ]; then
+    rm -rf "$ETCD_DATA"
+    ETCD_DATA=""
+  fi
+}
