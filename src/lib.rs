@@ -111,6 +111,11 @@ pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
 #[cfg(feature = "derive")]
 pub use coordination_derive::CoordConfig;
 
+/// The README's examples are compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Items used by `#[derive(CoordConfig)]`'s generated code. Not public API.
 #[doc(hidden)]
 pub mod __private {
