@@ -211,6 +211,12 @@ impl Error {
         self
     }
 
+    /// Replaces the message (e.g. to hide a secret value it quoted).
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     /// Sets the revision only if none is set yet.
     pub(crate) fn or_revision(mut self, revision: i64) -> Self {
         self.provenance.revision.get_or_insert(revision);

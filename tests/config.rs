@@ -567,3 +567,44 @@ async fn connect_to_a_dead_endpoint_fails_clearly() {
     );
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
+#[coord(prefix = "/apps/secret/config", secrets = "database.password")]
+struct SecretConfig {
+    #[coord(secret)]
+    #[schemars(length(min = 8))]
+    api_token: String,
+    database: SecretDb,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+struct SecretDb {
+    password: u32,
+}
+
+#[tokio::test]
+async fn errors_about_secret_fields_do_not_show_the_value() {
+    assert_eq!(SecretConfig::SECRETS, &["database.password", "api_token"]);
+    let etcd = Etcd::start().await;
+    etcd.put("/apps/secret/config/api_token", "long-enough-token");
+    etcd.put("/apps/secret/config/database/password", "1234");
+    let coord = etcd.coordinator().await;
+    let cfg: Config<SecretConfig> = coord.config_with(ConfigOptions::new()).await.unwrap();
+    let mut sub = cfg.subscribe();
+    for (key, bad) in [
+        ("/apps/secret/config/api_token", "hunter2"),
+        ("/apps/secret/config/database/password", "sw0rdfish"),
+    ] {
+        let rev = etcd.put(key, bad);
+        let rejection = match tokio::time::timeout(Duration::from_secs(10), sub.recv()).await {
+            Ok(Some(ConfigEvent::Rejected(r))) => r,
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        let shown = format!("{:#} {:?}", rejection.error, rejection.error);
+        assert!(!shown.contains(bad), "secret leaked: {shown}");
+        assert!(shown.contains("***"), "{shown}");
+        assert_eq!(rejection.error.key(), Some(key));
+        assert_eq!(rejection.error.revision(), Some(rev));
+    }
+    assert_eq!(cfg.load().api_token, "long-enough-token");
+}

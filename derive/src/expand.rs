@@ -20,6 +20,7 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
                     file: None,
                     env_prefix: None,
                     validate: None,
+                    secrets: Vec::new(),
                 };
                 implement(input, &container)
             });
@@ -50,6 +51,7 @@ fn implement(input: &DeriveInput, c: &Container) -> TokenStream {
     let prefix = &c.prefix;
     let file = option(c.file.as_ref());
     let env_prefix = option(c.env_prefix.as_ref());
+    let secrets = &c.secrets;
     let validate = c.validate.as_ref().map(|path| {
         quote! {
             fn validate(&self) -> ::coordination::__private::Result<(), ::coordination::__private::String> {
@@ -62,6 +64,7 @@ fn implement(input: &DeriveInput, c: &Container) -> TokenStream {
             const PREFIX: &'static str = #prefix;
             const FILE: ::core::option::Option<&'static str> = #file;
             const ENV_PREFIX: ::core::option::Option<&'static str> = #env_prefix;
+            const SECRETS: &'static [&'static str] = &[#(#secrets),*];
             #validate
         }
     }

@@ -50,6 +50,10 @@ impl<T: CoordConfig> Checker<T> {
     /// Deserializes (failing field path from `serde_path_to_error`), then checks the schema's
     /// constraints, then `T::validate`.
     pub(crate) fn check(&self, merged: &Value, sources: &Sources) -> Result<T> {
+        self.check_unmasked(merged, sources).map_err(mask::<T>)
+    }
+
+    fn check_unmasked(&self, merged: &Value, sources: &Sources) -> Result<T> {
         let value: T = serde_path_to_error::deserialize(merged).map_err(|e| {
             let mut path = dotted(e.path());
             let message = e.inner().to_string();
@@ -77,6 +81,53 @@ impl<T: CoordConfig> Checker<T> {
             )
         })?;
         Ok(value)
+    }
+}
+
+impl<T: CoordConfig> Checker<T> {
+    /// Checks a whole value (serialized to JSON): schema constraints, then `T::validate`.
+    pub(crate) fn check_value(&self, value: &T) -> Result<()> {
+        self.check_value_unmasked(value).map_err(mask::<T>)
+    }
+
+    fn check_value_unmasked(&self, value: &T) -> Result<()> {
+        let json = serde_json::to_value(value).map_err(|e| {
+            Error::new(
+                ErrorKind::Validation,
+                format!("value does not serialize: {e}"),
+            )
+        })?;
+        let round_trip: T = serde_path_to_error::deserialize(&json).map_err(|e| {
+            Error::new(ErrorKind::Validation, e.inner().to_string()).with_field(dotted(e.path()))
+        })?;
+        drop(round_trip);
+        if let Some(e) = self.validator.iter_errors(&json).next() {
+            let path = pointer_to_dotted(e.instance_path().as_str());
+            return Err(Error::new(ErrorKind::Validation, format!("schema: {e}")).with_field(path));
+        }
+        value.validate().map_err(|reason| {
+            Error::new(
+                ErrorKind::Validation,
+                format!("rejected by validate(): {reason}"),
+            )
+        })
+    }
+}
+
+/// Whether `path` is, or is below, one of `T::SECRETS`.
+pub(crate) fn is_secret<T: CoordConfig>(path: &str) -> bool {
+    T::SECRETS
+        .iter()
+        .any(|s| path == *s || (path.starts_with(s) && path.as_bytes().get(s.len()) == Some(&b'.')))
+}
+
+/// Replaces the message of an error about a secret field, which may quote the value.
+fn mask<T: CoordConfig>(error: Error) -> Error {
+    match error.field().map(str::to_string) {
+        Some(field) if is_secret::<T>(&field) => error.with_message(format!(
+            "invalid value for secret field `{field}` (value *** not shown)"
+        )),
+        _ => error,
     }
 }
 

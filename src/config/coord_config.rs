@@ -54,6 +54,11 @@ pub trait CoordConfig: Serialize + DeserializeOwned + JsonSchema + Send + Sync +
     /// The environment variable prefix (e.g. `CHAT_`); `None` for no environment layer.
     const ENV_PREFIX: Option<&'static str> = None;
 
+    /// Dotted field paths whose values are secret (`database.password`): shown as `***` in
+    /// diffs, history listings, logs and error messages. Set by `#[coord(secret)]` on a field
+    /// and `#[coord(secrets = "a.b, c.d")]` on the struct. A path covers everything below it.
+    const SECRETS: &'static [&'static str] = &[];
+
     /// A check beyond types and schema, run on every candidate value before it is served.
     /// Return `Err(reason)` to reject it. The default accepts everything.
     fn validate(&self) -> std::result::Result<(), String> {

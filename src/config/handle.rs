@@ -4,11 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache, Guard};
+use etcd_client::Client;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use super::check::Checker;
 use super::coord_config::CoordConfig;
 use super::event::{ConfigEvent, Subscription};
+use super::feed::RawRevision;
 use super::reload::Started;
 use super::snapshot::Snapshot;
 
@@ -24,8 +27,10 @@ pub struct Config<T: CoordConfig> {
 struct Shared<T: CoordConfig> {
     current: Arc<ArcSwap<Snapshot<T>>>,
     events: broadcast::Sender<ConfigEvent<T>>,
+    feed: broadcast::Sender<Arc<RawRevision>>,
+    checker: Arc<Checker<T>>,
+    client: Client,
     prefix: String,
-    schema: serde_json::Value,
     task: JoinHandle<()>,
 }
 
@@ -61,14 +66,18 @@ impl<T: CoordConfig> Config<T> {
         } = started;
         let current = Arc::clone(reloader.current());
         let events = reloader.events().clone();
-        let schema = reloader.schema().clone();
+        let feed = reloader.feed().clone();
+        let checker = Arc::clone(reloader.checker());
+        let client = reloader.client().clone();
         let task = tokio::spawn(reloader.run(file_watch, debounce));
         Config {
             shared: Arc::new(Shared {
                 current,
                 events,
+                feed,
+                checker,
+                client,
                 prefix,
-                schema,
                 task,
             }),
         }
@@ -106,6 +115,25 @@ impl<T: CoordConfig> Config<T> {
 
     /// The JSON Schema (draft 2020-12) every candidate is checked against.
     pub fn schema(&self) -> &serde_json::Value {
-        &self.shared.schema
+        self.shared.checker.schema()
+    }
+
+    /// Checks a candidate value as a reload would (JSON Schema constraints, then
+    /// `T::validate`), without the layers: for publishing a whole value.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Validation`](crate::ErrorKind::Validation) naming the failing field.
+    pub(crate) fn check_value(&self, value: &T) -> crate::Result<()> {
+        self.shared.checker.check_value(value)
+    }
+
+    /// The raw change feed (every etcd revision of the prefix, byte for byte), from now on.
+    pub(crate) fn feed(&self) -> broadcast::Receiver<Arc<RawRevision>> {
+        self.shared.feed.subscribe()
+    }
+
+    /// The etcd client the handle reads and watches with.
+    pub(crate) fn client(&self) -> Client {
+        self.shared.client.clone()
     }
 }

@@ -3,6 +3,7 @@
 mod check;
 mod coord_config;
 mod event;
+mod feed;
 mod handle;
 mod layers;
 mod options;
@@ -12,8 +13,10 @@ mod source;
 mod tree;
 mod value;
 
+pub(crate) use check::Checker;
 pub use coord_config::CoordConfig;
 pub use event::{Change, ConfigEvent, Rejection, Subscription};
+pub(crate) use feed::{RawBody, RawOp, RawRevision};
 pub use handle::Config;
 pub use options::{ConfigOptions, DEFAULT_MAX_VALUE_BYTES};
 pub(crate) use reload::Reloader;

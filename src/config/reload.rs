@@ -1,6 +1,7 @@
 //! The background task behind a [`Config`](super::Config): it owns the layers, follows the etcd
 //! watch and the file watch, and swaps in each change that validates.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tokio::time::{sleep_until, Instant};
 use super::check::Checker;
 use super::coord_config::CoordConfig;
 use super::event::{Change, ConfigEvent, Rejection};
+use super::feed::{RawBody, RawOp, RawRevision};
 use super::layers::{env_layer, file_layer, EtcdLayer, FileWatch};
 use super::options::{ConfigOptions, Setting};
 use super::snapshot::Snapshot;
@@ -29,7 +31,7 @@ struct State<T: CoordConfig> {
     /// The full etcd prefix, namespace included, ending with `/`.
     prefix: String,
     page_size: i64,
-    checker: Checker<T>,
+    checker: Arc<Checker<T>>,
     fields: StringFields,
     etcd: EtcdLayer,
     file_path: Option<PathBuf>,
@@ -46,6 +48,7 @@ pub(crate) struct Reloader<T: CoordConfig> {
     state: State<T>,
     current: Arc<ArcSwap<Snapshot<T>>>,
     events: broadcast::Sender<ConfigEvent<T>>,
+    feed: broadcast::Sender<Arc<RawRevision>>,
 }
 
 /// What the bind produced: the first snapshot and the task's state.
@@ -62,7 +65,7 @@ impl<T: CoordConfig> Reloader<T> {
         prefix: String,
         options: &ConfigOptions,
     ) -> Result<Started<T>> {
-        let checker = Checker::<T>::new()?;
+        let checker = Arc::new(Checker::<T>::new()?);
         let fields = checker.string_fields();
 
         let env_prefix = match &options.env_prefix {
@@ -112,11 +115,13 @@ impl<T: CoordConfig> Reloader<T> {
             "bound config"
         );
         let (events, _) = broadcast::channel(options.event_capacity);
+        let (feed, _) = broadcast::channel(options.event_capacity);
         Ok(Started {
             reloader: Reloader {
                 state,
                 current: Arc::new(ArcSwap::from_pointee(snapshot)),
                 events,
+                feed,
             },
             file_watch,
             debounce: options.file_debounce,
@@ -131,8 +136,16 @@ impl<T: CoordConfig> Reloader<T> {
         &self.events
     }
 
-    pub(crate) fn schema(&self) -> &serde_json::Value {
-        self.state.checker.schema()
+    pub(crate) fn feed(&self) -> &broadcast::Sender<Arc<RawRevision>> {
+        &self.feed
+    }
+
+    pub(crate) fn checker(&self) -> &Arc<Checker<T>> {
+        &self.state.checker
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.state.client
     }
 
     /// Builds and, if valid, swaps in a snapshot for `change`; otherwise reports the rejection.
@@ -246,7 +259,11 @@ impl<T: CoordConfig> Reloader<T> {
                     compact_revision = response.compact_revision(),
                     "watch resume revision was compacted; re-reading the prefix"
                 );
-                let keys = self.state.read_all().await?;
+                let (keys, kvs) = self.state.read_all().await?;
+                let _ = self.feed.send(Arc::new(RawRevision {
+                    revision: self.state.revision,
+                    body: RawBody::Full(kvs),
+                }));
                 if !keys.is_empty() {
                     self.apply(Change::Resync {
                         revision: self.state.revision,
@@ -262,42 +279,49 @@ impl<T: CoordConfig> Reloader<T> {
         }
         // Events arrive in revision order; one transaction's events share one revision and
         // arrive in one response. Apply each revision as one snapshot.
-        let mut pending: Option<(i64, Vec<String>)> = None;
-        for event in response.events() {
-            let Some(kv) = event.0.kv.as_ref() else {
-                continue;
-            };
-            let revision = kv.mod_revision;
+        let events = response.events();
+        let mut start = 0;
+        while start < events.len() {
+            let revision = events[start].0.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+            let end = events[start..]
+                .iter()
+                .position(|e| e.0.kv.as_ref().map_or(0, |kv| kv.mod_revision) != revision)
+                .map_or(events.len(), |n| start + n);
+            let group = &events[start..end];
+            start = end;
             if revision <= self.state.revision {
-                continue;
+                continue; // Already processed (a resumed watch never repeats, but be safe).
             }
-            if let Some((r, keys)) = pending.take() {
-                if r != revision {
-                    self.state.revision = r;
-                    self.apply(Change::Etcd { revision: r, keys });
-                } else {
-                    pending = Some((r, keys));
+            let mut keys = Vec::with_capacity(group.len());
+            let mut ops = Vec::with_capacity(group.len());
+            for event in group {
+                let Some(kv) = event.0.kv.as_ref() else {
+                    continue;
+                };
+                match event.0.r#type {
+                    0 => {
+                        self.state
+                            .etcd
+                            .put(&kv.key, &kv.value, revision, &self.state.fields);
+                        ops.push(RawOp::Put(kv.key.clone(), kv.value.clone()));
+                    }
+                    1 => {
+                        self.state.etcd.delete(&kv.key);
+                        ops.push(RawOp::Delete(kv.key.clone()));
+                    }
+                    other => {
+                        tracing::warn!(prefix = %self.state.prefix, event_type = other, "ignoring unknown watch event type");
+                        continue;
+                    }
                 }
+                keys.push(String::from_utf8_lossy(&kv.key).into_owned());
             }
-            match event.0.r#type {
-                0 => self
-                    .state
-                    .etcd
-                    .put(&kv.key, &kv.value, revision, &self.state.fields),
-                1 => self.state.etcd.delete(&kv.key),
-                other => {
-                    tracing::warn!(prefix = %self.state.prefix, event_type = other, "ignoring unknown watch event type");
-                }
-            }
-            let key = String::from_utf8_lossy(&kv.key).into_owned();
-            pending
-                .get_or_insert_with(|| (revision, Vec::new()))
-                .1
-                .push(key);
-        }
-        if let Some((r, keys)) = pending {
-            self.state.revision = r;
-            self.apply(Change::Etcd { revision: r, keys });
+            self.state.revision = revision;
+            let _ = self.feed.send(Arc::new(RawRevision {
+                revision,
+                body: RawBody::Delta(ops),
+            }));
+            self.apply(Change::Etcd { revision, keys });
         }
         Ok(Flow::Continue)
     }
@@ -312,33 +336,29 @@ impl<T: CoordConfig> Reloader<T> {
 }
 
 impl<T: CoordConfig> State<T> {
-    /// Replaces the etcd layer with a fresh read of the prefix; returns the keys that differ.
-    async fn read_all(&mut self) -> Result<Vec<String>> {
+    /// Replaces the etcd layer with a fresh read of the prefix; returns the keys that differ
+    /// from before (put, changed or deleted) and every key with its raw value.
+    async fn read_all(&mut self) -> Result<(Vec<String>, Vec<(Vec<u8>, Vec<u8>)>)> {
         let (revision, kvs) = read_prefix(&mut self.client, &self.prefix, self.page_size).await?;
-        let before: std::collections::BTreeMap<String, i64> = self
+        let mut before: BTreeMap<String, i64> = self
             .etcd
             .revisions()
             .map(|(k, r)| (k.to_string(), r))
             .collect();
         self.etcd.clear();
+        let mut changed = Vec::new();
         for kv in &kvs {
             self.etcd
                 .put(kv.key(), kv.value(), kv.mod_revision(), &self.fields);
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            if before.remove(&key) != Some(kv.mod_revision()) {
+                changed.push(key);
+            }
         }
-        let mut changed: Vec<String> = self
-            .etcd
-            .revisions()
-            .filter(|(k, r)| before.get(*k) != Some(r))
-            .map(|(k, _)| k.to_string())
-            .collect();
-        changed.extend(
-            before
-                .keys()
-                .filter(|k| !self.etcd.revisions().any(|(key, _)| key == k.as_str()))
-                .cloned(),
-        );
+        changed.extend(before.into_keys()); // deleted since
         self.revision = revision;
-        Ok(changed)
+        let raw = kvs.into_iter().map(|kv| kv.into_key_value()).collect();
+        Ok((changed, raw))
     }
 
     /// Merges the layers and checks the result.
