@@ -102,7 +102,11 @@ fn main() {
         .block_on(coord.config_with(ConfigOptions::new().no_file().no_env()))
         .unwrap();
 
-    println!("machine: {} CPUs ({}), one run", num_cpus(), std::env::consts::ARCH);
+    println!(
+        "machine: {} CPUs ({}), one run",
+        num_cpus(),
+        std::env::consts::ARCH
+    );
     println!();
     println!("## Read cost (ns per read; median of {ROUNDS} rounds of {READS} reads per thread)");
     println!();
@@ -181,7 +185,10 @@ fn main() {
         for i in 0..PUTS as u64 {
             // Raw: put, then wait for the watch event.
             let t0 = Instant::now();
-            client.put("/bench/raw/port", i.to_string(), None).await.unwrap();
+            client
+                .put("/bench/raw/port", i.to_string(), None)
+                .await
+                .unwrap();
             loop {
                 let resp = watch.message().await.unwrap().unwrap();
                 if !resp.events().is_empty() {
@@ -215,8 +222,16 @@ fn main() {
     println!();
     println!("| path | p50 | p99 |");
     println!("|---|---|---|");
-    println!("| raw etcd put → watch event | {:.0} | {:.0} |", us(r50), us(r99));
-    println!("| put → new snapshot visible (subscribe) | {:.0} | {:.0} |", us(c50), us(c99));
+    println!(
+        "| raw etcd put → watch event | {:.0} | {:.0} |",
+        us(r50),
+        us(r99)
+    );
+    println!(
+        "| put → new snapshot visible (subscribe) | {:.0} | {:.0} |",
+        us(c50),
+        us(c99)
+    );
     println!(
         "| difference (target: p50 ≤ +50, p99 ≤ +200) | {:+.0} | {:+.0} |",
         us(c50) - us(r50),

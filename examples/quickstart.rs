@@ -59,12 +59,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "warn,coordination=off".into()),
         )
         .init();
-    let endpoints = std::env::var("ETCD_ENDPOINTS").unwrap_or_else(|_| "http://127.0.0.1:2379".into());
+    let endpoints =
+        std::env::var("ETCD_ENDPOINTS").unwrap_or_else(|_| "http://127.0.0.1:2379".into());
     let coord = Coordinator::connect(CoordinatorOptions::new(endpoints.split(','))).await?;
     let cfg = ChatConfig::bind(&coord).await?;
 
     let snap = cfg.load_full();
-    println!("[quickstart] bound {} at revision {}", cfg.prefix(), snap.revision());
+    println!(
+        "[quickstart] bound {} at revision {}",
+        cfg.prefix(),
+        snap.revision()
+    );
     println!("[quickstart]   {}", show(&snap));
     for (path, source) in snap.sources().iter() {
         println!("[quickstart]   {path:<18} from {source}");
@@ -100,6 +105,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         }
     }
-    println!("[quickstart] stopped; last snapshot: revision {} {}", cfg.load().revision(), show(&cfg.load()));
+    println!(
+        "[quickstart] stopped; last snapshot: revision {} {}",
+        cfg.load().revision(),
+        show(&cfg.load())
+    );
     Ok(())
 }
