@@ -117,15 +117,40 @@ impl Coordinator {
     /// [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] if no endpoint answers;
     /// [`ErrorKind::Auth`] for rejected credentials.
     pub async fn connect(options: CoordinatorOptions) -> Result<Self> {
+        let coord = Self::connect_lazy(options).await?;
+        let shown = coord.inner.options.endpoints.join(",");
+        let probe = format!("{}/", coord.inner.options.namespace);
+        coord
+            .client()
+            .get(
+                probe,
+                Some(GetOptions::new().with_count_only().with_limit(1)),
+            )
+            .await
+            .map_err(|e| Error::etcd(format_args!("etcd at {shown} did not answer"), e))?;
+        Ok(coord)
+    }
+
+    /// Like [`connect`](Self::connect) but without checking that etcd answers: for services
+    /// that must start while etcd is down (their configs bind stale from the last-known-good
+    /// cache and switch to live when etcd answers; see [`ConfigOptions::cache_file`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for no endpoints or a bad URL; [`ErrorKind::Auth`] for
+    /// rejected credentials (authentication happens at connect when a user is set).
+    pub async fn connect_lazy(options: CoordinatorOptions) -> Result<Self> {
         if options.endpoints.is_empty() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 "no etcd endpoints given",
             ));
         }
+        // `require_leader`: a member cut off from the quorum cancels our watches instead of
+        // keeping them silently open, so they move to a member that has a leader.
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
-            .with_timeout(options.request_timeout);
+            .with_timeout(options.request_timeout)
+            .with_require_leader(true);
         if let Some((interval, timeout)) = options.keep_alive {
             connect = connect
                 .with_keep_alive(interval, timeout)

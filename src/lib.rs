@@ -87,14 +87,19 @@ mod lock;
 mod registry;
 
 pub use config::{
-    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, Layer, Rejection, Snapshot, Source,
-    Sources, Subscription, DEFAULT_MAX_VALUE_BYTES,
+    Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, CoordConfig, Layer, Rejection,
+    Snapshot, Source, Sources, Subscription, WatchState, DEFAULT_MAX_VALUE_BYTES,
 };
 pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
 // BEGIN lock exports (issue 5)
 // END lock exports
 // BEGIN registry exports (issue 6)
+pub use registry::{
+    Balancer, Health, HealthCheck, Instance, LiveSet, LiveSnapshot, Register, Registration,
+    RegistrationState, RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch,
+    ServiceInstance, StatusWatch, DEFAULT_RESOLVER_PREFIX, DEFAULT_STATUS_PREFIX, DEFAULT_WEIGHT,
+};
 // END registry exports
 
 /// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes.

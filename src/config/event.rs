@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::snapshot::Snapshot;
+use super::status::ConfigStatus;
 use crate::error::Error;
 
 /// What triggered a reload.
@@ -56,6 +57,9 @@ pub enum ConfigEvent<T> {
     Applied(Arc<Snapshot<T>>),
     /// A change was rejected; the previous snapshot keeps serving.
     Rejected(Arc<Rejection>),
+    /// The handle's watch changed state (live, reconnecting, stale); see
+    /// [`Config::status`](crate::Config::status).
+    Status(Arc<ConfigStatus>),
     /// This subscriber fell behind and `missed` events were dropped (see
     /// [`ConfigOptions::event_capacity`](crate::ConfigOptions::event_capacity)). The current
     /// snapshot is always available from `load()`.
@@ -70,6 +74,7 @@ impl<T> Clone for ConfigEvent<T> {
         match self {
             ConfigEvent::Applied(s) => ConfigEvent::Applied(Arc::clone(s)),
             ConfigEvent::Rejected(r) => ConfigEvent::Rejected(Arc::clone(r)),
+            ConfigEvent::Status(s) => ConfigEvent::Status(Arc::clone(s)),
             ConfigEvent::Lagged { missed } => ConfigEvent::Lagged { missed: *missed },
         }
     }

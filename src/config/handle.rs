@@ -14,6 +14,7 @@ use super::event::{ConfigEvent, Subscription};
 use super::feed::RawRevision;
 use super::reload::Started;
 use super::snapshot::Snapshot;
+use super::status::ConfigStatus;
 
 /// A bound configuration: the current [`Snapshot`] of `T`, kept up to date by a background task
 /// that follows the etcd prefix and the local file.
@@ -28,6 +29,7 @@ struct Shared<T: CoordConfig> {
     current: Arc<ArcSwap<Snapshot<T>>>,
     events: broadcast::Sender<ConfigEvent<T>>,
     feed: broadcast::Sender<Arc<RawRevision>>,
+    status: Arc<ArcSwap<ConfigStatus>>,
     checker: Arc<Checker<T>>,
     client: Client,
     prefix: String,
@@ -62,19 +64,20 @@ impl<T: CoordConfig> Config<T> {
         let Started {
             reloader,
             file_watch,
-            debounce,
         } = started;
         let current = Arc::clone(reloader.current());
         let events = reloader.events().clone();
         let feed = reloader.feed().clone();
+        let status = Arc::clone(reloader.status());
         let checker = Arc::clone(reloader.checker());
         let client = reloader.client().clone();
-        let task = tokio::spawn(reloader.run(file_watch, debounce));
+        let task = tokio::spawn(reloader.run(file_watch));
         Config {
             shared: Arc::new(Shared {
                 current,
                 events,
                 feed,
+                status,
                 checker,
                 client,
                 prefix,
@@ -103,7 +106,14 @@ impl<T: CoordConfig> Config<T> {
         Cache::new(Arc::clone(&self.shared.current))
     }
 
-    /// Every applied snapshot and every rejected change from now on, in order.
+    /// Whether the snapshot is current: live, reconnecting or stale (with since when), the last
+    /// etcd revision processed and the last watch error. Lock-free, like [`load`](Self::load).
+    pub fn status(&self) -> Arc<ConfigStatus> {
+        self.shared.status.load_full()
+    }
+
+    /// Every applied snapshot and every rejected change from now on, in order, and every change
+    /// of [`status`](Self::status).
     pub fn subscribe(&self) -> Subscription<T> {
         Subscription::new(self.shared.events.subscribe())
     }

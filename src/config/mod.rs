@@ -1,5 +1,6 @@
 //! Typed configuration bound to an etcd prefix (layers, merge, checks, reload task, handle).
 
+mod cache;
 mod check;
 mod coord_config;
 mod event;
@@ -10,10 +11,12 @@ mod options;
 mod reload;
 mod snapshot;
 mod source;
+mod status;
+mod supervise;
 mod tree;
 mod value;
 
-pub(crate) use check::Checker;
+pub(crate) use check::{is_secret, Checker};
 pub use coord_config::CoordConfig;
 pub use event::{Change, ConfigEvent, Rejection, Subscription};
 pub(crate) use feed::{RawBody, RawOp, RawRevision};
@@ -22,3 +25,4 @@ pub use options::{ConfigOptions, DEFAULT_MAX_VALUE_BYTES};
 pub(crate) use reload::Reloader;
 pub use snapshot::Snapshot;
 pub use source::{Layer, Source, Sources};
+pub use status::{ConfigStatus, WatchState};

@@ -15,6 +15,11 @@ pub struct ConfigOptions {
     pub(crate) event_capacity: usize,
     pub(crate) file_debounce: Duration,
     pub(crate) page_size: i64,
+    pub(crate) cache_file: Option<PathBuf>,
+    pub(crate) require_etcd: bool,
+    pub(crate) probe_after: Duration,
+    pub(crate) probe_timeout: Duration,
+    pub(crate) max_backoff: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -38,13 +43,20 @@ impl Default for ConfigOptions {
             event_capacity: 1024,
             file_debounce: Duration::from_millis(50),
             page_size: 1000,
+            cache_file: None,
+            require_etcd: false,
+            probe_after: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(5),
         }
     }
 }
 
 impl ConfigOptions {
     /// The defaults: the type's attributes, 256 KiB per value, 1024 buffered events, 50 ms file
-    /// debounce, 1000 keys per page.
+    /// debounce, 1000 keys per page, no last-known-good cache, bind without etcd allowed, a
+    /// watch progress probe after 5 s of silence answered within 5 s, reconnect backoff from
+    /// 100 ms up to 5 s.
     pub fn new() -> Self {
         Self::default()
     }
@@ -121,6 +133,39 @@ impl ConfigOptions {
     /// pinned revision, so the result is one consistent view however many pages it takes.
     pub fn page_size(mut self, keys: u32) -> Self {
         self.page_size = i64::from(keys.max(1));
+        self
+    }
+
+    /// Keeps a last-known-good cache in `path`: after each applied etcd revision, the etcd layer
+    /// and its revision are written there atomically (mode 0600; keys holding
+    /// [secret](crate::CoordConfig::SECRETS) fields are left out). When etcd is unreachable at
+    /// bind, the cache stands in for the etcd layer. A corrupt file, or one written for another
+    /// prefix, is ignored with a warning.
+    pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cache_file = Some(path.into());
+        self
+    }
+
+    /// Fails the bind when etcd cannot be reached, instead of starting stale from defaults,
+    /// file, cache and environment (the default) and switching to live when etcd answers.
+    pub fn require_etcd(mut self) -> Self {
+        self.require_etcd = true;
+        self
+    }
+
+    /// Hung-server detection: after `after` without any message on the watch, ask etcd for a
+    /// progress notification; if none arrives within `answer`, treat the connection as failed
+    /// and reconnect (defaults 5 s and 5 s). Both are raised to at least 100 ms.
+    pub fn watch_probe(mut self, after: Duration, answer: Duration) -> Self {
+        self.probe_after = after.max(Duration::from_millis(100));
+        self.probe_timeout = answer.max(Duration::from_millis(100));
+        self
+    }
+
+    /// The longest delay between reconnect attempts (default 5 s; delays start at 100 ms and
+    /// double, with jitter).
+    pub fn max_backoff(mut self, delay: Duration) -> Self {
+        self.max_backoff = delay.max(Duration::from_millis(100));
         self
     }
 }

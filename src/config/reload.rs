@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use etcd_client::{Client, WatchOptions, WatchResponse, WatchStream};
+use etcd_client::{Client, WatchResponse};
 use tokio::sync::broadcast;
-use tokio::time::{sleep_until, Instant};
 
-use super::check::Checker;
+use super::cache::{self, CacheFile, CacheWriter, CachedKey};
+use super::check::{is_secret, Checker};
 use super::coord_config::CoordConfig;
 use super::event::{Change, ConfigEvent, Rejection};
 use super::feed::{RawBody, RawOp, RawRevision};
@@ -19,17 +19,17 @@ use super::layers::{env_layer, file_layer, EtcdLayer, FileWatch};
 use super::options::{ConfigOptions, Setting};
 use super::snapshot::Snapshot;
 use super::source::Layer;
+use super::status::{ConfigStatus, WatchState};
 use super::tree::{merge, LayerTree};
 use super::value::StringFields;
-use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kv::read_prefix;
 
 /// Every layer as last read, and how to check a merge of them.
-struct State<T: CoordConfig> {
-    client: Client,
+pub(super) struct State<T: CoordConfig> {
+    pub(super) client: Client,
     /// The full etcd prefix, namespace included, ending with `/`.
-    prefix: String,
+    pub(super) prefix: String,
     page_size: i64,
     checker: Arc<Checker<T>>,
     fields: StringFields,
@@ -38,24 +38,38 @@ struct State<T: CoordConfig> {
     file: Result<LayerTree>,
     env: LayerTree,
     /// The last etcd revision processed (applied or rejected); the watch resumes after it.
-    revision: i64,
+    pub(super) revision: i64,
     /// The generation of the snapshot being served.
     generation: u64,
+    /// Whether the etcd layer reflects etcd (false after a cold start until the first read).
+    pub(super) synced: bool,
 }
 
-/// The background task's state: the layers, and the slot and channel it publishes to.
+/// The background task's state: the layers, and the slot and channels it publishes to.
 pub(crate) struct Reloader<T: CoordConfig> {
-    state: State<T>,
+    pub(super) state: State<T>,
     current: Arc<ArcSwap<Snapshot<T>>>,
     events: broadcast::Sender<ConfigEvent<T>>,
     feed: broadcast::Sender<Arc<RawRevision>>,
+    status: Arc<ArcSwap<ConfigStatus>>,
+    cache: Option<CacheWriter>,
+    pub(super) timing: Timing,
+}
+
+/// How the watch is supervised (from [`ConfigOptions`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Timing {
+    pub(super) debounce: Duration,
+    pub(super) probe_after: Duration,
+    pub(super) probe_timeout: Duration,
+    pub(super) backoff_base: Duration,
+    pub(super) backoff_max: Duration,
 }
 
 /// What the bind produced: the first snapshot and the task's state.
 pub(crate) struct Started<T: CoordConfig> {
     pub(crate) reloader: Reloader<T>,
     pub(crate) file_watch: Option<FileWatch>,
-    pub(crate) debounce: Duration,
 }
 
 impl<T: CoordConfig> Reloader<T> {
@@ -92,6 +106,7 @@ impl<T: CoordConfig> Reloader<T> {
         };
         let file_watch = file_path.as_deref().map(FileWatch::new).transpose()?;
 
+        let cache_path = options.cache_file.clone();
         let mut state = State {
             etcd: EtcdLayer::new(prefix.clone(), options.max_value_bytes),
             client,
@@ -104,27 +119,89 @@ impl<T: CoordConfig> Reloader<T> {
             env,
             revision: 0,
             generation: 0,
+            synced: false,
         };
-        state.read_all().await?;
-        let snapshot = state.build(Change::Initial)?;
+        let status = match state.read_all().await {
+            Ok(_) => {
+                state.synced = true;
+                ConfigStatus::new(WatchState::Live, state.revision, None)
+            }
+            Err(e) if options.require_etcd || !is_unreachable(&e) => return Err(e),
+            Err(unreachable) => {
+                let cached = cache_path
+                    .as_deref()
+                    .and_then(|p| cache::load(p, &state.prefix));
+                match &cached {
+                    Some(c) => {
+                        for k in &c.keys {
+                            state.etcd.put(
+                                k.key.as_bytes(),
+                                k.value.as_bytes(),
+                                k.mod_revision,
+                                &state.fields,
+                            );
+                        }
+                        state.revision = c.revision;
+                    }
+                    None => {}
+                }
+                tracing::warn!(
+                    prefix = %state.prefix,
+                    error = %unreachable,
+                    cached_revision = cached.as_ref().map(|c| c.revision),
+                    "etcd unreachable at bind; serving defaults, file, last-known-good cache and environment (stale)"
+                );
+                let mut status = ConfigStatus::new(WatchState::Stale, state.revision, None);
+                status.last_error = Some(unreachable);
+                status
+            }
+        };
+        let snapshot = match state.build(Change::Initial) {
+            Ok(s) => s,
+            Err(invalid) if status.state == WatchState::Stale => {
+                let unreachable = status.last_error.clone().expect("set when stale");
+                return Err(Error::new(
+                    unreachable.kind(),
+                    format!(
+                        "{}; and without etcd the other layers do not make a valid config: {invalid}",
+                        unreachable.message()
+                    ),
+                )
+                .with_source(unreachable));
+            }
+            Err(invalid) => return Err(invalid),
+        };
         state.generation = snapshot.generation();
         tracing::info!(
             prefix = %state.prefix,
             revision = snapshot.revision(),
             keys = state.etcd.len(),
+            state = ?status.state,
             "bound config"
         );
         let (events, _) = broadcast::channel(options.event_capacity);
         let (feed, _) = broadcast::channel(options.event_capacity);
-        Ok(Started {
-            reloader: Reloader {
-                state,
-                current: Arc::new(ArcSwap::from_pointee(snapshot)),
-                events,
-                feed,
+        let reloader = Reloader {
+            cache: cache_path.map(CacheWriter::spawn),
+            state,
+            current: Arc::new(ArcSwap::from_pointee(snapshot)),
+            events,
+            feed,
+            status: Arc::new(ArcSwap::from_pointee(status)),
+            timing: Timing {
+                debounce: options.file_debounce,
+                probe_after: options.probe_after,
+                probe_timeout: options.probe_timeout,
+                backoff_base: Duration::from_millis(100),
+                backoff_max: options.max_backoff,
             },
+        };
+        if reloader.state.synced {
+            reloader.write_cache();
+        }
+        Ok(Started {
+            reloader,
             file_watch,
-            debounce: options.file_debounce,
         })
     }
 
@@ -140,12 +217,97 @@ impl<T: CoordConfig> Reloader<T> {
         &self.feed
     }
 
+    pub(crate) fn status(&self) -> &Arc<ArcSwap<ConfigStatus>> {
+        &self.status
+    }
+
     pub(crate) fn checker(&self) -> &Arc<Checker<T>> {
         &self.state.checker
     }
 
     pub(crate) fn client(&self) -> &Client {
         &self.state.client
+    }
+
+    /// Re-reads the whole prefix at the current revision and applies the difference as one
+    /// snapshot (after a compaction, or the first contact after a cold start).
+    pub(super) async fn resync(&mut self) -> Result<()> {
+        let (keys, kvs) = self.state.read_all().await?;
+        self.state.synced = true;
+        let _ = self.feed.send(Arc::new(RawRevision {
+            revision: self.state.revision,
+            body: RawBody::Full(kvs),
+        }));
+        if !keys.is_empty() {
+            self.apply(Change::Resync {
+                revision: self.state.revision,
+                keys,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a new watch state (and the error that caused it); subscribers get a
+    /// [`ConfigEvent::Status`] when the state changes.
+    pub(super) fn set_status(&self, state: WatchState, error: Option<Error>) {
+        let old = self.status.load();
+        if old.state == state && error.is_none() {
+            return;
+        }
+        let mut status = ConfigStatus::new(state, self.state.revision, error.clone());
+        if old.state == state {
+            // Same state, new error: keep the time the state began.
+            status.since = old.since;
+        } else if state != WatchState::Live && old.state != WatchState::Live {
+            // Stale and reconnecting both mean "out of date since" the first of them.
+            status.since = old.since;
+        }
+        if status.last_error.is_none() && state != WatchState::Live {
+            status.last_error = old.last_error.clone();
+        }
+        let changed = old.state != state;
+        let status = Arc::new(status);
+        self.status.store(Arc::clone(&status));
+        if changed {
+            match state {
+                WatchState::Live => {
+                    tracing::info!(prefix = %self.state.prefix, revision = self.state.revision, "config watch live")
+                }
+                _ => {
+                    tracing::warn!(prefix = %self.state.prefix, state = ?state, error = ?error.as_ref().map(|e| format!("{e:#}")), "config watch not live; serving the last applied snapshot")
+                }
+            }
+            let _ = self.events.send(ConfigEvent::Status(status));
+        }
+    }
+
+    /// Queues the etcd layer of the serving snapshot for the last-known-good cache, without
+    /// keys that hold secrets.
+    fn write_cache(&self) {
+        let Some(writer) = &self.cache else {
+            return;
+        };
+        let keys = self
+            .state
+            .etcd
+            .raw_entries()
+            .filter(|(key, _, _)| {
+                let path = self.state.etcd.field_path(key).unwrap_or_default();
+                !holds_secret::<T>(&path)
+            })
+            .filter_map(|(key, raw, mod_revision)| {
+                Some(CachedKey {
+                    key: key.to_string(),
+                    value: String::from_utf8(raw.to_vec()).ok()?,
+                    mod_revision,
+                })
+            })
+            .collect();
+        writer.store(CacheFile::new(
+            &self.state.prefix,
+            self.state.revision,
+            keys,
+        ));
     }
 
     /// Builds and, if valid, swaps in a snapshot for `change`; otherwise reports the rejection.
@@ -163,6 +325,9 @@ impl<T: CoordConfig> Reloader<T> {
                     "applied config snapshot"
                 );
                 let _ = self.events.send(ConfigEvent::Applied(snapshot));
+                if self.state.synced && !matches!(change, Change::File { .. }) {
+                    self.write_cache();
+                }
             }
             Err(error) => {
                 let serving_revision = self.current.load().revision();
@@ -181,76 +346,7 @@ impl<T: CoordConfig> Reloader<T> {
         }
     }
 
-    /// Runs until the handle is dropped (the task is aborted then).
-    pub(crate) async fn run(mut self, file_watch: Option<FileWatch>, debounce: Duration) {
-        let mut stream: Option<WatchStream> = None;
-        let mut retry_at = Some(Instant::now());
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut file_due: Option<Instant> = None;
-        loop {
-            let now = Instant::now();
-            tokio::select! {
-                message = next_message(stream.as_mut()) => match message {
-                    Ok(Some(response)) => match self.on_response(response).await {
-                        Ok(Flow::Continue) => backoff.reset(),
-                        Ok(Flow::Reopen) => {
-                            stream = None;
-                            retry_at = Some(Instant::now());
-                        }
-                        Err(error) => {
-                            tracing::warn!(prefix = %self.state.prefix, error = %error, "config watch failed; re-opening");
-                            stream = None;
-                            retry_at = Some(Instant::now() + backoff.next_delay());
-                        }
-                    },
-                    Ok(None) => {
-                        tracing::warn!(prefix = %self.state.prefix, "config watch stream ended; re-opening");
-                        stream = None;
-                        retry_at = Some(Instant::now() + backoff.next_delay());
-                    }
-                    Err(error) => {
-                        let error = Error::etcd("config watch stream", error);
-                        tracing::warn!(prefix = %self.state.prefix, error = %error, "config watch failed; re-opening");
-                        stream = None;
-                        retry_at = Some(Instant::now() + backoff.next_delay());
-                    }
-                },
-                () = sleep_until(retry_at.unwrap_or(now)), if stream.is_none() => {
-                    match self.open_watch().await {
-                        Ok(s) => {
-                            stream = Some(s);
-                            retry_at = None;
-                        }
-                        Err(error) => {
-                            let delay = backoff.next_delay();
-                            tracing::warn!(prefix = %self.state.prefix, error = %error, retry_in_ms = delay.as_millis() as u64, "cannot open config watch");
-                            retry_at = Some(Instant::now() + delay);
-                        }
-                    }
-                }
-                () = file_changed(file_watch.as_ref()) => {
-                    file_due = Some(Instant::now() + debounce);
-                }
-                () = sleep_until(file_due.unwrap_or(now)), if file_due.is_some() => {
-                    file_due = None;
-                    self.reload_file();
-                }
-            }
-        }
-    }
-
-    async fn open_watch(&mut self) -> Result<WatchStream> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(self.state.revision + 1);
-        self.state
-            .client
-            .watch(self.state.prefix.as_bytes(), Some(options))
-            .await
-            .map_err(|e| Error::etcd(format_args!("watching prefix `{}`", self.state.prefix), e))
-    }
-
-    async fn on_response(&mut self, response: WatchResponse) -> Result<Flow> {
+    pub(super) async fn on_response(&mut self, response: WatchResponse) -> Result<Flow> {
         if response.canceled() {
             if response.compact_revision() > 0 {
                 tracing::warn!(
@@ -259,17 +355,7 @@ impl<T: CoordConfig> Reloader<T> {
                     compact_revision = response.compact_revision(),
                     "watch resume revision was compacted; re-reading the prefix"
                 );
-                let (keys, kvs) = self.state.read_all().await?;
-                let _ = self.feed.send(Arc::new(RawRevision {
-                    revision: self.state.revision,
-                    body: RawBody::Full(kvs),
-                }));
-                if !keys.is_empty() {
-                    self.apply(Change::Resync {
-                        revision: self.state.revision,
-                        keys,
-                    });
-                }
+                self.resync().await?;
                 return Ok(Flow::Reopen);
             }
             return Err(Error::new(
@@ -326,7 +412,7 @@ impl<T: CoordConfig> Reloader<T> {
         Ok(Flow::Continue)
     }
 
-    fn reload_file(&mut self) {
+    pub(super) fn reload_file(&mut self) {
         let Some(path) = self.state.file_path.clone() else {
             return;
         };
@@ -401,23 +487,26 @@ impl<T: CoordConfig> State<T> {
     }
 }
 
-enum Flow {
+/// What the supervisor does after a watch response.
+pub(super) enum Flow {
+    /// Keep reading the stream.
     Continue,
+    /// Open a new watch from the (new) revision + 1: the prefix was re-read after compaction.
     Reopen,
 }
 
-async fn next_message(
-    stream: Option<&mut WatchStream>,
-) -> std::result::Result<Option<WatchResponse>, etcd_client::Error> {
-    match stream {
-        Some(s) => s.message().await,
-        None => std::future::pending().await,
-    }
+/// Whether the field at `path` is secret or has a secret below it ("" is the root document).
+fn holds_secret<T: CoordConfig>(path: &str) -> bool {
+    is_secret::<T>(path)
+        || T::SECRETS
+            .iter()
+            .any(|s| path.is_empty() || s.starts_with(&format!("{path}.")))
 }
 
-async fn file_changed(watch: Option<&FileWatch>) {
-    match watch {
-        Some(w) => w.changed().await,
-        None => std::future::pending().await,
-    }
+/// Whether an error means etcd could not be reached (as opposed to a bad request or bad data).
+pub(super) fn is_unreachable(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Unavailable
+    )
 }

@@ -26,6 +26,7 @@ pub(crate) struct EtcdLayer {
 struct Entry {
     mod_revision: i64,
     depth: usize,
+    raw: Vec<u8>,
     value: Result<Value, String>,
 }
 
@@ -66,6 +67,7 @@ impl EtcdLayer {
             Entry {
                 mod_revision,
                 depth,
+                raw: raw.to_vec(),
                 value,
             },
         );
@@ -84,6 +86,18 @@ impl EtcdLayer {
     /// The number of keys under the prefix.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Every key with its raw value and `mod_revision`, in key order.
+    pub(crate) fn raw_entries(&self) -> impl Iterator<Item = (&str, &[u8], i64)> {
+        self.entries
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.raw.as_slice(), e.mod_revision))
+    }
+
+    /// The dotted field path a key under the prefix names (`<prefix>/a/b` → `a.b`), if any.
+    pub(crate) fn field_path(&self, key: &str) -> Option<String> {
+        self.segments(key).ok().map(|s| s.join("."))
     }
 
     /// The keys and their `mod_revision`s, in key order.
