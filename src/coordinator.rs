@@ -160,17 +160,9 @@ impl Coordinator {
             connect = connect.with_user(user.clone(), password.clone());
         }
         let shown = options.endpoints.join(",");
-        let mut client = Client::connect(&options.endpoints, Some(connect))
+        let client = Client::connect(&options.endpoints, Some(connect))
             .await
             .map_err(|e| Error::etcd(format_args!("connecting to etcd at {shown}"), e))?;
-        let probe = format!("{}/", options.namespace);
-        client
-            .get(
-                probe,
-                Some(GetOptions::new().with_count_only().with_limit(1)),
-            )
-            .await
-            .map_err(|e| Error::etcd(format_args!("etcd at {shown} did not answer"), e))?;
         Ok(Coordinator {
             inner: Arc::new(Inner { client, options }),
         })

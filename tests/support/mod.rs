@@ -3,6 +3,9 @@
 //! as a backstop, when the thread that started it exits).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -10,16 +13,18 @@ use std::time::{Duration, Instant};
 
 use coordination::{Coordinator, CoordinatorOptions};
 
-/// One single-member etcd cluster.
+/// One etcd process: a single-member cluster, or one member of a [`cluster::Cluster`].
 pub struct Etcd {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// `--initial-cluster`; `None` for a single member.
+    initial_cluster: Option<String>,
     data: tempfile::TempDir,
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
         .local_addr()
@@ -34,6 +39,7 @@ impl Etcd {
             name: "t".into(),
             client_port: free_port(),
             peer_port: free_port(),
+            initial_cluster: None,
             data: tempfile::tempdir().expect("temp dir"),
             child: None,
         };
@@ -41,7 +47,30 @@ impl Etcd {
         etcd
     }
 
+    /// A cluster member, not started yet (see [`cluster::Cluster`]).
+    pub(crate) fn member(
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        initial_cluster: &str,
+    ) -> Etcd {
+        Etcd {
+            name: name.into(),
+            client_port,
+            peer_port,
+            initial_cluster: Some(initial_cluster.into()),
+            data: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        }
+    }
+
     async fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_ready().await;
+    }
+
+    /// Starts the process without waiting for it to serve.
+    pub(crate) fn spawn_process(&mut self) {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
@@ -63,7 +92,11 @@ impl Etcd {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer)
             .arg("--initial-cluster")
-            .arg(format!("{}={peer}", self.name))
+            .arg(
+                self.initial_cluster
+                    .clone()
+                    .unwrap_or_else(|| format!("{}={peer}", self.name)),
+            )
             .arg("--logger=zap")
             .arg("--log-level=warn")
             .stdin(Stdio::null())
@@ -71,14 +104,13 @@ impl Etcd {
             .stderr(log);
         kill_with_parent(&mut cmd);
         self.child = Some(cmd.spawn().expect("start etcd (is etcd-server installed?)"));
-        self.wait_ready().await;
     }
 
     fn log_path(&self) -> PathBuf {
         self.data.path().join("etcd.log")
     }
 
-    async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ok = async {
@@ -189,6 +221,11 @@ impl Etcd {
         header_revision(&out.stdout)
     }
 
+    /// Whether the process was started and not killed.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// SIGKILL and wait.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -268,4 +305,218 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     cond()
+}
+
+// ---- registry helpers (issue 6) ----
+
+/// Every key under `prefix` as `(key, value, lease)`, in key order (a raw etcd-client read).
+pub async fn read_prefix_raw(etcd: &Etcd, prefix: &str) -> Vec<(String, String, i64)> {
+    let mut client = etcd.client().await;
+    let resp = client
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .expect("read prefix");
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+                kv.lease(),
+            )
+        })
+        .collect()
+}
+
+/// Re-executes the current test binary to run only the test `test_name` (exact match) with
+/// `env` set: a separate OS process for tests that SIGKILL a participant. Its stdin is a pipe
+/// (the child can exit when it closes), stdout is discarded, stderr is inherited, and the kernel
+/// kills it if the spawning thread exits first.
+pub fn spawn_test_process(test_name: &str, env: &[(&str, &str)]) -> Child {
+    let exe = std::env::current_exe().expect("current test binary");
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    kill_with_parent(&mut cmd);
+    cmd.spawn().expect("re-execute the test binary")
+}
+
+/// Waits up to `limit` for an async `cond` to hold, polling every 20 ms; returns whether it did.
+pub async fn eventually_async<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- Helpers for the multi-process lock and election tests (issue 5) ----
+
+/// A child process whose stdout is read line by line in the background; SIGKILLed (after a
+/// SIGCONT) when dropped, and by the kernel if the spawning thread exits.
+pub struct Proc {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    label: String,
+}
+
+impl Proc {
+    /// Spawns `cmd` with piped stdin and stdout (stderr inherited).
+    pub fn spawn(mut cmd: Command, label: &str) -> Proc {
+        use std::io::BufRead;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        kill_with_parent(&mut cmd);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {label}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            stdin,
+            lines,
+            label: label.to_string(),
+        }
+    }
+
+    /// Re-runs this test binary as a worker: `--exact <test> --nocapture`, with `env` set.
+    pub fn worker(test: &str, env: &[(&str, String)], label: &str) -> Proc {
+        let mut cmd = Command::new(std::env::current_exe().expect("current test binary"));
+        cmd.args(["--exact", test, "--nocapture", "--test-threads", "1"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc::spawn(cmd, label)
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stdout line, waiting up to `limit`; `None` on timeout or end of output.
+    pub async fn try_line(&mut self, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.lines.try_recv() {
+                Ok(line) => return Some(line),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The text after `@@ ` in the next stdout line that has it, skipping the test harness's
+    /// own output (which may precede it on the same line); panics after `limit`.
+    pub async fn tagged(&mut self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.try_line(left).await {
+                Some(line) => {
+                    if let Some(at) = line.find("@@ ") {
+                        return line[at + 3..].to_string();
+                    }
+                }
+                None => panic!("{}: no `@@` line within {limit:?}", self.label),
+            }
+        }
+    }
+
+    /// The next `@@` line if one arrives within `limit`.
+    pub async fn try_tagged(&mut self, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.try_line(left).await?;
+            if let Some(at) = line.find("@@ ") {
+                return Some(line[at + 3..].to_string());
+            }
+        }
+    }
+
+    /// Writes `line` and a newline to the child's stdin.
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to child stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// Sends a signal (`"STOP"`, `"CONT"`, `"INT"`, `"KILL"`, …).
+    pub fn signal(&self, sig: &str) {
+        signal_pid(self.child.id(), sig);
+    }
+
+    /// Waits up to `limit` for the process to exit; panics if it does not.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {limit:?}",
+                self.label
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal_pid(self.child.id(), "CONT");
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// `kill -SIG pid`.
+pub fn signal_pid(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Etcd {
+    /// An `etcdctl --endpoints <this> <args>` command (API v3), not yet started.
+    pub fn etcdctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoint())
+            .args(args);
+        cmd
+    }
 }
