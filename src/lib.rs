@@ -95,12 +95,9 @@ pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
 // BEGIN lock exports (issue 5)
 // END lock exports
 // BEGIN registry exports (issue 6)
-pub use registry::{
-    Balancer, Health, HealthCheck, Instance, LiveSet, LiveSnapshot, Register, Registration,
-    RegistrationState, RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch,
-    ServiceInstance, StatusWatch, DEFAULT_RESOLVER_PREFIX, DEFAULT_STATUS_PREFIX, DEFAULT_WEIGHT,
-};
 // END registry exports
+// BEGIN history exports (issue 3)
+// END history exports
 
 /// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes.
 ///
