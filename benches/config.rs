@@ -93,7 +93,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let etcd = rt.block_on(support::Etcd::start());
+    let mut etcd = rt.block_on(support::Etcd::start());
     let mut client = rt.block_on(etcd.client());
     rt.block_on(client.put("/bench/config/port", "1", None))
         .unwrap();
@@ -241,6 +241,52 @@ fn main() {
         "| ratio | {:.2}x | {:.2}x |",
         us(c50) / us(r50),
         us(c99) / us(r99)
+    );
+
+    // load() while etcd is killed and restarted: what a request path sees during an outage.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let cfg = cfg.clone();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut samples = Vec::with_capacity(1 << 20);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                black_box(cfg.load().port);
+                let took = t.elapsed();
+                // Keep every 64th sample and every slow one.
+                if n % 64 == 0 || took > Duration::from_micros(100) {
+                    samples.push(took);
+                }
+                n += 1;
+            }
+            (n, samples)
+        })
+    };
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        etcd.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        rt.block_on(etcd.restart());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (reads, mut samples) = reader.join().unwrap();
+    samples.sort();
+    let over_1ms = samples
+        .iter()
+        .filter(|d| **d > Duration::from_millis(1))
+        .count();
+    println!();
+    println!("## load() while etcd is killed and restarted 5 times ({reads} reads)");
+    println!();
+    println!("| p50 | p99.99 (of sampled) | max | reads over 1 ms |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {:.0} ns | {:.0} ns | {:.0} µs | {over_1ms} |",
+        percentile(&samples, 0.5).as_nanos(),
+        percentile(&samples, 0.9999).as_nanos(),
+        us(*samples.last().unwrap())
     );
     drop(cfg);
     drop(etcd);

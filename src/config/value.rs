@@ -17,11 +17,92 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Value, String> {
         return Ok(Value::Null);
     }
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        if let Ok(v) = serde_json::from_str::<Value>(text) {
+        if let Ok(Strict(v)) = serde_json::from_str::<Strict>(text) {
             return Ok(v);
         }
     }
-    serde_yaml::from_str::<Value>(text).map_err(|e| format!("invalid YAML/JSON: {e}"))
+    serde_yaml::from_str::<Strict>(text)
+        .map(|Strict(v)| v)
+        .map_err(|e| format!("invalid YAML/JSON: {e}"))
+}
+
+/// A JSON value that refuses what `serde_json::Value` would silently accept: a mapping with
+/// the same key twice (the last would win), and numbers JSON cannot hold (NaN, infinities).
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a YAML or JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Strict, E> {
+        serde_json::Number::from_f64(v)
+            .map(|n| Strict(Value::Number(n)))
+            .ok_or_else(|| E::custom(format!("{v} is not a finite number")))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v.to_string())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Strict, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Strict(Value::Array(out)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if out.insert(key.clone(), value).is_some() {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key `{key}` in a mapping"
+                )));
+            }
+        }
+        Ok(Strict(Value::Object(out)))
+    }
 }
 
 /// Knows which field paths of the bound type are strings, from its JSON Schema.
@@ -141,6 +222,13 @@ mod tests {
             json!({"a": 1, "b": ["x", "y"]})
         );
         assert!(parse(b"a: [1, 2").is_err());
+        assert!(parse(b"{a: 1, a: 2}")
+            .unwrap_err()
+            .contains("duplicate key `a`"));
+        assert!(parse(br#"{"a": 1, "a": 2}"#)
+            .unwrap_err()
+            .contains("duplicate key"));
+        assert!(parse(b".nan").unwrap_err().contains("not a finite number"));
         assert!(parse(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
     }
 

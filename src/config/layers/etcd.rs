@@ -121,6 +121,40 @@ impl EtcdLayer {
         Ok(segments)
     }
 
+    /// The error for `key` (at `path`) meeting a non-object at field `at`. Names whichever of
+    /// the two keys was written last: that write made the conflict.
+    fn blocked(&self, key: &str, entry: &Entry, path: &[&str], at: &str) -> Error {
+        if at.is_empty() {
+            return Error::new(ErrorKind::Validation, "the root document must be a mapping")
+                .with_layer(Layer::Etcd)
+                .with_key(key)
+                .with_field("");
+        }
+        let at_segments: Vec<&str> = at.split('.').collect();
+        let blocker = (1..=at_segments.len()).rev().find_map(|n| {
+            let candidate = format!("{}{}", self.prefix, at_segments[..n].join("/"));
+            self.entries
+                .get_key_value(&candidate)
+                .map(|(k, e)| (k.clone(), e.mod_revision))
+        });
+        let (culprit, field) = match &blocker {
+            Some((blocker_key, rev)) if *rev > entry.mod_revision => {
+                (blocker_key.clone(), at.to_string())
+            }
+            _ => (key.to_string(), path.join(".")),
+        };
+        let other = blocker.map(|(k, _)| k).unwrap_or_else(|| key.to_string());
+        let message = if culprit == key {
+            format!("field `{at}` holds a value that is not an object (key `{other}`), so this key cannot set a field below it")
+        } else {
+            format!("this key sets field `{at}` to a value that is not an object, but key `{key}` sets a field below it")
+        };
+        Error::new(ErrorKind::Validation, message)
+            .with_layer(Layer::Etcd)
+            .with_key(culprit)
+            .with_field(field)
+    }
+
     /// The layer as a tree, or the first bad key (in key order, shallow keys first).
     pub(crate) fn tree(&self) -> Result<LayerTree> {
         let mut ordered: Vec<(&String, &Entry)> = self.entries.iter().collect();
@@ -140,14 +174,7 @@ impl EtcdLayer {
                 revision: Some(entry.mod_revision),
             };
             tree.insert(&path, value.clone(), &source)
-                .map_err(|Blocked(at)| {
-                    let msg = if at.is_empty() {
-                        "the root document must be a mapping".to_string()
-                    } else {
-                        format!("field `{at}` holds a value that is not an object, so this key cannot set a field below it")
-                    };
-                    bad(msg).with_field(path.join("."))
-                })?;
+                .map_err(|Blocked(at)| self.blocked(key, entry, &path, &at))?;
         }
         Ok(tree)
     }
