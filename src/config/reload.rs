@@ -131,19 +131,16 @@ impl<T: CoordConfig> Reloader<T> {
                 let cached = cache_path
                     .as_deref()
                     .and_then(|p| cache::load(p, &state.prefix));
-                match &cached {
-                    Some(c) => {
-                        for k in &c.keys {
-                            state.etcd.put(
-                                k.key.as_bytes(),
-                                k.value.as_bytes(),
-                                k.mod_revision,
-                                &state.fields,
-                            );
-                        }
-                        state.revision = c.revision;
+                if let Some(c) = &cached {
+                    for k in &c.keys {
+                        state.etcd.put(
+                            k.key.as_bytes(),
+                            k.value.as_bytes(),
+                            k.mod_revision,
+                            &state.fields,
+                        );
                     }
-                    None => {}
+                    state.revision = c.revision;
                 }
                 tracing::warn!(
                     prefix = %state.prefix,

@@ -263,11 +263,11 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        if self.child.is_some() {
+        if let Some(child) = &self.child {
             // A paused process must be resumed to die promptly on some kernels.
             let _ = Command::new("kill")
                 .arg("-CONT")
-                .arg(self.child.as_ref().unwrap().id().to_string())
+                .arg(child.id().to_string())
                 .status();
         }
         self.kill();
