@@ -269,6 +269,14 @@ impl Error {
                 }
                 tonic::Code::DeadlineExceeded => ErrorKind::Timeout,
                 tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => ErrorKind::Auth,
+                // etcd answers a bad password or token with InvalidArgument.
+                tonic::Code::InvalidArgument
+                    if status.message().contains("authentication failed")
+                        || status.message().contains("invalid auth token")
+                        || status.message().contains("user name is empty") =>
+                {
+                    ErrorKind::Auth
+                }
                 tonic::Code::OutOfRange if status.message().contains("compacted") => {
                     ErrorKind::Compacted
                 }

@@ -608,3 +608,30 @@ async fn errors_about_secret_fields_do_not_show_the_value() {
     }
     assert_eq!(cfg.load().api_token, "long-enough-token");
 }
+
+#[tokio::test]
+async fn authenticated_coordinator_binds_and_bad_credentials_fail_clearly() {
+    let etcd = Etcd::start().await;
+    etcd.put(&key("port"), "8080");
+    etcd.put(&key("database/host"), "db1");
+    etcd.etcdctl(&["user", "add", "root:s3cret"]);
+    etcd.etcdctl(&["auth", "enable"]);
+
+    let err = coordination::Coordinator::connect(
+        coordination::CoordinatorOptions::new([etcd.endpoint()]).with_user("root", "wrong"),
+    )
+    .await
+    .expect_err("wrong password");
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err:?}");
+
+    let coord = coordination::Coordinator::connect(
+        coordination::CoordinatorOptions::new([etcd.endpoint()]).with_user("root", "s3cret"),
+    )
+    .await
+    .unwrap();
+    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    assert_eq!(cfg.load().port, 8080);
+    let mut sub = cfg.subscribe();
+    etcd.etcdctl(&["--user", "root:s3cret", "put", &key("port"), "8181"]);
+    assert_eq!(next_applied(&mut sub).await.port, 8181);
+}
