@@ -93,6 +93,10 @@ pub use config::{
 pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
 // BEGIN lock exports (issue 5)
+pub use lock::{
+    Election, Fence, FencedTxn, FencedTxnResponse, LeaderInfo, Leadership, LockBuilder, LockEntry,
+    LockGuard, LockStatus, LostReason, Observer, Session, SessionOptions, DEFAULT_LOCK_TTL,
+};
 // END lock exports
 // BEGIN registry exports (issue 6)
 // END registry exports

@@ -1,0 +1,130 @@
+//! Lock administration: who holds a lock, who waits, and forced release.
+
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, KeyValue, Txn, TxnOp};
+
+use super::queue::{first_created, prefix_for};
+use crate::coordinator::Coordinator;
+use crate::error::{Error, ErrorKind, Result};
+use crate::kv::read_prefix;
+
+/// One key in a lock's queue: the holder or a waiter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockEntry {
+    /// The etcd key, namespace included (`[{namespace}/]NAME/{lease:x}`).
+    pub key: String,
+    /// The lease the key lives on (0 for a key without lease).
+    pub lease: i64,
+    /// The key's create_revision: its place in the queue, and the holder's fencing token.
+    pub create_revision: i64,
+    /// The lease's remaining TTL (whole seconds) when read; `None` without a lease or when the
+    /// lease is already gone.
+    pub ttl: Option<Duration>,
+    /// The key's value: empty for locks, the proclaimed value for elections.
+    pub value: Vec<u8>,
+}
+
+/// A lock's queue as of one etcd revision. Works for elections too (the holder is the leader).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockStatus {
+    /// The key prefix, namespace included, ending with `/`.
+    pub prefix: String,
+    /// The holder: the key with the lowest create_revision. `None` when the lock is free.
+    pub holder: Option<LockEntry>,
+    /// The waiters in the order they will get the lock.
+    pub waiters: Vec<LockEntry>,
+    /// The etcd revision the queue was read at.
+    pub revision: i64,
+}
+
+impl Coordinator {
+    /// Reads the holder and waiters of lock `name` (the holder first, then the waiters in
+    /// order), with each lease's remaining TTL. `coordctl lock ls NAME` prints this.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for an empty name; the etcd error kinds if the prefix
+    /// cannot be read.
+    pub async fn lock_status(&self, name: &str) -> Result<LockStatus> {
+        let prefix = prefix_for(self, "lock", name)?;
+        let mut client = self.client();
+        let (revision, mut kvs) = read_prefix(&mut client, &prefix, 1000).await?;
+        kvs.sort_by_key(KeyValue::create_revision);
+        let mut entries = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
+            let ttl = if kv.lease() == 0 {
+                None
+            } else {
+                let resp = client
+                    .lease_time_to_live(kv.lease(), None)
+                    .await
+                    .map_err(|e| {
+                        Error::etcd(format_args!("reading TTL of lease {:x}", kv.lease()), e)
+                    })?;
+                (resp.ttl() >= 0).then(|| Duration::from_secs(resp.ttl().unsigned_abs()))
+            };
+            entries.push(entry(kv, ttl));
+        }
+        let mut entries = entries.into_iter();
+        Ok(LockStatus {
+            prefix,
+            holder: entries.next(),
+            waiters: entries.collect(),
+            revision,
+        })
+    }
+
+    /// Deletes the holder's key of lock `name` (only if it is still the same key and
+    /// create_revision, so a new holder is never hit). The holder's
+    /// [`lost`](crate::LockGuard::lost) fires, its fenced writes fail, and the next waiter gets
+    /// the lock. The holder's lease is left alone. Returns the released entry, `None` if the
+    /// lock was free. `coordctl lock release NAME` runs this.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Conflict`] if the holder changed between the read and the delete (retry);
+    /// [`ErrorKind::InvalidArgument`] for an empty name; the etcd error kinds.
+    pub async fn force_unlock(&self, name: &str) -> Result<Option<LockEntry>> {
+        let prefix = prefix_for(self, "lock", name)?;
+        let mut client = self.client();
+        let resp = client
+            .get(prefix.as_str(), Some(first_created(&prefix)))
+            .await
+            .map_err(|e| Error::etcd(format_args!("reading the holder of `{prefix}`"), e))?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let holder = entry(kv, None);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                kv.key(),
+                CompareOp::Equal,
+                kv.create_revision(),
+            )])
+            .and_then([TxnOp::delete(kv.key(), None)]);
+        let resp = client
+            .txn(txn)
+            .await
+            .map_err(|e| Error::etcd(format_args!("deleting `{}`", holder.key), e))?;
+        if !resp.succeeded() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("the holder of `{prefix}` changed while releasing it; retry"),
+            )
+            .with_key(holder.key));
+        }
+        tracing::info!(key = %holder.key, token = holder.create_revision, "lock force-released");
+        Ok(Some(holder))
+    }
+}
+
+fn entry(kv: &KeyValue, ttl: Option<Duration>) -> LockEntry {
+    LockEntry {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        lease: kv.lease(),
+        create_revision: kv.create_revision(),
+        ttl,
+        value: kv.value().to_vec(),
+    }
+}

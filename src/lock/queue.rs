@@ -1,0 +1,464 @@
+//! The queue protocol shared by locks and elections: Go's `concurrency.Mutex` and
+//! `concurrency.Election` key layout and order, so that `etcdctl lock` / `etcdctl elect` and
+//! the server's Lock/Election RPCs interoperate.
+//!
+//! 1. One transaction: if `PREFIX{lease:x}` does not exist, create it on the session lease
+//!    (else read it: the session already queues there), and read the key with the lowest
+//!    create_revision under `PREFIX` (the owner).
+//! 2. If our key is not the owner, watch the key with the next-lower create_revision for its
+//!    delete, then look again (so a waiter wakes only when its predecessor goes: FIFO, no
+//!    thundering herd).
+//! 3. When no lower key is left, check that our key still exists with the same
+//!    create_revision (it may have been force-released or its lease may have expired).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, WatchFilterType, WatchOptions,
+};
+use tokio::time::Instant;
+
+use super::monitor::{KeyMonitor, EVENT_DELETE};
+use super::session::{is_lease_not_found, KeyRef, LostReason, Session};
+use crate::backoff::Backoff;
+use crate::coordinator::Coordinator;
+use crate::error::{Error, ErrorKind, Result};
+use crate::kv::prefix_end;
+
+/// `NAME` → the key prefix `NAME/`, under the namespace as `{namespace}/NAME/` (one `/`
+/// between them; a trailing `/` in `NAME` is ignored). Without a namespace the keys are exactly
+/// those of `etcdctl lock NAME`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`] for an empty name.
+pub(crate) fn prefix_for(coord: &Coordinator, what: &str, name: &str) -> Result<String> {
+    let trimmed = name.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("empty {what} name"),
+        ));
+    }
+    if coord.namespace().is_empty() || trimmed.starts_with('/') {
+        Ok(format!("{}/", coord.key(trimmed)))
+    } else {
+        Ok(format!("{}/{trimmed}/", coord.namespace()))
+    }
+}
+
+/// The session's key under `prefix`: `PREFIX{lease:x}` (lowercase hex, as Go writes it).
+pub(crate) fn member_key(prefix: &str, lease: i64) -> String {
+    format!("{prefix}{lease:x}")
+}
+
+/// Get options for the key with the lowest create_revision under `prefix`.
+pub(crate) fn first_created(prefix: &str) -> GetOptions {
+    GetOptions::new()
+        .with_range(prefix_end(prefix.as_bytes()))
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(1)
+}
+
+/// Get options for the key with the highest create_revision ≤ `max_rev` under `prefix`.
+fn last_created_before(prefix: &str, max_rev: i64) -> GetOptions {
+    GetOptions::new()
+        .with_range(prefix_end(prefix.as_bytes()))
+        .with_sort(SortTarget::Create, SortOrder::Descend)
+        .with_max_create_revision(max_rev)
+        .with_limit(1)
+}
+
+/// What step 1 found.
+pub(crate) struct Enqueued {
+    /// Our key's create_revision.
+    pub(crate) rev: i64,
+    /// Whether our key is the owner already.
+    pub(crate) owner: bool,
+    /// The value of our key if it existed before (the session already queued or held there).
+    pub(crate) existing_value: Option<Vec<u8>>,
+}
+
+/// Step 1: creates (or finds) our key and reads the owner, in one transaction.
+pub(crate) async fn enqueue(
+    client: &mut Client,
+    session: &Session,
+    prefix: &str,
+    key: &str,
+    value: &[u8],
+) -> Result<Enqueued> {
+    let put = PutOptions::new().with_lease(session.lease_id());
+    let txn = Txn::new()
+        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::put(key, value, Some(put)),
+            TxnOp::get(prefix, Some(first_created(prefix))),
+        ])
+        .or_else([
+            TxnOp::get(key, None),
+            TxnOp::get(prefix, Some(first_created(prefix))),
+        ]);
+    let resp = client.txn(txn).await.map_err(|e| {
+        if is_lease_not_found(&e) {
+            session.inner().shared.mark_lost(LostReason::LeaseExpired);
+        }
+        Error::etcd(format_args!("queueing `{key}`"), e)
+    })?;
+    let header_rev = resp.header().map_or(0, |h| h.revision());
+    let mut ops = resp.op_responses().into_iter();
+    let (first, owner) = (ops.next(), ops.next());
+    let mut rev = header_rev;
+    let mut existing_value = None;
+    if !resp.succeeded() {
+        let Some(TxnOpResponse::Get(get)) = first else {
+            return Err(Error::new(ErrorKind::Etcd, "unexpected txn response"));
+        };
+        let Some(kv) = get.kvs().first() else {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("`{key}` was deleted while queueing"),
+            ));
+        };
+        rev = kv.create_revision();
+        existing_value = Some(kv.value().to_vec());
+    }
+    let owner = match owner {
+        Some(TxnOpResponse::Get(get)) => get
+            .kvs()
+            .first()
+            .is_none_or(|kv| kv.create_revision() == rev),
+        _ => return Err(Error::new(ErrorKind::Etcd, "unexpected txn response")),
+    };
+    Ok(Enqueued {
+        rev,
+        owner,
+        existing_value,
+    })
+}
+
+/// Steps 2 and 3: waits until every key created before ours is gone, then checks that ours is
+/// still there. Watch and read errors are retried with backoff while the session lives.
+///
+/// # Errors
+/// [`ErrorKind::Timeout`] when `deadline` passes; the session's lost error
+/// ([`LostReason::into_error`]) if it is lost; [`ErrorKind::NotFound`] if our key was deleted;
+/// [`ErrorKind::Auth`] / [`ErrorKind::InvalidArgument`] at once.
+pub(crate) async fn wait_turn(
+    client: &Client,
+    session: &Session,
+    prefix: &str,
+    key: &str,
+    rev: i64,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        let attempt = async {
+            let mut client = client.clone();
+            wait_deletes(&mut client, prefix, key, rev).await
+        };
+        let result = tokio::select! {
+            r = attempt => r,
+            reason = session.lost() => {
+                return Err(reason.into_error(&format!("waiting for `{prefix}`")))
+            }
+            () = sleep_until_opt(deadline) => return Err(timeout_error(prefix)),
+        };
+        match result {
+            Ok(true) => return Ok(()),
+            Ok(false) => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("`{key}` was deleted while waiting (force-released or lease expired)"),
+                )
+                .with_key(key))
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::InvalidArgument) => {
+                return Err(e)
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::debug!(key, error = %e, ?delay, "waiting for lock interrupted; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    reason = session.lost() => {
+                        return Err(reason.into_error(&format!("waiting for `{prefix}`")))
+                    }
+                    () = sleep_until_opt(deadline) => return Err(timeout_error(prefix)),
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn timeout_error(prefix: &str) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("timed out waiting for `{prefix}`"),
+    )
+}
+
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until no key under `prefix` was created before ours (Go's `waitDeletes`), checking in
+/// the same read that our `key` still exists with create_revision `rev`. `Ok(true)` when our
+/// turn has come, `Ok(false)` when our key is gone.
+async fn wait_deletes(client: &mut Client, prefix: &str, key: &str, rev: i64) -> Result<bool> {
+    loop {
+        // One read-only transaction: the last key before ours, and ours.
+        let txn = Txn::new().and_then([
+            TxnOp::get(prefix, Some(last_created_before(prefix, rev - 1))),
+            TxnOp::get(key, None),
+        ]);
+        let resp = client
+            .txn(txn)
+            .await
+            .map_err(|e| Error::etcd(format_args!("reading waiters of `{prefix}`"), e))?;
+        let at = resp.header().map_or(0, |h| h.revision());
+        let mut ops = resp.op_responses().into_iter();
+        let (Some(TxnOpResponse::Get(before)), Some(TxnOpResponse::Get(ours))) =
+            (ops.next(), ops.next())
+        else {
+            return Err(Error::new(ErrorKind::Etcd, "unexpected txn response"));
+        };
+        if ours
+            .kvs()
+            .first()
+            .is_none_or(|kv| kv.create_revision() != rev)
+        {
+            return Ok(false);
+        }
+        let Some(kv) = before.kvs().first() else {
+            return Ok(true);
+        };
+        wait_delete(client, kv.key(), at + 1).await?;
+    }
+}
+
+/// Waits for a delete of `key` at or after revision `from`.
+async fn wait_delete(client: &mut Client, key: &[u8], from: i64) -> Result<()> {
+    let shown = String::from_utf8_lossy(key).into_owned();
+    let options = WatchOptions::new()
+        .with_start_revision(from)
+        .with_filters([WatchFilterType::NoPut]);
+    let mut stream = client
+        .watch(key, Some(options))
+        .await
+        .map_err(|e| Error::etcd(format_args!("watching `{shown}`"), e))?;
+    loop {
+        let resp = stream
+            .message()
+            .await
+            .map_err(|e| Error::etcd(format_args!("watching `{shown}`"), e))?
+            .ok_or_else(|| {
+                Error::new(ErrorKind::Unavailable, format!("watch on `{shown}` closed"))
+            })?;
+        if resp.events().iter().any(|ev| ev.0.r#type == EVENT_DELETE) {
+            return Ok(());
+        }
+        if resp.canceled() {
+            return Err(Error::new(
+                ErrorKind::Compacted,
+                format!("watch on `{shown}` canceled: {}", resp.cancel_reason()),
+            ));
+        }
+    }
+}
+
+/// One use of a key by a session: a guard, a leadership, or an acquisition in progress.
+/// Releasing it deletes the key when it was the session's last use of it (or revokes the
+/// lease when the session was opened for this use alone). Dropping it releases in the
+/// background.
+pub(crate) struct Held {
+    pub(crate) session: Session,
+    /// The session was opened for this use alone: release revokes it.
+    pub(crate) owned: bool,
+    key_ref: KeyRef,
+    pub(crate) key: String,
+    /// The key's create_revision (0 until known).
+    pub(crate) token: i64,
+    monitor: OnceLock<Option<KeyMonitor>>,
+    released: bool,
+}
+
+impl Held {
+    /// Counts one more use of `key` by `session`, waiting (until `deadline`) for a release of
+    /// the same key by the same session to finish. Returns the use and the held count guard;
+    /// the caller creates or reads the key, then drops the guard.
+    pub(crate) async fn register(
+        session: &Session,
+        owned: bool,
+        key: String,
+        deadline: Option<Instant>,
+        prefix: &str,
+    ) -> Result<(Held, tokio::sync::OwnedMutexGuard<u32>)> {
+        let key_ref = session.key_ref(&key);
+        let mut users = tokio::select! {
+            users = key_ref.clone().lock_owned() => users,
+            () = sleep_until_opt(deadline) => {
+                session.forget_key(&key, &key_ref);
+                return Err(timeout_error(prefix));
+            }
+        };
+        *users += 1;
+        let held = Held {
+            session: session.clone(),
+            owned,
+            key_ref,
+            key,
+            token: 0,
+            monitor: OnceLock::new(),
+            released: false,
+        };
+        Ok((held, users))
+    }
+
+    fn monitor(&self) -> Option<&KeyMonitor> {
+        self.monitor
+            .get_or_init(|| {
+                KeyMonitor::start(
+                    self.session.inner().client.clone(),
+                    self.key.clone(),
+                    self.token,
+                )
+            })
+            .as_ref()
+    }
+
+    /// Why the key can no longer be relied on, if it cannot.
+    pub(crate) fn lost_reason(&self) -> Option<LostReason> {
+        if let Some(reason) = self.session.lost_reason() {
+            return Some(reason);
+        }
+        self.monitor()
+            .filter(|m| m.deleted())
+            .map(|_| LostReason::KeyDeleted)
+    }
+
+    /// Resolves when the session is lost or the key is deleted.
+    pub(crate) async fn lost(&self) -> LostReason {
+        match self.monitor() {
+            Some(monitor) => tokio::select! {
+                reason = self.session.lost() => reason,
+                () = monitor.wait() => LostReason::KeyDeleted,
+            },
+            None => self.session.lost().await,
+        }
+    }
+
+    /// Releases now (see the type docs).
+    ///
+    /// # Errors
+    /// The etcd error kinds if the delete or revoke fails; it is then retried in the
+    /// background until it succeeds or the lease is gone.
+    pub(crate) async fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.monitor.take();
+        release(
+            self.session.clone(),
+            self.owned,
+            self.key_ref.clone(),
+            self.key.clone(),
+        )
+        .await
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.monitor.take();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return; // The key goes with the lease: revoked when the session drops, or expired.
+        };
+        let (session, owned, key_ref, key) = (
+            self.session.clone(),
+            self.owned,
+            self.key_ref.clone(),
+            std::mem::take(&mut self.key),
+        );
+        handle.spawn(async move {
+            if let Err(e) = release(session, owned, key_ref, key.clone()).await {
+                tracing::debug!(key, error = %e, "background release failed; retrying");
+            }
+        });
+    }
+}
+
+async fn release(session: Session, owned: bool, key_ref: KeyRef, key: String) -> Result<()> {
+    if owned {
+        let result = session.inner().revoke().await;
+        if result.is_err() {
+            spawn_retry(session, key_ref, None, key);
+        }
+        return result;
+    }
+    let mut users = key_ref.clone().lock_owned().await;
+    *users = users.saturating_sub(1);
+    if *users > 0 || session.inner().is_closed() {
+        drop(users);
+        session.forget_key(&key, &key_ref);
+        return Ok(());
+    }
+    let mut client = session.inner().client.clone();
+    match client.delete(key.as_str(), None).await {
+        Ok(_) => {
+            drop(users);
+            session.forget_key(&key, &key_ref);
+            Ok(())
+        }
+        Err(e) => {
+            let err = Error::etcd(
+                format_args!("deleting `{key}` (retrying in the background)"),
+                e,
+            );
+            spawn_retry(session, key_ref, Some(users), key);
+            Err(err)
+        }
+    }
+}
+
+/// Keeps deleting `key` (or revoking the session when `users` is `None`) until it works or the
+/// lease is gone. Holding `users` keeps the session from re-creating the key meanwhile.
+fn spawn_retry(
+    session: Session,
+    key_ref: KeyRef,
+    users: Option<tokio::sync::OwnedMutexGuard<u32>>,
+    key: String,
+) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        // A revoke is retried until the (no longer kept) lease would have expired anyway; a
+        // delete until it works or the session is lost, since the session keeps the key alive.
+        let give_up = std::time::Instant::now() + session.granted_ttl() * 2;
+        let mut client = session.inner().client.clone();
+        let lease = session.lease_id();
+        while users.is_some() || std::time::Instant::now() < give_up {
+            tokio::time::sleep(backoff.next_delay()).await;
+            let done = match users {
+                Some(_) if session.is_lost() => true,
+                Some(_) => client.delete(key.as_str(), None).await.is_ok(),
+                None => match client.lease_revoke(lease).await {
+                    Ok(_) => true,
+                    Err(e) => is_lease_not_found(&e),
+                },
+            };
+            if done {
+                break;
+            }
+        }
+        drop(users);
+        session.forget_key(&key, &key_ref);
+    });
+}
