@@ -99,6 +99,11 @@ pub use lock::{
 };
 // END lock exports
 // BEGIN registry exports (issue 6)
+pub use registry::{
+    Balancer, Health, HealthCheck, Instance, LiveSet, LiveSnapshot, Register, Registration,
+    RegistrationState, RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch,
+    ServiceInstance, StatusWatch, DEFAULT_RESOLVER_PREFIX, DEFAULT_STATUS_PREFIX, DEFAULT_WEIGHT,
+};
 // END registry exports
 // BEGIN history exports (issue 3)
 // END history exports

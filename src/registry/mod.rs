@@ -1,1 +1,257 @@
-//! Service registry: lease-kept registrations, discovery, watch, load balancing (in progress).
+//! Service registry: lease-kept registrations, discovery, a live watch, load balancing, and a
+//! key layout that Go's gRPC `etcd:///` resolver reads directly.
+//!
+//! - `instance`: what is registered ([`ServiceInstance`], [`Health`]) and what is read back
+//!   ([`Instance`]), and the two JSON formats.
+//! - `register`: [`Registration`], the lease + keepalive + re-register task.
+//! - `discover`: one-shot linearizable reads.
+//! - `watch`: the self-healing watch engine and [`RegistryWatch`].
+//! - `live`: [`LiveSet`], an arc-swap view kept current by that watch.
+//! - `balancer`: [`Balancer`] policies, precomputed per view so picks are lock-free.
+//! - `health`: optional [`HealthCheck`]s.
+//!
+//! See `docs/registry.md` for the layout and behaviour in full.
+
+mod balancer;
+mod discover;
+mod health;
+mod instance;
+mod live;
+mod register;
+mod watch;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use balancer::Balancer;
+pub use health::HealthCheck;
+pub use instance::{Health, Instance, ServiceInstance, DEFAULT_WEIGHT};
+pub use live::{LiveSet, LiveSnapshot};
+pub use register::{Register, Registration, RegistrationState, RegistrationStatus, StatusWatch};
+pub use watch::{RegistryEvent, RegistryWatch};
+
+use crate::coordinator::Coordinator;
+use crate::error::{Error, ErrorKind, Result};
+
+/// The default resolver key prefix: instances that should get traffic live at
+/// `<namespace>/services/<service>/<id>`.
+pub const DEFAULT_RESOLVER_PREFIX: &str = "/services";
+
+/// The default status key prefix: every registered instance's full record lives at
+/// `<namespace>/__coordination/registry/<service>/<id>`.
+pub const DEFAULT_STATUS_PREFIX: &str = "/__coordination/registry";
+
+/// Where the registry keeps its keys and how it reads them. Build with
+/// [`RegistryOptions::new`] and the `with_*` methods; pass to
+/// [`Coordinator::registry_with`].
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    resolver_prefix: String,
+    status_prefix: String,
+    page_size: i64,
+    event_capacity: usize,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RegistryOptions {
+    /// Defaults: resolver prefix [`DEFAULT_RESOLVER_PREFIX`], status prefix
+    /// [`DEFAULT_STATUS_PREFIX`], reads paged by 1000 keys, watch buffers of 1024 events.
+    pub fn new() -> Self {
+        RegistryOptions {
+            resolver_prefix: DEFAULT_RESOLVER_PREFIX.to_string(),
+            status_prefix: DEFAULT_STATUS_PREFIX.to_string(),
+            page_size: 1000,
+            event_capacity: 1024,
+        }
+    }
+
+    /// The key prefix a gRPC resolver watches (no trailing `/`; the coordinator's namespace is
+    /// put in front). A Go client dials `etcd:///` followed by the full key prefix of the
+    /// service, see [`Registry::resolver_target`].
+    pub fn with_resolver_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.resolver_prefix = prefix.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    /// The key prefix of the full records (no trailing `/`; the namespace is put in front).
+    /// Must not overlap the resolver prefix.
+    pub fn with_status_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.status_prefix = prefix.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    /// Keys per page when reading a service (default 1000, at least 1).
+    pub fn with_page_size(mut self, page_size: i64) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    /// Events a [`RegistryWatch`] buffers before it stops reading etcd (default 1024).
+    pub fn with_event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+}
+
+/// Full key prefixes (namespace included) and read settings.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    /// `<ns><resolver_prefix>`, no trailing `/`.
+    resolver_root: String,
+    /// `<ns><status_prefix>`, no trailing `/`.
+    status_root: String,
+    pub(crate) page_size: i64,
+    pub(crate) event_capacity: usize,
+}
+
+impl Layout {
+    fn new(coord: &Coordinator, options: &RegistryOptions) -> Result<Self> {
+        let resolver_root = coord.key(&options.resolver_prefix);
+        let status_root = coord.key(&options.status_prefix);
+        for (what, root) in [("resolver", &resolver_root), ("status", &status_root)] {
+            if root.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("empty registry {what} prefix"),
+                ));
+            }
+        }
+        let overlaps = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+        if overlaps(&resolver_root, &status_root) || overlaps(&status_root, &resolver_root) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "registry resolver prefix `{resolver_root}` and status prefix `{status_root}` overlap"
+                ),
+            ));
+        }
+        Ok(Layout {
+            resolver_root,
+            status_root,
+            page_size: options.page_size,
+            event_capacity: options.event_capacity,
+        })
+    }
+
+    /// `<resolver root>/<service>/`.
+    pub(crate) fn resolver_dir(&self, service: &str) -> String {
+        format!("{}/{service}/", self.resolver_root)
+    }
+
+    /// `<status root>/<service>/`.
+    pub(crate) fn status_dir(&self, service: &str) -> String {
+        format!("{}/{service}/", self.status_root)
+    }
+}
+
+/// The service registry on a [`Coordinator`]'s connection: register instances, discover them,
+/// watch them, and keep load-balanced live views. Cheap to clone.
+///
+/// # Key layout
+/// Two key spaces, both written in one transaction and both attached to the instance's lease:
+///
+/// | key | value | present |
+/// |---|---|---|
+/// | `<ns>/services/<service>/<id>` | gRPC naming JSON `{"Op":0,"Addr":"host:port","Metadata":{…}}` | only while the instance is healthy with weight > 0 |
+/// | `<ns>/__coordination/registry/<service>/<id>` | the full record: [`ServiceInstance`] fields + `"health"` | while registered |
+///
+/// A Go gRPC client dialing [`resolver_target`](Self::resolver_target) (e.g.
+/// `etcd:////services/chat`) therefore sees exactly the instances that should get traffic;
+/// [`discover`](Self::discover), [`watch`](Self::watch) and [`live`](Self::live) read the status
+/// space and see every instance with its [`Health`]. `Metadata` carries `service`, `id`,
+/// `weight`, `zone`, `version`, `health` and the instance's own `metadata`. Both prefixes are
+/// configurable with [`RegistryOptions`].
+///
+/// ```no_run
+/// # async fn run(coord: coordination::Coordinator) -> coordination::Result<()> {
+/// use std::time::Duration;
+/// use coordination::{Balancer, Health, ServiceInstance};
+///
+/// let reg = coord
+///     .registry()
+///     .register(ServiceInstance::new("chat", "chat-1", "10.0.0.7:50051").with_zone("eu-1a"))
+///     .ttl(Duration::from_secs(10))
+///     .await?;
+/// let set = coord.registry().live("chat").await?;
+/// if let Some(instance) = set.pick(&Balancer::WeightedRoundRobin) {
+///     println!("call {}", instance.addr());
+/// }
+/// reg.set_health(Health::Draining).await?;
+/// reg.deregister().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Registry {
+    coord: Coordinator,
+    layout: Arc<Layout>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("resolver_root", &self.layout.resolver_root)
+            .field("status_root", &self.layout.status_root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    pub(crate) fn coordinator(&self) -> &Coordinator {
+        &self.coord
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The key prefix gRPC resolvers watch for `service`: `<ns><resolver prefix>/<service>/`.
+    pub fn resolver_prefix(&self, service: &str) -> String {
+        self.layout.resolver_dir(service)
+    }
+
+    /// The key prefix of `service`'s full records: `<ns><status prefix>/<service>/`.
+    pub fn status_prefix(&self, service: &str) -> String {
+        self.layout.status_dir(service)
+    }
+
+    /// The target a Go gRPC client dials to reach `service` through etcd's naming resolver:
+    /// `etcd:///` + the resolver key prefix without its trailing `/`, e.g.
+    /// `etcd:////services/chat` (four slashes: the key itself starts with `/`).
+    pub fn resolver_target(&self, service: &str) -> String {
+        format!(
+            "etcd:///{}",
+            self.layout.resolver_dir(service).trim_end_matches('/')
+        )
+    }
+}
+
+impl Coordinator {
+    /// The service registry with default [`RegistryOptions`] (resolver prefix `/services`,
+    /// status prefix `/__coordination/registry`, under this coordinator's namespace).
+    pub fn registry(&self) -> Registry {
+        Registry {
+            coord: self.clone(),
+            layout: Arc::new(
+                Layout::new(self, &RegistryOptions::new())
+                    .expect("the default registry prefixes are valid"),
+            ),
+        }
+    }
+
+    /// The service registry with custom prefixes or read settings.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if a prefix is empty (with no namespace) or the resolver
+    /// and status prefixes overlap.
+    pub fn registry_with(&self, options: RegistryOptions) -> Result<Registry> {
+        Ok(Registry {
+            coord: self.clone(),
+            layout: Arc::new(Layout::new(self, &options)?),
+        })
+    }
+}

@@ -1,0 +1,731 @@
+//! Service registry against real etcd: registration on a lease, discovery, the watch, the
+//! resolver-visible key space, lease loss and etcd restarts, a SIGKILLed process, health checks.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coordination::{
+    Coordinator, CoordinatorOptions, ErrorKind, Health, HealthCheck, Instance, RegistrationState,
+    Registry, RegistryEvent, RegistryOptions, RegistryWatch, ServiceInstance,
+};
+use serde_json::json;
+use support::{eventually_async, read_prefix_raw, spawn_test_process, Etcd};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The lease TTL used by the tests (etcd's minimum is 2 s with default election settings).
+const TTL: Duration = Duration::from_secs(2);
+
+/// Logs to the test output when `TEST_LOG` is set (e.g. `TEST_LOG=coordination=debug`).
+fn init_tracing() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+fn chat(id: &str) -> ServiceInstance {
+    ServiceInstance::new("chat", id, format!("10.0.0.7:{}", 50_000 + id.len()))
+}
+
+fn full_chat_1() -> ServiceInstance {
+    ServiceInstance {
+        service: "chat".into(),
+        id: "chat-1".into(),
+        addr: "10.0.0.7:50051".into(),
+        weight: 100,
+        zone: Some("eu-1a".into()),
+        version: Some("1.4.2".into()),
+        metadata: json!({"proto": "v2", "shard": 3}),
+    }
+}
+
+async fn next_event(watch: &mut RegistryWatch) -> RegistryEvent {
+    tokio::time::timeout(Duration::from_secs(15), watch.recv())
+        .await
+        .expect("a registry event within 15 s")
+        .expect("watch open")
+}
+
+async fn assert_quiet(watch: &mut RegistryWatch, for_: Duration) {
+    if let Ok(event) = tokio::time::timeout(for_, watch.recv()).await {
+        panic!("unexpected extra event: {event:?}");
+    }
+}
+
+fn ids(instances: &[Instance]) -> Vec<&str> {
+    instances.iter().map(Instance::id).collect()
+}
+
+async fn discover_has(registry: &Registry, id: &str) -> bool {
+    registry
+        .discover("chat")
+        .await
+        .map(|all| all.iter().any(|i| i.id() == id))
+        .unwrap_or(false)
+}
+
+#[track_caller]
+fn expect_added(event: &RegistryEvent, id: &str) -> i64 {
+    match event {
+        RegistryEvent::Added { instance, revision } if instance.id() == id => *revision,
+        other => panic!("expected Added {id}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn expect_removed(event: &RegistryEvent, id: &str) -> i64 {
+    match event {
+        RegistryEvent::Removed { instance, revision } if instance.id() == id => *revision,
+        other => panic!("expected Removed {id}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn register_discover_deregister_and_the_watch_reports_each_change_once_in_order() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let mut watch = registry.watch("chat");
+
+    let a = registry
+        .register(full_chat_1())
+        .ttl(TTL)
+        .await
+        .expect("register chat-1");
+    let b = registry
+        .register(chat("chat-2"))
+        .ttl(TTL)
+        .await
+        .expect("register chat-2");
+    assert_eq!(a.status().state, RegistrationState::Registered);
+    assert_ne!(a.lease_id(), b.lease_id());
+
+    let found = registry.discover("chat").await.unwrap();
+    assert_eq!(ids(&found), ["chat-1", "chat-2"]);
+    assert_eq!(found[0].spec, full_chat_1());
+    assert_eq!(found[0].health, Health::Healthy);
+    assert_eq!(found[0].lease_id, a.lease_id());
+    assert!(found.iter().all(Instance::is_serving));
+
+    // A watch opened now starts with what is registered.
+    let mut late = registry.watch("chat");
+    expect_added(&next_event(&mut late).await, "chat-1");
+    expect_added(&next_event(&mut late).await, "chat-2");
+
+    a.set_health(Health::Draining).await.unwrap();
+    let found = registry.discover("chat").await.unwrap();
+    assert_eq!(found[0].health, Health::Draining);
+    assert!(!found[0].is_serving());
+
+    // Deregistration deletes the keys at once: no waiting for the lease.
+    a.deregister().await.unwrap();
+    assert_eq!(ids(&registry.discover("chat").await.unwrap()), ["chat-2"]);
+
+    // Dropping the handle deregisters in the background.
+    drop(b);
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            registry.discover("chat").await.unwrap().is_empty()
+        })
+        .await,
+        "a dropped registration is removed"
+    );
+
+    let mut revisions = vec![
+        expect_added(&next_event(&mut watch).await, "chat-1"),
+        expect_added(&next_event(&mut watch).await, "chat-2"),
+    ];
+    match next_event(&mut watch).await {
+        RegistryEvent::Updated {
+            previous,
+            instance,
+            revision,
+        } => {
+            assert_eq!(instance.id(), "chat-1");
+            assert_eq!(previous.health, Health::Healthy);
+            assert_eq!(instance.health, Health::Draining);
+            assert_eq!(instance.spec, full_chat_1());
+            revisions.push(revision);
+        }
+        other => panic!("expected Updated chat-1, got {other:?}"),
+    }
+    revisions.push(expect_removed(&next_event(&mut watch).await, "chat-1"));
+    revisions.push(expect_removed(&next_event(&mut watch).await, "chat-2"));
+    assert!(
+        revisions.windows(2).all(|w| w[0] < w[1]),
+        "events in revision order: {revisions:?}"
+    );
+    assert_quiet(&mut watch, Duration::from_millis(300)).await;
+
+    // The late watch saw the same changes after its initial state.
+    assert!(matches!(
+        next_event(&mut late).await,
+        RegistryEvent::Updated { .. }
+    ));
+    expect_removed(&next_event(&mut late).await, "chat-1");
+    expect_removed(&next_event(&mut late).await, "chat-2");
+    assert_quiet(&mut late, Duration::from_millis(100)).await;
+}
+
+const WORKER_ENDPOINT: &str = "COORDINATION_REGISTRY_WORKER_ENDPOINT";
+
+/// Not a test on its own: when re-executed by `a_sigkilled_process_disappears_within_ttl_plus_1s`
+/// with the endpoint variable set, it registers `worker-1` and waits to be killed. Without the
+/// variable it returns at once.
+#[test]
+fn registry_worker_process() {
+    let Ok(endpoint) = std::env::var(WORKER_ENDPOINT) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let coord = Coordinator::connect(CoordinatorOptions::new([endpoint]))
+            .await
+            .expect("worker connects");
+        let _registration = coord
+            .registry()
+            .register(ServiceInstance::new("chat", "worker-1", "127.0.0.1:1"))
+            .ttl(TTL)
+            .await
+            .expect("worker registers");
+        // Wait to be SIGKILLed; exit by ourselves if the parent goes away (stdin closes) or
+        // after 60 s.
+        let stdin_closed = tokio::task::spawn_blocking(|| {
+            use std::io::Read;
+            let mut buf = [0u8; 64];
+            while std::io::stdin()
+                .read(&mut buf)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(60), stdin_closed).await;
+    });
+}
+
+#[tokio::test]
+async fn a_sigkilled_process_disappears_within_ttl_plus_1s() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let endpoint = etcd.endpoint();
+    let mut child = spawn_test_process(
+        "registry_worker_process",
+        &[(WORKER_ENDPOINT, endpoint.as_str())],
+    );
+    assert!(
+        eventually_async(Duration::from_secs(30), || discover_has(
+            &registry, "worker-1"
+        ))
+        .await,
+        "the worker process registers"
+    );
+    let live = registry.live("chat").await.unwrap();
+    assert!(live.snapshot().contains("worker-1"));
+
+    child.kill().expect("SIGKILL the worker");
+    let killed = Instant::now();
+    child.wait().unwrap();
+    assert!(
+        eventually_async(TTL + Duration::from_secs(3), || async {
+            !discover_has(&registry, "worker-1").await
+        })
+        .await,
+        "the killed worker's instance expires"
+    );
+    let gone_after = killed.elapsed();
+    assert!(
+        gone_after <= TTL + Duration::from_secs(1),
+        "gone from discovery {} ms after SIGKILL (TTL {} ms)",
+        gone_after.as_millis(),
+        TTL.as_millis()
+    );
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        live.wait_for(|s| !s.contains("worker-1")),
+    )
+    .await
+    .expect("the live view drops the killed instance")
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_lease_is_replaced_by_itself_and_the_watch_sees_it_once() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let reg = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let mut watch = registry.watch("chat");
+    expect_added(&next_event(&mut watch).await, "chat-1");
+    let old_lease = reg.lease_id();
+
+    etcd.etcdctl(&["lease", "revoke", &format!("{old_lease:x}")]);
+
+    let mut status = reg.status_watch();
+    let now = tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.reregistrations == 1 && s.state == RegistrationState::Registered),
+    )
+    .await
+    .expect("re-registered within 10 s")
+    .unwrap();
+    assert_ne!(now.lease_id, old_lease);
+    assert_eq!(reg.lease_id(), now.lease_id);
+
+    let found = registry.discover("chat").await.unwrap();
+    assert_eq!(ids(&found), ["chat-1"]);
+    assert_eq!(found[0].lease_id, now.lease_id);
+    let resolver = read_prefix_raw(&etcd, &registry.resolver_prefix("chat")).await;
+    assert_eq!(resolver.len(), 1);
+    assert_eq!(resolver[0].2, now.lease_id, "resolver key on the new lease");
+
+    let removed = expect_removed(&next_event(&mut watch).await, "chat-1");
+    let added = expect_added(&next_event(&mut watch).await, "chat-1");
+    assert!(removed < added);
+    assert_quiet(&mut watch, Duration::from_millis(300)).await;
+
+    // Updates go to the new lease.
+    reg.set_health(Health::Draining).await.unwrap();
+    assert_eq!(
+        registry.discover("chat").await.unwrap()[0].health,
+        Health::Draining
+    );
+}
+
+#[tokio::test]
+async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recover() {
+    init_tracing();
+    let mut etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let reg = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let doomed = registry.register(chat("chat-3")).ttl(TTL).await.unwrap();
+    let live = registry.live("chat").await.unwrap();
+    let mut watch = registry.watch("chat");
+    expect_added(&next_event(&mut watch).await, "chat-1");
+    expect_added(&next_event(&mut watch).await, "chat-3");
+    let mut status = reg.status_watch();
+
+    etcd.kill();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.state != RegistrationState::Registered),
+    )
+    .await
+    .expect("the registration notices the outage")
+    .unwrap();
+    assert_eq!(
+        live.snapshot().len(),
+        2,
+        "the live view keeps serving during the outage"
+    );
+    tokio::time::sleep(TTL + Duration::from_millis(1500)).await;
+    etcd.restart().await;
+
+    // Right after the restart, before the watches are back (they back off), change the service
+    // from another client and compact the history, so the watches may have to resync.
+    let other = etcd.coordinator().await;
+    let newcomer = other
+        .registry()
+        .register(chat("chat-2"))
+        .ttl(TTL)
+        .await
+        .unwrap();
+    let mut raw = etcd.client().await;
+    for key in [doomed.status_key(), doomed.resolver_key()] {
+        raw.delete(key, None).await.unwrap();
+    }
+    let head = raw
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    raw.compact(head, None).await.unwrap();
+
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| s.state == RegistrationState::Registered),
+    )
+    .await
+    .expect("the registration recovers by itself")
+    .unwrap();
+    assert!(
+        eventually_async(Duration::from_secs(20), || discover_has(
+            &registry, "chat-1"
+        ))
+        .await,
+        "chat-1 is registered again"
+    );
+    let view = tokio::time::timeout(
+        Duration::from_secs(20),
+        live.wait_for(|s| {
+            let ids: Vec<&str> = s.instances().iter().map(|i| i.id()).collect();
+            ids == ["chat-1", "chat-2"]
+        }),
+    )
+    .await
+    .expect("the live view converges")
+    .unwrap();
+    assert!(view.serving().iter().all(|i| i.is_serving()));
+    let found = registry.discover("chat").await.unwrap();
+    assert_eq!(ids(&found), ["chat-1", "chat-2"]);
+    let chat1 = view.get("chat-1").unwrap();
+    assert_eq!(chat1.lease_id, reg.lease_id());
+
+    // The watch converges too, and never reports an instance twice in a row as Added.
+    let mut present = std::collections::BTreeSet::from(["chat-1".to_string(), "chat-3".into()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while present != std::collections::BTreeSet::from(["chat-1".to_string(), "chat-2".into()]) {
+        assert!(
+            Instant::now() < deadline,
+            "watch did not converge: {present:?}"
+        );
+        match next_event(&mut watch).await {
+            RegistryEvent::Added { instance, .. } => {
+                assert!(
+                    present.insert(instance.id().to_string()),
+                    "added twice: {instance:?}"
+                )
+            }
+            RegistryEvent::Removed { instance, .. } => {
+                assert!(
+                    present.remove(instance.id()),
+                    "removed unknown {instance:?}"
+                )
+            }
+            RegistryEvent::Updated { instance, .. } => {
+                assert!(
+                    present.contains(instance.id()),
+                    "updated unknown {instance:?}"
+                )
+            }
+        }
+    }
+    drop(newcomer);
+    drop(doomed);
+}
+
+#[tokio::test]
+async fn draining_and_unhealthy_instances_leave_the_resolver_prefix() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let resolver_prefix = registry.resolver_prefix("chat");
+    assert_eq!(resolver_prefix, "/services/chat/");
+    assert_eq!(registry.resolver_target("chat"), "etcd:////services/chat");
+
+    let reg = registry.register(full_chat_1()).ttl(TTL).await.unwrap();
+    let other = registry.register(chat("chat-2")).ttl(TTL).await.unwrap();
+
+    let resolver = read_prefix_raw(&etcd, &resolver_prefix).await;
+    assert_eq!(resolver.len(), 2);
+    let (key, value, lease) = &resolver[0];
+    assert_eq!(key, "/services/chat/chat-1");
+    assert_eq!(
+        value,
+        r#"{"Op":0,"Addr":"10.0.0.7:50051","Metadata":{"service":"chat","id":"chat-1","weight":100,"zone":"eu-1a","version":"1.4.2","health":"healthy","metadata":{"proto":"v2","shard":3}}}"#
+    );
+    assert_eq!(
+        *lease,
+        reg.lease_id(),
+        "the resolver key lives on the lease"
+    );
+    // Exactly gRPC naming's shape: Op, Addr, Metadata, nothing else.
+    for (_, value, _) in &resolver {
+        let v: serde_json::Value = serde_json::from_str(value).unwrap();
+        let fields: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["Addr", "Metadata", "Op"]);
+        assert_eq!(v["Op"], 0);
+        assert!(v["Addr"].is_string());
+    }
+    let status = read_prefix_raw(&etcd, &registry.status_prefix("chat")).await;
+    assert_eq!(status[0].0, "/__coordination/registry/chat/chat-1");
+    assert_eq!(status[0].2, reg.lease_id());
+
+    let resolver_ids = || async {
+        read_prefix_raw(&etcd, &resolver_prefix)
+            .await
+            .into_iter()
+            .map(|(k, _, _)| k.rsplit('/').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    for health in [Health::Draining, Health::Unhealthy] {
+        reg.set_health(health).await.unwrap();
+        assert_eq!(
+            resolver_ids().await,
+            ["chat-2"],
+            "{health} leaves the resolver set"
+        );
+        let found = registry.discover("chat").await.unwrap();
+        assert_eq!(ids(&found), ["chat-1", "chat-2"], "still discoverable");
+        assert_eq!(found[0].health, health);
+        assert_eq!(reg.status().health, health);
+    }
+    reg.set_health(Health::Healthy).await.unwrap();
+    assert_eq!(resolver_ids().await, ["chat-1", "chat-2"]);
+
+    // Weight 0 means no traffic: out of the resolver set as well.
+    reg.set_weight(0).await.unwrap();
+    assert_eq!(resolver_ids().await, ["chat-2"]);
+    reg.set_weight(50).await.unwrap();
+    reg.set_metadata(json!({"proto": "v3"})).await.unwrap();
+    let resolver = read_prefix_raw(&etcd, &resolver_prefix).await;
+    let v: serde_json::Value = serde_json::from_str(&resolver[0].1).unwrap();
+    assert_eq!(v["Metadata"]["weight"], 50);
+    assert_eq!(v["Metadata"]["metadata"], json!({"proto": "v3"}));
+    drop(other);
+
+    // The prefixes are configurable and sit under the coordinator's namespace.
+    let tenant = Coordinator::connect(
+        CoordinatorOptions::new([etcd.endpoint()]).with_namespace("/tenant-a"),
+    )
+    .await
+    .unwrap();
+    let custom = tenant
+        .registry_with(RegistryOptions::new().with_resolver_prefix("/grpc/naming/"))
+        .unwrap();
+    assert_eq!(
+        custom.resolver_target("chat"),
+        "etcd:////tenant-a/grpc/naming/chat"
+    );
+    let t = custom.register(chat("chat-9")).ttl(TTL).await.unwrap();
+    assert_eq!(t.resolver_key(), "/tenant-a/grpc/naming/chat/chat-9");
+    assert_eq!(
+        t.status_key(),
+        "/tenant-a/__coordination/registry/chat/chat-9"
+    );
+    assert_eq!(
+        read_prefix_raw(&etcd, "/tenant-a/grpc/naming/chat/")
+            .await
+            .len(),
+        1
+    );
+    t.set_health(Health::Draining).await.unwrap();
+    assert!(read_prefix_raw(&etcd, "/tenant-a/grpc/naming/chat/")
+        .await
+        .is_empty());
+    assert_eq!(ids(&custom.discover("chat").await.unwrap()), ["chat-9"]);
+}
+
+#[tokio::test]
+async fn invalid_arguments_are_rejected_and_a_taken_over_id_is_reported() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let kind = |r: coordination::Result<coordination::Registration>| r.unwrap_err().kind();
+    assert_eq!(
+        kind(registry.register(chat("a/b")).await),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        kind(
+            registry
+                .register(chat("x"))
+                .ttl(Duration::from_millis(500))
+                .await
+        ),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        kind(
+            registry
+                .register(chat("x"))
+                .health_check(HealthCheck::http("https://127.0.0.1/"))
+                .await
+        ),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        registry.discover("").await.unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        coord
+            .registry_with(RegistryOptions::new().with_status_prefix("/services/x"))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+
+    // Registering an id again replaces the first registration; the old handle learns it at its
+    // next write.
+    let first = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let second = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let err = first.set_health(Health::Draining).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(first.status().state, RegistrationState::Superseded);
+    let found = registry.discover("chat").await.unwrap();
+    assert_eq!(found[0].lease_id, second.lease_id());
+    assert_eq!(found[0].health, Health::Healthy);
+    // Dropping the superseded handle leaves the new registration alone.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ids(&registry.discover("chat").await.unwrap()), ["chat-1"]);
+}
+
+/// Accepts and drops connections on `listener` until aborted.
+fn accept_loop(listener: TcpListener) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    })
+}
+
+/// A tiny HTTP server: 200 while `up` holds, 503 otherwise.
+fn http_server(listener: TcpListener, up: Arc<AtomicBool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let up = Arc::clone(&up);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1024];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response: &[u8] = if up.load(Ordering::SeqCst) {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                } else {
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown"
+                };
+                let _ = socket.write_all(response).await;
+            });
+        }
+    })
+}
+
+fn fast(check: HealthCheck) -> HealthCheck {
+    check
+        .interval(Duration::from_millis(50))
+        .timeout(Duration::from_millis(500))
+        .unhealthy_after(2)
+        .healthy_after(2)
+}
+
+async fn wait_health(registry: &Registry, id: &str, want: Health) {
+    let ok = eventually_async(Duration::from_secs(10), || async {
+        registry
+            .discover("chat")
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.id() == id && i.health == want)
+    })
+    .await;
+    assert!(ok, "{id} did not become {want} within 10 s");
+}
+
+#[tokio::test]
+async fn health_checks_flip_status_on_real_tcp_and_http_listeners() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let resolver_has = |id: &'static str| {
+        let etcd = &etcd;
+        let prefix = registry.resolver_prefix("chat");
+        async move {
+            read_prefix_raw(etcd, &prefix)
+                .await
+                .iter()
+                .any(|(k, _, _)| k.ends_with(&format!("/{id}")))
+        }
+    };
+
+    // TCP: a listener the test starts, stops and starts again on the same port.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = accept_loop(listener);
+    let tcp = registry
+        .register(chat("tcp-1"))
+        .ttl(TTL)
+        .health_check(fast(HealthCheck::tcp(addr.to_string())))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_health(&registry, "tcp-1", Health::Healthy).await;
+    assert!(resolver_has("tcp-1").await);
+
+    server.abort();
+    let _ = server.await;
+    wait_health(&registry, "tcp-1", Health::Unhealthy).await;
+    assert!(
+        !resolver_has("tcp-1").await,
+        "unhealthy leaves the resolver set"
+    );
+    assert_eq!(tcp.status().health, Health::Unhealthy);
+
+    let server = accept_loop(
+        TcpListener::bind(addr)
+            .await
+            .expect("re-bind the same port"),
+    );
+    wait_health(&registry, "tcp-1", Health::Healthy).await;
+    assert!(resolver_has("tcp-1").await);
+    server.abort();
+
+    // HTTP: 200 → 503 → 200, then the server stops.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = Arc::new(AtomicBool::new(true));
+    let server = http_server(listener, Arc::clone(&up));
+    let _http = registry
+        .register(chat("http-1"))
+        .ttl(TTL)
+        .health_check(fast(HealthCheck::http(format!("http://{addr}/healthz"))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_health(&registry, "http-1", Health::Healthy).await;
+    up.store(false, Ordering::SeqCst);
+    wait_health(&registry, "http-1", Health::Unhealthy).await;
+    up.store(true, Ordering::SeqCst);
+    wait_health(&registry, "http-1", Health::Healthy).await;
+    server.abort();
+    let _ = server.await;
+    wait_health(&registry, "http-1", Health::Unhealthy).await;
+
+    // Custom: an async fn; a manual Draining wins over a passing check.
+    let passing = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&passing);
+    let custom = registry
+        .register(chat("fn-1"))
+        .ttl(TTL)
+        .health_check(fast(HealthCheck::custom(move || {
+            let ok = flag.load(Ordering::SeqCst);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("flag is down")
+                }
+            }
+        })))
+        .await
+        .unwrap();
+    custom.set_health(Health::Draining).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_health(&registry, "fn-1", Health::Draining).await;
+    passing.store(false, Ordering::SeqCst);
+    custom.set_health(Health::Healthy).await.unwrap();
+    wait_health(&registry, "fn-1", Health::Unhealthy).await;
+    passing.store(true, Ordering::SeqCst);
+    wait_health(&registry, "fn-1", Health::Healthy).await;
+}
