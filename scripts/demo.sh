@@ -2,10 +2,22 @@
 # The main job, end to end: installs what is missing, starts a throwaway etcd on a free loopback
 # port, runs examples/quickstart.rs against it and changes the config with etcdctl while it runs
 # (a valid change, a multi-key transaction, an invalid value). Stops everything on exit or Ctrl-C.
+#
+#   ./scripts/demo.sh            the config quickstart (above)
+#   ./scripts/demo.sh lock       examples/lock.rs: two holders take turns, fencing tokens rise
+#   ./scripts/demo.sh election   examples/election.rs: campaign, proclaim, resign, observe
+#   ./scripts/demo.sh registry   examples/registry.rs: register, pick, drain, kill
+#   ./scripts/demo.sh all        all of the above, one after the other, on one etcd
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 coord_ensure_deps
+
+WHAT="${1:-quickstart}"
+case "$WHAT" in
+  quickstart|lock|election|registry|all) ;;
+  *) echo "usage: $0 [quickstart|lock|election|registry|all]" >&2; exit 2 ;;
+esac
 
 QS_PID=""
 cleanup() {
@@ -15,11 +27,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "==> building the quickstart example"
-cargo build --quiet --example quickstart
+echo "==> building the examples"
+cargo build --quiet --examples
 
 coord_start_etcd
 echo "==> etcd running at $ETCD_ENDPOINT (data in $ETCD_DATA)"
+
+run_example() {
+  printf '\n\033[1m==> examples/%s.rs\033[0m\n' "$1"
+  ETCD_ENDPOINTS="$ETCD_ENDPOINT" "${CARGO_TARGET_DIR:-target}/debug/examples/$1"
+}
+if [ "$WHAT" != quickstart ] && [ "$WHAT" != all ]; then
+  run_example "$WHAT"
+  exit 0
+fi
 ctl() { etcdctl --endpoints "$ETCD_ENDPOINT" "$@"; }
 P=/apps/chat/config
 
@@ -30,7 +51,7 @@ ctl put "$P/port" 8080 >/dev/null
 ctl put "$P/database" '{"host": "db1.internal", "pool": 10}' >/dev/null
 
 OUT="$ETCD_DATA/quickstart.out"
-ETCD_ENDPOINTS="$ETCD_ENDPOINT" ./target/debug/examples/quickstart > >(tee "$OUT") 2>&1 &
+ETCD_ENDPOINTS="$ETCD_ENDPOINT" "${CARGO_TARGET_DIR:-target}/debug/examples/quickstart" > >(tee "$OUT") 2>&1 &
 QS_PID=$!
 for _ in $(seq 1 100); do grep -q "watching" "$OUT" 2>/dev/null && break; sleep 0.1; done
 
@@ -61,4 +82,10 @@ say "etcdctl del $P/database/pool                   # deleted: falls back to the
 ctl del "$P/database/pool" >/dev/null
 sleep 0.8
 echo
-echo "==> stopping"
+echo "==> stopping the quickstart"
+kill -INT "$QS_PID" 2>/dev/null || true
+wait "$QS_PID" 2>/dev/null || true
+QS_PID=""
+if [ "$WHAT" = all ]; then
+  for example in lock election registry; do run_example "$example"; done
+fi
