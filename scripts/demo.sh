@@ -7,7 +7,9 @@
 #   ./scripts/demo.sh lock       examples/lock.rs: two holders take turns, fencing tokens rise
 #   ./scripts/demo.sh election   examples/election.rs: campaign, proclaim, resign, observe
 #   ./scripts/demo.sh registry   examples/registry.rs: register, pick, drain, kill
-#   ./scripts/demo.sh all        all of the above, one after the other, on one etcd
+#   ./scripts/demo.sh history    three instances, and coordctl: history, diff, rollback
+#                                (scripts/demo-history.sh, on an etcd of its own)
+#   ./scripts/demo.sh all        all of the above, one after the other
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -16,7 +18,8 @@ coord_ensure_deps
 WHAT="${1:-quickstart}"
 case "$WHAT" in
   quickstart|lock|election|registry|all) ;;
-  *) echo "usage: $0 [quickstart|lock|election|registry|all]" >&2; exit 2 ;;
+  history) exec scripts/demo-history.sh ;;
+  *) echo "usage: $0 [quickstart|lock|election|registry|history|all]" >&2; exit 2 ;;
 esac
 
 QS_PID=""
@@ -88,4 +91,7 @@ wait "$QS_PID" 2>/dev/null || true
 QS_PID=""
 if [ "$WHAT" = all ]; then
   for example in lock election registry; do run_example "$example"; done
+  coord_stop_etcd
+  printf '\n\033[1m==> scripts/demo-history.sh\033[0m\n'
+  scripts/demo-history.sh
 fi

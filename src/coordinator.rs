@@ -210,6 +210,8 @@ impl Coordinator {
         }
         let full = format!("{}{}/", self.inner.options.namespace, prefix);
         let started = Reloader::<T>::start(self.client(), full.clone(), &options).await?;
-        Ok(Config::spawn(started, full))
+        let config = Config::spawn(started, full);
+        crate::history::start(self, &config, &options);
+        Ok(config)
     }
 }

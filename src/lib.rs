@@ -77,11 +77,13 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `derive` | yes | `#[derive(CoordConfig)]` (the `coordination-derive` proc-macro crate) |
+//! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap) |
 
 mod backoff;
 mod config;
 mod coordinator;
 mod error;
+mod history;
 mod kv;
 mod lock;
 mod registry;
@@ -106,6 +108,10 @@ pub use registry::{
 };
 // END registry exports
 // BEGIN history exports (issue 3)
+pub use history::{
+    ConfigHistory, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
+    DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
+};
 // END history exports
 
 /// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes.

@@ -34,6 +34,7 @@ struct Shared<T: CoordConfig> {
     client: Client,
     prefix: String,
     task: JoinHandle<()>,
+    history: crate::history::Tracking<T>,
 }
 
 impl<T: CoordConfig> Drop for Shared<T> {
@@ -82,6 +83,7 @@ impl<T: CoordConfig> Config<T> {
                 client,
                 prefix,
                 task,
+                history: Default::default(),
             }),
         }
     }
@@ -145,5 +147,10 @@ impl<T: CoordConfig> Config<T> {
     /// The etcd client the handle reads and watches with.
     pub(crate) fn client(&self) -> Client {
         self.shared.client.clone()
+    }
+
+    /// Per-handle state of the versioned history (issue 3): recorder task, snapshot ring.
+    pub(crate) fn history_slot(&self) -> &crate::history::Tracking<T> {
+        &self.shared.history
     }
 }

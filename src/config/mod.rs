@@ -16,7 +16,6 @@ mod supervise;
 mod tree;
 mod value;
 
-pub(crate) use check::{is_secret, Checker};
 pub use coord_config::CoordConfig;
 pub use event::{Change, ConfigEvent, Rejection, Subscription};
 pub(crate) use feed::{RawBody, RawOp, RawRevision};
@@ -26,3 +25,4 @@ pub(crate) use reload::Reloader;
 pub use snapshot::Snapshot;
 pub use source::{Layer, Source, Sources};
 pub use status::{ConfigStatus, WatchState};
+pub(crate) use {layers::EtcdLayer, tree::merge, value::StringFields};

@@ -20,6 +20,7 @@ pub struct ConfigOptions {
     pub(crate) probe_after: Duration,
     pub(crate) probe_timeout: Duration,
     pub(crate) max_backoff: Duration,
+    pub(crate) history: crate::history::HistorySettings,
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +49,7 @@ impl Default for ConfigOptions {
             probe_after: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5),
+            history: crate::history::HistorySettings::default(),
         }
     }
 }
@@ -133,6 +135,44 @@ impl ConfigOptions {
     /// pinned revision, so the result is one consistent view however many pages it takes.
     pub fn page_size(mut self, keys: u32) -> Self {
         self.page_size = i64::from(keys.max(1));
+        self
+    }
+
+    /// Versioned history: how many versions of the prefix to keep in etcd (default
+    /// [`DEFAULT_HISTORY_KEEP`](crate::DEFAULT_HISTORY_KEEP), 100; at least 1). Older ones are
+    /// pruned by whichever instance records a new version. Use the same setting on every
+    /// instance bound to the prefix: the smallest one wins.
+    pub fn history_keep(mut self, versions: usize) -> Self {
+        self.history = self.history.keep(versions);
+        self
+    }
+
+    /// Versioned history: also prune versions recorded more than `age` ago (by the recording
+    /// instance's clock). The newest version is always kept. Default: no age limit.
+    pub fn history_max_age(mut self, age: Duration) -> Self {
+        self.history = self.history.max_age(age);
+        self
+    }
+
+    /// How many applied snapshots the handle keeps in memory for
+    /// [`Config::recent`](crate::Config::recent) (default
+    /// [`DEFAULT_KEEP_SNAPSHOTS`](crate::DEFAULT_KEEP_SNAPSHOTS), 16; at least 1).
+    pub fn keep_snapshots(mut self, snapshots: usize) -> Self {
+        self.history = self.history.snapshots(snapshots);
+        self
+    }
+
+    /// Don't write history records or publish the JSON Schema from this handle (for clients
+    /// without write access to `/__coordination/`). Publish and rollback still work.
+    pub fn no_history(mut self) -> Self {
+        self.history = self.history.disabled();
+        self
+    }
+
+    /// The etcd server's `--max-txn-ops` (default 128). Publishes and rollbacks that change more
+    /// keys than fit in one transaction are written in several guarded batches.
+    pub fn max_txn_ops(mut self, ops: usize) -> Self {
+        self.history = self.history.txn_ops(ops);
         self
     }
 

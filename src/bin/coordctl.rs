@@ -1,0 +1,464 @@
+//! `coordctl`: the operator CLI for typed configs on etcd — current value, history, diff,
+//! validated put/apply, fleet-wide rollback, the published schema, and a live watch.
+//!
+//! ```text
+//! coordctl --endpoints http://127.0.0.1:2379 config history /apps/chat/config
+//! coordctl config apply /apps/chat/config -f chat.yaml -m "raise the pool"
+//! coordctl config diff /apps/chat/config 42 current
+//! coordctl config rollback /apps/chat/config 42 -m "bad deploy"
+//! ```
+//!
+//! Exit codes: 0 success; 1 etcd or I/O failure; 2 bad usage; 3 invalid input refused (the
+//! message names the field); 4 conflict (the prefix changed meanwhile); 5 version or schema
+//! not found.
+
+#[path = "coordctl/output.rs"]
+mod output;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use coordination::{ConfigHistory, Coordinator, CoordinatorOptions, ErrorKind, Version};
+use serde_json::{json, Value};
+
+use output::{cell, is_secret, leaves, table};
+
+/// Operate on typed configs stored in etcd: history, diff, validated writes, rollback.
+#[derive(Parser, Debug)]
+#[command(name = "coordctl", version, about, long_about = None)]
+struct Cli {
+    /// etcd endpoints, comma-separated.
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ',',
+        global = true
+    )]
+    endpoints: Vec<String>,
+    /// Key namespace the services use (`CoordinatorOptions::with_namespace`), e.g. `/tenant-a`.
+    #[arg(long, default_value = "", global = true)]
+    namespace: String,
+    /// etcd user (with --password).
+    #[arg(long, env = "ETCD_USER", global = true)]
+    user: Option<String>,
+    /// etcd password.
+    #[arg(long, env = "ETCD_PASSWORD", hide_env_values = true, global = true)]
+    password: Option<String>,
+    /// Machine-readable JSON output instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Author recorded with writes (default: $USER).
+    #[arg(long, env = "COORDCTL_AUTHOR", global = true)]
+    author: Option<String>,
+    /// The server's --max-txn-ops: bigger changes are written in guarded batches.
+    #[arg(long, default_value_t = 128, global = true)]
+    max_txn_ops: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Typed configuration bound to an etcd prefix.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Show the config (etcd layer) now or at a version; secrets masked.
+    Get {
+        /// The config prefix, e.g. /apps/chat/config.
+        prefix: String,
+        /// A version (revision) from `history` instead of the current value.
+        #[arg(long)]
+        version: Option<i64>,
+        /// List the raw keys and values instead of fields.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Set one field, validated against the published schema.
+    Put {
+        /// The config prefix.
+        prefix: String,
+        /// Dotted field path, e.g. database.pool.
+        field: String,
+        /// The value, read like an etcd value (YAML; a document sets a whole object).
+        value: String,
+        /// Why (recorded in the history).
+        #[arg(short = 'm', long)]
+        comment: Option<String>,
+        /// Write without checking the published schema.
+        #[arg(long)]
+        no_validate: bool,
+    },
+    /// Publish a whole config from a YAML or JSON file, validated against the published schema.
+    Apply {
+        /// The config prefix.
+        prefix: String,
+        /// The file (`-` for standard input).
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Why (recorded in the history).
+        #[arg(short = 'm', long)]
+        comment: Option<String>,
+        /// Write without checking the published schema.
+        #[arg(long)]
+        no_validate: bool,
+    },
+    /// List the recorded versions, newest first.
+    History {
+        /// The config prefix.
+        prefix: String,
+    },
+    /// Changed fields between two versions (`current` for the value now).
+    Diff {
+        /// The config prefix.
+        prefix: String,
+        /// The older version, or `current`.
+        from: String,
+        /// The newer version, or `current`.
+        to: String,
+    },
+    /// Restore a version's exact keys on every instance.
+    Rollback {
+        /// The config prefix.
+        prefix: String,
+        /// The version (revision) to restore.
+        version: i64,
+        /// Why (recorded in the history).
+        #[arg(short = 'm', long)]
+        comment: Option<String>,
+    },
+    /// Print the JSON Schema the service published.
+    Schema {
+        /// The config prefix.
+        prefix: String,
+    },
+    /// Print each change to the prefix as it happens.
+    Watch {
+        /// The config prefix.
+        prefix: String,
+        /// Exit after this many changes.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<coordination::Error> for Failure {
+    fn from(e: coordination::Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::Validation | ErrorKind::InvalidArgument => 3,
+            ErrorKind::Conflict => 4,
+            ErrorKind::NotFound => 5,
+            _ => 1,
+        };
+        Failure {
+            code,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<Coordinator, Failure> {
+    let mut options = CoordinatorOptions::new(cli.endpoints.clone()).with_namespace(&cli.namespace);
+    match (&cli.user, &cli.password) {
+        (Some(user), Some(password)) => options = options.with_user(user, password),
+        (None, None) => {}
+        _ => return Err(fail(2, "--user and --password go together")),
+    }
+    Ok(Coordinator::connect(options).await?)
+}
+
+async fn open(cli: &Cli, prefix: &str, validate: bool) -> Result<ConfigHistory, Failure> {
+    let coord = connect(cli).await?;
+    let history = ConfigHistory::open(&coord, prefix)
+        .await?
+        .with_max_txn_ops(cli.max_txn_ops);
+    Ok(if validate {
+        history
+    } else {
+        history.skip_validation()
+    })
+}
+
+fn author(cli: &Cli) -> String {
+    cli.author
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "coordctl".to_string())
+}
+
+fn parse_version(text: &str) -> Result<Option<i64>, Failure> {
+    match text {
+        "current" | "now" => Ok(None),
+        number => number.parse().map(Some).map_err(|_| {
+            fail(
+                3,
+                format!("`{text}` is not a version: give a revision from `history` or `current`"),
+            )
+        }),
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn report_write(cli: &Cli, what: &str, result: Option<Version>) {
+    if cli.json {
+        print_json(&json!({"changed": result.is_some(), "version": result}));
+        return;
+    }
+    match result {
+        Some(v) => println!("{what} version {} ({} keys)", v.revision, v.keys),
+        None => println!("unchanged: the prefix already holds exactly this"),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let Command::Config { command } = &cli.command;
+    match command {
+        ConfigCommand::Get {
+            prefix,
+            version,
+            keys,
+        } => {
+            let history = open(&cli, prefix, true).await?;
+            if *keys {
+                let (revision, kvs) = history.kvs(*version).await?;
+                let secrets = history.secrets().to_vec();
+                let shown: Vec<(String, String)> = kvs
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let path = k.replace('/', ".");
+                        // A key holding a document hides the secrets inside it too.
+                        let holds_secret = secrets
+                            .iter()
+                            .any(|s| path.is_empty() || s.starts_with(&format!("{path}.")));
+                        let value = if is_secret(&path, &secrets) || holds_secret {
+                            "***".to_string()
+                        } else {
+                            String::from_utf8_lossy(&v).into_owned()
+                        };
+                        (k, value)
+                    })
+                    .collect();
+                if cli.json {
+                    let map: serde_json::Map<String, Value> = shown
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect();
+                    print_json(&json!({"revision": revision, "keys": map}));
+                } else {
+                    println!("# {} at revision {revision}", history.prefix());
+                    let rows: Vec<Vec<String>> =
+                        shown.into_iter().map(|(k, v)| vec![k, v]).collect();
+                    print!("{}", table(&["KEY", "VALUE"], &rows));
+                }
+            } else {
+                let (revision, doc) = history.document(*version).await?;
+                if cli.json {
+                    print_json(&json!({"revision": revision, "config": doc}));
+                } else {
+                    println!("# {} at revision {revision}", history.prefix());
+                    let rows: Vec<Vec<String>> = leaves(&doc)
+                        .into_iter()
+                        .map(|(p, v)| vec![p, cell(Some(&v))])
+                        .collect();
+                    print!("{}", table(&["FIELD", "VALUE"], &rows));
+                }
+            }
+        }
+        ConfigCommand::Put {
+            prefix,
+            field,
+            value,
+            comment,
+            no_validate,
+        } => {
+            let history = open(&cli, prefix, !no_validate).await?;
+            let result = history
+                .put(
+                    field,
+                    value,
+                    &author(&cli),
+                    comment.as_deref().unwrap_or(""),
+                )
+                .await?;
+            report_write(&cli, "published", result);
+        }
+        ConfigCommand::Apply {
+            prefix,
+            file,
+            comment,
+            no_validate,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .map_err(|e| fail(1, format!("reading standard input: {e}")))?;
+                text
+            } else {
+                std::fs::read_to_string(file)
+                    .map_err(|e| fail(1, format!("reading {}: {e}", file.display())))?
+            };
+            let doc: Value = serde_yaml::from_str(&text)
+                .map_err(|e| fail(3, format!("{} is not YAML or JSON: {e}", file.display())))?;
+            let history = open(&cli, prefix, !no_validate).await?;
+            let result = history
+                .apply(&doc, &author(&cli), comment.as_deref().unwrap_or(""))
+                .await?;
+            report_write(&cli, "published", result);
+        }
+        ConfigCommand::History { prefix } => {
+            let history = open(&cli, prefix, true).await?;
+            let mut versions = history.versions().await?;
+            versions.reverse();
+            if cli.json {
+                print_json(&versions);
+            } else {
+                let rows: Vec<Vec<String>> = versions
+                    .iter()
+                    .map(|v| {
+                        let mut note = v.comment.clone().unwrap_or_default();
+                        if let Some(from) = v.restored_from {
+                            note = format!("(restores {from}) {note}");
+                        }
+                        if let Some((n, of)) = v.batch {
+                            note = format!("[batch {n}/{of}] {note}");
+                        }
+                        vec![
+                            v.revision.to_string(),
+                            v.time.clone(),
+                            v.source.to_string(),
+                            v.author.clone().unwrap_or_else(|| "-".into()),
+                            v.keys.to_string(),
+                            note.trim().to_string(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(
+                        &["VERSION", "TIME", "SOURCE", "AUTHOR", "KEYS", "COMMENT"],
+                        &rows
+                    )
+                );
+            }
+        }
+        ConfigCommand::Diff { prefix, from, to } => {
+            let (a, b) = (parse_version(from)?, parse_version(to)?);
+            let history = open(&cli, prefix, true).await?;
+            let changes = history.diff(a, b).await?;
+            if cli.json {
+                print_json(&changes);
+            } else if changes.is_empty() {
+                println!("no changes");
+            } else {
+                let rows: Vec<Vec<String>> = changes
+                    .iter()
+                    .map(|c| vec![c.path.clone(), cell(c.old.as_ref()), cell(c.new.as_ref())])
+                    .collect();
+                print!("{}", table(&["FIELD", "OLD", "NEW"], &rows));
+            }
+        }
+        ConfigCommand::Rollback {
+            prefix,
+            version,
+            comment,
+        } => {
+            let history = open(&cli, prefix, true).await?;
+            let result = history
+                .rollback_to(*version, &author(&cli), comment.as_deref().unwrap_or(""))
+                .await?;
+            report_write(&cli, &format!("restored {version} as"), result);
+        }
+        ConfigCommand::Schema { prefix } => {
+            let history = open(&cli, prefix, true).await?;
+            match history.schema() {
+                Some(schema) => print_json(schema),
+                None => {
+                    return Err(fail(
+                        5,
+                        format!(
+                            "no JSON Schema is published at `{}`: bind the service once",
+                            history.schema_key()
+                        ),
+                    ))
+                }
+            }
+        }
+        ConfigCommand::Watch { prefix, count } => {
+            let history = open(&cli, prefix, true).await?;
+            let mut changes = history.changes().await?;
+            eprintln!(
+                "watching {} from revision {}",
+                history.prefix(),
+                changes.revision() + 1
+            );
+            let mut seen = 0;
+            while count.is_none_or(|c| seen < c) {
+                let Some(change) = changes.next().await? else {
+                    break;
+                };
+                seen += 1;
+                let mut out = std::io::stdout().lock();
+                if cli.json {
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        serde_json::to_string(&change).unwrap_or_default()
+                    );
+                } else if change.changes.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "revision {}: keys changed, no field changed ({})",
+                        change.revision,
+                        change.keys.join(", ")
+                    );
+                } else {
+                    for c in &change.changes {
+                        let _ = writeln!(out, "revision {}: {c}", change.revision);
+                    }
+                }
+                let _ = out.flush();
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! [`ConfigHistory`]: the untyped history API for tools (and `coordctl`), driven by the JSON
+//! Schema published next to the config instead of the Rust type.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::diff::{self, FieldChange};
+use super::keys::Keys;
+use super::layout::{is_segment, layout_at};
+use super::publish::target_for;
+use super::record::{Meta, Version, VersionSource};
+use super::schema::{self, SchemaCheck};
+use super::settings::DEFAULT_MAX_TXN_OPS;
+use super::store::{Kvs, Store};
+use super::watch::PrefixChanges;
+use super::write::{write_guarded, Recording};
+use crate::config::{StringFields, DEFAULT_MAX_VALUE_BYTES};
+use crate::coordinator::Coordinator;
+use crate::error::{Error, ErrorKind, Result};
+use crate::kv::read_prefix;
+
+/// Keys per page when reading the current prefix.
+const PAGE: i64 = 1000;
+
+/// The history of one config prefix, without its Rust type: list versions, read any version's
+/// document, diff, and publish or roll back with the same guarded, recorded writes as
+/// [`Config::publish`](crate::Config::publish) and
+/// [`Config::rollback_to`](crate::Config::rollback_to).
+///
+/// Values are checked against the JSON Schema that bound instances publish at
+/// `/__coordination/schema/<prefix>`, and the secret fields it names show as `***` in
+/// documents and diffs. Get one with [`ConfigHistory::open`], or from a typed handle with
+/// [`Config::history_admin`](crate::Config::history_admin). Cheap to clone.
+#[derive(Clone)]
+pub struct ConfigHistory {
+    store: Store,
+    schema: Option<Value>,
+    check: Option<Arc<SchemaCheck>>,
+    secrets: Vec<String>,
+    fields: StringFields,
+    max_txn_ops: usize,
+    validate: bool,
+}
+
+impl std::fmt::Debug for ConfigHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigHistory")
+            .field("prefix", &self.store.keys().prefix())
+            .field("schema", &self.schema.is_some())
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigHistory {
+    /// The history of `prefix` (as in `#[coord(prefix = "/apps/chat/config")]`, no trailing
+    /// `/`; the coordinator's namespace is put in front). Reads the published JSON Schema if
+    /// there is one.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for an empty prefix; [`ErrorKind::Validation`] if the
+    /// published schema is not a valid JSON Schema; etcd errors.
+    pub async fn open(coord: &Coordinator, prefix: &str) -> Result<Self> {
+        let prefix = prefix.trim_end_matches('/');
+        if prefix.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "empty etcd prefix"));
+        }
+        let slash = if prefix.starts_with('/') { "" } else { "/" };
+        let full = format!("{}{slash}{prefix}/", coord.namespace());
+        let keys = Keys::new(coord.namespace(), &full);
+        let client = coord.client();
+        let doc = schema::read(&client, keys.schema()).await?;
+        Self::from_parts(Store::new(client, keys), doc, DEFAULT_MAX_TXN_OPS)
+    }
+
+    pub(crate) fn from_parts(store: Store, doc: Option<Value>, max_txn_ops: usize) -> Result<Self> {
+        let check = doc
+            .as_ref()
+            .map(SchemaCheck::new)
+            .transpose()?
+            .map(Arc::new);
+        let secrets = doc.as_ref().map(schema::secrets_of).unwrap_or_default();
+        let fields = StringFields::new(doc.clone().unwrap_or_else(|| serde_json::json!({})));
+        Ok(ConfigHistory {
+            store,
+            schema: doc,
+            check,
+            secrets,
+            fields,
+            max_txn_ops,
+            validate: true,
+        })
+    }
+
+    /// The etcd server's `--max-txn-ops` (default 128): changes of more keys are written in
+    /// several guarded batches.
+    pub fn with_max_txn_ops(mut self, ops: usize) -> Self {
+        self.max_txn_ops = ops.max(8);
+        self
+    }
+
+    /// Writes [`apply`](Self::apply) and [`put`](Self::put) without checking the published
+    /// schema (e.g. to seed a prefix before any instance has bound it).
+    pub fn skip_validation(mut self) -> Self {
+        self.validate = false;
+        self
+    }
+
+    /// The full prefix (namespace included, ending with `/`).
+    pub fn prefix(&self) -> &str {
+        self.store.keys().prefix()
+    }
+
+    /// The key the JSON Schema is published at.
+    pub fn schema_key(&self) -> &str {
+        self.store.keys().schema()
+    }
+
+    /// The published JSON Schema (with its `x-coordination` annotation), if any.
+    pub fn schema(&self) -> Option<&Value> {
+        self.schema.as_ref()
+    }
+
+    /// The secret field paths named by the published schema.
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    /// Every recorded version, oldest first.
+    ///
+    /// # Errors
+    /// etcd errors.
+    pub async fn versions(&self) -> Result<Vec<Version>> {
+        let (_, heads) = self.store.list(None).await?;
+        Ok(heads.into_iter().map(|(h, _)| h.version()).collect())
+    }
+
+    /// One version's metadata.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for a pruned or unknown version; etcd errors.
+    pub async fn version(&self, revision: i64) -> Result<Version> {
+        match self.store.head_at(revision, None).await? {
+            Some((head, _)) => Ok(head.version()),
+            None => Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "version {revision} of `{}` not found: pruned, or never recorded",
+                    self.prefix()
+                ),
+            )
+            .with_revision(revision)),
+        }
+    }
+
+    async fn state(&self, at: Option<i64>) -> Result<(i64, Kvs)> {
+        match at {
+            Some(revision) => {
+                let (head, kvs) = self.store.state_at(revision).await?;
+                Ok((head.revision, kvs))
+            }
+            None => {
+                let mut client = self.store.client();
+                let (revision, kvs) = read_prefix(&mut client, self.prefix(), PAGE).await?;
+                Ok((
+                    revision,
+                    kvs.into_iter().map(|kv| kv.into_key_value()).collect(),
+                ))
+            }
+        }
+    }
+
+    /// The etcd layer's document at version `at` (`None`: the prefix now), as instances read
+    /// it, with secret fields shown as `***`; and the revision it is from.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for a pruned or unknown version; etcd errors.
+    pub async fn document(&self, at: Option<i64>) -> Result<(i64, Value)> {
+        let (revision, kvs) = self.state(at).await?;
+        let doc = diff::document(self.prefix(), &kvs, &self.fields);
+        Ok((revision, diff::mask("", &doc, &self.secrets)))
+    }
+
+    /// The exact key/value set at version `at` (`None`: now), keys relative to the prefix, in
+    /// key order, values unmasked (as sensitive as the prefix itself); and its revision.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for a pruned or unknown version; etcd errors.
+    pub async fn kvs(&self, at: Option<i64>) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
+        let (revision, kvs) = self.state(at).await?;
+        let keys = self.store.keys();
+        Ok((
+            revision,
+            kvs.into_iter()
+                .map(|(k, v)| (String::from_utf8_lossy(keys.relative(&k)).into_owned(), v))
+                .collect(),
+        ))
+    }
+
+    /// The fields changed from `from` to `to` (versions; `None`: the prefix now), in path
+    /// order, secrets masked.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for a pruned or unknown version; etcd errors.
+    pub async fn diff(&self, from: Option<i64>, to: Option<i64>) -> Result<Vec<FieldChange>> {
+        let (_, a) = self.state(from).await?;
+        let (_, b) = self.state(to).await?;
+        let a = diff::document(self.prefix(), &a, &self.fields);
+        let b = diff::document(self.prefix(), &b, &self.fields);
+        Ok(diff::diff(&a, &b, &self.secrets))
+    }
+
+    /// Checks a whole document against the published schema.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Validation`] naming the field (message hidden for secret fields);
+    /// [`ErrorKind::NotFound`] if no schema is published.
+    pub fn validate(&self, document: &Value) -> Result<()> {
+        self.check_doc(document, false)
+    }
+
+    fn check_doc(&self, document: &Value, partial: bool) -> Result<()> {
+        if !self.validate {
+            return Ok(());
+        }
+        match &self.check {
+            Some(check) => check.check(document, partial, &self.secrets),
+            None => Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no JSON Schema is published at `{}`: bind the service once, or skip validation",
+                    self.schema_key()
+                ),
+            )
+            .with_key(self.schema_key())),
+        }
+    }
+
+    fn recording(&self) -> Recording {
+        Recording {
+            max_txn_ops: self.max_txn_ops,
+            record: true,
+            prune: None,
+        }
+    }
+
+    async fn write(&self, target: Kvs, meta: Meta) -> Result<Option<Version>> {
+        let (revision, current) = self.state(None).await?;
+        write_guarded(
+            &self.store,
+            revision,
+            &current,
+            &target,
+            meta,
+            None,
+            self.recording(),
+        )
+        .await
+    }
+
+    /// Publishes a whole document (e.g. a YAML file's content): checks it against the published
+    /// schema (required fields included), writes one key per leaf field and deletes every
+    /// other key under the prefix, guarded and recorded like
+    /// [`Config::publish`](crate::Config::publish). `None` if nothing changed.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Validation`] naming the field; [`ErrorKind::NotFound`] if no schema is
+    /// published; [`ErrorKind::Conflict`] if the prefix changed during the call; etcd errors.
+    pub async fn apply(
+        &self,
+        document: &Value,
+        author: &str,
+        comment: &str,
+    ) -> Result<Option<Version>> {
+        self.check_doc(document, false)?;
+        let target = target_for(
+            self.prefix(),
+            document,
+            &self.fields,
+            DEFAULT_MAX_VALUE_BYTES,
+            &self.secrets,
+        )?;
+        self.write(target, Meta::new(VersionSource::Publish, author, comment))
+            .await
+    }
+
+    /// Sets one field: `path` is dotted (`database.pool`), `raw` is read like an etcd value
+    /// (YAML; text kept for string fields; a document sets a whole object). Keys at or below
+    /// that path are replaced; the resulting etcd document is checked against the published
+    /// schema (fields other layers may supply can be missing). Guarded and recorded as a
+    /// `publish`. `None` if nothing changed.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for a bad path; [`ErrorKind::Validation`] naming the
+    /// field; [`ErrorKind::NotFound`] if no schema is published; [`ErrorKind::Conflict`] if
+    /// the prefix changed during the call; etcd errors.
+    pub async fn put(
+        &self,
+        path: &str,
+        raw: &str,
+        author: &str,
+        comment: &str,
+    ) -> Result<Option<Version>> {
+        let segments: Vec<&str> = path.split('.').collect();
+        if path.is_empty() || !segments.iter().all(|s| is_segment(s)) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("`{path}` is not a dotted field path like `database.pool`"),
+            ));
+        }
+        let hidden = diff::is_secret(path, &self.secrets);
+        let value = self
+            .fields
+            .parse_for(&segments, raw.as_bytes())
+            .map_err(|message| {
+                let message = if hidden {
+                    format!("invalid value for secret field `{path}` (value *** not shown)")
+                } else {
+                    message
+                };
+                Error::new(ErrorKind::Validation, message).with_field(path)
+            })?;
+        let (revision, current) = self.state(None).await?;
+        let keys = self.store.keys();
+        let rel = segments.join("/");
+        let below = format!("{rel}/");
+        let mut target: Kvs = current
+            .iter()
+            .filter(|(k, _)| {
+                let r = keys.relative(k);
+                r != rel.as_bytes() && !r.starts_with(below.as_bytes())
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, bytes) in layout_at(&segments, &value) {
+            target.insert(keys.absolute(key.as_bytes()), bytes);
+        }
+        let doc = diff::document(self.prefix(), &target, &self.fields);
+        let pointer = format!("/{}", segments.join("/"));
+        if doc.pointer(&pointer) != Some(&value) {
+            return Err(Error::new(
+                ErrorKind::Validation,
+                format!("`{path}` does not read back from etcd as written (a key above it holds a value that is not an object?)"),
+            )
+            .with_field(path));
+        }
+        self.check_doc(&doc, true)?;
+        write_guarded(
+            &self.store,
+            revision,
+            &current,
+            &target,
+            Meta::new(VersionSource::Publish, author, comment),
+            None,
+            self.recording(),
+        )
+        .await
+    }
+
+    /// Restores version `version`'s exact key set, guarded and recorded like
+    /// [`Config::rollback_to`](crate::Config::rollback_to). `None` if nothing changed.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for a pruned or unknown version; [`ErrorKind::Conflict`] if the
+    /// prefix changed during the call; etcd errors.
+    pub async fn rollback_to(
+        &self,
+        version: i64,
+        author: &str,
+        comment: &str,
+    ) -> Result<Option<Version>> {
+        let (_, target) = self.store.state_at(version).await?;
+        let mut meta = Meta::new(VersionSource::Rollback, author, comment);
+        meta.restored_from = Some(version);
+        self.write(target, meta).await
+    }
+
+    /// A stream of the prefix's changes from now on, one item per etcd revision, with the
+    /// changed fields (secrets masked).
+    ///
+    /// # Errors
+    /// etcd errors.
+    pub async fn changes(&self) -> Result<PrefixChanges> {
+        PrefixChanges::open(
+            self.store.client(),
+            self.store.keys().clone(),
+            self.fields.clone(),
+            self.secrets.clone(),
+        )
+        .await
+    }
+}

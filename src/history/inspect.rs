@@ -1,0 +1,68 @@
+//! Inspecting a typed handle's history: versions, diffs, recent snapshots.
+
+use std::sync::Arc;
+
+use super::admin::ConfigHistory;
+use super::diff::{self, FieldChange};
+use super::publish::tracker;
+use super::record::Version;
+use crate::config::{Config, CoordConfig, Snapshot, StringFields};
+use crate::error::Result;
+
+impl<T: CoordConfig> Config<T> {
+    /// Every recorded version of the prefix, oldest first (audit metadata, no values). At most
+    /// the configured retention ([`ConfigOptions::history_keep`](crate::ConfigOptions::history_keep),
+    /// 100 by default) is kept.
+    ///
+    /// # Errors
+    /// etcd errors; [`ErrorKind::Closed`](crate::ErrorKind::Closed) for a handle without history.
+    pub async fn history(&self) -> Result<Vec<Version>> {
+        let shared = tracker(self)?;
+        let (_, heads) = shared.store.list(None).await?;
+        Ok(heads.into_iter().map(|(h, _)| h.version()).collect())
+    }
+
+    /// The fields that changed from version `from` to version `to` (revisions from
+    /// [`history`](Config::history)), in path order, with old and new values as the etcd layer
+    /// reads them for `T` (string fields keep their text). Secret fields show `***`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a pruned or unknown version;
+    /// etcd errors.
+    pub async fn diff(&self, from: i64, to: i64) -> Result<Vec<FieldChange>> {
+        let shared = tracker(self)?;
+        let (_, a) = shared.store.state_at(from).await?;
+        let (_, b) = shared.store.state_at(to).await?;
+        let fields = StringFields::new(self.schema().clone());
+        let a = diff::document(self.prefix(), &a, &fields);
+        let b = diff::document(self.prefix(), &b, &fields);
+        Ok(diff::diff(&a, &b, T::SECRETS))
+    }
+
+    /// The last applied snapshots this handle kept in memory, oldest first, the current one
+    /// last ([`ConfigOptions::keep_snapshots`](crate::ConfigOptions::keep_snapshots), 16 by
+    /// default). Instant: no etcd request.
+    pub fn recent(&self) -> Vec<Arc<Snapshot<T>>> {
+        match self.history_slot().get() {
+            Some(shared) => shared.recent(),
+            None => vec![self.load_full()],
+        }
+    }
+
+    /// The untyped history API for this prefix ([`ConfigHistory`]), using `T`'s schema and
+    /// secret fields: documents of any version, diffs against the current state, and the
+    /// operations `coordctl` offers.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) for a handle without history.
+    pub fn history_admin(&self) -> Result<ConfigHistory> {
+        let shared = tracker(self)?;
+        let doc = super::schema::document(
+            self.schema(),
+            std::any::type_name::<T>(),
+            self.prefix(),
+            T::SECRETS,
+        );
+        ConfigHistory::from_parts(shared.store.clone(), Some(doc), shared.settings.max_txn_ops)
+    }
+}

@@ -1,0 +1,41 @@
+//! Versioned history of a config prefix: every revision recorded in etcd under
+//! `/__coordination/history/…`, validated publish, diff, and fleet-wide rollback.
+//!
+//! - [`keys`]: where history lives in etcd (records, chunks, the audit intent, the schema).
+//! - [`record`]: the JSON record format (`etcdctl get` readable) and the public [`Version`].
+//! - [`store`]: create-if-absent recording, chunking and deltas for big prefixes, reading a
+//!   version back, retention and pruning.
+//! - [`recorder`]: the per-handle task that records every revision the handle processes.
+//! - [`layout`]: a serialized struct as keys under the prefix (publish's key layout).
+//! - [`write`]: the guarded transaction(s) shared by publish and rollback.
+//! - [`publish`], [`rollback`]: the typed [`Config`](crate::Config) API.
+//! - [`diff`]: documents from key sets, field-level diffs, secret masking.
+//! - [`schema`]: publishing the bound type's JSON Schema next to the config.
+//! - [`admin`]: [`ConfigHistory`], the untyped API that tools (and `coordctl`) use.
+//! - [`watch`]: [`PrefixChanges`], a field-level change stream for tools.
+//!
+//! The layout and retention rules are documented in `docs/history.md`.
+
+mod admin;
+mod diff;
+mod inspect;
+mod keys;
+mod layout;
+mod publish;
+mod record;
+mod recorder;
+mod rollback;
+mod schema;
+mod settings;
+mod store;
+mod time;
+mod watch;
+mod write;
+
+pub use admin::ConfigHistory;
+pub use diff::FieldChange;
+pub use record::{Version, VersionSource};
+pub(crate) use recorder::{start, Tracking};
+pub(crate) use settings::HistorySettings;
+pub use settings::{DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS};
+pub use watch::{PrefixChange, PrefixChanges};

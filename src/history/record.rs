@@ -1,0 +1,343 @@
+//! The record format: one plain JSON document per version, readable with `etcdctl get`.
+//!
+//! ```json
+//! {"format":1,"prefix":"/apps/chat/config/","revision":42,
+//!  "time":"2025-01-01T12:00:00.123Z","unix_ms":1735732800123,
+//!  "source":"publish","author":"alice","comment":"raise the pool",
+//!  "keys":3,"bytes":61,"kind":"full","checkpoint":42,"chain_bytes":0,
+//!  "kvs":[["database/host","db1"],["database/pool","20"],["port","8080"]]}
+//! ```
+//!
+//! Keys are relative to the prefix. A key or value that is not UTF-8 is written as
+//! `{"hex":"…"}`. `kind` is `full` (`kvs`: the whole key/value set) or `delta` (`ops`: the
+//! writes since version `base`, e.g. `{"put":"port","value":"9090"}`, `{"del":"legacy"}`). When
+//! the content is over 32 KiB it is not inline: `chunks: {"id": …, "count": n}` names the
+//! chunk keys that hold it as JSON arrays.
+
+use std::fmt;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::time::{now_ms, rfc3339};
+
+/// The current record format.
+pub(crate) const FORMAT: u32 = 1;
+
+/// Where a version came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum VersionSource {
+    /// Written by [`Config::publish`](crate::Config::publish) or `coordctl config put|apply`.
+    Publish,
+    /// Written by [`Config::rollback_to`](crate::Config::rollback_to) or `coordctl config rollback`.
+    Rollback,
+    /// Written by any other client (`etcdctl`, another library), or found at bind.
+    #[default]
+    External,
+}
+
+impl fmt::Display for VersionSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VersionSource::Publish => "publish",
+            VersionSource::Rollback => "rollback",
+            VersionSource::External => "external",
+        })
+    }
+}
+
+/// One version of a config prefix, as listed by [`Config::history`](crate::Config::history)
+/// and [`ConfigHistory::versions`](crate::ConfigHistory::versions): audit metadata only, no
+/// values (see [`ConfigHistory::document`](crate::ConfigHistory::document) for those).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Version {
+    /// The etcd revision of the version (the version's id): the prefix was exactly as recorded
+    /// at this revision.
+    pub revision: i64,
+    /// When it was recorded, RFC 3339 UTC with ms (`2025-01-01T12:00:00.123Z`), by the clock of
+    /// the instance (or tool) that wrote the record.
+    pub time: String,
+    /// The same instant in ms since the Unix epoch.
+    pub unix_ms: i64,
+    /// Publish, rollback or external.
+    pub source: VersionSource,
+    /// Who made the change (`None` for external changes).
+    pub author: Option<String>,
+    /// Why (`None` for external changes).
+    pub comment: Option<String>,
+    /// For a rollback: the version it restored.
+    pub restored_from: Option<i64>,
+    /// For a publish or rollback too large for one etcd transaction: `(n, of)`, this version
+    /// being batch `n` of `of` (the last batch carries the complete change).
+    pub batch: Option<(u32, u32)>,
+    /// Number of keys under the prefix at this version.
+    pub keys: usize,
+    /// Total size of those keys and values, in bytes (keys relative to the prefix).
+    pub bytes: u64,
+    /// Storage: `None` when the record holds the whole key/value set, `Some(b)` when it holds
+    /// only the writes since version `b` (big prefixes; see `docs/history.md`).
+    pub base: Option<i64>,
+    /// Storage: number of chunk keys holding the record's content (0: inline).
+    pub chunks: u32,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "version {} ({}, {}",
+            self.revision, self.time, self.source
+        )?;
+        if let Some(author) = &self.author {
+            write!(f, " by {author}")?;
+        }
+        if let Some(from) = self.restored_from {
+            write!(f, ", restores {from}")?;
+        }
+        if let Some((n, of)) = self.batch {
+            write!(f, ", batch {n}/{of}")?;
+        }
+        write!(f, ", {} keys)", self.keys)?;
+        if let Some(comment) = &self.comment {
+            write!(f, ": {comment}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes in a record: a JSON string when UTF-8, else `{"hex": "…"}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Raw(pub(crate) Vec<u8>);
+
+impl Serialize for Raw {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => {
+                use serde::ser::SerializeMap;
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("hex", &to_hex(&self.0))?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Hex { hex: String },
+        }
+        match Repr::deserialize(d)? {
+            Repr::Text(text) => Ok(Raw(text.into_bytes())),
+            Repr::Hex { hex } => from_hex(&hex).map(Raw).map_err(D::Error::custom),
+        }
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Result<Vec<u8>, String> {
+    if text.len() % 2 != 0 {
+        return Err("odd number of hex digits".into());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(text.get(i..i + 2).unwrap_or(""), 16)
+                .map_err(|e| format!("bad hex: {e}"))
+        })
+        .collect()
+}
+
+/// One write of a delta record, keys relative to the prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Op {
+    /// `{"put": key, "value": value}`.
+    Put {
+        /// The key.
+        put: Raw,
+        /// Its new value.
+        value: Raw,
+    },
+    /// `{"del": key}`.
+    Del {
+        /// The deleted key.
+        del: Raw,
+    },
+}
+
+/// Who, why and how: shared by the record and the intent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Meta {
+    #[serde(default)]
+    pub(crate) source: VersionSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) restored_from: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) batch: Option<[u32; 2]>,
+}
+
+impl Meta {
+    /// A change made through this crate.
+    pub(crate) fn new(source: VersionSource, author: &str, comment: &str) -> Self {
+        let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Meta {
+            source,
+            author: text(author),
+            comment: text(comment),
+            restored_from: None,
+            batch: None,
+        }
+    }
+}
+
+/// The audit metadata a publish or rollback writes in its own transaction, at
+/// `…/history/<prefix>/intent`: whoever records that revision takes the metadata from it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Intent {
+    #[serde(flatten)]
+    pub(crate) meta: Meta,
+    pub(crate) time: String,
+    pub(crate) unix_ms: i64,
+}
+
+impl Intent {
+    pub(crate) fn now(meta: Meta) -> Self {
+        let unix_ms = now_ms();
+        Intent {
+            meta,
+            time: rfc3339(unix_ms),
+            unix_ms,
+        }
+    }
+}
+
+/// Whether a record holds the whole key set or the writes since its base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    Full,
+    Delta,
+}
+
+/// Where a record's content is when it is not inline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChunkRef {
+    pub(crate) id: String,
+    pub(crate) count: u32,
+}
+
+/// A version record as stored at `…/versions/<revision:020>`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Head {
+    pub(crate) format: u32,
+    pub(crate) prefix: String,
+    pub(crate) revision: i64,
+    pub(crate) time: String,
+    pub(crate) unix_ms: i64,
+    #[serde(flatten)]
+    pub(crate) meta: Meta,
+    pub(crate) keys: usize,
+    pub(crate) bytes: u64,
+    pub(crate) kind: Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) base: Option<i64>,
+    /// The full record this delta chain started from, when written (a hint for reading).
+    pub(crate) checkpoint: i64,
+    /// Delta bytes written since that full record (decides when the next one is full).
+    #[serde(default)]
+    pub(crate) chain_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kvs: Option<Vec<(Raw, Raw)>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ops: Option<Vec<Op>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) chunks: Option<ChunkRef>,
+}
+
+impl Head {
+    /// The public listing entry.
+    pub(crate) fn version(&self) -> Version {
+        Version {
+            revision: self.revision,
+            time: self.time.clone(),
+            unix_ms: self.unix_ms,
+            source: self.meta.source,
+            author: self.meta.author.clone(),
+            comment: self.meta.comment.clone(),
+            restored_from: self.meta.restored_from,
+            batch: self.meta.batch.map(|[n, of]| (n, of)),
+            keys: self.keys,
+            bytes: self.bytes,
+            base: match self.kind {
+                Kind::Full => None,
+                Kind::Delta => self.base,
+            },
+            chunks: self.chunks.as_ref().map_or(0, |c| c.count),
+        }
+    }
+
+    /// Drops the inline content (for listings).
+    pub(crate) fn without_content(mut self) -> Self {
+        self.kvs = None;
+        self.ops = None;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_bytes_are_text_or_hex() {
+        let v = serde_json::to_string(&(Raw(b"port".to_vec()), Raw(vec![0xff, 0x00]))).unwrap();
+        assert_eq!(v, r#"["port",{"hex":"ff00"}]"#);
+        let back: (Raw, Raw) = serde_json::from_str(&v).unwrap();
+        assert_eq!(back.1 .0, vec![0xff, 0x00]);
+    }
+
+    #[test]
+    fn ops_are_readable_objects() {
+        let ops = vec![
+            Op::Put {
+                put: Raw(b"port".to_vec()),
+                value: Raw(b"9090".to_vec()),
+            },
+            Op::Del {
+                del: Raw(b"legacy".to_vec()),
+            },
+        ];
+        let text = serde_json::to_string(&ops).unwrap();
+        assert_eq!(text, r#"[{"put":"port","value":"9090"},{"del":"legacy"}]"#);
+        assert_eq!(serde_json::from_str::<Vec<Op>>(&text).unwrap(), ops);
+    }
+
+    #[test]
+    fn meta_is_flattened_and_sparse() {
+        let intent = Intent {
+            meta: Meta::new(VersionSource::Rollback, "alice", ""),
+            time: "t".into(),
+            unix_ms: 1,
+        };
+        let text = serde_json::to_string(&intent).unwrap();
+        assert_eq!(
+            text,
+            r#"{"source":"rollback","author":"alice","time":"t","unix_ms":1}"#
+        );
+    }
+}

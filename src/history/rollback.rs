@@ -1,0 +1,49 @@
+//! [`Config::rollback_to`]: restore an earlier version's exact key set on every instance.
+
+use super::publish::{recording, tracker, CATCH_UP};
+use super::record::{Meta, Version, VersionSource};
+use super::write::write_guarded;
+use crate::config::{Config, CoordConfig};
+use crate::error::Result;
+
+impl<T: CoordConfig> Config<T> {
+    /// Restores version `version` (a revision from [`history`](Config::history)): puts every
+    /// key it had with its exact bytes and deletes every key it did not have, in one etcd
+    /// transaction guarded like [`publish`](Config::publish). It is recorded as a new version
+    /// with source `rollback` and [`Version::restored_from`] = `version`; every instance
+    /// hot-reloads it through its watch (and, like any change, rejects it if it is invalid
+    /// for that instance).
+    ///
+    /// Returns the new version, or `None` if the prefix already holds exactly that key set.
+    /// A restore of more keys than fit in one transaction is written in guarded batches.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a pruned or unknown version;
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) if the prefix changed concurrently;
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) if the handle's history has not
+    /// caught up within 5 s; etcd errors.
+    pub async fn rollback_to(
+        &self,
+        version: i64,
+        author: &str,
+        comment: &str,
+    ) -> Result<Option<Version>> {
+        let shared = tracker(self)?;
+        let (_, target) = shared.store.state_at(version).await?;
+        let view = shared
+            .view_at_least(self.load().revision(), CATCH_UP)
+            .await?;
+        let mut meta = Meta::new(VersionSource::Rollback, author, comment);
+        meta.restored_from = Some(version);
+        write_guarded(
+            &shared.store,
+            view.revision,
+            &view.kvs,
+            &target,
+            meta,
+            view.prev,
+            recording(shared),
+        )
+        .await
+    }
+}

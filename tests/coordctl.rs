@@ -1,0 +1,263 @@
+//! `coordctl` end to end against real etcd, with a bound service handle converging on every
+//! change the CLI makes.
+#![cfg(feature = "cli")]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use coordination::{Config, ConfigOptions, CoordConfig};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use support::Etcd;
+
+const P: &str = "/apps/cli/config";
+const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, CoordConfig)]
+#[coord(prefix = "/apps/cli/config", secrets = "database.password")]
+struct CliConfig {
+    #[schemars(range(min = 1))]
+    port: u16,
+    database: Database,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Database {
+    host: String,
+    #[serde(default = "default_pool")]
+    #[schemars(range(min = 1, max = 100))]
+    pool: u32,
+    #[serde(default)]
+    password: String,
+}
+
+fn default_pool() -> u32 {
+    4
+}
+
+fn coordctl_command(etcd: &Etcd, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
+    cmd.arg("--endpoints")
+        .arg(etcd.endpoint())
+        .args(args)
+        .env_remove("ETCD_ENDPOINTS")
+        .env("COORDCTL_AUTHOR", "ops")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn coordctl(etcd: &Etcd, args: &[&str]) -> Output {
+    coordctl_command(etcd, args).output().expect("run coordctl")
+}
+
+fn ok(etcd: &Etcd, args: &[&str]) -> String {
+    let out = coordctl(etcd, args);
+    assert!(
+        out.status.success(),
+        "coordctl {args:?} failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(etcd: &Etcd, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    serde_json::from_str(&ok(etcd, &all)).expect("--json output is JSON")
+}
+
+fn revision_now(etcd: &Etcd) -> i64 {
+    let out = etcd.etcdctl(&["get", "-w", "json", "/"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["header"]["revision"].as_i64().unwrap()
+}
+
+async fn wait_for(cfg: &Config<CliConfig>, what: &str, cond: impl Fn(&CliConfig) -> bool) {
+    let ok = support::eventually(WAIT, || cond(cfg.load().value())).await;
+    assert!(
+        ok,
+        "the service never saw: {what} (it has {:?})",
+        cfg.load().value()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordctl_end_to_end() {
+    let etcd = Etcd::start().await;
+    etcd.put(&format!("{P}/port"), "8080");
+    etcd.put(&format!("{P}/database/host"), "db1");
+    let coord = etcd.coordinator().await;
+    let cfg: Config<CliConfig> = coord
+        .config_with(ConfigOptions::new().no_file().no_env())
+        .await
+        .unwrap();
+    let ok_bound = support::eventually_async(WAIT, || async {
+        cfg.history().await.is_ok_and(|h| h.len() == 1)
+    })
+    .await;
+    assert!(ok_bound);
+    let bound = cfg.history().await.unwrap()[0].revision;
+
+    // The published schema.
+    let schema = json(&etcd, &["config", "schema", P]);
+    assert!(schema["properties"]["port"].is_object(), "{schema}");
+
+    // apply: a whole file, validated, recorded with author and comment.
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "port: 9000\ndatabase:\n  host: db2\n  pool: 20\n  password: s3cret-value\n",
+    )
+    .unwrap();
+    let applied = json(
+        &etcd,
+        &[
+            "config",
+            "apply",
+            P,
+            "-f",
+            good.to_str().unwrap(),
+            "-m",
+            "initial",
+        ],
+    );
+    assert_eq!(applied["changed"], true, "{applied}");
+    assert_eq!(applied["version"]["source"], "publish");
+    assert_eq!(applied["version"]["author"], "ops");
+    let applied_rev = applied["version"]["revision"].as_i64().unwrap();
+    wait_for(&cfg, "port 9000", |c| {
+        c.port == 9000 && c.database.pool == 20
+    })
+    .await;
+
+    // put: one field.
+    let put = json(&etcd, &["config", "put", P, "database.pool", "30"]);
+    let put_rev = put["version"]["revision"].as_i64().unwrap();
+    wait_for(&cfg, "pool 30", |c| c.database.pool == 30).await;
+
+    // Invalid input is refused with the field path, and nothing is written.
+    let before = revision_now(&etcd);
+    let out = coordctl(&etcd, &["config", "put", P, "database.pool", "500"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("database.pool"), "{stderr}");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "port: 0\ndatabase:\n  host: db3\n").unwrap();
+    let out = coordctl(&etcd, &["config", "apply", P, "-f", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`port`"), "{stderr}");
+    let out = coordctl(
+        &etcd,
+        &[
+            "config",
+            "put",
+            P,
+            "database.password",
+            "x",
+            "--no-validate",
+        ],
+    );
+    assert!(out.status.success(), "--no-validate writes");
+    let out = coordctl(
+        &etcd,
+        &["config", "put", P, "database.password", "s3cret-value"],
+    );
+    assert!(out.status.success());
+    let after = revision_now(&etcd);
+    assert!(after > before);
+    wait_for(&cfg, "password back", |c| {
+        c.database.password == "s3cret-value"
+    })
+    .await;
+
+    // history: a table by default, JSON for scripts (newest first).
+    let table = ok(&etcd, &["config", "history", P]);
+    assert!(table.starts_with("VERSION"), "{table}");
+    assert!(table.contains("publish") && table.contains("ops") && table.contains("initial"));
+    let history = json(&etcd, &["config", "history", P]);
+    let revisions: Vec<i64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["revision"].as_i64().unwrap())
+        .collect();
+    assert_eq!(revisions.last(), Some(&bound));
+    assert!(revisions.contains(&applied_rev) && revisions.contains(&put_rev));
+
+    // diff: exactly the changed fields, secrets masked.
+    let diff = json(
+        &etcd,
+        &[
+            "config",
+            "diff",
+            P,
+            &applied_rev.to_string(),
+            &put_rev.to_string(),
+        ],
+    );
+    assert_eq!(
+        diff,
+        serde_json::json!([{"path": "database.pool", "old": 20, "new": 30, "secret": false}])
+    );
+    let text = ok(&etcd, &["config", "diff", P, &bound.to_string(), "current"]);
+    assert!(
+        text.contains("database.password") && text.contains("***"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "secret leaked: {text}");
+    let shown = ok(&etcd, &["config", "get", P]);
+    assert!(
+        shown.contains("***") && !shown.contains("s3cret"),
+        "{shown}"
+    );
+    etcd.put(
+        &format!("{P}/database"),
+        r#"{"password": "doc-secret-value"}"#,
+    );
+    let keys = ok(&etcd, &["config", "get", P, "--keys"]);
+    assert!(keys.contains("database/pool"), "{keys}");
+    assert!(
+        !keys.contains("s3cret") && !keys.contains("doc-secret"),
+        "secret leaked: {keys}"
+    );
+    etcd.del(&format!("{P}/database"));
+    let doc = json(&etcd, &["config", "get", P]);
+    assert_eq!(doc["config"]["database"]["pool"], 30);
+
+    // rollback: every instance converges on the old version.
+    let rolled = json(
+        &etcd,
+        &["config", "rollback", P, &bound.to_string(), "-m", "back"],
+    );
+    assert_eq!(rolled["version"]["source"], "rollback");
+    assert_eq!(rolled["version"]["restored_from"], bound);
+    wait_for(&cfg, "the bind-time config", |c| {
+        c.port == 8080 && c.database.host == "db1" && c.database.password.is_empty()
+    })
+    .await;
+    let out = coordctl(&etcd, &["config", "rollback", P, "999999"]);
+    assert_eq!(out.status.code(), Some(5));
+
+    // watch: prints the change another client makes.
+    let mut watch = coordctl_command(&etcd, &["config", "watch", P, "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("watching"), "{line}");
+    etcd.put(&format!("{P}/port"), "8181");
+    let out = watch.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("port: 8080 -> 8181"), "{printed}");
+}
