@@ -98,8 +98,22 @@ fn main() {
     rt.block_on(client.put("/bench/config/port", "1", None))
         .unwrap();
     let coord = rt.block_on(etcd.coordinator());
+    // The reload path alone (no history recorder), and a second handle with the default
+    // history recording on, to show what recording each revision costs.
     let cfg: Config<BenchConfig> = rt
-        .block_on(coord.config_with(ConfigOptions::new().no_file().no_env()))
+        .block_on(coord.config_with(ConfigOptions::new().no_file().no_env().no_history()))
+        .unwrap();
+    rt.block_on(client.put("/bench/hist/port", "1", None))
+        .unwrap();
+    let cfg_hist: Config<BenchConfig> = rt
+        .block_on(
+            coord.config_with(
+                ConfigOptions::new()
+                    .prefix("/bench/hist")
+                    .no_file()
+                    .no_env(),
+            ),
+        )
         .unwrap();
 
     println!(
@@ -166,7 +180,11 @@ fn main() {
 
     // Reload latency.
     const PUTS: usize = 400;
-    let (mut raw_lat, mut cfg_lat) = (Vec::with_capacity(PUTS), Vec::with_capacity(PUTS));
+    let (mut raw_lat, mut cfg_lat, mut hist_lat) = (
+        Vec::with_capacity(PUTS),
+        Vec::with_capacity(PUTS),
+        Vec::with_capacity(PUTS),
+    );
     rt.block_on(async {
         let mut watch = client
             .watch(
@@ -178,47 +196,65 @@ fn main() {
         // Skip the `created` response.
         watch.message().await.unwrap();
         let mut sub = cfg.subscribe();
+        let mut sub_hist = cfg_hist.subscribe();
         // Drain events left from the read benchmark.
         tokio::time::sleep(Duration::from_millis(200)).await;
         while sub.try_recv().is_some() {}
         let base = cfg.load().port + 1_000_000;
         for i in 0..PUTS as u64 {
-            // Raw: put, then wait for the watch event.
-            let t0 = Instant::now();
-            client
-                .put("/bench/raw/port", i.to_string(), None)
-                .await
-                .unwrap();
-            loop {
-                let resp = watch.message().await.unwrap().unwrap();
-                if !resp.events().is_empty() {
-                    break;
+            // Rotate the order so no path always follows another's write (or the recorder's).
+            for path in [0, 1, 2].map(|k| (k + i) % 3) {
+                let t0 = Instant::now();
+                match path {
+                    0 => {
+                        // Raw: put, then wait for the watch event.
+                        client
+                            .put("/bench/raw/port", i.to_string(), None)
+                            .await
+                            .unwrap();
+                        loop {
+                            let resp = watch.message().await.unwrap().unwrap();
+                            if !resp.events().is_empty() {
+                                break;
+                            }
+                        }
+                        raw_lat.push(t0.elapsed());
+                    }
+                    _ => {
+                        // Config: put, then wait for the snapshot carrying it.
+                        let (key, want, sub) = if path == 1 {
+                            ("/bench/config/port", base + i, &mut sub)
+                        } else {
+                            ("/bench/hist/port", 1_000 + i, &mut sub_hist)
+                        };
+                        client.put(key, want.to_string(), None).await.unwrap();
+                        loop {
+                            match sub.recv().await {
+                                Some(ConfigEvent::Applied(s)) if s.port == want => break,
+                                Some(_) => continue,
+                                None => panic!("subscription closed"),
+                            }
+                        }
+                        if path == 1 {
+                            cfg_lat.push(t0.elapsed());
+                        } else {
+                            hist_lat.push(t0.elapsed());
+                        }
+                    }
                 }
+                // Let background writes (the history recorder's) settle between samples.
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            raw_lat.push(t0.elapsed());
-            // Config: put, then wait for the snapshot carrying it.
-            let want = base + i;
-            let t0 = Instant::now();
-            client
-                .put("/bench/config/port", want.to_string(), None)
-                .await
-                .unwrap();
-            loop {
-                match sub.recv().await {
-                    Some(ConfigEvent::Applied(s)) if s.port == want => break,
-                    Some(_) => continue,
-                    None => panic!("subscription closed"),
-                }
-            }
-            cfg_lat.push(t0.elapsed());
         }
     });
     raw_lat.sort();
     cfg_lat.sort();
+    hist_lat.sort();
+    let (h50, h99) = (percentile(&hist_lat, 0.50), percentile(&hist_lat, 0.99));
     let (r50, r99) = (percentile(&raw_lat, 0.50), percentile(&raw_lat, 0.99));
     let (c50, c99) = (percentile(&cfg_lat, 0.50), percentile(&cfg_lat, 0.99));
     println!();
-    println!("## Reload latency ({PUTS} puts each, interleaved; µs)");
+    println!("## Reload latency ({PUTS} puts each, interleaved; µs; each put waits for its event)");
     println!();
     println!("| path | p50 | p99 |");
     println!("|---|---|---|");
@@ -228,7 +264,7 @@ fn main() {
         us(r99)
     );
     println!(
-        "| put → new snapshot visible (subscribe) | {:.0} | {:.0} |",
+        "| put → new snapshot visible, history off | {:.0} | {:.0} |",
         us(c50),
         us(c99)
     );
@@ -241,6 +277,13 @@ fn main() {
         "| ratio | {:.2}x | {:.2}x |",
         us(c50) / us(r50),
         us(c99) / us(r99)
+    );
+    println!(
+        "| put → new snapshot visible, history on (default) | {:.0} ({:.2}x) | {:.0} ({:.2}x) |",
+        us(h50),
+        us(h50) / us(r50),
+        us(h99),
+        us(h99) / us(r99)
     );
 
     // load() while etcd is killed and restarted: what a request path sees during an outage.
@@ -288,6 +331,7 @@ fn main() {
         percentile(&samples, 0.9999).as_nanos(),
         us(*samples.last().unwrap())
     );
+    drop(cfg_hist);
     drop(cfg);
     drop(etcd);
 }

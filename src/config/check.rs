@@ -65,14 +65,17 @@ impl<T: CoordConfig> Checker<T> {
             }
             locate(Error::new(ErrorKind::Validation, message), &path, sources)
         })?;
-        if let Some(e) = self.validator.iter_errors(merged).next() {
-            let path = pointer_to_dotted(e.instance_path().as_str());
-            let message = format!("schema: {e}");
-            return Err(locate(
-                Error::new(ErrorKind::Validation, message),
-                &path,
-                sources,
-            ));
+        // `is_valid` is the fast path; errors are collected only for a candidate that fails.
+        if !self.validator.is_valid(merged) {
+            if let Some(e) = self.validator.iter_errors(merged).next() {
+                let path = pointer_to_dotted(e.instance_path().as_str());
+                let message = format!("schema: {e}");
+                return Err(locate(
+                    Error::new(ErrorKind::Validation, message),
+                    &path,
+                    sources,
+                ));
+            }
         }
         value.validate().map_err(|reason| {
             Error::new(

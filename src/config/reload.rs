@@ -400,11 +400,12 @@ impl<T: CoordConfig> Reloader<T> {
                 keys.push(String::from_utf8_lossy(&kv.key).into_owned());
             }
             self.state.revision = revision;
+            // Swap and notify subscribers first: the hot path. The raw feed (history) follows.
+            self.apply(Change::Etcd { revision, keys });
             let _ = self.feed.send(Arc::new(RawRevision {
                 revision,
                 body: RawBody::Delta(ops),
             }));
-            self.apply(Change::Etcd { revision, keys });
         }
         Ok(Flow::Continue)
     }

@@ -16,6 +16,11 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Value, String> {
     if trimmed.is_empty() {
         return Ok(Value::Null);
     }
+    // Fast path for the most common values, which YAML reads the same way: a decimal integer
+    // without a leading zero, and `true` / `false`.
+    if let Some(v) = plain_scalar(text) {
+        return Ok(v);
+    }
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         if let Ok(Strict(v)) = serde_json::from_str::<Strict>(text) {
             return Ok(v);
@@ -24,6 +29,28 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Value, String> {
     serde_yaml::from_str::<Strict>(text)
         .map(|Strict(v)| v)
         .map_err(|e| format!("invalid YAML/JSON: {e}"))
+}
+
+/// `Some` for text that is exactly a decimal integer without a leading zero (fits i64 or u64),
+/// `true` or `false`: what YAML would make of it, without running the YAML parser.
+fn plain_scalar(text: &str) -> Option<Value> {
+    match text {
+        "true" => return Some(Value::Bool(true)),
+        "false" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let plain = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && text != "-0";
+    if !plain {
+        return None;
+    }
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(Value::from(n));
+    }
+    text.parse::<u64>().ok().map(Value::from)
 }
 
 /// A JSON value that refuses what `serde_json::Value` would silently accept: a mapping with
@@ -230,6 +257,28 @@ mod tests {
             .contains("duplicate key"));
         assert!(parse(b".nan").unwrap_err().contains("not a finite number"));
         assert!(parse(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn fast_path_agrees_with_yaml() {
+        for text in [
+            "0",
+            "7",
+            "-7",
+            "8080",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "true",
+            "false",
+        ] {
+            let yaml: Value = serde_yaml::from_str(text).unwrap();
+            assert_eq!(plain_scalar(text), Some(yaml), "{text}");
+        }
+        for text in [
+            "007", "-0", "1.5", "1e3", "0x10", "+1", "True", " 1", "1 ", "-",
+        ] {
+            assert_eq!(plain_scalar(text), None, "{text}");
+        }
     }
 
     #[test]
