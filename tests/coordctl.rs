@@ -261,3 +261,60 @@ async fn coordctl_end_to_end() {
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("port: 8080 -> 8181"), "{printed}");
 }
+
+/// `coordctl lock ls` lists the holder (here `etcdctl lock`) and a waiter (a Rust guard) in
+/// queue order; `coordctl lock release` force-releases the holder, and the waiter gets the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordctl_lists_and_releases_locks() {
+    let etcd = Etcd::start().await;
+    let mut holder = etcd
+        .etcdctl_command(&["lock", "jobs/cli"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl lock");
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let held_key = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
+        .await
+        .unwrap();
+    assert!(held_key.starts_with("jobs/cli/"), "{held_key}");
+
+    let coord = etcd.coordinator().await;
+    let waiter = {
+        let coord = coord.clone();
+        tokio::spawn(async move { coord.lock("jobs/cli").acquire().await })
+    };
+    let listed = loop {
+        let v = json(&etcd, &["lock", "ls", "jobs/cli"]);
+        if v["entries"].as_array().is_some_and(|e| e.len() == 2) {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let entries = listed["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["role"], "holder");
+    assert_eq!(entries[0]["key"], held_key.as_str());
+    assert_eq!(entries[1]["role"], "waiter");
+    assert!(entries[0]["create_revision"].as_i64() < entries[1]["create_revision"].as_i64());
+    let table = ok(&etcd, &["lock", "ls", "jobs/cli"]);
+    assert!(
+        table.contains("holder") && table.contains(&held_key),
+        "{table}"
+    );
+
+    let released = ok(&etcd, &["lock", "release", "jobs/cli"]);
+    assert!(released.contains(&held_key), "{released}");
+    let guard = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("the waiter gets the lock after the release")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        guard.fencing_token(),
+        entries[1]["create_revision"].as_i64().unwrap()
+    );
+    guard.unlock().await.unwrap();
+    assert!(ok(&etcd, &["lock", "ls", "jobs/cli"]).contains("free"));
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
