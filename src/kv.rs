@@ -29,20 +29,37 @@ pub(crate) async fn read_prefix(
     page_size: i64,
 ) -> Result<(i64, Vec<KeyValue>)> {
     let end = prefix_end(prefix.as_bytes());
-    let mut start = prefix.as_bytes().to_vec();
-    let mut revision = 0;
+    read_range(client, prefix.as_bytes().to_vec(), end, page_size, None).await
+}
+
+/// Reads the keys in `[start, end)` in pages of `page` keys, every page at one revision: `at`,
+/// or the current one (the first response header's). Returns that revision and the keys in key
+/// order.
+///
+/// # Errors
+/// As [`read_prefix`].
+pub(crate) async fn read_range(
+    client: &Client,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    page: i64,
+    at: Option<i64>,
+) -> Result<(i64, Vec<KeyValue>)> {
+    let mut client = client.clone();
+    let mut from = start;
+    let mut revision = at.unwrap_or(0);
     let mut out = Vec::new();
     loop {
-        let mut options = GetOptions::new()
-            .with_range(end.clone())
-            .with_limit(page_size);
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let mut resp = client
-            .get(start.clone(), Some(options))
-            .await
-            .map_err(|e| Error::etcd(format_args!("reading prefix `{prefix}`"), e))?;
+        let mut resp = client.get(from.clone(), Some(options)).await.map_err(|e| {
+            Error::etcd(
+                format_args!("reading `{}`", String::from_utf8_lossy(&from)),
+                e,
+            )
+        })?;
         if revision == 0 {
             revision = resp.header().map_or(0, |h| h.revision());
         }
@@ -50,8 +67,8 @@ pub(crate) async fn read_prefix(
         let kvs = resp.take_kvs();
         match kvs.last() {
             Some(last) if more => {
-                start = last.key().to_vec();
-                start.push(0);
+                from = last.key().to_vec();
+                from.push(0);
             }
             _ => {
                 out.extend(kvs);

@@ -178,7 +178,7 @@ fn dotted(path: &serde_path_to_error::Path) -> String {
 }
 
 /// `/database/port` → `database.port` (JSON Pointer unescaping `~1` and `~0`).
-fn pointer_to_dotted(pointer: &str) -> String {
+pub(crate) fn pointer_to_dotted(pointer: &str) -> String {
     pointer
         .split('/')
         .skip(1)

@@ -25,4 +25,4 @@ pub(crate) use reload::Reloader;
 pub use snapshot::Snapshot;
 pub use source::{Layer, Source, Sources};
 pub use status::{ConfigStatus, WatchState};
-pub(crate) use {layers::EtcdLayer, tree::merge, value::StringFields};
+pub(crate) use {check::pointer_to_dotted, layers::EtcdLayer, tree::merge, value::StringFields};

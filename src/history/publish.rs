@@ -9,10 +9,11 @@ use super::diff::{self, MASK};
 use super::layout::layout;
 use super::record::{Meta, Version, VersionSource};
 use super::recorder::Shared;
-use super::store::{read_range, Kvs};
+use super::store::Kvs;
 use super::write::{write_guarded, Recording};
 use crate::config::{Config, CoordConfig, StringFields};
 use crate::error::{Error, ErrorKind, Result};
+use crate::kv::read_range;
 
 /// How long a publish or rollback waits for the handle's history to reach the handle's current
 /// snapshot (it normally already has).

@@ -11,6 +11,7 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde_json::{json, Value};
 
 use super::diff::{is_secret, MASK};
+use crate::config::pointer_to_dotted;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The annotation keyword holding the type name, prefix and secret paths.
@@ -124,16 +125,6 @@ impl SchemaCheck {
         }
         Ok(())
     }
-}
-
-/// `/database/port` → `database.port`.
-fn pointer_to_dotted(pointer: &str) -> String {
-    pointer
-        .split('/')
-        .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 #[cfg(test)]

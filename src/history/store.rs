@@ -33,6 +33,7 @@ use super::record::{ChunkRef, Head, Intent, Kind, Meta, Op, Raw, FORMAT};
 use super::time::now_ms;
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Result};
+use crate::kv::read_range;
 
 /// A prefix's key set: full etcd keys (namespace and prefix included) to values.
 pub(crate) type Kvs = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -741,49 +742,6 @@ impl Store {
             self.drop_chunks(revision, new_id.as_deref()).await;
         }
         Ok(())
-    }
-}
-
-/// Reads `[start, end)` in pages of `page` keys, every page at one revision (`at`, or the
-/// current one, which is returned).
-pub(crate) async fn read_range(
-    client: &Client,
-    start: Vec<u8>,
-    end: Vec<u8>,
-    page: i64,
-    at: Option<i64>,
-) -> Result<(i64, Vec<KeyValue>)> {
-    let mut client = client.clone();
-    let mut from = start;
-    let mut revision = at.unwrap_or(0);
-    let mut out = Vec::new();
-    loop {
-        let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
-        if revision > 0 {
-            options = options.with_revision(revision);
-        }
-        let mut resp = client.get(from.clone(), Some(options)).await.map_err(|e| {
-            Error::etcd(
-                format_args!("reading `{}`", String::from_utf8_lossy(&from)),
-                e,
-            )
-        })?;
-        if revision == 0 {
-            revision = resp.header().map_or(0, |h| h.revision());
-        }
-        let more = resp.more();
-        let kvs = resp.take_kvs();
-        match kvs.last() {
-            Some(last) if more => {
-                from = last.key().to_vec();
-                from.push(0);
-            }
-            _ => {
-                out.extend(kvs);
-                return Ok((revision, out));
-            }
-        }
-        out.extend(kvs);
     }
 }
 
