@@ -7,20 +7,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use coordination::{Balancer, Health, LiveSet, Registration, Registry, ServiceInstance};
-use support::Etcd;
+use support::{init_tracing, Etcd};
 
 const PICKS: usize = 10_000;
 const TTL: Duration = Duration::from_secs(5);
-
-/// Logs to the test output when `TEST_LOG` is set (e.g. `TEST_LOG=coordination=debug`).
-fn init_tracing() {
-    if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-}
 
 async fn register(
     registry: &Registry,

@@ -12,23 +12,13 @@ use coordination::{
     Registry, RegistryEvent, RegistryOptions, RegistryWatch, ServiceInstance,
 };
 use serde_json::json;
-use support::{eventually_async, read_prefix_raw, spawn_test_process, Etcd};
+use support::{eventually_async, init_tracing, read_prefix_raw, spawn_test_process, Etcd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// The lease TTL used by the tests (etcd's minimum is 2 s with default election settings).
 const TTL: Duration = Duration::from_secs(2);
-
-/// Logs to the test output when `TEST_LOG` is set (e.g. `TEST_LOG=coordination=debug`).
-fn init_tracing() {
-    if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-}
 
 fn chat(id: &str) -> ServiceInstance {
     ServiceInstance::new("chat", id, format!("10.0.0.7:{}", 50_000 + id.len()))

@@ -520,3 +520,13 @@ impl Etcd {
         cmd
     }
 }
+
+/// Logs to the test output when `TEST_LOG` is set (e.g. `TEST_LOG=coordination=debug`).
+pub fn init_tracing() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
