@@ -90,29 +90,24 @@ mod registry;
 
 pub use config::{
     Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, CoordConfig, Layer, Rejection,
-    Snapshot, Source, Sources, Subscription, WatchState, DEFAULT_MAX_VALUE_BYTES,
+    Snapshot, Source, Sources, Subscription, UnknownKey, UnknownKeys, WatchState,
+    DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES,
 };
 pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
-// BEGIN lock exports (issue 5)
+pub use history::{
+    ConfigHistory, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
+    DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
+};
 pub use lock::{
     Election, Fence, FencedTxn, FencedTxnResponse, LeaderInfo, Leadership, LockBuilder, LockEntry,
     LockGuard, LockStatus, LostReason, Observer, Session, SessionOptions, DEFAULT_LOCK_TTL,
 };
-// END lock exports
-// BEGIN registry exports (issue 6)
 pub use registry::{
     Balancer, Health, HealthCheck, Instance, LiveSet, LiveSnapshot, Register, Registration,
     RegistrationState, RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch,
     ServiceInstance, StatusWatch, DEFAULT_RESOLVER_PREFIX, DEFAULT_STATUS_PREFIX, DEFAULT_WEIGHT,
 };
-// END registry exports
-// BEGIN history exports (issue 3)
-pub use history::{
-    ConfigHistory, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
-    DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
-};
-// END history exports
 
 /// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes.
 ///

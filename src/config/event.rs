@@ -7,6 +7,7 @@ use tokio::sync::broadcast;
 
 use super::snapshot::Snapshot;
 use super::status::ConfigStatus;
+use super::unknown::UnknownKey;
 use crate::error::Error;
 
 /// What triggered a reload.
@@ -60,6 +61,11 @@ pub enum ConfigEvent<T> {
     /// The handle's watch changed state (live, reconnecting, stale); see
     /// [`Config::status`](crate::Config::status).
     Status(Arc<ConfigStatus>),
+    /// The snapshot just applied holds keys that name no field of the type, and they differ
+    /// from those of the snapshot before it (see
+    /// [`ConfigOptions::unknown_keys`](crate::ConfigOptions::unknown_keys)); sent right after
+    /// the [`Applied`](ConfigEvent::Applied) event it belongs to.
+    UnknownKeys(Arc<[UnknownKey]>),
     /// This subscriber fell behind and `missed` events were dropped (see
     /// [`ConfigOptions::event_capacity`](crate::ConfigOptions::event_capacity)). The current
     /// snapshot is always available from `load()`.
@@ -75,6 +81,7 @@ impl<T> Clone for ConfigEvent<T> {
             ConfigEvent::Applied(s) => ConfigEvent::Applied(Arc::clone(s)),
             ConfigEvent::Rejected(r) => ConfigEvent::Rejected(Arc::clone(r)),
             ConfigEvent::Status(s) => ConfigEvent::Status(Arc::clone(s)),
+            ConfigEvent::UnknownKeys(k) => ConfigEvent::UnknownKeys(Arc::clone(k)),
             ConfigEvent::Lagged { missed } => ConfigEvent::Lagged { missed: *missed },
         }
     }

@@ -12,6 +12,8 @@ pub struct ConfigOptions {
     pub(crate) env_prefix: Setting<String>,
     pub(crate) env_vars: Option<Vec<(String, String)>>,
     pub(crate) max_value_bytes: usize,
+    pub(crate) max_depth: usize,
+    pub(crate) unknown_keys: UnknownKeys,
     pub(crate) event_capacity: usize,
     pub(crate) file_debounce: Duration,
     pub(crate) page_size: i64,
@@ -33,6 +35,25 @@ pub(crate) enum Setting<T> {
 /// Default for [`ConfigOptions::max_value_bytes`]: 256 KiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 256 * 1024;
 
+/// Default for [`ConfigOptions::max_depth`]: a field path at most 64 levels deep.
+pub const DEFAULT_MAX_DEPTH: usize = crate::config::value::DEFAULT_MAX_DEPTH;
+
+/// What a bound handle does with a key, file entry or variable that names no field of the type
+/// ([`ConfigOptions::unknown_keys`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum UnknownKeys {
+    /// Apply the snapshot, and report each unknown key on it
+    /// ([`Snapshot::unknown_keys`](crate::Snapshot::unknown_keys)), in a `warn` log and as a
+    /// [`ConfigEvent::UnknownKeys`](crate::ConfigEvent::UnknownKeys) event (the default).
+    #[default]
+    Warn,
+    /// Reject a candidate that holds an unknown key, like any other bad value.
+    Reject,
+    /// Say nothing (serde ignores fields the type does not have).
+    Ignore,
+}
+
 impl Default for ConfigOptions {
     fn default() -> Self {
         ConfigOptions {
@@ -41,6 +62,8 @@ impl Default for ConfigOptions {
             env_prefix: Setting::FromType,
             env_vars: None,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_depth: DEFAULT_MAX_DEPTH,
+            unknown_keys: UnknownKeys::Warn,
             event_capacity: 1024,
             file_debounce: Duration::from_millis(50),
             page_size: 1000,
@@ -114,6 +137,24 @@ impl ConfigOptions {
     /// like any other bad value.
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
+        self
+    }
+
+    /// The deepest field path a value may set, in levels: the key's segments below the prefix
+    /// (or the variable's `__`-separated parts) plus the nesting of the document it holds
+    /// (default 64, at least 1). A deeper key or value is rejected naming its layer, key and
+    /// revision, before the YAML parser reads past the limit, so no input can exhaust the stack
+    /// or stall a reload.
+    pub fn max_depth(mut self, levels: usize) -> Self {
+        self.max_depth = levels.max(1);
+        self
+    }
+
+    /// What to do with keys that name no field of the type, in any layer (default
+    /// [`UnknownKeys::Warn`]). A type with `#[serde(deny_unknown_fields)]` rejects them itself,
+    /// whatever this says.
+    pub fn unknown_keys(mut self, policy: UnknownKeys) -> Self {
+        self.unknown_keys = policy;
         self
     }
 

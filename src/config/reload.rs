@@ -15,12 +15,13 @@ use super::check::{is_secret, Checker};
 use super::coord_config::CoordConfig;
 use super::event::{Change, ConfigEvent, Rejection};
 use super::feed::{RawBody, RawOp, RawRevision};
-use super::layers::{env_layer, file_layer, EtcdLayer, FileWatch};
-use super::options::{ConfigOptions, Setting};
+use super::layers::{env_layer, file_layer, read_file, EtcdLayer, FileContent, FileWatch};
+use super::options::{ConfigOptions, Setting, UnknownKeys};
 use super::snapshot::Snapshot;
 use super::source::Layer;
 use super::status::{ConfigStatus, WatchState};
 use super::tree::{merge, LayerTree};
+use super::unknown::{self, UnknownKey};
 use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kv::read_prefix;
@@ -36,7 +37,14 @@ pub(super) struct State<T: CoordConfig> {
     etcd: EtcdLayer,
     file_path: Option<PathBuf>,
     file: Result<LayerTree>,
+    /// What the file held at its last read (or why it could not be read): a file event whose
+    /// read finds the same is not a change.
+    file_seen: Option<std::result::Result<FileContent, String>>,
+    max_file_bytes: usize,
     env: LayerTree,
+    unknown_keys: UnknownKeys,
+    /// The unknown keys of the serving snapshot, to report only when they change.
+    unknown_seen: Vec<UnknownKey>,
     /// The last etcd revision processed (applied or rejected); the watch resumes after it.
     pub(super) revision: i64,
     /// The generation of the snapshot being served.
@@ -80,7 +88,7 @@ impl<T: CoordConfig> Reloader<T> {
         options: &ConfigOptions,
     ) -> Result<Started<T>> {
         let checker = Arc::new(Checker::<T>::new()?);
-        let fields = checker.string_fields();
+        let fields = checker.string_fields().with_max_depth(options.max_depth);
 
         let env_prefix = match &options.env_prefix {
             Setting::FromType => T::ENV_PREFIX.map(str::to_string),
@@ -90,8 +98,10 @@ impl<T: CoordConfig> Reloader<T> {
         let env = match env_prefix {
             None => LayerTree::default(),
             Some(p) => match &options.env_vars {
-                Some(vars) => env_layer(&p, vars.iter().cloned(), &fields)?,
-                None => env_layer(&p, std::env::vars(), &fields)?,
+                Some(vars) => {
+                    env_layer(&p, vars.iter().map(|(k, v)| (k.into(), v.into())), &fields)?
+                }
+                None => env_layer(&p, std::env::vars_os(), &fields)?,
             },
         };
 
@@ -100,9 +110,12 @@ impl<T: CoordConfig> Reloader<T> {
             Setting::Set(p) => Some(p.clone()),
             Setting::Off => None,
         };
-        let file = match &file_path {
-            Some(path) => file_layer(path)?,
-            None => LayerTree::default(),
+        let (file, file_seen) = match &file_path {
+            Some(path) => {
+                let content = read_file(path, options.max_value_bytes)?;
+                (file_layer(path, &content, &fields)?, Some(Ok(content)))
+            }
+            None => (LayerTree::default(), None),
         };
         let file_watch = file_path.as_deref().map(FileWatch::new).transpose()?;
 
@@ -116,7 +129,11 @@ impl<T: CoordConfig> Reloader<T> {
             fields,
             file_path,
             file: Ok(file),
+            file_seen,
+            max_file_bytes: options.max_value_bytes,
             env,
+            unknown_keys: options.unknown_keys,
+            unknown_seen: Vec::new(),
             revision: 0,
             generation: 0,
             synced: false,
@@ -169,6 +186,7 @@ impl<T: CoordConfig> Reloader<T> {
             Err(invalid) => return Err(invalid),
         };
         state.generation = snapshot.generation();
+        state.note_unknown(&snapshot);
         tracing::info!(
             prefix = %state.prefix,
             revision = snapshot.revision(),
@@ -312,6 +330,7 @@ impl<T: CoordConfig> Reloader<T> {
         match self.state.build(change.clone()) {
             Ok(snapshot) => {
                 self.state.generation = snapshot.generation();
+                let unknown_changed = self.state.note_unknown(&snapshot);
                 let snapshot = Arc::new(snapshot);
                 self.current.store(Arc::clone(&snapshot));
                 tracing::info!(
@@ -321,7 +340,13 @@ impl<T: CoordConfig> Reloader<T> {
                     change = ?change,
                     "applied config snapshot"
                 );
+                let unknown: Option<Arc<[UnknownKey]>> = (unknown_changed
+                    && !snapshot.unknown_keys().is_empty())
+                .then(|| snapshot.unknown_keys().into());
                 let _ = self.events.send(ConfigEvent::Applied(snapshot));
+                if let Some(keys) = unknown {
+                    let _ = self.events.send(ConfigEvent::UnknownKeys(keys));
+                }
                 if self.state.synced && !matches!(change, Change::File { .. }) {
                     self.write_cache();
                 }
@@ -410,11 +435,24 @@ impl<T: CoordConfig> Reloader<T> {
         Ok(Flow::Continue)
     }
 
+    /// Re-reads the file after a file event. Nothing happens when it holds what it held at the
+    /// last read (the event was a touch, a rewrite of the same bytes, or an editor's dance), so
+    /// one write is one reload and a bad file is reported once, not at every event.
     pub(super) fn reload_file(&mut self) {
         let Some(path) = self.state.file_path.clone() else {
             return;
         };
-        self.state.file = file_layer(&path);
+        let read = read_file(&path, self.state.max_file_bytes);
+        let seen = read
+            .as_ref()
+            .map(Clone::clone)
+            .map_err(|e| format!("{e:#}"));
+        if self.state.file_seen.as_ref() == Some(&seen) {
+            tracing::trace!(file = %path.display(), "config file event without a change of content");
+            return;
+        }
+        self.state.file_seen = Some(seen);
+        self.state.file = read.and_then(|content| file_layer(&path, &content, &self.state.fields));
         self.apply(Change::File { path });
     }
 }
@@ -452,13 +490,50 @@ impl<T: CoordConfig> State<T> {
         let file = self.file.as_ref().map_err(|e| blame(e.clone()))?;
         let (merged, sources) = merge([file, &etcd, &self.env]);
         let value = self.checker.check(&merged, &sources).map_err(blame)?;
-        Ok(Snapshot::new(
-            value,
-            self.revision,
-            self.generation + 1,
-            sources,
-            change,
-        ))
+        let unknown = match self.unknown_keys {
+            UnknownKeys::Ignore => Vec::new(),
+            UnknownKeys::Warn | UnknownKeys::Reject => {
+                unknown::find(&merged, &sources, &self.fields)
+            }
+        };
+        if let (UnknownKeys::Reject, Some(first)) = (self.unknown_keys, unknown.first()) {
+            let mut error = Error::new(ErrorKind::Validation, first.to_string())
+                .with_layer(first.source.layer)
+                .with_field(first.path.clone());
+            if let Some(origin) = &first.source.origin {
+                error = error.with_key(origin.clone());
+            }
+            if let Some(revision) = first.source.revision {
+                error = error.or_revision(revision);
+            }
+            return Err(blame(error));
+        }
+        Ok(
+            Snapshot::new(value, self.revision, self.generation + 1, sources, change)
+                .with_unknown_keys(unknown),
+        )
+    }
+
+    /// Remembers the unknown keys of a snapshot about to serve; logs them at `warn` and returns
+    /// true when they differ from the serving snapshot's.
+    fn note_unknown(&mut self, snapshot: &Snapshot<T>) -> bool {
+        if snapshot.unknown_keys() == self.unknown_seen.as_slice() {
+            return false;
+        }
+        for key in snapshot.unknown_keys() {
+            if !self.unknown_seen.contains(key) {
+                tracing::warn!(
+                    prefix = %self.prefix,
+                    revision = snapshot.revision(),
+                    field = %key.path,
+                    layer = %key.source.layer,
+                    key = key.source.origin.as_deref().unwrap_or(""),
+                    "config key names no field of the type; it has no effect"
+                );
+            }
+        }
+        self.unknown_seen = snapshot.unknown_keys().to_vec();
+        true
     }
 
     /// Fills in the revision and, where the error does not name a key itself (a missing field,

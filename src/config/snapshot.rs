@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use super::event::Change;
 use super::source::{Source, Sources};
+use super::unknown::UnknownKey;
 
 /// An immutable, validated configuration as served by [`Config::load`](crate::Config::load).
 ///
@@ -19,6 +20,7 @@ pub struct Snapshot<T> {
     sources: Sources,
     change: Change,
     applied_at: SystemTime,
+    unknown_keys: Vec<UnknownKey>,
 }
 
 impl<T> Snapshot<T> {
@@ -36,7 +38,13 @@ impl<T> Snapshot<T> {
             sources,
             change,
             applied_at: SystemTime::now(),
+            unknown_keys: Vec::new(),
         }
+    }
+
+    pub(crate) fn with_unknown_keys(mut self, unknown: Vec<UnknownKey>) -> Self {
+        self.unknown_keys = unknown;
+        self
     }
 
     /// The typed value.
@@ -72,6 +80,14 @@ impl<T> Snapshot<T> {
     /// change or a resync after compaction.
     pub fn change(&self) -> &Change {
         &self.change
+    }
+
+    /// Keys in the layers that name no field of the type (typos, leftovers), each with its
+    /// layer, key and revision, in path order; empty when there are none or when
+    /// [`ConfigOptions::unknown_keys`](crate::ConfigOptions::unknown_keys) is `Ignore`. serde
+    /// ignored them: they had no effect on the value.
+    pub fn unknown_keys(&self) -> &[UnknownKey] {
+        &self.unknown_keys
     }
 
     /// Wall-clock time at which this snapshot was built and swapped in.

@@ -1,4 +1,5 @@
-//! Parsing one raw value (an etcd value or an environment variable) into JSON.
+//! Parsing one raw value (an etcd value, an environment variable, the local file) into JSON,
+//! with the same rules for every layer.
 //!
 //! Values are YAML, a superset of JSON, so `8080`, `true`, `[1, 2]`, `{"a": 1}`, a YAML block and
 //! a bare word all work the way `etcdctl put` users expect. Where the bound type's JSON Schema
@@ -8,28 +9,14 @@
 
 use serde_json::Value;
 
-/// Parses a raw value: empty is `null`; a value starting with `{` or `[` is tried as JSON first
-/// (fast, and tolerant of tabs that YAML forbids); anything else is YAML.
-pub(crate) fn parse(raw: &[u8]) -> Result<Value, String> {
-    let text = std::str::from_utf8(raw).map_err(|e| format!("value is not valid UTF-8: {e}"))?;
-    let trimmed = text.trim_start();
-    if trimmed.is_empty() {
-        return Ok(Value::Null);
-    }
-    // Fast path for the most common values, which YAML reads the same way: a decimal integer
-    // without a leading zero, and `true` / `false`.
-    if let Some(v) = plain_scalar(text) {
-        return Ok(v);
-    }
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        if let Ok(Strict(v)) = serde_json::from_str::<Strict>(text) {
-            return Ok(v);
-        }
-    }
-    serde_yaml::from_str::<Strict>(text)
-        .map(|Strict(v)| v)
-        .map_err(|e| format!("invalid YAML/JSON: {e}"))
-}
+use super::yaml::{self, Budget};
+
+/// Default for the deepest field path a value may set: key segments below the prefix plus the
+/// nesting of the document at that key (64).
+pub(crate) const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// Nodes a value may expand to beyond its length in bytes (aliases make a short text large).
+const NODE_ALLOWANCE: usize = 4096;
 
 /// `Some` for text that is exactly a decimal integer without a leading zero (fits i64 or u64),
 /// `true` or `false`: what YAML would make of it, without running the YAML parser.
@@ -132,39 +119,181 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Knows which field paths of the bound type are strings, from its JSON Schema.
+/// The one parser of raw values for every layer: an etcd value, an environment variable, the
+/// local file. It knows which field paths of the bound type are strings (from its JSON Schema),
+/// so their text is kept as written, and it enforces the depth limit.
 #[derive(Clone, Debug)]
 pub(crate) struct StringFields {
     schema: Value,
+    max_depth: usize,
 }
 
 impl StringFields {
+    /// A parser for the type whose JSON Schema is `schema`, with the default depth limit.
     pub(crate) fn new(schema: Value) -> Self {
-        StringFields { schema }
+        StringFields {
+            schema,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
     }
 
-    /// Parses `raw` for the field at `path`, keeping the text of a number or bool where the
-    /// schema accepts only strings there.
+    /// The same parser with another limit on field-path depth (key segments plus nesting).
+    pub(crate) fn with_max_depth(mut self, max_depth: usize) -> Self {
+        self.max_depth = max_depth.max(1);
+        self
+    }
+
+    /// The deepest field path a value may set.
+    pub(crate) fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// Parses `raw` for the field at `path` (empty for the root document): empty is `null`;
+    /// YAML, a superset of JSON, otherwise. A number or bool where the schema accepts only a
+    /// string keeps the text as written, at any depth of a document. Refused: invalid UTF-8,
+    /// invalid YAML or JSON, several documents, a mapping with a key twice, `.nan`/`.inf`,
+    /// unsupported tags, nesting that takes the field path past the depth limit, and aliases
+    /// that expand past the length of the text plus 4096 nodes.
     pub(crate) fn parse_for(&self, path: &[&str], raw: &[u8]) -> Result<Value, String> {
-        let parsed = parse(raw)?;
-        if matches!(parsed, Value::Number(_) | Value::Bool(_)) && self.wants_string(path) {
-            // `parse` succeeded, so the text is valid UTF-8.
-            return Ok(Value::String(
-                String::from_utf8_lossy(raw).trim().to_string(),
+        if path.len() > self.max_depth {
+            return Err(format!(
+                "field path has {} segments, over the limit of {}",
+                path.len(),
+                self.max_depth
             ));
         }
-        Ok(parsed)
-    }
-
-    fn wants_string(&self, path: &[&str]) -> bool {
-        let mut node = &self.schema;
-        for segment in path {
-            match self.child(node, segment, 0) {
-                Some(next) => node = next,
-                None => return false,
+        let text =
+            std::str::from_utf8(raw).map_err(|e| format!("value is not valid UTF-8: {e}"))?;
+        let trimmed = text.trim_start();
+        if trimmed.is_empty() {
+            return Ok(Value::Null);
+        }
+        let node = self.node_at(path);
+        // Fast path for the most common values, which YAML reads the same way: a decimal
+        // integer without a leading zero, and `true` / `false`.
+        if let Some(v) = plain_scalar(text) {
+            if node.is_some_and(|n| self.is_string_only(n)) {
+                return Ok(Value::String(text.to_string()));
+            }
+            return Ok(v);
+        }
+        let depth = self.max_depth - path.len();
+        // JSON documents: serde_json is linear and fast; it is used where its result needs no
+        // text kept as written, and YAML (which reads JSON too, tabs included) otherwise.
+        if trimmed.starts_with('{') || trimmed.starts_with('[') {
+            if let Ok(Strict(v)) = serde_json::from_str::<Strict>(text) {
+                if let Some(true) = self.json_is_final(&v, node, depth) {
+                    return Ok(v);
+                }
             }
         }
+        let budget = Budget {
+            depth,
+            nodes: text.len().saturating_add(NODE_ALLOWANCE),
+            depth_limit: self.max_depth,
+        };
+        yaml::parse(text, self, node, budget).map_err(|e| format!("invalid YAML/JSON: {e}"))
+    }
+
+    /// Whether a value parsed as JSON can be used as it is: `Some(true)` if it is within the
+    /// depth limit and holds no number or bool where the schema wants a string (that needs the
+    /// text as written, which only the YAML path keeps); `None` if it is too deep (the YAML
+    /// path then reports where).
+    fn json_is_final(&self, value: &Value, node: Option<&Value>, depth: usize) -> Option<bool> {
+        let mut stack = vec![(value, node, 0usize)];
+        while let Some((value, node, level)) = stack.pop() {
+            match value {
+                Value::Number(_) | Value::Bool(_) => {
+                    if node.is_some_and(|n| self.is_string_only(n)) {
+                        return Some(false);
+                    }
+                }
+                Value::Array(items) => {
+                    if level + 1 > depth {
+                        return None;
+                    }
+                    let item = node.and_then(|n| self.item(n));
+                    stack.extend(items.iter().map(|v| (v, item, level + 1)));
+                }
+                Value::Object(map) => {
+                    if level + 1 > depth {
+                        return None;
+                    }
+                    for (k, v) in map {
+                        stack.push((v, node.and_then(|n| self.child(n, k, 0)), level + 1));
+                    }
+                }
+                Value::Null | Value::String(_) => {}
+            }
+        }
+        Some(true)
+    }
+
+    /// The bound type's JSON Schema.
+    pub(crate) fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// The declared fields of `node` if it is a struct's schema (an object schema with
+    /// `properties` and no schema for other keys), following `$ref` and the one non-null branch
+    /// of an `Option`. `None` where any key is allowed or the shape is not clear.
+    pub(crate) fn struct_properties<'a>(
+        &'a self,
+        node: &'a Value,
+    ) -> Option<&'a serde_json::Map<String, Value>> {
+        let mut node = self.resolve(node, 0)?;
+        for _ in 0..8 {
+            if let Some(properties) = node.get("properties").and_then(Value::as_object) {
+                let open = matches!(
+                    node.get("additionalProperties"),
+                    Some(Value::Bool(true) | Value::Object(_))
+                );
+                if open || node.get("patternProperties").is_some() {
+                    return None;
+                }
+                return Some(properties);
+            }
+            let branches = node.get("anyOf").and_then(Value::as_array)?;
+            let mut non_null = branches
+                .iter()
+                .filter(|b| b.get("type").and_then(Value::as_str) != Some("null"));
+            let (Some(one), None) = (non_null.next(), non_null.next()) else {
+                return None;
+            };
+            node = self.resolve(one, 0)?;
+        }
+        None
+    }
+
+    /// The schema node at a field path, if the schema describes it.
+    fn node_at(&self, path: &[&str]) -> Option<&Value> {
+        let mut node = &self.schema;
+        for segment in path {
+            node = self.child(node, segment, 0)?;
+        }
+        Some(node)
+    }
+
+    /// Whether a number or bool at `node` should be kept as text.
+    pub(crate) fn is_string_only(&self, node: &Value) -> bool {
         self.only_string(node, 0)
+    }
+
+    /// The schema of the items of the array schema `node`.
+    pub(crate) fn item<'a>(&'a self, node: &'a Value) -> Option<&'a Value> {
+        let node = self.resolve(node, 0)?;
+        if let Some(items) = node.get("items").filter(|v| v.is_object()) {
+            return Some(items);
+        }
+        for combinator in ["anyOf", "oneOf"] {
+            if let Some(branches) = node.get(combinator).and_then(Value::as_array) {
+                let mut found = branches.iter().filter_map(|b| self.item(b));
+                if let (Some(one), None) = (found.next(), found.next()) {
+                    return Some(one);
+                }
+            }
+        }
+        None
     }
 
     fn resolve<'a>(&'a self, node: &'a Value, depth: usize) -> Option<&'a Value> {
@@ -182,7 +311,12 @@ impl StringFields {
     }
 
     /// The schema of field `segment` of the object schema `node`.
-    fn child<'a>(&'a self, node: &'a Value, segment: &str, depth: usize) -> Option<&'a Value> {
+    pub(crate) fn child<'a>(
+        &'a self,
+        node: &'a Value,
+        segment: &str,
+        depth: usize,
+    ) -> Option<&'a Value> {
         let node = self.resolve(node, depth)?;
         if let Some(found) = node.get("properties").and_then(|p| p.get(segment)) {
             return Some(found);
@@ -236,6 +370,10 @@ impl StringFields {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn parse(raw: &[u8]) -> Result<Value, String> {
+        StringFields::new(json!({})).parse_for(&[], raw)
+    }
 
     #[test]
     fn yaml_scalars_documents_and_json_parse() {
@@ -298,6 +436,7 @@ mod tests {
         assert_eq!(f.parse_for(&["version"], b"1.10").unwrap(), json!("1.10"));
         assert_eq!(f.parse_for(&["port"], b"1.10").unwrap(), json!(1.1));
         assert_eq!(f.parse_for(&["nick"], b"true").unwrap(), json!("true"));
+        assert_eq!(f.parse_for(&["nick"], b"~").unwrap(), json!(null));
         assert_eq!(
             f.parse_for(&["db", "password"], b"0123").unwrap(),
             json!("0123")
@@ -307,5 +446,28 @@ mod tests {
             json!("12")
         );
         assert_eq!(f.parse_for(&["unknown"], b"12").unwrap(), json!(12));
+        // Inside documents too, JSON or YAML.
+        assert_eq!(
+            f.parse_for(&["db"], br#"{"password": 1.10}"#).unwrap(),
+            json!({"password": "1.10"})
+        );
+        assert_eq!(
+            f.parse_for(&[], b"version: 2.0\nport: 1\n").unwrap(),
+            json!({"version": "2.0", "port": 1})
+        );
+    }
+
+    #[test]
+    fn depth_counts_key_segments_and_nesting() {
+        let f = StringFields::new(json!({})).with_max_depth(4);
+        assert!(f.parse_for(&["a", "b"], b"{c: {d: 1}}").is_ok());
+        let err = f.parse_for(&["a", "b"], b"{c: {d: {e: 1}}}").unwrap_err();
+        assert!(err.contains("limit of 4 levels"), "{err}");
+        let err = f
+            .parse_for(&["a", "b"], br#"{"c": {"d": {"e": 1}}}"#)
+            .unwrap_err();
+        assert!(err.contains("limit of 4 levels"), "{err}");
+        let err = f.parse_for(&["a", "b", "c", "d", "e"], b"1").unwrap_err();
+        assert!(err.contains("5 segments, over the limit of 4"), "{err}");
     }
 }

@@ -1,5 +1,7 @@
 //! The environment layer: `CHAT_DATABASE__HOST=db1` sets field `database.host`.
 
+use std::ffi::OsString;
+
 use crate::config::source::{Layer, Source};
 use crate::config::tree::{Blocked, LayerTree};
 use crate::config::value::StringFields;
@@ -9,13 +11,30 @@ use crate::error::{Error, ErrorKind, Result};
 /// is the field path with `__` between segments (`CHAT_DATABASE__HOST` → `database.host`;
 /// a single `_` stays inside a field name: `CHAT_MAX_CONNS` → `max_conns`). Names are matched
 /// case-sensitively on the prefix and lowercased after it. Values are parsed like etcd values.
+///
+/// Variables are read as the OS gives them: one whose name does not start with `prefix` is
+/// ignored whatever its bytes; one of the layer's own prefix whose name or value is not UTF-8 is
+/// an error naming it.
 pub(crate) fn env_layer(
     prefix: &str,
-    vars: impl IntoIterator<Item = (String, String)>,
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
     fields: &StringFields,
 ) -> Result<LayerTree> {
     let mut found: Vec<(Vec<String>, String, String)> = Vec::new();
     for (name, value) in vars {
+        if !name.as_encoded_bytes().starts_with(prefix.as_bytes()) {
+            continue;
+        }
+        let (name, value) = match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => (name, value),
+            (Err(name), _) => {
+                return Err(bad(
+                    &name.to_string_lossy(),
+                    "variable name is not valid UTF-8",
+                ))
+            }
+            (Ok(name), Err(_)) => return Err(bad(&name, "value is not valid UTF-8")),
+        };
         let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
@@ -70,7 +89,7 @@ mod tests {
             ("CHAT_MAX_CONNS", "7"),
             ("OTHER_PORT", "1"),
         ]
-        .map(|(k, v)| (k.to_string(), v.to_string()));
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let tree = env_layer("CHAT_", vars, &StringFields::new(json!({}))).unwrap();
         let (v, s) = merge([&tree]);
         assert_eq!(v, json!({"database": {"host": "db1"}, "max_conns": 7}));
@@ -79,10 +98,46 @@ mod tests {
 
     #[test]
     fn bad_variable_is_named() {
-        let vars =
-            [("CHAT_A", "[1,"), ("CHAT_B", "x")].map(|(k, v)| (k.to_string(), v.to_string()));
+        let vars = [("CHAT_A", "[1,"), ("CHAT_B", "x")]
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let err = env_layer("CHAT_", vars, &StringFields::new(json!({}))).unwrap_err();
         assert_eq!(err.key(), Some("CHAT_A"));
         assert_eq!(err.layer(), Some(Layer::Env));
+    }
+
+    #[test]
+    fn non_utf8_variables() {
+        use std::os::unix::ffi::OsStringExt;
+        let foreign = (
+            OsString::from_vec(b"OTHER_\xff".to_vec()),
+            OsString::from_vec(vec![0xfe]),
+        );
+        let fields = StringFields::new(json!({}));
+        let ok = (OsString::from("CHAT_PORT"), OsString::from("1"));
+        let tree = env_layer("CHAT_", [foreign.clone(), ok.clone()], &fields).unwrap();
+        assert_eq!(merge([&tree]).0, json!({"port": 1}));
+
+        let own = (
+            OsString::from("CHAT_NAME"),
+            OsString::from_vec(vec![0xfe, b'x']),
+        );
+        let err = env_layer("CHAT_", [foreign.clone(), own], &fields).unwrap_err();
+        assert_eq!(err.key(), Some("CHAT_NAME"));
+        assert!(err.message().contains("not valid UTF-8"));
+
+        let own_name = (
+            OsString::from_vec(b"CHAT_\xff".to_vec()),
+            OsString::from("1"),
+        );
+        let err = env_layer("CHAT_", [own_name], &fields).unwrap_err();
+        assert!(err.message().contains("name is not valid UTF-8"), "{err}");
+        assert_eq!(err.layer(), Some(Layer::Env));
+
+        let deep = (
+            OsString::from(format!("CHAT_{}", vec!["A"; 10_000].join("__"))),
+            OsString::from("1"),
+        );
+        let err = env_layer("CHAT_", [deep], &fields).unwrap_err();
+        assert!(err.message().contains("over the limit of 64"), "{err}");
     }
 }

@@ -47,6 +47,11 @@ impl EtcdLayer {
             Ok(k) => {
                 let value = match self.segments(k) {
                     Err(msg) => Err(msg),
+                    Ok(path) if path.len() > fields.max_depth() => Err(format!(
+                        "key has {} path segments below the prefix, over the limit of {}",
+                        path.len(),
+                        fields.max_depth()
+                    )),
                     Ok(_) if raw.len() > self.max_value_bytes => Err(format!(
                         "value is {} bytes, over the limit of {} bytes per key",
                         raw.len(),
@@ -223,6 +228,13 @@ mod tests {
         l.put(b"/p/big", &[b'a'; 2048], 2, &f);
         let err = l.tree().unwrap_err();
         assert!(err.message().contains("2048 bytes"), "{err}");
+
+        let (mut l, f) = layer();
+        let deep = format!("/p/{}", vec!["a"; 10_000].join("/"));
+        l.put(deep.as_bytes(), b"1", 2, &f);
+        let err = l.tree().unwrap_err();
+        assert!(err.message().contains("10000 path segments"), "{err}");
+        assert_eq!(err.key(), Some(deep.as_str()));
 
         let (mut l, f) = layer();
         l.put(b"/p/a//b", b"1", 2, &f);

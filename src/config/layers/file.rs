@@ -3,31 +3,72 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use serde_json::Value;
+use std::io::Read;
+
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
 use crate::config::source::{Layer, Source};
 use crate::config::tree::LayerTree;
+use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 
-/// Reads the file layer. A missing file is an empty layer (the file is optional); an unreadable
-/// or unparsable file, or one whose top level is not a mapping, is an error naming the file.
-/// `.json` files are parsed as JSON, anything else as YAML.
-pub(crate) fn file_layer(path: &Path) -> Result<LayerTree> {
+/// What the config file held when it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FileContent {
+    /// No file at the path (the file is optional: an empty layer).
+    Missing,
+    /// The file's bytes.
+    Bytes(Vec<u8>),
+}
+
+/// Reads the config file, at most `max_bytes` of it: a larger file is an error naming it, and so
+/// is one that cannot be read (a missing file is [`FileContent::Missing`]).
+pub(crate) fn read_file(path: &Path, max_bytes: usize) -> Result<FileContent> {
     let shown = path.display().to_string();
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let io_error = |e: std::io::Error| {
+        Error::new(ErrorKind::Io, "cannot read config file")
+            .with_layer(Layer::File)
+            .with_key(shown.clone())
+            .with_source(e)
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileContent::Missing),
+        Err(e) => return Err(io_error(e)),
+    };
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    file.take(limit).read_to_end(&mut bytes).map_err(io_error)?;
+    if bytes.len() > max_bytes {
+        return Err(Error::new(
+            ErrorKind::Validation,
+            format!("file is over the limit of {max_bytes} bytes"),
+        )
+        .with_layer(Layer::File)
+        .with_key(shown));
+    }
+    Ok(FileContent::Bytes(bytes))
+}
+
+/// The file layer from what the file held. Parsed with the same rules as etcd values (duplicate
+/// keys, non-finite numbers, string fields kept as written, the depth limit); `.json` files must
+/// be JSON, anything else is YAML. A top level that is not a mapping is an error naming the file.
+pub(crate) fn file_layer(
+    path: &Path,
+    content: &FileContent,
+    fields: &StringFields,
+) -> Result<LayerTree> {
+    let shown = path.display().to_string();
+    let bytes = match content {
+        FileContent::Missing => {
             tracing::debug!(file = %shown, "config file not found; file layer is empty");
             return Ok(LayerTree::default());
         }
-        Err(e) => {
-            return Err(Error::new(ErrorKind::Io, "cannot read config file")
-                .with_layer(Layer::File)
-                .with_key(shown)
-                .with_source(e))
-        }
+        FileContent::Bytes(bytes) => bytes,
     };
     let invalid = |msg: String| {
         Error::new(ErrorKind::Validation, msg)
@@ -37,13 +78,12 @@ pub(crate) fn file_layer(path: &Path) -> Result<LayerTree> {
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else if is_json {
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?
-    } else {
-        serde_yaml::from_slice(&bytes).map_err(|e| invalid(format!("invalid YAML: {e}")))?
-    };
+    if is_json {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return Err(invalid(format!("invalid JSON: {e}")));
+        }
+    }
+    let value = fields.parse_for(&[], bytes).map_err(invalid)?;
     let source = Source {
         layer: Layer::File,
         origin: Some(shown.clone()),
@@ -57,7 +97,9 @@ pub(crate) fn file_layer(path: &Path) -> Result<LayerTree> {
 
 /// A `notify` watch on the directory holding the config file (editors and config-management
 /// tools replace files by rename, which a watch on the file itself would miss). Events for other
-/// files in the directory are ignored.
+/// files in the directory are ignored, and so are events that cannot change the file's content:
+/// opens, reads and closes after reading (the reload's own read among them) and metadata
+/// changes.
 pub(crate) struct FileWatch {
     _watcher: RecommendedWatcher,
     signal: Arc<Notify>,
@@ -76,7 +118,9 @@ impl FileWatch {
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(event) => {
-                    if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+                    if can_change_content(&event.kind)
+                        && event.paths.iter().any(|p| p.file_name() == name.as_deref())
+                    {
                         tx.notify_one();
                     }
                 }
@@ -98,6 +142,18 @@ impl FileWatch {
     }
 }
 
+/// Writes, creations, removals and renames; a close after writing (the end of a write). Not
+/// opens, reads, closes after reading or metadata (`chmod`, `touch`).
+fn can_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Any | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        EventKind::Other => false,
+    }
+}
+
 fn watch_error(path: &Path, e: notify::Error) -> Error {
     Error::new(ErrorKind::Io, "cannot watch config file")
         .with_layer(Layer::File)
@@ -111,21 +167,26 @@ mod tests {
     use crate::config::tree::merge;
     use serde_json::json;
 
+    fn layer(path: &Path) -> Result<LayerTree> {
+        let content = read_file(path, 1024)?;
+        file_layer(path, &content, &StringFields::new(json!({})))
+    }
+
     #[test]
     fn reads_yaml_and_json_and_tolerates_a_missing_file() {
         let dir = tempfile::tempdir().unwrap();
         let yaml = dir.path().join("c.yaml");
         std::fs::write(&yaml, "port: 1\ndatabase:\n  host: h\n").unwrap();
-        let (v, s) = merge([&file_layer(&yaml).unwrap()]);
+        let (v, s) = merge([&layer(&yaml).unwrap()]);
         assert_eq!(v, json!({"port": 1, "database": {"host": "h"}}));
         assert_eq!(s.get("database.host").layer, Layer::File);
 
         let json_path = dir.path().join("c.json");
         std::fs::write(&json_path, r#"{"port": 2}"#).unwrap();
-        let (v, _) = merge([&file_layer(&json_path).unwrap()]);
+        let (v, _) = merge([&layer(&json_path).unwrap()]);
         assert_eq!(v, json!({"port": 2}));
 
-        let (v, _) = merge([&file_layer(&dir.path().join("none.yaml")).unwrap()]);
+        let (v, _) = merge([&layer(&dir.path().join("none.yaml")).unwrap()]);
         assert_eq!(v, json!({}));
     }
 
@@ -134,10 +195,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let yaml = dir.path().join("c.yaml");
         std::fs::write(&yaml, "port: [1,\n").unwrap();
-        let err = file_layer(&yaml).unwrap_err();
+        let err = layer(&yaml).unwrap_err();
         assert_eq!(err.layer(), Some(Layer::File));
         assert!(err.key().unwrap().ends_with("c.yaml"));
         std::fs::write(&yaml, "- 1\n- 2\n").unwrap();
-        assert!(file_layer(&yaml).unwrap_err().message().contains("mapping"));
+        assert!(layer(&yaml).unwrap_err().message().contains("mapping"));
+    }
+
+    #[test]
+    fn same_rules_as_etcd_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("c.yaml");
+        std::fs::write(&yaml, "label: a\nlabel: b\n").unwrap();
+        assert!(layer(&yaml)
+            .unwrap_err()
+            .message()
+            .contains("duplicate key `label`"));
+        std::fs::write(&yaml, "db:\n  host: a\n  host: b\n").unwrap();
+        assert!(layer(&yaml)
+            .unwrap_err()
+            .message()
+            .contains("duplicate key `host`"));
+        std::fs::write(&yaml, "ratio: .nan\n").unwrap();
+        assert!(layer(&yaml)
+            .unwrap_err()
+            .message()
+            .contains("not a finite number"));
+        let json_path = dir.path().join("c.json");
+        std::fs::write(&json_path, r#"{"a": 1, "a": 2}"#).unwrap();
+        assert!(layer(&json_path)
+            .unwrap_err()
+            .message()
+            .contains("duplicate key"));
+        std::fs::write(&json_path, "a: 1\n").unwrap();
+        assert!(layer(&json_path)
+            .unwrap_err()
+            .message()
+            .contains("invalid JSON"));
+        std::fs::write(&yaml, "x".repeat(2000)).unwrap();
+        let err = layer(&yaml).unwrap_err();
+        assert!(
+            err.message().contains("over the limit of 1024 bytes"),
+            "{err}"
+        );
+        let deep = format!("a: {}1{}\n", "[".repeat(70), "]".repeat(70));
+        std::fs::write(&yaml, deep).unwrap();
+        assert!(layer(&yaml)
+            .unwrap_err()
+            .message()
+            .contains("limit of 64 levels"));
     }
 }

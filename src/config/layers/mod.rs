@@ -7,4 +7,4 @@ mod file;
 
 pub(crate) use env::env_layer;
 pub(crate) use etcd::EtcdLayer;
-pub(crate) use file::{file_layer, FileWatch};
+pub(crate) use file::{file_layer, read_file, FileContent, FileWatch};

@@ -1,0 +1,118 @@
+//! Keys that name no field of the bound type: a typo in an etcd key, a file or a variable, which
+//! serde would otherwise drop without a word.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use super::source::{Source, Sources};
+use super::value::StringFields;
+
+/// A key in some layer that sets no field of the bound type (see
+/// [`ConfigOptions::unknown_keys`](crate::ConfigOptions::unknown_keys)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// The dotted field path the key names, e.g. `database.hots`.
+    pub path: String,
+    /// Where it came from: layer, etcd key (or file, or variable) and `mod_revision`.
+    pub source: Source,
+    /// The fields the type does have at that level, in schema order.
+    pub known: Vec<String>,
+}
+
+impl fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown field `{}`", self.path)?;
+        write!(f, " (layer {}", self.source.layer)?;
+        if let Some(origin) = &self.source.origin {
+            write!(f, ", {origin}")?;
+        }
+        if let Some(revision) = self.source.revision {
+            write!(f, ", revision {revision}")?;
+        }
+        write!(f, ")")?;
+        if !self.known.is_empty() {
+            write!(f, "; known fields here: {}", self.known.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The paths of `merged` that the schema's structs do not declare, with their sources. Objects
+/// whose schema allows any key (maps, `serde_json::Value`) and places the schema does not
+/// describe clearly (enums, untagged unions) are not looked into.
+pub(crate) fn find(merged: &Value, sources: &Sources, fields: &StringFields) -> Vec<UnknownKey> {
+    let mut found = Vec::new();
+    let mut stack: Vec<(&Value, &Value, String)> = vec![(merged, fields.schema(), String::new())];
+    while let Some((value, node, path)) = stack.pop() {
+        let Value::Object(map) = value else { continue };
+        let Some(properties) = fields.struct_properties(node) else {
+            continue;
+        };
+        for (key, child) in map {
+            let child_path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            match properties.get(key) {
+                Some(schema) => stack.push((child, schema, child_path)),
+                None => {
+                    let source = sources
+                        .find_within(&child_path)
+                        .cloned()
+                        .unwrap_or_else(|| Source::DEFAULT.clone());
+                    found.push(UnknownKey {
+                        path: child_path,
+                        source,
+                        known: properties.keys().cloned().collect(),
+                    });
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::source::Layer;
+    use crate::config::tree::{merge, LayerTree};
+    use serde_json::json;
+
+    #[test]
+    fn structs_are_checked_maps_and_values_are_not() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "port": {"type": "integer"},
+                "db": {"anyOf": [{"$ref": "#/$defs/Db"}, {"type": "null"}]},
+                "extra": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "any": true
+            },
+            "$defs": {"Db": {"type": "object", "properties": {"host": {"type": "string"}}}}
+        });
+        let fields = StringFields::new(schema);
+        let mut tree = LayerTree::default();
+        let src = Source {
+            layer: Layer::Etcd,
+            origin: Some("/p/db/hots".into()),
+            revision: Some(7),
+        };
+        tree.insert(
+            &[],
+            json!({"port": 1, "prot": 2, "db": {"hots": "x"}, "extra": {"a": 1}, "any": {"b": 1}}),
+            &src,
+        )
+        .unwrap();
+        let (merged, sources) = merge([&tree]);
+        let unknown = find(&merged, &sources, &fields);
+        let paths: Vec<&str> = unknown.iter().map(|u| u.path.as_str()).collect();
+        assert_eq!(paths, ["db.hots", "prot"]);
+        assert_eq!(unknown[0].source.revision, Some(7));
+        assert_eq!(unknown[0].known, ["host"]);
+        assert!(unknown[0].to_string().contains("unknown field `db.hots`"));
+    }
+}
