@@ -84,7 +84,9 @@ pub(crate) fn load(path: &Path, prefix: &str) -> Option<CacheFile> {
     Some(cache)
 }
 
-/// Writes the cache atomically with mode 0600.
+/// Writes the cache atomically with mode 0600: a new temp file with a random name in the
+/// target's directory, created exclusively (`O_EXCL`, so a planted file or symlink is never
+/// opened), written and fsynced, renamed over the target, then the directory fsynced.
 pub(crate) fn write(path: &Path, cache: &CacheFile) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -94,24 +96,19 @@ pub(crate) fn write(path: &Path, cache: &CacheFile) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "cache".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let bytes = serde_json::to_vec(cache).map_err(std::io::Error::other)?;
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
     {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o600));
     }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let mut tmp = builder.tempfile_in(&dir)?;
+    tmp.write_all(&bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }
@@ -187,5 +184,42 @@ mod tests {
         std::fs::write(&path, b"{not json").unwrap();
         assert!(load(&path, "/p/").is_none(), "corrupt file is ignored");
         assert!(load(&dir.path().join("missing"), "/p/").is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn planted_temp_files_and_symlinks_are_never_written_through() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let path = dir.path().join("lkg.json");
+        // What an attacker could plant: the names a writer might pick, as a symlink to a file
+        // they want overwritten and as a world-writable file.
+        let pid = std::process::id();
+        std::os::unix::fs::symlink(&victim, dir.path().join(format!(".lkg.json.tmp-{pid}")))
+            .unwrap();
+        let planted = dir.path().join(".lkg.json.tmp");
+        std::fs::write(&planted, b"").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let cache = CacheFile::new("/p/", 3, Vec::new());
+        for _ in 0..3 {
+            write(&path, &cache).unwrap();
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load(&path, "/p/").unwrap().revision, 3);
+        // No temp files are left behind.
+        let planted_link = format!(".lkg.json.tmp-{pid}");
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                !["victim", "lkg.json", ".lkg.json.tmp", planted_link.as_str()]
+                    .contains(&n.as_str())
+            })
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
