@@ -635,3 +635,202 @@ async fn authenticated_coordinator_binds_and_bad_credentials_fail_clearly() {
     etcd.etcdctl(&["--user", "root:s3cret", "put", &key("port"), "8181"]);
     assert_eq!(next_applied(&mut sub).await.port, 8181);
 }
+
+/// Fails if an event arrives within `quiet`.
+async fn assert_quiet(
+    sub: &mut coordination::Subscription<ChatConfig>,
+    quiet: Duration,
+    after: &str,
+) {
+    if let Ok(event) = tokio::time::timeout(quiet, sub.recv()).await {
+        panic!("expected no event for {quiet:?} after {after}, got {event:?}");
+    }
+}
+
+/// One reload per write and per rename-replace, none for reads, touches or a rewrite of the
+/// same bytes, and silence once an edit has settled (the watch used to see its own reads and
+/// reload about 19 times a second, forever).
+#[tokio::test]
+async fn file_watch_reloads_once_per_change_and_is_quiet_after() {
+    let etcd = Etcd::start().await;
+    etcd.put(&key("database/host"), "db1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chat.yaml");
+    std::fs::write(&file, "port: 1000\n").unwrap();
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord
+        .config_with(
+            options()
+                .file(&file)
+                .file_debounce(Duration::from_millis(20)),
+        )
+        .await
+        .unwrap();
+    let mut sub = cfg.subscribe();
+
+    std::fs::write(&file, "port: 1001\n").unwrap();
+    assert_eq!(next_applied(&mut sub).await.port, 1001);
+    assert_quiet(&mut sub, Duration::from_secs(5), "a write").await;
+    assert_eq!(cfg.load().generation(), 2);
+
+    write_atomically(&file, "port: 1002\n");
+    assert_eq!(next_applied(&mut sub).await.port, 1002);
+    assert_quiet(&mut sub, Duration::from_secs(1), "a rename-replace").await;
+
+    // Reads, metadata changes and the same bytes written again change nothing.
+    for _ in 0..5 {
+        let _ = std::fs::read(&file).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::write(&file, "port: 1002\n").unwrap();
+    write_atomically(&file, "port: 1002\n");
+    assert_quiet(
+        &mut sub,
+        Duration::from_secs(1),
+        "reads, chmod and same-bytes writes",
+    )
+    .await;
+
+    // A bad file is reported once, not at every event, and the last good value serves.
+    std::fs::write(&file, "port: [1002\n").unwrap();
+    let rejection = next_rejected(&mut sub).await;
+    assert_eq!(rejection.error.layer(), Some(Layer::File));
+    assert_quiet(&mut sub, Duration::from_secs(2), "a bad write").await;
+    assert_eq!(cfg.load().port, 1002);
+
+    std::fs::write(&file, "port: 1003\n").unwrap();
+    assert_eq!(next_applied(&mut sub).await.port, 1003);
+    assert_quiet(&mut sub, Duration::from_secs(1), "the repair").await;
+    assert_eq!(cfg.load().generation(), 4);
+}
+
+/// A key that names no field is reported on the snapshot and as an event, naming its key and
+/// revision (serde alone would drop it silently); `UnknownKeys::Reject` turns it into a
+/// rejection.
+#[tokio::test]
+async fn unknown_keys_are_reported_or_rejected() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chat.yaml");
+    std::fs::write(&file, "prot: 1\n").unwrap();
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord.config_with(options().file(&file)).await.unwrap();
+    let at_bind = cfg.load_full();
+    assert_eq!(
+        at_bind.unknown_keys().len(),
+        1,
+        "{:?}",
+        at_bind.unknown_keys()
+    );
+    assert_eq!(at_bind.unknown_keys()[0].path, "prot");
+    assert_eq!(at_bind.unknown_keys()[0].source.layer, Layer::File);
+    let mut sub = cfg.subscribe();
+
+    let typo = key("database/hots");
+    let rev = etcd.put(&typo, "db9");
+    let applied = next_applied(&mut sub).await;
+    assert_eq!(applied.revision(), rev);
+    assert_eq!(applied.database.host, "db1", "the typo had no effect");
+    let reported = match next_event(&mut sub).await {
+        ConfigEvent::UnknownKeys(keys) => keys,
+        other => panic!("expected the unknown keys, got {other:?}"),
+    };
+    let hots = reported
+        .iter()
+        .find(|k| k.path == "database.hots")
+        .expect("the typo is reported");
+    assert_eq!(hots.source.layer, Layer::Etcd);
+    assert_eq!(hots.source.origin.as_deref(), Some(typo.as_str()));
+    assert_eq!(hots.source.revision, Some(rev));
+    assert!(hots.known.iter().any(|k| k == "host"), "{hots}");
+    assert!(hots.to_string().contains(&typo), "{hots}");
+    assert_eq!(cfg.load().unknown_keys(), &reported[..]);
+
+    // An unrelated change keeps the same unknown keys: no second report.
+    etcd.put(&key("port"), "8081");
+    assert_eq!(next_applied(&mut sub).await.port, 8081);
+    assert_quiet(&mut sub, Duration::from_millis(500), "an unrelated change").await;
+
+    // Rejecting them instead.
+    let strict = || options().unknown_keys(coordination::UnknownKeys::Reject);
+    let refused = coord
+        .config_with::<ChatConfig>(strict())
+        .await
+        .expect_err("bind refuses the typo already in etcd");
+    assert_eq!(refused.key(), Some(typo.as_str()), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("unknown field `database.hots`"),
+        "{refused}"
+    );
+    etcd.del(&typo);
+    let strict: Config<ChatConfig> = coord.config_with(strict()).await.unwrap();
+    let mut strict_sub = strict.subscribe();
+    let rev = etcd.put(&key("features/chatt"), "true");
+    let rejection = match tokio::time::timeout(Duration::from_secs(10), strict_sub.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        ConfigEvent::Rejected(r) => r,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    let e = &rejection.error;
+    assert_eq!(e.kind(), ErrorKind::Validation);
+    assert_eq!(e.key(), Some(key("features/chatt").as_str()), "{e}");
+    assert_eq!(e.revision(), Some(rev), "{e}");
+    assert!(
+        e.to_string().contains("unknown field `features.chatt`"),
+        "{e}"
+    );
+}
+
+/// A key 10,000 segments deep used to overflow the stack of every bound process (and of `bind`
+/// while it stayed in etcd). It is rejected like any bad value, naming key and revision.
+#[tokio::test]
+async fn a_key_ten_thousand_segments_deep_is_rejected_not_a_crash() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let mut sub = cfg.subscribe();
+    let serving = cfg.load_full();
+    let deep = format!("{P}/{}", vec!["a"; 10_000].join("/"));
+    let mut client = etcd.client().await;
+    let rev = client
+        .put(deep.as_str(), "1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let rejection = next_rejected(&mut sub).await;
+    let e = &rejection.error;
+    assert_eq!(e.key(), Some(deep.as_str()));
+    assert_eq!(e.revision(), Some(rev));
+    assert_eq!(e.layer(), Some(Layer::Etcd));
+    assert!(e.to_string().contains("10000 path segments"), "{e}");
+    assert!(Arc::ptr_eq(&cfg.load_full(), &serving));
+
+    // While it is in etcd, a new bind fails with the same error instead of aborting.
+    let err = coord
+        .config_with::<ChatConfig>(options())
+        .await
+        .expect_err("bind reports the deep key");
+    assert_eq!(err.key(), Some(deep.as_str()), "{err}");
+
+    let rev = client
+        .delete(deep.as_str(), None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    assert_eq!(next_applied(&mut sub).await.revision(), rev);
+    let rev = etcd.put(&key("port"), "9000");
+    let applied = next_applied(&mut sub).await;
+    assert_eq!((applied.revision(), applied.port), (rev, 9000));
+}
