@@ -425,8 +425,7 @@ async fn draining_and_unhealthy_instances_leave_the_resolver_prefix() {
     let (key, value, lease) = &resolver[0];
     assert_eq!(key, "/services/chat/chat-1");
     assert_eq!(
-        value,
-        r#"{"Op":0,"Addr":"10.0.0.7:50051","Metadata":null}"#,
+        value, r#"{"Op":0,"Addr":"10.0.0.7:50051","Metadata":null}"#,
         "what Go's endpoints manager writes for an endpoint without metadata"
     );
     assert_eq!(
