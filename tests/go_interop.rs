@@ -341,7 +341,6 @@ async fn go_observes_our_election_and_we_observe_go_campaigns() {
     let coord = etcd.coordinator().await;
     let election = coord.election("leaders");
     let mut go_observer = go(&etcd, &["observe", "leaders"], "go observer");
-    tokio::time::sleep(Duration::from_millis(300)).await; // let Observe start waiting
 
     // Ours leads: Go's Observe reports our key, value and token, then our proclaim.
     let ours = election.campaign("rust-1").await.unwrap();
@@ -444,24 +443,17 @@ async fn go_endpoints_manager_lists_our_registrations() {
     let registry = coord.registry();
     let target = registry.resolver_target("chat");
     assert_eq!(target, "etcd:////services/chat/");
-    let _regs: Vec<Registration> = {
-        let mut regs = Vec::new();
-        for (service, id, addr) in [
-            ("chat", "chat-1", "127.0.0.1:7001"),
-            ("chat", "chat-2", "127.0.0.1:7002"),
-            ("chat", "chat-3", "127.0.0.1:7003"),
-            ("chatty", "chatty-1", "127.0.0.1:7101"),
-        ] {
-            let reg = registry
-                .register(instance(service, id, addr))
-                .ttl(TTL)
-                .await
-                .unwrap();
-            regs.push(reg);
-        }
-        regs[2].set_health(Health::Draining).await.unwrap();
-        regs
-    };
+    let mut regs: Vec<Registration> = Vec::new();
+    for (service, id, addr) in [
+        ("chat", "chat-1", "127.0.0.1:7001"),
+        ("chat", "chat-2", "127.0.0.1:7002"),
+        ("chat", "chat-3", "127.0.0.1:7003"),
+        ("chatty", "chatty-1", "127.0.0.1:7101"),
+    ] {
+        let reg = registry.register(instance(service, id, addr)).ttl(TTL);
+        regs.push(reg.await.unwrap());
+    }
+    regs[2].set_health(Health::Draining).await.unwrap();
     let endpoint = |addr: &str| json!({"Addr": addr, "Metadata": null});
 
     let mut go_em = go(&etcd, &["endpoints"], "go endpoints");
