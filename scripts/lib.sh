@@ -2,8 +2,10 @@
 # Installs what the project needs from Debian's packages, and starts/stops a throwaway etcd.
 
 # The Debian packages: protoc and the well-known .proto files (etcd-client's build script needs
-# both), the etcd server and the etcdctl client.
-COORD_APT_PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server etcd-client)
+# both), the etcd server and the etcdctl client; Go with etcd's Go client and grpc-go sources,
+# which tests/go_interop.rs builds a Go program against (offline, GOPATH mode).
+COORD_APT_PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server etcd-client
+  golang-go golang-etcd-server-dev golang-google-grpc-dev)
 
 coord_missing_packages() {
   local missing=()
@@ -11,6 +13,10 @@ coord_missing_packages() {
   [ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
   command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
   command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+  command -v go >/dev/null 2>&1 || missing+=(golang-go)
+  [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/naming/resolver ] \
+    || missing+=(golang-etcd-server-dev)
+  [ -d /usr/share/gocode/src/google.golang.org/grpc/health ] || missing+=(golang-google-grpc-dev)
   echo "${missing[@]:-}"
 }
 

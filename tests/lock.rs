@@ -277,7 +277,7 @@ async fn etcdctl_holder_excludes_us_and_we_get_it_after() {
     assert_eq!(holder.key, etcdctl_key);
     assert_eq!(
         holder.create_revision, etcdctl_rev,
-        "ETCD_LOCK_REV is the fencing token"
+        "a holder that found the lock free: ETCD_LOCK_REV equals its key's create_revision"
     );
     assert!(status.waiters.is_empty(), "try_acquire left no key");
 

@@ -415,7 +415,7 @@ async fn draining_and_unhealthy_instances_leave_the_resolver_prefix() {
     let registry = coord.registry();
     let resolver_prefix = registry.resolver_prefix("chat");
     assert_eq!(resolver_prefix, "/services/chat/");
-    assert_eq!(registry.resolver_target("chat"), "etcd:////services/chat");
+    assert_eq!(registry.resolver_target("chat"), "etcd:////services/chat/");
 
     let reg = registry.register(full_chat_1()).ttl(TTL).await.unwrap();
     let other = registry.register(chat("chat-2")).ttl(TTL).await.unwrap();
@@ -425,21 +425,23 @@ async fn draining_and_unhealthy_instances_leave_the_resolver_prefix() {
     let (key, value, lease) = &resolver[0];
     assert_eq!(key, "/services/chat/chat-1");
     assert_eq!(
-        value,
-        r#"{"Op":0,"Addr":"10.0.0.7:50051","Metadata":{"service":"chat","id":"chat-1","weight":100,"zone":"eu-1a","version":"1.4.2","health":"healthy","metadata":{"proto":"v2","shard":3}}}"#
+        value, r#"{"Op":0,"Addr":"10.0.0.7:50051","Metadata":null}"#,
+        "what Go's endpoints manager writes for an endpoint without metadata"
     );
     assert_eq!(
         *lease,
         reg.lease_id(),
         "the resolver key lives on the lease"
     );
-    // Exactly gRPC naming's shape: Op, Addr, Metadata, nothing else.
+    // Exactly gRPC naming's shape: Op, Addr, Metadata, nothing else, and no JSON object in
+    // Metadata (grpc-go's round_robin panics on one).
     for (_, value, _) in &resolver {
         let v: serde_json::Value = serde_json::from_str(value).unwrap();
         let fields: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(fields, ["Addr", "Metadata", "Op"]);
         assert_eq!(v["Op"], 0);
         assert!(v["Addr"].is_string());
+        assert!(v["Metadata"].is_null());
     }
     let status = read_prefix_raw(&etcd, &registry.status_prefix("chat")).await;
     assert_eq!(status[0].0, "/__coordination/registry/chat/chat-1");
@@ -472,10 +474,16 @@ async fn draining_and_unhealthy_instances_leave_the_resolver_prefix() {
     assert_eq!(resolver_ids().await, ["chat-2"]);
     reg.set_weight(50).await.unwrap();
     reg.set_metadata(json!({"proto": "v3"})).await.unwrap();
+    // Weight and metadata go to the status record; the resolver value keeps only the address.
     let resolver = read_prefix_raw(&etcd, &resolver_prefix).await;
-    let v: serde_json::Value = serde_json::from_str(&resolver[0].1).unwrap();
-    assert_eq!(v["Metadata"]["weight"], 50);
-    assert_eq!(v["Metadata"]["metadata"], json!({"proto": "v3"}));
+    assert_eq!(
+        resolver[0].1,
+        r#"{"Op":0,"Addr":"10.0.0.7:50051","Metadata":null}"#
+    );
+    let status = read_prefix_raw(&etcd, &registry.status_prefix("chat")).await;
+    let v: serde_json::Value = serde_json::from_str(&status[0].1).unwrap();
+    assert_eq!(v["weight"], 50);
+    assert_eq!(v["metadata"], json!({"proto": "v3"}));
     drop(other);
 
     // The prefixes are configurable and sit under the coordinator's namespace.
@@ -489,7 +497,7 @@ async fn draining_and_unhealthy_instances_leave_the_resolver_prefix() {
         .unwrap();
     assert_eq!(
         custom.resolver_target("chat"),
-        "etcd:////tenant-a/grpc/naming/chat"
+        "etcd:////tenant-a/grpc/naming/chat/"
     );
     let t = custom.register(chat("chat-9")).ttl(TTL).await.unwrap();
     assert_eq!(t.resolver_key(), "/tenant-a/grpc/naming/chat/chat-9");

@@ -1,5 +1,6 @@
 //! What an instance is: the description a service registers, its health, the record stored in
-//! the status key space, and the gRPC-naming value stored in the resolver key space.
+//! the status key space, and the gRPC-naming value (address only) stored in the resolver key
+//! space.
 
 use std::fmt;
 
@@ -19,7 +20,8 @@ fn default_weight() -> u32 {
 /// What a service instance registers: where it listens and how it should be balanced.
 ///
 /// Stored as JSON in the status key space (with its [`Health`]) and, while it should get
-/// traffic, as gRPC-naming JSON in the resolver key space (see the [module docs](crate::Registry)).
+/// traffic, as gRPC-naming JSON carrying only `addr` in the resolver key space (see the
+/// [module docs](crate::Registry)).
 ///
 /// - `service` and `id` must be non-empty and contain no `/` (they are key segments);
 /// - `addr` is passed to gRPC clients as is, normally `host:port`;
@@ -259,8 +261,14 @@ pub(crate) fn record_json(spec: &ServiceInstance, health: Health) -> String {
     .expect("a registry record always serializes")
 }
 
-/// gRPC naming's `naming.Update`: `{"Op":0,"Addr":"host:port","Metadata":{...}}`, field order
-/// as Go's `encoding/json` writes it.
+/// gRPC naming's `naming.Update` exactly as etcd's Go endpoints manager
+/// (`clientv3/naming/endpoints`) writes an endpoint without metadata:
+/// `{"Op":0,"Addr":"host:port","Metadata":null}`, field order as Go's `encoding/json` writes it.
+///
+/// `Metadata` stays `null` on purpose: Go's resolver copies it into `resolver.Address`, and
+/// grpc-go's `round_robin` (every balancer built on `balancer/base`) uses that address as a map
+/// key, so a JSON object there panics the Go client ("hash of unhashable type"). Everything else
+/// an instance registers lives in its status record.
 #[derive(Serialize)]
 struct NamingUpdate<'a> {
     #[serde(rename = "Op")]
@@ -268,37 +276,16 @@ struct NamingUpdate<'a> {
     #[serde(rename = "Addr")]
     addr: &'a str,
     #[serde(rename = "Metadata")]
-    metadata: NamingMetadata<'a>,
+    metadata: (),
 }
 
-/// Our fields, carried in gRPC naming's free-form `Metadata`.
-#[derive(Serialize)]
-struct NamingMetadata<'a> {
-    service: &'a str,
-    id: &'a str,
-    weight: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    zone: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<&'a str>,
-    health: Health,
-    metadata: &'a serde_json::Value,
-}
-
-/// The resolver key's value: gRPC naming JSON with `Op` 0 (add) and our fields in `Metadata`.
-pub(crate) fn naming_json(spec: &ServiceInstance, health: Health) -> String {
+/// The resolver key's value for `spec`: gRPC naming JSON with `Op` 0 (add), its `addr`, and
+/// `null` metadata.
+pub(crate) fn naming_json(spec: &ServiceInstance) -> String {
     serde_json::to_string(&NamingUpdate {
         op: 0,
         addr: &spec.addr,
-        metadata: NamingMetadata {
-            service: &spec.service,
-            id: &spec.id,
-            weight: spec.weight,
-            zone: spec.zone.as_deref(),
-            version: spec.version.as_deref(),
-            health,
-            metadata: &spec.metadata,
-        },
+        metadata: (),
     })
     .expect("a naming update always serializes")
 }
@@ -316,10 +303,12 @@ mod tests {
     }
 
     #[test]
-    fn naming_json_is_grpc_naming_update() {
+    fn naming_json_is_what_go_writes_for_an_endpoint_without_metadata() {
+        // Byte for byte what `endpoints.Manager.AddEndpoint(ctx, key, Endpoint{Addr: addr})`
+        // stores; the instance's own metadata stays out of it.
         assert_eq!(
-            naming_json(&chat(), Health::Healthy),
-            r#"{"Op":0,"Addr":"10.0.0.7:50051","Metadata":{"service":"chat","id":"chat-1","weight":100,"zone":"eu-1a","version":"1.4.2","health":"healthy","metadata":{"proto":"v2"}}}"#
+            naming_json(&chat()),
+            r#"{"Op":0,"Addr":"10.0.0.7:50051","Metadata":null}"#
         );
     }
 

@@ -72,7 +72,7 @@ impl RegistryOptions {
 
     /// The key prefix a gRPC resolver watches (no trailing `/`; the coordinator's namespace is
     /// put in front). A Go client dials `etcd:///` followed by the full key prefix of the
-    /// service, see [`Registry::resolver_target`].
+    /// service with its trailing `/`, see [`Registry::resolver_target`].
     pub fn with_resolver_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.resolver_prefix = prefix.into().trim_end_matches('/').to_string();
         self
@@ -157,14 +157,16 @@ impl Layout {
 ///
 /// | key | value | present |
 /// |---|---|---|
-/// | `<ns>/services/<service>/<id>` | gRPC naming JSON `{"Op":0,"Addr":"host:port","Metadata":{…}}` | only while the instance is healthy with weight > 0 |
+/// | `<ns>/services/<service>/<id>` | gRPC naming JSON `{"Op":0,"Addr":"host:port","Metadata":null}` | only while the instance is healthy with weight > 0 |
 /// | `<ns>/__coordination/registry/<service>/<id>` | the full record: [`ServiceInstance`] fields + `"health"` | while registered |
 ///
 /// A Go gRPC client dialing [`resolver_target`](Self::resolver_target) (e.g.
-/// `etcd:////services/chat`) therefore sees exactly the instances that should get traffic;
+/// `etcd:////services/chat/`) therefore sees exactly the instances that should get traffic;
 /// [`discover`](Self::discover), [`watch`](Self::watch) and [`live`](Self::live) read the status
-/// space and see every instance with its [`Health`]. `Metadata` carries `service`, `id`,
-/// `weight`, `zone`, `version`, `health` and the instance's own `metadata`. Both prefixes are
+/// space and see every instance with its [`Health`]. The resolver value is what etcd's Go
+/// endpoints manager writes for an endpoint without metadata: Go's resolver hands `Metadata` to
+/// grpc-go, whose `round_robin` balancer panics on a JSON object there, so weight, zone, version,
+/// health and the instance's own `metadata` live only in the status record. Both prefixes are
 /// configurable with [`RegistryOptions`].
 ///
 /// ```no_run
@@ -220,13 +222,13 @@ impl Registry {
     }
 
     /// The target a Go gRPC client dials to reach `service` through etcd's naming resolver:
-    /// `etcd:///` + the resolver key prefix without its trailing `/`, e.g.
-    /// `etcd:////services/chat` (four slashes: the key itself starts with `/`).
+    /// `etcd:///` + the resolver key prefix, trailing `/` included, e.g.
+    /// `etcd:////services/chat/` (four slashes: the key itself starts with `/`).
+    ///
+    /// Keep the trailing `/`: Go's resolver watches the target as a plain key prefix, so
+    /// `etcd:////services/chat` would also return the instances of `chatty`.
     pub fn resolver_target(&self, service: &str) -> String {
-        format!(
-            "etcd:///{}",
-            self.layout.resolver_dir(service).trim_end_matches('/')
-        )
+        format!("etcd:///{}", self.layout.resolver_dir(service))
     }
 }
 

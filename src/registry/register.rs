@@ -523,7 +523,7 @@ impl Registrar {
         if serving(health, self.spec.weight) {
             ops.push(TxnOp::put(
                 self.resolver_key.as_bytes(),
-                naming_json(&self.spec, health),
+                naming_json(&self.spec),
                 on_lease(),
             ));
         } else {
