@@ -307,7 +307,7 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     cond()
 }
 
-// ---- registry helpers (issue 6) ----
+// ---- registry helpers ----
 
 /// Every key under `prefix` as `(key, value, lease)`, in key order (a raw etcd-client read).
 pub async fn read_prefix_raw(etcd: &Etcd, prefix: &str) -> Vec<(String, String, i64)> {
@@ -362,7 +362,7 @@ where
     }
 }
 
-// ---- Helpers for the multi-process lock and election tests (issue 5) ----
+// ---- Helpers for the multi-process lock and election tests ----
 
 /// A child process whose stdout is read line by line in the background; SIGKILLed (after a
 /// SIGCONT) when dropped, and by the kernel if the spawning thread exits.
