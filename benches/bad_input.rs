@@ -50,7 +50,7 @@ fn cases() -> Vec<Case> {
         ("nested YAML mappings {a: {a: …}}", 5, |d| {
             format!("{}1{}", "{a: ".repeat(d), "}".repeat(d))
         }),
-        ("nested JSON objects {\"a\":{…}}", 5, |d| {
+        ("nested JSON objects {\"a\":{…}}", 6, |d| {
             format!("{}1{}", "{\"a\":".repeat(d), "}".repeat(d))
         }),
         ("nested sequences [[[…]]]", 2, |d| {
@@ -137,7 +137,7 @@ async fn run() {
         .expect("bind");
     let mut sub = cfg.subscribe();
     let mut client = etcd.client().await;
-    let (_watcher, mut raw) = client
+    let mut raw = client
         .watch("/bench/raw/", Some(WatchOptions::new().with_prefix()))
         .await
         .unwrap();

@@ -112,11 +112,11 @@ impl<'s> Builder<'s> {
                         return Err(format!("unknown alias {}", at(&mark)));
                     };
                     let (nodes, height) = (anchored.nodes, anchored.height);
-                    let value = anchored.value.clone();
                     self.count(nodes, &mark)?;
                     if self.stack.len() + height > self.budget.depth {
                         return Err(self.too_deep(&mark));
                     }
+                    let value = self.anchors[&id].value.clone();
                     self.finish(value, height, &mark, &mut result)?;
                 }
                 Event::Scalar(text, style, anchor, tag) => {
