@@ -87,6 +87,7 @@ mod history;
 mod kv;
 mod lock;
 mod registry;
+mod secrets;
 
 pub use config::{
     Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, CoordConfig, Layer, Rejection,
