@@ -115,17 +115,8 @@ pub use history::{
 };
 // END history exports
 
-/// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes.
-///
-/// | attribute | required | meaning |
-/// |---|---|---|
-/// | `prefix = "/apps/chat/config"` | yes | the etcd key prefix (no trailing `/`) |
-/// | `file = "config/chat.yaml"` | no | the local file layer (YAML, or JSON for `.json`) |
-/// | `env_prefix = "CHAT_"` | no | the environment layer's variable prefix |
-/// | `validate = "path::to::fn"` | no | `fn(&Self) -> Result<(), E: Display>`, run on every candidate |
-///
-/// A missing `prefix`, an unknown or repeated attribute, or use on an enum or union is a
-/// compile error pointing at the offending attribute.
+/// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes (the
+/// table below); see the trait for an example with secret fields.
 #[cfg(feature = "derive")]
 pub use coordination_derive::CoordConfig;
 
