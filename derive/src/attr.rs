@@ -125,7 +125,8 @@ pub(crate) fn parse(input: &DeriveInput) -> Result<Container, syn::Error> {
     }
 
     let rule = serde_attr::rename_all(&input.attrs);
-    let mut secrets = Vec::new();
+    // The struct-level list first, then the marked fields in declaration order.
+    let mut marked = Vec::new();
     // The serde names of the fields, where they are all known (no tuple or flattened fields).
     let mut names = Some(Vec::new());
     if let Data::Struct(data) = &input.data {
@@ -144,7 +145,7 @@ pub(crate) fn parse(input: &DeriveInput) -> Result<Container, syn::Error> {
                     span,
                     "#[coord(secret)] cannot mark a #[serde(flatten)] field: its fields sit at the struct's level; list them in #[coord(secrets = \"…\")] on the struct",
                 )),
-                Some(name) => secrets.push(name),
+                Some(name) => marked.push(name),
                 None => errors.push(syn::Error::new(
                     span,
                     "#[coord(secret)] needs a named field",
@@ -152,15 +153,12 @@ pub(crate) fn parse(input: &DeriveInput) -> Result<Container, syn::Error> {
             }
         }
     }
-    if let Some(list) = &slots.secrets.value {
-        for path in secret_paths(list, names.as_deref(), &input.ident, &mut errors) {
-            if !secrets.contains(&path) {
-                secrets.push(path);
-            }
-        }
-    }
-    let mut unique = Vec::with_capacity(secrets.len());
-    for s in secrets {
+    let listed = match &slots.secrets.value {
+        Some(list) => secret_paths(list, names.as_deref(), &input.ident, &mut errors),
+        None => Vec::new(),
+    };
+    let mut unique = Vec::with_capacity(listed.len() + marked.len());
+    for s in listed.into_iter().chain(marked) {
         if !unique.contains(&s) {
             unique.push(s);
         }
@@ -391,7 +389,7 @@ mod tests {
             }
         };
         let c = parse(&input).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.secrets, ["apiToken", "Key", "db.password"]);
+        assert_eq!(c.secrets, ["db.password", "apiToken", "Key"]);
     }
 
     #[test]

@@ -74,7 +74,7 @@ use crate::error::Result;
 ///     password: String,
 /// }
 ///
-/// assert_eq!(<BillingConfig as CoordConfig>::SECRETS, &["apiToken", "database.password"]);
+/// assert_eq!(<BillingConfig as CoordConfig>::SECRETS, &["database.password", "apiToken"]);
 /// ```
 pub trait CoordConfig: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {
     /// The etcd key prefix, without a trailing `/` (e.g. `/apps/chat/config`). The coordinator's

@@ -19,7 +19,7 @@ macro_rules! case {
 }
 
 // A field's `rename` wins over `rename_all`; with two sides, the deserialize side counts;
-// struct-level paths and field marks are merged without repeats.
+// the struct-level paths come first, then the marked fields, without repeats.
 #[derive(Serialize, Deserialize, JsonSchema, CoordConfig)]
 #[coord(prefix = "/apps/mixed", secrets = "dbConfig.password, KEY,")]
 #[serde(rename_all(serialize = "SCREAMING_SNAKE_CASE", deserialize = "camelCase"))]
@@ -51,6 +51,6 @@ fn main() {
     case!(ScreamingKebab, "SCREAMING-KEBAB-CASE", "API-TOKEN");
     assert_eq!(
         <Mixed as CoordConfig>::SECRETS,
-        &["KEY", "in", "type", "dbConfig.password"]
+        &["dbConfig.password", "KEY", "in", "type"]
     );
 }
