@@ -87,6 +87,7 @@ mod history;
 mod kv;
 mod lock;
 mod registry;
+mod secrets;
 
 pub use config::{
     Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, CoordConfig, Layer, Rejection,
@@ -109,17 +110,8 @@ pub use registry::{
     ServiceInstance, StatusWatch, DEFAULT_RESOLVER_PREFIX, DEFAULT_STATUS_PREFIX, DEFAULT_WEIGHT,
 };
 
-/// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes.
-///
-/// | attribute | required | meaning |
-/// |---|---|---|
-/// | `prefix = "/apps/chat/config"` | yes | the etcd key prefix (no trailing `/`) |
-/// | `file = "config/chat.yaml"` | no | the local file layer (YAML, or JSON for `.json`) |
-/// | `env_prefix = "CHAT_"` | no | the environment layer's variable prefix |
-/// | `validate = "path::to::fn"` | no | `fn(&Self) -> Result<(), E: Display>`, run on every candidate |
-///
-/// A missing `prefix`, an unknown or repeated attribute, or use on an enum or union is a
-/// compile error pointing at the offending attribute.
+/// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes (the
+/// table below); see the trait for an example with secret fields.
 #[cfg(feature = "derive")]
 pub use coordination_derive::CoordConfig;
 

@@ -1,13 +1,24 @@
 //! Checking a merged candidate: serde deserialization, JSON Schema constraints, the type's hook.
+//!
+//! Every violation is reported, not only the first (up to [`MAX_LISTED`] in the message), so an
+//! operator can fix a bad document in one round trip; the error's provenance is the first
+//! violation's. Secret values never appear: a message about a value that is, contains or lies
+//! inside a secret field shows `***` instead of the value (see [`crate::secrets`]).
 
 use std::marker::PhantomData;
 
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::ValidationError;
 use serde_json::Value;
 
 use super::coord_config::CoordConfig;
 use super::source::Sources;
 use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
+use crate::secrets::{SecretPaths, MASK};
+
+/// At most this many violations are listed in one error message; the rest are counted.
+pub(crate) const MAX_LISTED: usize = 20;
 
 /// Turns a merged JSON tree into a `T`, or an error that names the failing field and where its
 /// value came from. Built once per bound config (the schema is compiled once).
@@ -15,6 +26,16 @@ pub(crate) struct Checker<T> {
     schema: Value,
     validator: jsonschema::Validator,
     _type: PhantomData<fn() -> T>,
+}
+
+/// One problem with a candidate: the dotted field path and a message with secrets masked.
+#[derive(Debug)]
+struct Violation {
+    path: String,
+    message: String,
+    /// The violation is about the object's members (a missing or unexpected property), so it
+    /// covers a serde error reported at a path below it.
+    about_members: bool,
 }
 
 impl<T: CoordConfig> Checker<T> {
@@ -47,36 +68,72 @@ impl<T: CoordConfig> Checker<T> {
         StringFields::new(self.schema.clone())
     }
 
-    /// Deserializes (failing field path from `serde_path_to_error`), then checks the schema's
-    /// constraints, then `T::validate`.
+    /// Deserializes (failing field path from `serde_path_to_error`), checks the schema's
+    /// constraints, then runs `T::validate`. A deserialization error and every schema violation
+    /// are reported together; the error's field, layer and key are the first one's.
     pub(crate) fn check(&self, merged: &Value, sources: &Sources) -> Result<T> {
-        self.check_unmasked(merged, sources).map_err(mask::<T>)
+        self.check_json(merged, Some(sources))
     }
 
-    fn check_unmasked(&self, merged: &Value, sources: &Sources) -> Result<T> {
-        let value: T = serde_path_to_error::deserialize(merged).map_err(|e| {
-            let mut path = dotted(e.path());
-            let message = e.inner().to_string();
-            if let Some(missing) = message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next())
-            {
-                path = join(&path, missing);
-            }
-            locate(Error::new(ErrorKind::Validation, message), &path, sources)
+    /// Checks a whole value (serialized to JSON): serde round trip, schema constraints, then
+    /// `T::validate`.
+    pub(crate) fn check_value(&self, value: &T) -> Result<()> {
+        let json = serde_json::to_value(value).map_err(|e| {
+            let secrets = SecretPaths::new(T::SECRETS);
+            let shown = if secrets.is_empty() {
+                e.to_string()
+            } else {
+                // The value could not be turned into JSON, so it cannot be searched for
+                // secrets: say only that it failed.
+                "a field failed to serialize".to_string()
+            };
+            Error::new(
+                ErrorKind::Validation,
+                format!("value does not serialize: {shown}"),
+            )
         })?;
-        // `is_valid` is the fast path; errors are collected only for a candidate that fails.
-        if !self.validator.is_valid(merged) {
-            if let Some(e) = self.validator.iter_errors(merged).next() {
-                let path = pointer_to_dotted(e.instance_path().as_str());
-                let message = format!("schema: {e}");
-                return Err(locate(
-                    Error::new(ErrorKind::Validation, message),
-                    &path,
-                    sources,
-                ));
+        self.check_json(&json, None).map(drop)
+    }
+
+    fn check_json(&self, doc: &Value, sources: Option<&Sources>) -> Result<T> {
+        let secrets = SecretPaths::new(T::SECRETS);
+        self.check_unscrubbed(doc, sources, secrets).map_err(|e| {
+            // Whatever a message still quotes (a custom `Deserialize` impl's wording, a
+            // `validate()` reason), no secret value of the candidate is shown.
+            let message = secrets.scrub(e.message(), doc);
+            e.with_message(message)
+        })
+    }
+
+    fn check_unscrubbed(
+        &self,
+        doc: &Value,
+        sources: Option<&Sources>,
+        secrets: SecretPaths<'_>,
+    ) -> Result<T> {
+        let mut violations = Vec::new();
+        let parsed = match serde_path_to_error::deserialize::<_, T>(doc) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                violations.push(serde_violation(&e, secrets));
+                None
             }
+        };
+        // `is_valid` is the fast path; errors are collected only for a candidate that fails.
+        if !self.validator.is_valid(doc) {
+            let mut found = Vec::new();
+            for error in self.validator.iter_errors(doc) {
+                schema_violations(&error, secrets, &mut found);
+            }
+            let serde_path = violations.first().map(|v: &Violation| v.path.clone());
+            found.retain(|v| !serde_path.as_deref().is_some_and(|p| v.covers(p)));
+            violations.extend(found);
         }
+        let value = match (report(&violations, sources), parsed) {
+            (None, Some(value)) => value,
+            (Some(error), _) => return Err(error),
+            (None, None) => unreachable!("a deserialization error is a violation"),
+        };
         value.validate().map_err(|reason| {
             Error::new(
                 ErrorKind::Validation,
@@ -87,62 +144,169 @@ impl<T: CoordConfig> Checker<T> {
     }
 }
 
-impl<T: CoordConfig> Checker<T> {
-    /// Checks a whole value (serialized to JSON): schema constraints, then `T::validate`.
-    pub(crate) fn check_value(&self, value: &T) -> Result<()> {
-        self.check_value_unmasked(value).map_err(mask::<T>)
-    }
-
-    fn check_value_unmasked(&self, value: &T) -> Result<()> {
-        let json = serde_json::to_value(value).map_err(|e| {
-            Error::new(
-                ErrorKind::Validation,
-                format!("value does not serialize: {e}"),
-            )
-        })?;
-        let round_trip: T = serde_path_to_error::deserialize(&json).map_err(|e| {
-            Error::new(ErrorKind::Validation, e.inner().to_string()).with_field(dotted(e.path()))
-        })?;
-        drop(round_trip);
-        if let Some(e) = self.validator.iter_errors(&json).next() {
-            let path = pointer_to_dotted(e.instance_path().as_str());
-            return Err(Error::new(ErrorKind::Validation, format!("schema: {e}")).with_field(path));
-        }
-        value.validate().map_err(|reason| {
-            Error::new(
-                ErrorKind::Validation,
-                format!("rejected by validate(): {reason}"),
-            )
-        })
-    }
-}
-
 /// Whether `path` is, or is below, one of `T::SECRETS`.
 pub(crate) fn is_secret<T: CoordConfig>(path: &str) -> bool {
-    T::SECRETS
-        .iter()
-        .any(|s| path == *s || (path.starts_with(s) && path.as_bytes().get(s.len()) == Some(&b'.')))
+    SecretPaths::new(T::SECRETS).is_secret(path)
 }
 
-/// Replaces the message of an error about a secret field, which may quote the value.
-fn mask<T: CoordConfig>(error: Error) -> Error {
-    match error.field().map(str::to_string) {
-        Some(field) if is_secret::<T>(&field) => error.with_message(format!(
-            "invalid value for secret field `{field}` (value *** not shown)"
-        )),
-        _ => error,
+impl Violation {
+    /// Whether this schema violation says what a serde error at `serde_path` says.
+    fn covers(&self, serde_path: &str) -> bool {
+        self.path == serde_path
+            || (self.about_members && {
+                let below = serde_path.strip_prefix(self.path.as_str());
+                self.path.is_empty() || below.is_some_and(|rest| rest.starts_with('.'))
+            })
+    }
+}
+
+/// The violation a deserialization error describes, its value masked where the field holds a
+/// secret.
+fn serde_violation(
+    e: &serde_path_to_error::Error<serde_json::Error>,
+    secrets: SecretPaths<'_>,
+) -> Violation {
+    let mut path = dotted(e.path());
+    let message = e.inner().to_string();
+    if let Some(missing) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        path = join(&path, missing);
+    }
+    let message = if secrets.holds_secret(&path) {
+        mask_serde_message(&message, &path)
+    } else {
+        message
+    };
+    Violation {
+        path,
+        message,
+        about_members: false,
+    }
+}
+
+/// A serde message with the quoted value replaced by `***`, keeping what was expected.
+fn mask_serde_message(message: &str, path: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(lead) {
+            if let Some(at) = rest.rfind(", expected ") {
+                let unexpected = &rest[..at];
+                let kind = [
+                    "string",
+                    "integer",
+                    "floating point",
+                    "boolean",
+                    "character",
+                ]
+                .into_iter()
+                .find(|k| unexpected.starts_with(&format!("{k} ")))
+                .map_or(String::new(), |k| format!("{k} "));
+                return format!("{lead}{kind}{MASK}{}", &rest[at..]);
+            }
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        if let Some(at) = rest.rfind(", expected ") {
+            return format!("unknown variant {MASK}{}", &rest[at..]);
+        }
+    }
+    // These name fields or counts, never values.
+    if [
+        "missing field `",
+        "unknown field `",
+        "duplicate field `",
+        "invalid length ",
+    ]
+    .iter()
+    .any(|p| message.starts_with(p))
+    {
+        return message.to_string();
+    }
+    format!("invalid value for secret field `{path}` (value {MASK} not shown)")
+}
+
+/// The violations a schema error describes. An `anyOf`/`oneOf` (such as the one schemars
+/// writes for an `Option<Struct>`) where only one alternative is of the right type is reported
+/// as that alternative's own violations, which say which field is wrong and why.
+fn schema_violations(
+    error: &ValidationError<'_>,
+    secrets: SecretPaths<'_>,
+    out: &mut Vec<Violation>,
+) {
+    if let ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } =
+        error.kind()
+    {
+        let here = error.instance_path().as_str();
+        let mut plausible = context.iter().filter(|branch| {
+            !branch.iter().all(|e| {
+                matches!(e.kind(), ValidationErrorKind::Type { .. })
+                    && e.instance_path().as_str() == here
+            })
+        });
+        if let (Some(branch), None) = (plausible.next(), plausible.next()) {
+            for e in branch {
+                schema_violations(e, secrets, out);
+            }
+            return;
+        }
+    }
+    out.push(Violation {
+        path: pointer_to_dotted(error.instance_path().as_str()),
+        message: format!("schema: {}", secrets.schema_error(error)),
+        about_members: matches!(
+            error.kind(),
+            ValidationErrorKind::Required { .. }
+                | ValidationErrorKind::AdditionalProperties { .. }
+                | ValidationErrorKind::UnevaluatedProperties { .. }
+        ),
+    });
+}
+
+/// One error for all violations: the first one's message (alone, or followed by the list of
+/// all of them, each with its field path and key) and provenance. `None` if there are none.
+fn report(violations: &[Violation], sources: Option<&Sources>) -> Option<Error> {
+    let first = violations.first()?;
+    let message = if violations.len() == 1 {
+        first.message.clone()
+    } else {
+        let mut listed: Vec<String> = violations
+            .iter()
+            .take(MAX_LISTED)
+            .map(|v| {
+                let key = sources
+                    .and_then(|s| source_of(&v.path, s))
+                    .and_then(|s| s.origin.as_ref())
+                    .map_or(String::new(), |k| format!(" (key `{k}`)"));
+                let at = if v.path.is_empty() { "(root)" } else { &v.path };
+                format!("`{at}`{key}: {}", v.message)
+            })
+            .collect();
+        if violations.len() > MAX_LISTED {
+            listed.push(format!("and {} more", violations.len() - MAX_LISTED));
+        }
+        format!("{} problems: {}", violations.len(), listed.join("; "))
+    };
+    let error = Error::new(ErrorKind::Validation, message);
+    Some(match sources {
+        Some(sources) => locate(error, &first.path, sources),
+        None => error.with_field(first.path.clone()),
+    })
+}
+
+/// The layer entry that supplied `path` (or something below it).
+fn source_of<'s>(path: &str, sources: &'s Sources) -> Option<&'s super::source::Source> {
+    if path.is_empty() {
+        None
+    } else {
+        sources.find_within(path)
     }
 }
 
 /// Adds the field path and, where the layers supplied that field, its layer and key.
 fn locate(err: Error, path: &str, sources: &Sources) -> Error {
     let err = err.with_field(path);
-    let found = if path.is_empty() {
-        None
-    } else {
-        sources.find_within(path)
-    };
-    match found {
+    match source_of(path, sources) {
         Some(source) => {
             let err = err.with_layer(source.layer);
             match &source.origin {
@@ -196,5 +360,171 @@ mod tests {
         assert_eq!(pointer_to_dotted("/database/port"), "database.port");
         assert_eq!(pointer_to_dotted("/a~1b/0"), "a/b.0");
         assert_eq!(pointer_to_dotted(""), "");
+    }
+
+    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    struct Vault {
+        #[serde(default)]
+        db: Option<Db>,
+        #[serde(default)]
+        #[schemars(length(max = 2))]
+        tags: Vec<String>,
+        #[serde(default)]
+        items: Vec<Item>,
+    }
+
+    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    struct Db {
+        #[schemars(range(min = 1024))]
+        port: u16,
+        password: String,
+    }
+
+    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    struct Item {
+        #[schemars(range(max = 10))]
+        weight: u8,
+    }
+
+    impl CoordConfig for Vault {
+        const PREFIX: &'static str = "/t/vault";
+        const SECRETS: &'static [&'static str] = &["db.password"];
+        fn validate(&self) -> std::result::Result<(), String> {
+            match &self.db {
+                Some(db) if db.password == "letmein-now" => {
+                    Err(format!("password {} is on the banned list", db.password))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn vault(port: u16, password: &str) -> Vault {
+        Vault {
+            db: Some(Db {
+                port,
+                password: password.into(),
+            }),
+            tags: Vec::new(),
+            items: Vec::new(),
+        }
+    }
+
+    fn check(doc: Value) -> Error {
+        Checker::<Vault>::new()
+            .unwrap()
+            .check(&doc, &Sources::default())
+            .unwrap_err()
+    }
+
+    #[test]
+    fn an_option_of_a_struct_reports_the_failing_field_not_the_object() {
+        let e = Checker::<Vault>::new()
+            .unwrap()
+            .check_value(&vault(80, "hunter2-secret"))
+            .unwrap_err();
+        assert_eq!(e.field(), Some("db.port"));
+        assert_eq!(e.message(), "schema: 80 is less than the minimum of 1024");
+    }
+
+    #[test]
+    fn errors_about_a_value_holding_a_secret_mask_it() {
+        // The object holding the secret has the wrong shape as a whole (both `anyOf` branches
+        // fail on type), so the schema error is about that object; serde reads the sequence
+        // as the struct's fields by position.
+        let e = check(serde_json::json!({"db": ["hunter2-secret", 1]}));
+        let shown = format!("{e:#} {e:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("`db`: schema: *** is not valid under any"),
+            "{shown}"
+        );
+        // The secret itself, with a serde error that quotes it.
+        let e = check(serde_json::json!({"db": {"port": 2000, "password": 12345678}}));
+        assert_eq!(e.field(), Some("db.password"));
+        assert!(!e.message().contains("12345678"), "{e}");
+        assert!(
+            e.message()
+                .starts_with("invalid type: integer ***, expected a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_validate_reason_quoting_a_secret_is_scrubbed() {
+        let e = Checker::<Vault>::new()
+            .unwrap()
+            .check_value(&vault(2000, "letmein-now"))
+            .unwrap_err();
+        assert_eq!(
+            e.message(),
+            "rejected by validate(): password *** is on the banned list"
+        );
+    }
+
+    #[test]
+    fn every_violation_is_listed_up_to_the_cap() {
+        let e =
+            check(serde_json::json!({"tags": ["a", "b", "c"], "db": {"port": 1, "password": "x"}}));
+        assert!(e.message().starts_with("2 problems: `"), "{e}");
+        assert!(e.message().contains("`tags`: schema: "), "{e}");
+        assert!(
+            e.message().contains("`db.port`: schema: 1 is less than"),
+            "{e}"
+        );
+
+        let items: Vec<Value> = (0..MAX_LISTED + 7)
+            .map(|_| serde_json::json!({"weight": 50}))
+            .collect();
+        let e = check(serde_json::json!({ "items": items }));
+        assert_eq!(e.field(), Some("items.0.weight"));
+        let message = e.message();
+        assert!(
+            message.starts_with(&format!("{} problems: ", MAX_LISTED + 7)),
+            "{message}"
+        );
+        assert_eq!(
+            message.matches("greater than the maximum").count(),
+            MAX_LISTED
+        );
+        assert!(message.ends_with("; and 7 more"), "{message}");
+    }
+
+    #[test]
+    fn a_serde_error_is_not_repeated_by_the_schema_error_for_the_same_field() {
+        // A missing field: serde says so at `db.port`, the schema at `db`; one violation.
+        let e = check(serde_json::json!({"db": {"password": "x"}}));
+        assert_eq!(e.field(), Some("db.port"));
+        assert_eq!(e.message(), "missing field `port`");
+        // A wrong type: both at `tags.0`.
+        let e = check(serde_json::json!({"tags": [5]}));
+        assert_eq!(e.field(), Some("tags.0"));
+        assert!(e.message().starts_with("invalid type: integer `5`"), "{e}");
+    }
+
+    #[test]
+    fn serde_messages_about_secrets_keep_what_was_expected() {
+        let cases = [
+            (
+                r#"invalid type: string "s3cr, expected it", expected u32"#,
+                "invalid type: string ***, expected u32",
+            ),
+            (
+                "invalid value: integer `7`, expected a port",
+                "invalid value: integer ***, expected a port",
+            ),
+            (
+                "unknown variant `hunter2`, expected one of `a`, `b`",
+                "unknown variant ***, expected one of `a`, `b`",
+            ),
+            ("missing field `password`", "missing field `password`"),
+            (
+                "something custom with hunter2",
+                "invalid value for secret field `db.password` (value *** not shown)",
+            ),
+        ];
+        for (message, masked) in cases {
+            assert_eq!(mask_serde_message(message, "db.password"), masked);
+        }
     }
 }

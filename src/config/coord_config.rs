@@ -41,7 +41,41 @@ use crate::error::Result;
 ///
 /// The serde shape of the type is the shape of the prefix: key `<PREFIX>/a/b` sets field `a.b`.
 /// The JSON Schema (from `schemars`, with its `range`, `length` and `regex` constraints) and
-/// [`validate`](CoordConfig::validate) are checked before any new value is served.
+/// [`validate`](CoordConfig::validate) are checked before any new value is served; a rejected
+/// candidate's error lists every violation (the first 20, then a count), each with its field
+/// path.
+///
+/// # Attributes
+/// On the struct, `#[coord(...)]` takes `prefix = "…"` (required), `file = "…"`,
+/// `env_prefix = "…"`, `validate = "path::to::fn"` and `secrets = "a.b, c.d"` (dotted paths of
+/// secret fields, also inside nested types; each must start with a field of the struct). On a
+/// field, `#[coord(secret)]` marks it secret. Paths are serde's names for the fields: a
+/// field's `#[serde(rename = "…")]` and the struct's `#[serde(rename_all = "…")]` count (the
+/// `deserialize` side where the two differ). See [`SECRETS`](CoordConfig::SECRETS) for what
+/// being secret means.
+///
+/// ```
+/// use coordination::CoordConfig;
+/// use schemars::JsonSchema;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
+/// #[coord(prefix = "/apps/billing/config", secrets = "database.password")]
+/// #[serde(rename_all = "camelCase")]
+/// struct BillingConfig {
+///     #[coord(secret)]
+///     api_token: String,
+///     database: Database,
+/// }
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+/// struct Database {
+///     host: String,
+///     password: String,
+/// }
+///
+/// assert_eq!(<BillingConfig as CoordConfig>::SECRETS, &["database.password", "apiToken"]);
+/// ```
 pub trait CoordConfig: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {
     /// The etcd key prefix, without a trailing `/` (e.g. `/apps/chat/config`). The coordinator's
     /// namespace, if any, is put in front of it.
@@ -54,9 +88,12 @@ pub trait CoordConfig: Serialize + DeserializeOwned + JsonSchema + Send + Sync +
     /// The environment variable prefix (e.g. `CHAT_`); `None` for no environment layer.
     const ENV_PREFIX: Option<&'static str> = None;
 
-    /// Dotted field paths whose values are secret (`database.password`): shown as `***` in
-    /// diffs, history listings, logs and error messages. Set by `#[coord(secret)]` on a field
-    /// and `#[coord(secrets = "a.b, c.d")]` on the struct. A path covers everything below it.
+    /// Dotted field paths (serde names, as in the document) whose values are secret
+    /// (`database.password`): shown as `***` in diffs, history listings, logs and error
+    /// messages, and left out of the last-known-good cache. Set by `#[coord(secret)]` on a
+    /// field and `#[coord(secrets = "a.b, c.d")]` on the struct. A path covers everything
+    /// below it, and an error about a value that holds a secret (an object with a secret
+    /// field inside) shows that value as `***` too, keeping the constraint and the location.
     const SECRETS: &'static [&'static str] = &[];
 
     /// A check beyond types and schema, run on every candidate value before it is served.

@@ -10,9 +10,9 @@
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde_json::{json, Value};
 
-use super::diff::{is_secret, MASK};
 use crate::config::pointer_to_dotted;
 use crate::error::{Error, ErrorKind, Result};
+use crate::secrets::SecretPaths;
 
 /// The annotation keyword holding the type name, prefix and secret paths.
 pub(crate) const ANNOTATION: &str = "x-coordination";
@@ -116,11 +116,7 @@ impl SchemaCheck {
                 continue;
             }
             let path = pointer_to_dotted(error.instance_path().as_str());
-            let message = if is_secret(&path, secrets) {
-                format!("invalid value for secret field `{path}` (value {MASK} not shown)")
-            } else {
-                format!("schema: {error}")
-            };
+            let message = format!("schema: {}", SecretPaths::new(secrets).schema_error(&error));
             return Err(Error::new(ErrorKind::Validation, message).with_field(path));
         }
         Ok(())
@@ -152,9 +148,9 @@ mod tests {
         assert!(check.check(&json!({}), true, &secrets).is_ok());
         assert!(check.check(&json!({}), false, &secrets).is_err());
         let e = check
-            .check(&json!({"db": {"password": "short"}}), true, &secrets)
+            .check(&json!({"db": {"password": "s3cr3t"}}), true, &secrets)
             .unwrap_err();
         assert_eq!(e.field(), Some("db.password"));
-        assert!(!e.to_string().contains("short"), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 }
