@@ -94,7 +94,7 @@ impl<'s> Builder<'s> {
         let mut result: Option<Value> = None;
         let mut documents = 0;
         loop {
-            let (event, mark) = parser.next_token().map_err(|e| e.to_string())?;
+            let (event, mark) = parser.next_token().map_err(|e| self.scan_error(&e))?;
             match event {
                 Event::StreamStart | Event::Nothing | Event::DocumentEnd => {}
                 Event::StreamEnd => break,
@@ -213,6 +213,22 @@ impl<'s> Builder<'s> {
             ));
         }
         Ok(())
+    }
+
+    /// The scanner's error as text. The scanner reads ahead of the parser and gives up past
+    /// 255 nested flow collections; that is nesting past the depth limit too (which is below
+    /// it unless configured higher), so it is reported as such.
+    fn scan_error(&self, e: &yaml_rust2::ScanError) -> String {
+        if e.info() != "recursion limit exceeded" {
+            return e.to_string();
+        }
+        if self.budget.depth_limit < 255 {
+            return self.too_deep(e.marker());
+        }
+        format!(
+            "nested deeper than 255 flow collections, the most the YAML parser reads {}",
+            at(e.marker())
+        )
     }
 
     fn too_deep(&self, mark: &Marker) -> String {
@@ -522,7 +538,12 @@ mod tests {
     #[test]
     fn limits_stop_parsing_early() {
         let deep = format!("{}{}", "[".repeat(40_000), "]".repeat(40_000));
-        assert!(yaml(&deep).is_err());
+        assert!(yaml(&deep).unwrap_err().contains("limit of 64 levels"));
+        // The scanner gives up past 255 flow levels before the parser sees level 65: that is
+        // reported as the depth limit too.
+        let deep = format!("{}1{}", "{a: ".repeat(10_000), "}".repeat(10_000));
+        let err = yaml(&deep).unwrap_err();
+        assert!(err.contains("limit of 64 levels"), "{err}");
         let deep = format!("{}x\n", "- ".repeat(100));
         assert!(yaml(&deep).unwrap_err().contains("limit of 64 levels"));
         let ok = format!("{}x{}", "[".repeat(64), "]".repeat(64));

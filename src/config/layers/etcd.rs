@@ -136,7 +136,9 @@ impl EtcdLayer {
                 .with_field("");
         }
         let at_segments: Vec<&str> = at.split('.').collect();
-        let blocker = (1..=at_segments.len()).rev().find_map(|n| {
+        // The key holding the non-object: the key of field `at` or of a field above it, down to
+        // the root document (`<prefix>/`, n = 0), whose mapping may set `at` itself.
+        let blocker = (0..=at_segments.len()).rev().find_map(|n| {
             let candidate = format!("{}{}", self.prefix, at_segments[..n].join("/"));
             self.entries
                 .get_key_value(&candidate)
@@ -235,6 +237,21 @@ mod tests {
         let err = l.tree().unwrap_err();
         assert!(err.message().contains("10000 path segments"), "{err}");
         assert_eq!(err.key(), Some(deep.as_str()));
+
+        // A root document blocking an older key below it: the document is named, not the key.
+        let (mut l, f) = layer();
+        l.put(b"/p/limits/max", b"1", 2, &f);
+        l.put(b"/p/", b"limits: 5", 3, &f);
+        let err = l.tree().unwrap_err();
+        assert_eq!(err.key(), Some("/p/"), "{err}");
+        assert!(err.message().contains("`/p/limits/max`"), "{err}");
+        // And an older root document blocking a newer key: the key is named, with the document.
+        let (mut l, f) = layer();
+        l.put(b"/p/", b"limits: 5", 2, &f);
+        l.put(b"/p/limits/max", b"1", 3, &f);
+        let err = l.tree().unwrap_err();
+        assert_eq!(err.key(), Some("/p/limits/max"), "{err}");
+        assert!(err.message().contains("(key `/p/`)"), "{err}");
 
         let (mut l, f) = layer();
         l.put(b"/p/a//b", b"1", 2, &f);
