@@ -109,7 +109,7 @@ pub use registry::{
 // END registry exports
 // BEGIN history exports (issue 3)
 pub use history::{
-    ConfigHistory, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
+    ConfigHistory, Draft, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
     DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
 };
 // END history exports
