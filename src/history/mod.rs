@@ -11,6 +11,7 @@
 //! - [`publish`], [`draft`], [`rollback`]: the typed [`Config`](crate::Config) API.
 //! - [`patch`]: the fields that changed, as keys written over the key set as it is.
 //! - [`diff`]: documents from key sets, field-level diffs, secret masking.
+//! - [`fields`]: which field paths a published schema knows (for tools' writes).
 //! - [`schema`]: publishing the bound type's JSON Schema next to the config.
 //! - [`admin`]: [`ConfigHistory`], the untyped API that tools (and `coordctl`) use.
 //! - [`watch`]: [`PrefixChanges`], a field-level change stream for tools.
@@ -20,6 +21,7 @@
 mod admin;
 mod diff;
 mod draft;
+mod fields;
 mod inspect;
 mod keys;
 mod layout;
