@@ -130,14 +130,14 @@ pub(crate) fn check_known(doc: &Value, path: &[&str]) -> Result<()> {
         if next.is_empty() {
             let parent = path[..depth].join(".");
             let place = if parent.is_empty() {
-                "at the top level, ".to_string()
+                "at the top level".to_string()
             } else {
-                format!("`{parent}`: ")
+                format!("in `{parent}`")
             };
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
-                    "`{}` is not a field of the published schema: no `{segment}` {place}{}",
+                    "`{}` is not a field of the published schema: no `{segment}` {place}; {}",
                     path.join("."),
                     describe(&nodes)
                 ),
