@@ -158,7 +158,8 @@ impl<T: CoordConfig + Clone> Config<T> {
     /// [`publish`](crate::Draft::publish): `let mut d = cfg.draft(); d.port = 9000;
     /// d.publish("alice", "move").await?`. The draft remembers the snapshot it was taken from,
     /// so a change to the prefix after it fails the publish with [`ErrorKind::Conflict`] instead
-    /// of being overwritten.
+    /// of being overwritten. (`draft` and [`update`](Config::update) need `T: Clone`: the draft
+    /// is a copy.)
     pub fn draft(&self) -> crate::Draft<T> {
         crate::Draft::new(self.clone(), self.load_full())
     }
@@ -188,6 +189,10 @@ impl<T: CoordConfig> Config<T> {
     /// [`ErrorKind::Compacted`] if `revision` is older than both the handle's view and etcd's
     /// compaction; [`ErrorKind::Unavailable`] if the handle's history has not caught up within
     /// 5 s; etcd errors.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped after its transaction was sent, the value may or may not have
+    /// been written (look at [`history`](Config::history)).
     pub async fn publish_at(
         &self,
         revision: i64,
@@ -209,6 +214,9 @@ impl<T: CoordConfig> Config<T> {
     /// # Errors
     /// As [`publish_at`](Config::publish_at); [`ErrorKind::Conflict`] only for a change racing
     /// the call itself.
+    ///
+    /// # Cancel safety
+    /// As [`publish_at`](Config::publish_at).
     pub async fn overwrite(
         &self,
         value: &T,
