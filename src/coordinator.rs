@@ -211,7 +211,7 @@ impl Coordinator {
         let full = format!("{}{}/", self.inner.options.namespace, prefix);
         let started = Reloader::<T>::start(self.client(), full.clone(), &options).await?;
         let config = Config::spawn(started, full);
-        crate::history::start(self, &config, &options);
+        crate::history::start(self, &config, &options).await;
         Ok(config)
     }
 }

@@ -97,7 +97,7 @@ pub use config::{
 pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
 pub use history::{
-    ConfigHistory, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
+    ConfigHistory, Draft, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
     DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
 };
 pub use lock::{

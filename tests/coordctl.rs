@@ -318,3 +318,58 @@ async fn coordctl_lists_and_releases_locks() {
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+/// Right after `bind()` returns, the schema is published and the bound snapshot's revision is a
+/// version `coordctl config diff` can use; `put` refuses field paths the schema does not know
+/// (naming what it has there) unless `--allow-unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordctl_sees_a_fresh_bind_and_refuses_unknown_fields() {
+    let etcd = Etcd::start().await;
+    etcd.put(&format!("{P}/port"), "8080");
+    etcd.put(&format!("{P}/database/host"), "db1");
+    let coord = etcd.coordinator().await;
+    let cfg: Config<CliConfig> = coord
+        .config_with(ConfigOptions::new().no_file().no_env())
+        .await
+        .unwrap();
+    let bound = cfg.load().revision().to_string();
+    let schema = coordctl(&etcd, &["config", "schema", P]);
+    assert!(
+        schema.status.success(),
+        "schema right after bind ({:?}): {}",
+        schema.status.code(),
+        String::from_utf8_lossy(&schema.stderr)
+    );
+    let diff = ok(&etcd, &["config", "diff", P, &bound, "current"]);
+    assert_eq!(diff.trim(), "no changes");
+
+    let before = revision_now(&etcd);
+    for (path, names) in [
+        ("nosuchfield", &["`database`", "`port`"][..]),
+        (
+            "database.poool",
+            &["`database.poool`", "`host`", "`pool`"][..],
+        ),
+    ] {
+        let out = coordctl(&etcd, &["config", "put", P, path, "1"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{path}: {stderr}");
+        assert!(stderr.contains(&format!("`{path}`")), "{stderr}");
+        for name in names {
+            assert!(stderr.contains(name), "{path}: {name} missing in {stderr}");
+        }
+    }
+    assert_eq!(revision_now(&etcd), before, "nothing written");
+
+    let out = json(
+        &etcd,
+        &["config", "put", P, "nosuchfield", "1", "--allow-unknown"],
+    );
+    assert_eq!(out["changed"], true, "{out}");
+    let stored = etcd.etcdctl(&["get", "--print-value-only", &format!("{P}/nosuchfield")]);
+    assert_eq!(String::from_utf8_lossy(&stored.stdout).trim(), "1");
+    // A known field still works, and touches only its own key.
+    let out = json(&etcd, &["config", "put", P, "database.pool", "7"]);
+    assert_eq!(out["version"]["keys"], 4, "{out}");
+    wait_for(&cfg, "pool 7", |c| c.database.pool == 7).await;
+}

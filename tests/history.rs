@@ -199,7 +199,8 @@ async fn publish_validates_first_and_writes_keys_that_read_back() {
     let mut client = etcd.client().await;
     let before = current_revision(&mut client).await;
 
-    let base = cfg.load().value().clone();
+    let snapshot = cfg.load_full();
+    let base = snapshot.value().clone();
     let mut pool = base.clone();
     pool.database.pool = 500;
     let mut host = base.clone();
@@ -211,7 +212,10 @@ async fn publish_validates_first_and_writes_keys_that_read_back() {
         (host, None),
         (token, Some("api_token")),
     ] {
-        let err = cfg.publish(&bad, "alice", "bad").await.unwrap_err();
+        let err = cfg
+            .publish_at(snapshot.revision(), &bad, "alice", "bad")
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Validation, "{err}");
         if let Some(field) = field {
             assert_eq!(err.field(), Some(field), "{err}");
@@ -233,7 +237,7 @@ async fn publish_validates_first_and_writes_keys_that_read_back() {
     good.database.pool = 20;
     good.features.insert("beta".into(), true);
     let published = cfg
-        .publish(&good, "alice", "raise the pool")
+        .publish_at(snapshot.revision(), &good, "alice", "raise the pool")
         .await
         .unwrap()
         .expect("a new version");
@@ -258,7 +262,7 @@ async fn publish_validates_first_and_writes_keys_that_read_back() {
     let history = history_reaching(&cfg, published.revision).await;
     assert_eq!(history.last(), Some(&published));
     assert!(
-        cfg.publish(&good, "alice", "again")
+        cfg.overwrite(&good, "alice", "again")
             .await
             .unwrap()
             .is_none(),
@@ -275,10 +279,10 @@ async fn a_publish_is_recorded_with_its_author_by_any_instance() {
     let silent = bind(&etcd, options().no_history()).await;
     let recorder = bind(&etcd, options()).await;
     history_reaching(&recorder, rev).await;
-    let mut value = silent.load().value().clone();
-    value.port = 7000;
-    let published = silent
-        .publish(&value, "grace", "from an instance that records nothing")
+    let mut draft = silent.draft();
+    draft.port = 7000;
+    let published = draft
+        .publish("grace", "from an instance that records nothing")
         .await
         .unwrap()
         .unwrap();
@@ -293,32 +297,48 @@ async fn a_publish_is_recorded_with_its_author_by_any_instance() {
     );
 }
 
-#[tokio::test]
+/// Two handles publish drafts taken from the same snapshot: whatever the timing, exactly one
+/// wins and the other conflicts (its draft never overwrites a change it did not see). Repeated
+/// 100 times, each round on the state the previous one left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishes_exactly_one_conflicts() {
     let etcd = Etcd::start().await;
     let rev = seed(&etcd).await;
     let one = bind(&etcd, options()).await;
     let two = bind(&etcd, options()).await;
     history_reaching(&two, rev).await;
-    let mut a = one.load().value().clone();
-    a.port = 1111;
-    let mut b = two.load().value().clone();
-    b.port = 2222;
-    let (ra, rb) = tokio::join!(one.publish(&a, "a", ""), two.publish(&b, "b", ""));
-    let (winner, loser, port) = match (ra, rb) {
-        (Ok(Some(v)), Err(e)) => (v, e, "1111"),
-        (Err(e), Ok(Some(v))) => (v, e, "2222"),
-        other => panic!("expected exactly one conflict, got {other:?}"),
-    };
-    assert_eq!(loser.kind(), ErrorKind::Conflict, "{loser}");
-    let value = etcd.etcdctl(&["get", "--print-value-only", &key("port")]);
-    assert_eq!(String::from_utf8_lossy(&value.stdout).trim(), port);
-    let history = history_reaching(&one, winner.revision).await;
-    let publishes = history
+    let mut client = etcd.client().await;
+    let mut last = 0;
+    for round in 0..100u16 {
+        let (pa, pb) = (2000 + 2 * round, 2001 + 2 * round);
+        let mut a = one.draft();
+        a.port = pa;
+        let mut b = two.draft();
+        b.port = pb;
+        let (ra, rb) = tokio::join!(a.publish("a", ""), b.publish("b", ""));
+        let (winner, loser, port) = match (ra, rb) {
+            (Ok(Some(v)), Err(e)) => (v, e, pa),
+            (Err(e), Ok(Some(v))) => (v, e, pb),
+            other => panic!("round {round}: expected exactly one conflict, got {other:?}"),
+        };
+        last = winner.revision;
+        assert_eq!(loser.kind(), ErrorKind::Conflict, "round {round}: {loser}");
+        let value = client.get(key("port"), None).await.unwrap();
+        assert_eq!(
+            value.kvs()[0].value_str().unwrap(),
+            port.to_string(),
+            "round {round}"
+        );
+        converged(&[&one, &two], winner.revision).await;
+        assert_eq!(one.load().port, port);
+        assert_eq!(two.load().port, port);
+    }
+    let history = history_reaching(&one, last).await;
+    let recorded = history
         .iter()
         .filter(|v| v.source == VersionSource::Publish)
         .count();
-    assert_eq!(publishes, 1);
+    assert_eq!(recorded, 100, "every winning publish is one version");
 
     // publish_at guards with the caller's own snapshot: a later change by anyone conflicts.
     let seen = one.load_full();
@@ -344,6 +364,43 @@ async fn concurrent_publishes_exactly_one_conflicts() {
     assert_eq!(one.load().version, "2.0");
 }
 
+/// `update` re-runs its closure on the fresh snapshot after a conflict, so concurrent
+/// increments from two handles all land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_are_retried_and_none_is_lost() {
+    let etcd = Etcd::start().await;
+    let rev = seed(&etcd).await;
+    let one = bind(&etcd, options()).await;
+    let two = bind(&etcd, options()).await;
+    history_reaching(&two, rev).await;
+    let start = one.load().database.pool;
+    let bump = |cfg: Config<HistConfig>, who: &'static str| async move {
+        let mut last = 0;
+        for _ in 0..5 {
+            last = cfg
+                .update(|c| c.database.pool += 1, who, "one more")
+                .await
+                .expect("update")
+                .expect("a new version")
+                .revision;
+        }
+        last
+    };
+    let (la, lb) = tokio::join!(bump(one.clone(), "a"), bump(two.clone(), "b"));
+    let mut client = etcd.client().await;
+    let value = client.get(key("database/pool"), None).await.unwrap();
+    assert_eq!(
+        value.kvs()[0].value_str().unwrap(),
+        (start + 10).to_string()
+    );
+    converged(&[&one, &two], la.max(lb)).await;
+    let ok = support::eventually(WAIT, || {
+        one.load().database.pool == start + 10 && two.load().database.pool == start + 10
+    })
+    .await;
+    assert!(ok, "both handles see every increment");
+}
+
 #[tokio::test]
 async fn rollback_restores_the_exact_key_set_and_every_handle_converges() {
     let etcd = Etcd::start().await;
@@ -362,10 +419,8 @@ async fn rollback_restores_the_exact_key_set_and_every_handle_converges() {
     etcd.put(&key("features/beta"), "true"); // a key added after v0: must disappear
     let deleted = etcd.del(&key("version"));
     converged(&[a], deleted).await;
-    let mut changed = a.load().value().clone();
-    changed.database.pool = 42;
     let last = a
-        .publish(&changed, "carol", "tune")
+        .update(|c| c.database.pool = 42, "carol", "tune")
         .await
         .unwrap()
         .expect("a new version")
@@ -461,15 +516,23 @@ async fn diff_lists_exactly_the_changed_paths_with_secrets_masked() {
     let mut one = cfg.load().value().clone();
     one.database.password = "first-password-value".into();
     one.api_token = "first-token-value".into();
-    let v1 = cfg.publish(&one, "erin", "v1").await.unwrap().unwrap();
+    let v1 = cfg.overwrite(&one, "erin", "v1").await.unwrap().unwrap();
     converged(&[&cfg], v1.revision).await;
-    let mut two = one.clone();
-    two.port = 7070;
-    two.database.pool = 20;
-    two.database.password = "second-password-value".into();
-    two.api_token = "second-token-value".into();
-    two.features.insert("beta".into(), true);
-    let v2 = cfg.publish(&two, "erin", "v2").await.unwrap().unwrap();
+    let v2 = cfg
+        .update(
+            |two| {
+                two.port = 7070;
+                two.database.pool = 20;
+                two.database.password = "second-password-value".into();
+                two.api_token = "second-token-value".into();
+                two.features.insert("beta".into(), true);
+            },
+            "erin",
+            "v2",
+        )
+        .await
+        .unwrap()
+        .unwrap();
 
     let changes = cfg.diff(v1.revision, v2.revision).await.unwrap();
     let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
@@ -622,4 +685,248 @@ async fn a_10000_key_prefix_is_versioned_and_rolled_back() {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// When `bind()` returns, the JSON Schema and the bind-time version (at the snapshot's own
+/// revision) are in etcd, a change made right after is recorded as its own version, and
+/// `recent()` ends with the snapshot `load()` returns as soon as it is swapped in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_returns_with_schema_and_version_recorded_and_later_revisions_their_own() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let coord = etcd.coordinator().await;
+    let mut client = etcd.client().await;
+    let cfg: Config<HistConfig> = coord.config_with(options()).await.unwrap();
+    let bound = cfg.load().revision();
+    let first = client.put(key("port"), "8081", None).await.unwrap();
+    let first = first.header().unwrap().revision();
+    let schema = client
+        .get("/__coordination/schema/apps/hist/config", None)
+        .await
+        .unwrap();
+    assert_eq!(schema.kvs().len(), 1, "the schema is published at bind");
+    let record = client.get(record_key(bound), None).await.unwrap();
+    assert_eq!(
+        record.kvs().len(),
+        1,
+        "the bind-time version is the snapshot's revision {bound}"
+    );
+
+    let history = history_reaching(&cfg, first).await;
+    let revisions: Vec<(i64, usize)> = history.iter().map(|v| (v.revision, v.keys)).collect();
+    assert_eq!(revisions, vec![(bound, 3), (first, 3)]);
+    let admin = cfg.history_admin().unwrap();
+    let changes = admin.diff(Some(bound), Some(first)).await.unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].to_string(), "port: 8080 -> 8081");
+
+    // A second handle bound on the same state records nothing new.
+    let other: Config<HistConfig> = coord.config_with(options()).await.unwrap();
+    assert_eq!(other.history().await.unwrap().len(), 2);
+
+    // recent() catches up with load() at once, not when the recorder gets to it.
+    for port in 8100..8120u16 {
+        let put = client
+            .put(key("port"), port.to_string(), None)
+            .await
+            .unwrap();
+        let revision = put.header().unwrap().revision();
+        let deadline = std::time::Instant::now() + WAIT;
+        while cfg.load().revision() < revision {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never applied {revision}"
+            );
+            std::hint::spin_loop();
+        }
+        let recent = cfg.recent();
+        let last = recent.last().unwrap();
+        assert_eq!(last.revision(), cfg.load().revision(), "port {port}");
+        assert_eq!(last.port, port);
+        let generations: Vec<u64> = recent.iter().map(|s| s.generation()).collect();
+        assert!(
+            generations.windows(2).all(|w| w[0] < w[1]),
+            "{generations:?}"
+        );
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, CoordConfig)]
+#[coord(prefix = "/apps/wide/config")]
+struct WideConfig {
+    port: u16,
+    flags: BTreeMap<String, bool>,
+}
+
+const WIDE: &str = "/apps/wide/config/";
+
+/// `publish_at` an old revision on a prefix with more keys than fit in the compares of one
+/// transaction, from a handle that records no history: a key deleted after that revision is a
+/// conflict, not re-created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_at_an_old_revision_conflicts_on_a_delete_without_history() {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let mut ops = vec![TxnOp::put(format!("{WIDE}port"), "8080", None)];
+    ops.extend((0..12).map(|i| TxnOp::put(format!("{WIDE}flags/f{i:02}"), "true", None)));
+    txn(&mut client, ops).await;
+    let cfg: Config<WideConfig> = etcd
+        .coordinator()
+        .await
+        .config_with(
+            ConfigOptions::new()
+                .no_file()
+                .no_env()
+                .no_history()
+                .max_txn_ops(8),
+        )
+        .await
+        .unwrap();
+    let seen = cfg.load_full();
+    let deleted = client
+        .delete(format!("{WIDE}flags/f03"), None)
+        .await
+        .unwrap();
+    let deleted = deleted.header().unwrap().revision();
+    let ok = support::eventually(WAIT, || cfg.load().revision() >= deleted).await;
+    assert!(ok);
+
+    let mut stale = seen.value().clone();
+    stale.port = 9999;
+    stale.flags.insert("f03".into(), false);
+    let err = cfg
+        .publish_at(seen.revision(), &stale, "a", "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    let now = raw_prefix(&etcd, WIDE).await;
+    assert_eq!(now.len(), 12, "nothing re-created: {now:?}");
+    assert!(now.contains(&(format!("{WIDE}port"), "8080".to_string())));
+    assert_eq!(
+        current_revision(&mut client).await,
+        deleted,
+        "nothing written"
+    );
+
+    // A draft of the current snapshot publishes, over the key set as it is now.
+    let mut draft = cfg.draft();
+    let fresh = cfg.load_full();
+    draft.port = 9998;
+    assert_eq!(draft.base().revision(), fresh.revision());
+    let v = draft.publish("a", "").await.unwrap().unwrap();
+    assert_eq!(v.keys, 12);
+}
+
+/// A patch (`update`, drafts) writes only the fields that changed: fields that come from an
+/// instance's file stay that instance's, where a whole-value `publish_at` copies them into etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_writes_only_the_changed_fields_and_leaves_file_values_alone() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hist.yaml");
+    std::fs::write(&file, "database:\n  pool: 30\nfeatures:\n  local: true\n").unwrap();
+    let with_file = bind(&etcd, ConfigOptions::new().file(&file).no_env()).await;
+    let plain = bind(&etcd, options()).await;
+    assert_eq!(with_file.load().database.pool, 30);
+    assert_eq!(plain.load().database.pool, 10);
+    let before = raw_prefix(&etcd, &format!("{P}/")).await;
+
+    let v = with_file
+        .update(|c| c.port = 9001, "alice", "move")
+        .await
+        .unwrap()
+        .expect("a new version");
+    let mut expected = before.clone();
+    for (k, value) in &mut expected {
+        if *k == key("port") {
+            *value = "9001".into();
+        }
+    }
+    assert_eq!(
+        raw_prefix(&etcd, &format!("{P}/")).await,
+        expected,
+        "only `port` is written"
+    );
+    converged(&[&with_file, &plain], v.revision).await;
+    assert_eq!(plain.load().port, 9001);
+    assert_eq!(plain.load().database.pool, 10, "the default still applies");
+    assert_eq!(with_file.load().database.pool, 30, "the file still applies");
+    assert!(plain.load().features.is_empty());
+
+    // Removing a map entry deletes its key; adding one writes one key.
+    etcd.put(&key("features/old"), "true");
+    let v = with_file
+        .update(
+            |c| {
+                c.features.remove("old");
+                c.features.insert("new".into(), false);
+            },
+            "alice",
+            "flags",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let keys: Vec<String> = raw_prefix(&etcd, &format!("{P}/"))
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.contains("features"))
+        .collect();
+    assert_eq!(keys, vec![key("features/new")]);
+    converged(&[&plain], v.revision).await;
+    assert_eq!(
+        plain.load().features,
+        BTreeMap::from([("new".to_string(), false)])
+    );
+
+    // Nothing changed: nothing written.
+    assert!(with_file
+        .update(|c| c.port = 9001, "alice", "again")
+        .await
+        .unwrap()
+        .is_none());
+
+    // A whole-value publish writes every leaf, the file's values and defaults included.
+    let snapshot = with_file.load_full();
+    let mut whole = snapshot.value().clone();
+    whole.port = 9002;
+    let v = with_file
+        .publish_at(snapshot.revision(), &whole, "alice", "whole")
+        .await
+        .unwrap()
+        .unwrap();
+    converged(&[&plain], v.revision).await;
+    assert_eq!(
+        plain.load().database.pool,
+        30,
+        "the file's value is now etcd's"
+    );
+    assert_eq!(plain.load().features.get("local"), Some(&true));
+
+    // An invalid update writes nothing and names the field.
+    let err = plain
+        .update(|c| c.database.pool = 500, "alice", "too many")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation);
+    assert_eq!(err.field(), Some("database.pool"));
+}
+
+/// `history_max_age(Duration::MAX)` keeps everything instead of wrapping to a negative age.
+#[tokio::test]
+async fn an_unbounded_max_age_prunes_nothing() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let cfg = bind(&etcd, options().history_max_age(Duration::MAX)).await;
+    let bound = history_reaching(&cfg, 1).await[0].revision;
+    let r1 = etcd.put(&key("port"), "8001");
+    let r2 = etcd.put(&key("port"), "8002");
+    history_reaching(&cfg, r2).await;
+    // Pruning runs right after each record, before the next revision is recorded.
+    let r3 = etcd.put(&key("port"), "8003");
+    let history = history_reaching(&cfg, r3).await;
+    let revisions: Vec<i64> = history.iter().map(|v| v.revision).collect();
+    assert_eq!(&revisions[..3], &[bound, r1, r2], "{revisions:?}");
 }

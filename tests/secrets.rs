@@ -185,7 +185,7 @@ async fn publishing_a_bad_value_does_not_show_the_secret() {
     let cfg = seed_and_bind(&etcd).await;
     let mut bad = cfg.load().value().clone();
     bad.db.as_mut().unwrap().port = 80;
-    let e = cfg.publish(&bad, "ops", "bad port").await.unwrap_err();
+    let e = cfg.overwrite(&bad, "ops", "bad port").await.unwrap_err();
     let shown = format!("{e} {e:#} {e:?}");
     assert!(!shown.contains(PASSWORD), "secret leaked: {shown}");
     assert_eq!(e.kind(), ErrorKind::Validation);

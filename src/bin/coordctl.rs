@@ -102,7 +102,7 @@ enum ConfigCommand {
         #[arg(long)]
         keys: bool,
     },
-    /// Set one field, validated against the published schema.
+    /// Set one field (a patch: no other key is touched), validated against the published schema.
     Put {
         /// The config prefix.
         prefix: String,
@@ -116,6 +116,9 @@ enum ConfigCommand {
         /// Write without checking the published schema.
         #[arg(long)]
         no_validate: bool,
+        /// Write a field path the published schema does not know (the value is still checked).
+        #[arg(long)]
+        allow_unknown: bool,
     },
     /// Publish a whole config from a YAML or JSON file, validated against the published schema.
     Apply {
@@ -332,8 +335,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             value,
             comment,
             no_validate,
+            allow_unknown,
         } => {
-            let history = open(&cli, prefix, !no_validate).await?;
+            let mut history = open(&cli, prefix, !no_validate).await?;
+            if *allow_unknown {
+                history = history.allow_unknown_fields();
+            }
             let result = history
                 .put(
                     field,

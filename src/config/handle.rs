@@ -149,7 +149,12 @@ impl<T: CoordConfig> Config<T> {
         self.shared.client.clone()
     }
 
-    /// Per-handle state of the versioned history (issue 3): recorder task, snapshot ring.
+    /// The slot the reload task swaps snapshots into (what [`load`](Self::load) reads).
+    pub(crate) fn snapshot_slot(&self) -> Arc<ArcSwap<Snapshot<T>>> {
+        Arc::clone(&self.shared.current)
+    }
+
+    /// Per-handle state of the versioned history: recorder task, snapshot ring.
     pub(crate) fn history_slot(&self) -> &crate::history::Tracking<T> {
         &self.shared.history
     }

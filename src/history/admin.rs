@@ -6,8 +6,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::diff::{self, FieldChange};
+use super::fields;
 use super::keys::Keys;
-use super::layout::{is_segment, layout_at};
+use super::layout::is_segment;
+use super::patch::{self, FieldPatch};
 use super::publish::target_for;
 use super::record::{Meta, Version, VersionSource};
 use super::schema::{self, SchemaCheck};
@@ -25,7 +27,7 @@ const PAGE: i64 = 1000;
 
 /// The history of one config prefix, without its Rust type: list versions, read any version's
 /// document, diff, and publish or roll back with the same guarded, recorded writes as
-/// [`Config::publish`](crate::Config::publish) and
+/// [`Config::publish_at`](crate::Config::publish_at) and
 /// [`Config::rollback_to`](crate::Config::rollback_to).
 ///
 /// Values are checked against the JSON Schema that bound instances publish at
@@ -41,6 +43,7 @@ pub struct ConfigHistory {
     fields: StringFields,
     max_txn_ops: usize,
     validate: bool,
+    allow_unknown: bool,
 }
 
 impl std::fmt::Debug for ConfigHistory {
@@ -90,6 +93,7 @@ impl ConfigHistory {
             fields,
             max_txn_ops,
             validate: true,
+            allow_unknown: false,
         })
     }
 
@@ -104,6 +108,14 @@ impl ConfigHistory {
     /// schema (e.g. to seed a prefix before any instance has bound it).
     pub fn skip_validation(mut self) -> Self {
         self.validate = false;
+        self
+    }
+
+    /// Lets [`put`](Self::put) write a field path the published schema does not know (by
+    /// default refused: the service would ignore such a key, or reject it). Values are still
+    /// checked against the schema.
+    pub fn allow_unknown_fields(mut self) -> Self {
+        self.allow_unknown = true;
         self
     }
 
@@ -262,7 +274,7 @@ impl ConfigHistory {
     /// Publishes a whole document (e.g. a YAML file's content): checks it against the published
     /// schema (required fields included), writes one key per leaf field and deletes every
     /// other key under the prefix, guarded and recorded like
-    /// [`Config::publish`](crate::Config::publish). `None` if nothing changed.
+    /// [`Config::publish_at`](crate::Config::publish_at). `None` if nothing changed.
     ///
     /// # Errors
     /// [`ErrorKind::Validation`] naming the field; [`ErrorKind::NotFound`] if no schema is
@@ -286,13 +298,19 @@ impl ConfigHistory {
     }
 
     /// Sets one field: `path` is dotted (`database.pool`), `raw` is read like an etcd value
-    /// (YAML; text kept for string fields; a document sets a whole object). Keys at or below
-    /// that path are replaced; the resulting etcd document is checked against the published
-    /// schema (fields other layers may supply can be missing). Guarded and recorded as a
-    /// `publish`. `None` if nothing changed.
+    /// (YAML; text kept for string fields; a document sets a whole object). This is a patch:
+    /// the keys at or below that path are replaced and no other key is touched, so fields other
+    /// keys (or the instances' files and defaults) set stay as they are; unlike
+    /// [`apply`](Self::apply), which makes the prefix hold exactly one whole document. The
+    /// resulting etcd document is checked against the published schema (fields other layers may
+    /// supply can be missing), and `path` must be a field the schema knows (unless
+    /// [`allow_unknown_fields`](Self::allow_unknown_fields) or
+    /// [`skip_validation`](Self::skip_validation)). Guarded and recorded as a `publish`. `None`
+    /// if nothing changed.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] for a bad path; [`ErrorKind::Validation`] naming the
+    /// [`ErrorKind::InvalidArgument`] for a bad path, or one the published schema does not know
+    /// (the message names the fields it has there); [`ErrorKind::Validation`] naming the
     /// field; [`ErrorKind::NotFound`] if no schema is published; [`ErrorKind::Conflict`] if
     /// the prefix changed during the call; etcd errors.
     pub async fn put(
@@ -309,6 +327,20 @@ impl ConfigHistory {
                 format!("`{path}` is not a dotted field path like `database.pool`"),
             ));
         }
+        if self.validate && !self.allow_unknown {
+            if let Some(doc) = &self.schema {
+                fields::check_known(doc, &segments).map_err(|e| {
+                    Error::new(
+                        e.kind(),
+                        format!(
+                            "{} (the service would not read it; pass --allow-unknown / allow_unknown_fields to write it anyway)",
+                            e.message()
+                        ),
+                    )
+                    .with_field(path)
+                })?;
+            }
+        }
         let hidden = diff::is_secret(path, &self.secrets);
         let value = self
             .fields
@@ -322,29 +354,19 @@ impl ConfigHistory {
                 Error::new(ErrorKind::Validation, message).with_field(path)
             })?;
         let (revision, current) = self.state(None).await?;
-        let keys = self.store.keys();
-        let rel = segments.join("/");
-        let below = format!("{rel}/");
-        let mut target: Kvs = current
-            .iter()
-            .filter(|(k, _)| {
-                let r = keys.relative(k);
-                r != rel.as_bytes() && !r.starts_with(below.as_bytes())
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (key, bytes) in layout_at(&segments, &value) {
-            target.insert(keys.absolute(key.as_bytes()), bytes);
-        }
+        let change = FieldPatch {
+            path: segments.iter().map(|s| s.to_string()).collect(),
+            value: Some(value),
+        };
+        let target = patch::apply(
+            self.prefix(),
+            &current,
+            &[change],
+            &self.fields,
+            DEFAULT_MAX_VALUE_BYTES,
+            &self.secrets,
+        )?;
         let doc = diff::document(self.prefix(), &target, &self.fields);
-        let pointer = format!("/{}", segments.join("/"));
-        if doc.pointer(&pointer) != Some(&value) {
-            return Err(Error::new(
-                ErrorKind::Validation,
-                format!("`{path}` does not read back from etcd as written (a key above it holds a value that is not an object?)"),
-            )
-            .with_field(path));
-        }
         self.check_doc(&doc, true)?;
         write_guarded(
             &self.store,

@@ -8,8 +8,10 @@
 //! - [`recorder`]: the per-handle task that records every revision the handle processes.
 //! - [`layout`]: a serialized struct as keys under the prefix (publish's key layout).
 //! - [`write`]: the guarded transaction(s) shared by publish and rollback.
-//! - [`publish`], [`rollback`]: the typed [`Config`](crate::Config) API.
+//! - [`publish`], [`draft`], [`rollback`]: the typed [`Config`](crate::Config) API.
+//! - [`patch`]: the fields that changed, as keys written over the key set as it is.
 //! - [`diff`]: documents from key sets, field-level diffs, secret masking.
+//! - [`fields`]: which field paths a published schema knows (for tools' writes).
 //! - [`schema`]: publishing the bound type's JSON Schema next to the config.
 //! - [`admin`]: [`ConfigHistory`], the untyped API that tools (and `coordctl`) use.
 //! - [`watch`]: [`PrefixChanges`], a field-level change stream for tools.
@@ -18,9 +20,12 @@
 
 mod admin;
 mod diff;
+mod draft;
+mod fields;
 mod inspect;
 mod keys;
 mod layout;
+mod patch;
 mod publish;
 mod record;
 mod recorder;
@@ -34,6 +39,7 @@ mod write;
 
 pub use admin::ConfigHistory;
 pub use diff::FieldChange;
+pub use draft::Draft;
 pub use record::{Version, VersionSource};
 pub(crate) use recorder::{start, Tracking};
 pub(crate) use settings::HistorySettings;

@@ -29,7 +29,9 @@ pub(crate) const FORMAT: u32 = 1;
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum VersionSource {
-    /// Written by [`Config::publish`](crate::Config::publish) or `coordctl config put|apply`.
+    /// Written by [`Config::update`](crate::Config::update), a [`Draft`](crate::Draft),
+    /// [`Config::publish_at`](crate::Config::publish_at), [`Config::overwrite`](crate::Config::overwrite)
+    /// or `coordctl config put|apply`.
     Publish,
     /// Written by [`Config::rollback_to`](crate::Config::rollback_to) or `coordctl config rollback`.
     Rollback,

@@ -3,14 +3,18 @@
 //! revision as a version (create-if-absent, so N instances record it once), and keeps the last
 //! K applied snapshots in memory.
 //!
-//! At bind it publishes the type's JSON Schema and records the current key set unless the
-//! newest version already holds it (changes made while no instance ran become one `external`
-//! version). After a compaction resync or a lagged feed it does the same with a fresh read.
+//! At bind, before `bind()` returns, it publishes the type's JSON Schema and records the key set
+//! of the bound snapshot's revision unless the newest version already holds it (changes made
+//! while no instance ran become one `external` version), so every later revision is recorded as
+//! its own version from the feed. Only when etcd was unreachable at bind (a stale start) is that
+//! left to the task, which then reads the prefix fresh; after a compaction resync or a lagged
+//! feed it does the same.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -22,11 +26,11 @@ use super::store::{Kvs, MetaFrom, Outcome, Prev, Store};
 use crate::backoff::Backoff;
 use crate::config::{
     Config, ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Snapshot,
-    Subscription,
+    Subscription, WatchState,
 };
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kv::read_prefix;
+use crate::kv::{read_prefix, read_range};
 
 /// Attempts at recording one revision before leaving it to the other instances.
 const RECORD_ATTEMPTS: u32 = 3;
@@ -69,7 +73,15 @@ pub(crate) struct Shared<T: CoordConfig> {
     pub(crate) max_value_bytes: usize,
     view: Mutex<View>,
     seen: watch::Sender<i64>,
-    ring: Mutex<VecDeque<Arc<Snapshot<T>>>>,
+    ring: Mutex<Ring<T>>,
+    /// The handle's snapshot slot, so [`recent`](Shared::recent) ends with what `load()` returns.
+    current: Arc<ArcSwap<Snapshot<T>>>,
+}
+
+/// The last applied snapshots, and the handle's events not yet taken into them.
+struct Ring<T: CoordConfig> {
+    snapshots: VecDeque<Arc<Snapshot<T>>>,
+    events: Subscription<T>,
 }
 
 /// The prefix as of the last revision the handle processed.
@@ -106,34 +118,63 @@ impl<T: CoordConfig> Shared<T> {
         }
     }
 
-    /// The last applied snapshots, oldest first.
+    /// The last applied snapshots, oldest first, ending with the handle's current one.
     pub(crate) fn recent(&self) -> Vec<Arc<Snapshot<T>>> {
-        self.ring
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        self.catch_up(&mut ring);
+        ring.snapshots.iter().cloned().collect()
     }
 
-    fn push(&self, snapshot: Arc<Snapshot<T>>) {
-        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.push_back(snapshot);
-        while ring.len() > self.settings.snapshots {
-            ring.pop_front();
+    /// Takes the applied snapshots the handle announced since the last call into the ring, then
+    /// the current one if its announcement is still under way (the reload task swaps the
+    /// snapshot in before it tells subscribers).
+    fn catch_up(&self, ring: &mut Ring<T>) {
+        while let Some(event) = ring.events.try_recv() {
+            if let ConfigEvent::Applied(snapshot) = event {
+                self.push(ring, snapshot);
+            }
         }
+        let current = self.current.load_full();
+        self.push(ring, current);
+    }
+
+    fn push(&self, ring: &mut Ring<T>, snapshot: Arc<Snapshot<T>>) {
+        let newer = ring
+            .snapshots
+            .back()
+            .is_none_or(|last| snapshot.generation() > last.generation());
+        if !newer {
+            return;
+        }
+        ring.snapshots.push_back(snapshot);
+        while ring.snapshots.len() > self.settings.snapshots {
+            ring.snapshots.pop_front();
+        }
+    }
+
+    /// Moves announced snapshots into the ring (so the handle's event buffer does not hold them).
+    fn drain_events(&self) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        self.catch_up(&mut ring);
     }
 }
 
 /// Starts history for a freshly bound handle: must run right after `Config::spawn`, before the
 /// reload task can process a new revision (it subscribes to the feed first thing).
-pub(crate) fn start<T: CoordConfig>(
+///
+/// When the bind read etcd (the usual case), this publishes the JSON Schema and records the
+/// bound snapshot's key set before it returns, so both are in etcd when `bind()` returns and
+/// every later revision reaches the recorder through the feed as its own version. A failure here
+/// is logged and left to the task, which retries with a fresh read; it never fails the bind.
+pub(crate) async fn start<T: CoordConfig>(
     coord: &Coordinator,
     config: &Config<T>,
     options: &ConfigOptions,
 ) {
     let feed = config.feed();
     let events = config.subscribe();
+    let bound = config.load_full();
+    let live = config.status().state == WatchState::Live;
     let namespace = coord.namespace();
     let prefix = config.prefix();
     let mut settings = options.history.clone();
@@ -159,16 +200,29 @@ pub(crate) fn start<T: CoordConfig>(
             prev: None,
         }),
         seen,
-        ring: Mutex::new(VecDeque::from([config.load_full()])),
+        ring: Mutex::new(Ring {
+            snapshots: VecDeque::from([Arc::clone(&bound)]),
+            events,
+        }),
+        current: config.snapshot_slot(),
     });
-    let recorder = Recorder {
+    let mut recorder = Recorder {
         shared: Arc::clone(&shared),
         page_size: options.page_size,
         kvs: Arc::default(),
         revision: 0,
         prev: None,
     };
-    let task = tokio::spawn(recorder.run(feed, events, schema_doc));
+    let mut schema_doc = schema_doc;
+    if live {
+        if let Some(doc) = &schema_doc {
+            if recorder.publish_schema(doc).await {
+                schema_doc = None;
+            }
+        }
+        recorder.bind_at(bound.revision()).await;
+    }
+    let task = tokio::spawn(recorder.run(feed, schema_doc));
     let _ = config.history_slot().cell.set(Tracker { shared, task });
 }
 
@@ -184,33 +238,66 @@ impl<T: CoordConfig> Recorder<T> {
     async fn run(
         mut self,
         mut feed: broadcast::Receiver<Arc<RawRevision>>,
-        mut events: Subscription<T>,
         schema_doc: Option<Value>,
     ) {
         if let Some(doc) = schema_doc {
-            let store = &self.shared.store;
-            if let Err(error) = schema::publish(&store.client(), store.keys().schema(), &doc).await
-            {
-                tracing::warn!(key = store.keys().schema(), error = %error, "could not publish the JSON Schema");
+            self.publish_schema(&doc).await;
+        }
+        if self.revision == 0 {
+            self.resync().await;
+        }
+        loop {
+            let message = feed.recv().await;
+            self.shared.drain_events();
+            match message {
+                Ok(raw) => self.on_revision(&raw).await,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(prefix = %self.shared.store.keys().prefix(), missed, "history fell behind the change feed; re-reading the prefix");
+                    self.resync().await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
             }
         }
-        self.resync().await;
-        let mut events_open = true;
-        loop {
-            tokio::select! {
-                message = feed.recv() => match message {
-                    Ok(raw) => self.on_revision(&raw).await,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(prefix = %self.shared.store.keys().prefix(), missed, "history fell behind the change feed; re-reading the prefix");
-                        self.resync().await;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                event = events.recv(), if events_open => match event {
-                    Some(ConfigEvent::Applied(snapshot)) => self.shared.push(snapshot),
-                    Some(_) => {}
-                    None => events_open = false,
-                },
+    }
+
+    /// Writes the JSON Schema document unless it is already there. Returns whether it is in
+    /// etcd now.
+    async fn publish_schema(&self, doc: &Value) -> bool {
+        let store = &self.shared.store;
+        match schema::publish(&store.client(), store.keys().schema(), doc).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(key = store.keys().schema(), error = %error, "could not publish the JSON Schema");
+                false
+            }
+        }
+    }
+
+    /// Takes the key set of the bound snapshot's `revision` (one paged read pinned there) as the
+    /// view and records it unless the newest version holds it. Leaves `self.revision` at 0 if
+    /// the read fails (the task then re-reads the prefix).
+    async fn bind_at(&mut self, revision: i64) {
+        let keys = self.shared.store.keys().clone();
+        let read = read_range(
+            &self.shared.store.client(),
+            keys.prefix().as_bytes().to_vec(),
+            keys.prefix_end(),
+            self.page_size,
+            Some(revision),
+        )
+        .await;
+        match read {
+            Ok((_, kvs)) => {
+                self.kvs = Arc::new(kvs.into_iter().map(|kv| kv.into_key_value()).collect());
+                self.revision = revision;
+                self.publish_view();
+                if self.shared.settings.enabled {
+                    self.record_state().await;
+                    self.publish_view();
+                }
+            }
+            Err(error) => {
+                tracing::warn!(prefix = %keys.prefix(), revision, error = %error, "history cannot read the bound revision; re-reading the prefix");
             }
         }
     }

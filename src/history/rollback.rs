@@ -9,7 +9,7 @@ use crate::error::Result;
 impl<T: CoordConfig> Config<T> {
     /// Restores version `version` (a revision from [`history`](Config::history)): puts every
     /// key it had with its exact bytes and deletes every key it did not have, in one etcd
-    /// transaction guarded like [`publish`](Config::publish). It is recorded as a new version
+    /// transaction guarded like [`overwrite`](Config::overwrite). It is recorded as a new version
     /// with source `rollback` and [`Version::restored_from`] = `version`; every instance
     /// hot-reloads it through its watch (and, like any change, rejects it if it is invalid
     /// for that instance).

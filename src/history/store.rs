@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use super::keys::Keys;
 use super::record::{ChunkRef, Head, Intent, Kind, Meta, Op, Raw, FORMAT};
-use super::time::now_ms;
+use super::time::ms_ago;
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kv::read_range;
@@ -627,7 +627,7 @@ impl Store {
         let over = count > keep + (keep / 10).max(1);
         let old = match (max_age, resp.kvs().first()) {
             (Some(age), Some(kv)) if count > 1 => {
-                parse_head(kv.value()).is_ok_and(|h| h.unix_ms < now_ms() - age.as_millis() as i64)
+                parse_head(kv.value()).is_ok_and(|h| h.unix_ms < ms_ago(age))
             }
             _ => false,
         };
@@ -645,7 +645,7 @@ impl Store {
         let Some((newest, _)) = heads.last() else {
             return Ok(0);
         };
-        let cutoff = max_age.map(|age| now_ms() - age.as_millis() as i64);
+        let cutoff = max_age.map(ms_ago);
         let mut kept: BTreeSet<i64> = heads[heads.len().saturating_sub(keep.max(1))..]
             .iter()
             .filter(|(h, _)| cutoff.is_none_or(|c| h.unix_ms >= c))

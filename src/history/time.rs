@@ -1,12 +1,18 @@
 //! Wall-clock time for records: milliseconds since the Unix epoch and RFC 3339 (UTC) text.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Now, in ms since the Unix epoch (0 if the clock is before 1970).
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The instant `age` ago, in ms since the Unix epoch: saturates (an age longer than the epoch
+/// is simply "before every record"), never wraps.
+pub(crate) fn ms_ago(age: Duration) -> i64 {
+    now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -47,5 +53,13 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_735_689_599_999), "2024-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn ages_saturate_instead_of_wrapping() {
+        assert!(ms_ago(Duration::MAX) < i64::MIN / 2);
+        assert!(ms_ago(Duration::from_secs(u64::MAX / 2)) < 0);
+        let one_min = ms_ago(Duration::from_secs(60));
+        assert!((now_ms() - one_min - 60_000).abs() < 1_000, "{one_min}");
     }
 }
