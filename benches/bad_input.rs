@@ -44,9 +44,12 @@ fn levels_within(bytes_per_level: usize) -> usize {
     (DEFAULT_MAX_VALUE_BYTES - 16) / bytes_per_level
 }
 
+/// A shape of nesting: its name, bytes per level, and the text for a depth.
+type Shape = (&'static str, usize, fn(usize) -> String);
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
-    let shapes: [(&str, usize, fn(usize) -> String); 4] = [
+    let shapes: [Shape; 4] = [
         ("nested YAML mappings {a: {a: …}}", 5, |d| {
             format!("{}1{}", "{a: ".repeat(d), "}".repeat(d))
         }),

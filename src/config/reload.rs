@@ -443,10 +443,7 @@ impl<T: CoordConfig> Reloader<T> {
             return;
         };
         let read = read_file(&path, self.state.max_file_bytes);
-        let seen = read
-            .as_ref()
-            .map(Clone::clone)
-            .map_err(|e| format!("{e:#}"));
+        let seen = read.clone().map_err(|e| format!("{e:#}"));
         if self.state.file_seen.as_ref() == Some(&seen) {
             tracing::trace!(file = %path.display(), "config file event without a change of content");
             return;
