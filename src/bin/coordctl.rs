@@ -357,19 +357,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             comment,
             no_validate,
         } => {
-            let text = if file.as_os_str() == "-" {
-                let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .map_err(|e| fail(1, format!("reading standard input: {e}")))?;
-                text
+            let limit = coordination::DEFAULT_MAX_VALUE_BYTES as u64;
+            let mut text = Vec::new();
+            let read = if file.as_os_str() == "-" {
+                std::io::stdin().take(limit + 1).read_to_end(&mut text)
             } else {
-                std::fs::read_to_string(file)
-                    .map_err(|e| fail(1, format!("reading {}: {e}", file.display())))?
+                std::fs::File::open(file).and_then(|f| f.take(limit + 1).read_to_end(&mut text))
             };
-            let doc: Value = serde_yaml::from_str(&text)
-                .map_err(|e| fail(3, format!("{} is not YAML or JSON: {e}", file.display())))?;
+            read.map_err(|e| fail(1, format!("reading {}: {e}", file.display())))?;
+            if text.len() as u64 > limit {
+                return Err(fail(
+                    3,
+                    format!("{} is over the limit of {limit} bytes", file.display()),
+                ));
+            }
             let history = open(&cli, prefix, !no_validate).await?;
+            let doc = history
+                .parse_document(&text)
+                .map_err(|e| fail(3, format!("{}: {}", file.display(), e.message())))?;
             let result = history
                 .apply(&doc, &author(&cli), comment.as_deref().unwrap_or(""))
                 .await?;

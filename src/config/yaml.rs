@@ -88,6 +88,33 @@ fn at(mark: &Marker) -> String {
     format!("at line {} column {}", mark.line(), mark.col() + 1)
 }
 
+impl Builder<'_> {
+    /// Where the parser is: the field path inside the value (if any) and the line and column.
+    fn at(&self, mark: &Marker) -> String {
+        let mut path = String::new();
+        for frame in &self.stack {
+            let segment = match frame {
+                Frame::Seq { items, .. } => items.len().to_string(),
+                Frame::Map { key: Some(k), .. } => k.clone(),
+                Frame::Map { key: None, .. } => break,
+            };
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&segment);
+        }
+        if path.is_empty() {
+            at(mark)
+        } else {
+            format!(
+                "at `{path}`, line {} column {}",
+                mark.line(),
+                mark.col() + 1
+            )
+        }
+    }
+}
+
 impl<'s> Builder<'s> {
     fn run(mut self, text: &str, root: Option<&'s Value>) -> Result<Value, String> {
         let mut parser = Parser::new_from_str(text);
@@ -103,13 +130,13 @@ impl<'s> Builder<'s> {
                     if documents > 1 {
                         return Err(format!(
                             "more than one YAML document (`---`) {}; a value holds one",
-                            at(&mark)
+                            self.at(&mark)
                         ));
                     }
                 }
                 Event::Alias(id) => {
                     let Some(anchored) = self.anchors.get(&id) else {
-                        return Err(format!("unknown alias {}", at(&mark)));
+                        return Err(format!("unknown alias {}", self.at(&mark)));
                     };
                     let (nodes, height) = (anchored.nodes, anchored.height);
                     self.count(nodes, &mark)?;
@@ -184,7 +211,7 @@ impl<'s> Builder<'s> {
                             height,
                             ..
                         }) => (Value::Object(map), anchor, first_node, height + 1),
-                        None => return Err(format!("unbalanced YAML {}", at(&mark))),
+                        None => return Err(format!("unbalanced YAML {}", self.at(&mark))),
                     };
                     if anchor != 0 {
                         self.anchors.insert(
@@ -209,7 +236,7 @@ impl<'s> Builder<'s> {
             return Err(format!(
                 "the value expands to more than {} nodes (aliases included) {}",
                 self.budget.nodes,
-                at(mark)
+                self.at(mark)
             ));
         }
         Ok(())
@@ -235,7 +262,7 @@ impl<'s> Builder<'s> {
         format!(
             "nested deeper than the limit of {} levels (key segments and document nesting together) {}",
             self.budget.depth_limit,
-            at(mark)
+            self.at(mark)
         )
     }
 
@@ -285,14 +312,17 @@ impl<'s> Builder<'s> {
                     _ => {
                         return Err(format!(
                             "a mapping key must be a scalar, not a sequence or mapping {}",
-                            at(mark)
+                            self.at(mark)
                         ))
                     }
                 },
                 Some(k) => {
                     *h = (*h).max(height);
                     if map.contains_key(&k) {
-                        return Err(format!("duplicate key `{k}` in a mapping {}", at(mark)));
+                        return Err(format!(
+                            "duplicate key `{k}` in a mapping {}",
+                            self.at(mark)
+                        ));
                     }
                     map.insert(k, value);
                 }
@@ -315,7 +345,8 @@ impl<'s> Builder<'s> {
             return match suffix {
                 "str" => Ok(Value::String(text)),
                 "null" | "bool" | "int" | "float" => {
-                    let value = resolve_plain(&text).map_err(|e| format!("{e} {}", at(mark)))?;
+                    let value =
+                        resolve_plain(&text).map_err(|e| format!("{e} {}", self.at(mark)))?;
                     let fits = match suffix {
                         "null" => value.is_null(),
                         "bool" => value.is_boolean(),
@@ -325,7 +356,10 @@ impl<'s> Builder<'s> {
                     if fits {
                         Ok(value)
                     } else {
-                        Err(format!("`{text}` is not a valid !!{suffix} {}", at(mark)))
+                        Err(format!(
+                            "`{text}` is not a valid !!{suffix} {}",
+                            self.at(mark)
+                        ))
                     }
                 }
                 _ => Err(unsupported(tag, mark)),
@@ -337,7 +371,7 @@ impl<'s> Builder<'s> {
         if is_key {
             return Ok(Value::String(text));
         }
-        let value = resolve_plain(&text).map_err(|e| format!("{e} {}", at(mark)))?;
+        let value = resolve_plain(&text).map_err(|e| format!("{e} {}", self.at(mark)))?;
         if matches!(value, Value::Number(_) | Value::Bool(_))
             && node.is_some_and(|n| self.fields.is_string_only(n))
         {

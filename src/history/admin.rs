@@ -223,6 +223,19 @@ impl ConfigHistory {
         Ok(diff::diff(&a, &b, &self.secrets))
     }
 
+    /// Parses a document (YAML or JSON text, e.g. a file for [`apply`](Self::apply)) with the
+    /// same rules as a bound handle's layers: one document, no duplicate keys, no `.nan`/`.inf`,
+    /// only YAML's core tags, the depth limit (64 levels) and a node budget for aliases, and the
+    /// text of string fields (by the published schema) kept as written.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Validation`] saying what is wrong and where (line and column).
+    pub fn parse_document(&self, text: &[u8]) -> Result<Value> {
+        self.fields
+            .parse_for(&[], text)
+            .map_err(|message| Error::new(ErrorKind::Validation, message))
+    }
+
     /// Checks a whole document against the published schema.
     ///
     /// # Errors

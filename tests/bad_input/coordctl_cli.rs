@@ -222,13 +222,37 @@ pub(crate) fn corpus(dir: &Path) -> Vec<Case> {
         // ---- apply -f ----
         apply("apply of a missing file", "missing.yaml", 1, "missing.yaml"),
         apply("apply of a directory", "a-directory", 1, "a-directory"),
+        apply("apply of invalid YAML", "invalid.yaml", 3, "invalid YAML"),
         apply(
-            "apply of invalid YAML",
-            "invalid.yaml",
+            "apply of binary garbage",
+            "binary.yaml",
             3,
-            "is not YAML or JSON",
+            "not valid UTF-8",
         ),
-        apply("apply of binary garbage", "binary.yaml", 1, "binary.yaml"),
+        apply(
+            "apply of duplicate keys",
+            "dup-keys.yaml",
+            3,
+            "duplicate key `port`",
+        ),
+        apply(
+            "apply of mappings 10,000 deep",
+            "deep.yaml",
+            3,
+            "limit of 64 levels",
+        ),
+        apply(
+            "apply of sequences 40,000 deep",
+            "deep-seq.yaml",
+            3,
+            "limit of 64 levels",
+        ),
+        apply(
+            "apply of one anchor aliased 5,000 times",
+            "wide.yaml",
+            3,
+            "expands to more than",
+        ),
         apply("apply of a schema violation", "schema.yaml", 3, "port"),
         apply(
             "apply without a required field",
