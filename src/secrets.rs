@@ -56,7 +56,6 @@ impl<'a, S: AsRef<str>> SecretPaths<'a, S> {
 
     /// `value` (found at `path`) with every secret inside it replaced by `"***"`: how a view of
     /// a document (a diff, a listing) shows it.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn mask(&self, path: &str, value: &Value) -> Value {
         if self.is_secret(path) {
             return Value::String(MASK.to_string());

@@ -144,11 +144,6 @@ impl<T: CoordConfig> Checker<T> {
     }
 }
 
-/// Whether `path` is, or is below, one of `T::SECRETS`.
-pub(crate) fn is_secret<T: CoordConfig>(path: &str) -> bool {
-    SecretPaths::new(T::SECRETS).is_secret(path)
-}
-
 impl Violation {
     /// Whether this schema violation says what a serde error at `serde_path` says.
     fn covers(&self, serde_path: &str) -> bool {

@@ -11,7 +11,7 @@ use etcd_client::{Client, WatchResponse};
 use tokio::sync::broadcast;
 
 use super::cache::{self, CacheFile, CacheWriter, CachedKey};
-use super::check::{is_secret, Checker};
+use super::check::Checker;
 use super::coord_config::CoordConfig;
 use super::event::{Change, ConfigEvent, Rejection};
 use super::feed::{RawBody, RawOp, RawRevision};
@@ -25,6 +25,7 @@ use super::unknown::{self, UnknownKey};
 use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kv::read_prefix;
+use crate::secrets::SecretPaths;
 
 /// Every layer as last read, and how to check a merge of them.
 pub(super) struct State<T: CoordConfig> {
@@ -308,7 +309,7 @@ impl<T: CoordConfig> Reloader<T> {
             .raw_entries()
             .filter(|(key, _, _)| {
                 let path = self.state.etcd.field_path(key).unwrap_or_default();
-                !holds_secret::<T>(&path)
+                !SecretPaths::new(T::SECRETS).holds_secret(&path)
             })
             .filter_map(|(key, raw, mod_revision)| {
                 Some(CachedKey {
@@ -563,14 +564,6 @@ pub(super) enum Flow {
     Continue,
     /// Open a new watch from the (new) revision + 1: the prefix was re-read after compaction.
     Reopen,
-}
-
-/// Whether the field at `path` is secret or has a secret below it ("" is the root document).
-fn holds_secret<T: CoordConfig>(path: &str) -> bool {
-    is_secret::<T>(path)
-        || T::SECRETS
-            .iter()
-            .any(|s| path.is_empty() || s.starts_with(&format!("{path}.")))
 }
 
 /// Whether an error means etcd could not be reached (as opposed to a bad request or bad data).

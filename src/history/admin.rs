@@ -191,7 +191,10 @@ impl ConfigHistory {
     pub async fn document(&self, at: Option<i64>) -> Result<(i64, Value)> {
         let (revision, kvs) = self.state(at).await?;
         let doc = diff::document(self.prefix(), &kvs, &self.fields);
-        Ok((revision, diff::mask("", &doc, &self.secrets)))
+        Ok((
+            revision,
+            crate::secrets::SecretPaths::new(&self.secrets).mask("", &doc),
+        ))
     }
 
     /// The exact key/value set at version `at` (`None`: now), keys relative to the prefix, in
@@ -354,7 +357,7 @@ impl ConfigHistory {
                 })?;
             }
         }
-        let hidden = diff::is_secret(path, &self.secrets);
+        let hidden = crate::secrets::SecretPaths::new(&self.secrets).is_secret(path);
         let value = self
             .fields
             .parse_for(&segments, raw.as_bytes())

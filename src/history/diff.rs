@@ -7,9 +7,8 @@ use serde_json::Value;
 
 use super::store::Kvs;
 use crate::config::{merge, EtcdLayer, StringFields};
-
-/// The text shown instead of a secret value.
-pub(crate) const MASK: &str = "***";
+use crate::secrets::SecretPaths;
+pub(crate) use crate::secrets::MASK;
 
 /// One changed field between two versions of a prefix.
 ///
@@ -77,29 +76,6 @@ pub(crate) fn document(prefix: &str, kvs: &Kvs, fields: &StringFields) -> Value 
     Value::Object(serde_json::Map::new())
 }
 
-/// Whether `path` is, or is below, one of `secrets`.
-pub(crate) fn is_secret<S: AsRef<str>>(path: &str, secrets: &[S]) -> bool {
-    secrets.iter().any(|s| {
-        let s = s.as_ref();
-        path == s || (path.starts_with(s) && path.as_bytes().get(s.len()) == Some(&b'.'))
-    })
-}
-
-/// `value` (found at `path`) with every secret inside it replaced by `***`.
-pub(crate) fn mask<S: AsRef<str>>(path: &str, value: &Value, secrets: &[S]) -> Value {
-    if is_secret(path, secrets) {
-        return Value::String(MASK.into());
-    }
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), mask(&join(path, k), v, secrets)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 /// The changed leaf fields from `old` to `new`, in path order, secrets masked.
 pub(crate) fn diff<S: AsRef<str>>(old: &Value, new: &Value, secrets: &[S]) -> Vec<FieldChange> {
     let mut out = Vec::new();
@@ -135,9 +111,9 @@ fn walk<S: AsRef<str>>(
         }
         (a, b) if a != b => out.push(FieldChange {
             path: path.to_string(),
-            old: a.map(|v| mask(path, v, secrets)),
-            new: b.map(|v| mask(path, v, secrets)),
-            secret: is_secret(path, secrets),
+            old: a.map(|v| SecretPaths::new(secrets).mask(path, v)),
+            new: b.map(|v| SecretPaths::new(secrets).mask(path, v)),
+            secret: SecretPaths::new(secrets).is_secret(path),
         }),
         _ => {}
     }

@@ -7,11 +7,12 @@
 
 use serde_json::Value;
 
-use super::diff::{self, is_secret, MASK};
+use super::diff;
 use super::layout::{is_segment, layout_at};
 use super::store::Kvs;
 use crate::config::StringFields;
 use crate::error::{Error, ErrorKind, Result};
+use crate::secrets::{SecretPaths, MASK};
 
 /// One changed field: its path segments (`["database", "pool"]`; empty for the whole
 /// document) and its new value (`None`: the field is gone, its keys are deleted).
@@ -128,7 +129,7 @@ pub(crate) fn apply(
             .collect();
         if doc.pointer(&pointer) != patch.value.as_ref() {
             let path = patch.dotted();
-            let what = if is_secret(&path, secrets) {
+            let what = if SecretPaths::new(secrets).is_secret(&path) {
                 format!("secret field `{path}` (value {MASK} not shown)")
             } else {
                 format!("`{path}`")
