@@ -5,6 +5,7 @@
 //! Paths are dotted serde field names (`database.password`); `""` is the whole document. A
 //! secret path covers everything below it.
 
+use crate::config::join_path as join;
 use jsonschema::ValidationError;
 use serde_json::Value;
 
@@ -162,14 +163,6 @@ fn is_at_or_below(path: &str, base: &str) -> bool {
     base.is_empty()
         || path == base
         || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'.'))
-}
-
-fn join(parent: &str, child: &str) -> String {
-    if parent.is_empty() {
-        child.to_string()
-    } else {
-        format!("{parent}.{child}")
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! violation's. Secret values never appear: a message about a value that is, contains or lies
 //! inside a secret field shows `***` instead of the value (see [`crate::secrets`]).
 
+use super::source::join_path as join;
 use std::marker::PhantomData;
 
 use jsonschema::error::ValidationErrorKind;
@@ -310,14 +311,6 @@ fn locate(err: Error, path: &str, sources: &Sources) -> Error {
             }
         }
         None => err,
-    }
-}
-
-fn join(parent: &str, child: &str) -> String {
-    if parent.is_empty() {
-        child.to_string()
-    } else {
-        format!("{parent}.{child}")
     }
 }
 

@@ -25,6 +25,7 @@ pub use handle::Config;
 pub use options::{ConfigOptions, UnknownKeys, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES};
 pub(crate) use reload::Reloader;
 pub use snapshot::Snapshot;
+pub(crate) use source::join_path;
 pub use source::{Layer, Source, Sources};
 pub use status::{ConfigStatus, WatchState};
 pub use unknown::UnknownKey;

@@ -133,6 +133,15 @@ impl Sources {
     }
 }
 
+/// The dotted path of field `child` of the field at `parent` (`""` is the root).
+pub(crate) fn join_path(parent: &str, child: &str) -> String {
+    if parent.is_empty() {
+        child.to_string()
+    } else {
+        format!("{parent}.{child}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! Field-level views of a key set: the etcd layer's document, diffs, and secret masking.
 
+use crate::config::join_path as join;
 use std::fmt;
 
 use serde::Serialize;
@@ -116,14 +117,6 @@ fn walk<S: AsRef<str>>(
             secret: SecretPaths::new(secrets).is_secret(path),
         }),
         _ => {}
-    }
-}
-
-fn join(parent: &str, child: &str) -> String {
-    if parent.is_empty() {
-        child.to_string()
-    } else {
-        format!("{parent}.{child}")
     }
 }
 
