@@ -152,8 +152,9 @@ impl StringFields {
     /// YAML, a superset of JSON, otherwise. A number or bool where the schema accepts only a
     /// string keeps the text as written, at any depth of a document. Refused: invalid UTF-8,
     /// invalid YAML or JSON, several documents, a mapping with a key twice, `.nan`/`.inf`,
-    /// unsupported tags, nesting that takes the field path past the depth limit, and aliases
-    /// that expand past the length of the text plus 4096 nodes.
+    /// unsupported tags, nesting that takes the field path past the depth limit, more nodes than
+    /// the text's length in bytes plus 4096, and aliases that add more than a quarter of that
+    /// length plus 4096 nodes.
     pub(crate) fn parse_for(&self, path: &[&str], raw: &[u8]) -> Result<Value, String> {
         if path.len() > self.max_depth {
             return Err(format!(
@@ -190,6 +191,7 @@ impl StringFields {
         let budget = Budget {
             depth,
             nodes: text.len().saturating_add(NODE_ALLOWANCE),
+            alias_nodes: (text.len() / 4).saturating_add(NODE_ALLOWANCE),
             depth_limit: self.max_depth,
         };
         yaml::parse(text, self, node, budget).map_err(|e| format!("invalid YAML/JSON: {e}"))

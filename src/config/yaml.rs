@@ -28,6 +28,8 @@ pub(crate) struct Budget {
     pub(crate) depth: usize,
     /// The most nodes (scalars, sequences, mappings) the value may hold, aliases expanded.
     pub(crate) nodes: usize,
+    /// The most nodes aliases may add (each alias adds the nodes of its anchor).
+    pub(crate) alias_nodes: usize,
     /// The limit to name in a depth error (the configured maximum field-path depth).
     pub(crate) depth_limit: usize,
 }
@@ -70,6 +72,7 @@ pub(crate) fn parse(
         fields,
         budget,
         nodes: 0,
+        alias_nodes: 0,
         stack: Vec::new(),
         anchors: HashMap::new(),
     }
@@ -80,6 +83,7 @@ struct Builder<'s> {
     fields: &'s StringFields,
     budget: Budget,
     nodes: usize,
+    alias_nodes: usize,
     stack: Vec<Frame<'s>>,
     anchors: HashMap<usize, Anchored>,
 }
@@ -139,6 +143,14 @@ impl<'s> Builder<'s> {
                         return Err(format!("unknown alias {}", self.at(&mark)));
                     };
                     let (nodes, height) = (anchored.nodes, anchored.height);
+                    self.alias_nodes += nodes;
+                    if self.alias_nodes > self.budget.alias_nodes {
+                        return Err(format!(
+                            "the value expands to more than {} nodes through aliases {}",
+                            self.budget.alias_nodes,
+                            self.at(&mark)
+                        ));
+                    }
                     self.count(nodes, &mark)?;
                     if self.stack.len() + height > self.budget.depth {
                         return Err(self.too_deep(&mark));
@@ -521,6 +533,7 @@ mod tests {
         Budget {
             depth: 64,
             nodes: 10_000,
+            alias_nodes: 5_000,
             depth_limit: 64,
         }
     }
@@ -597,7 +610,9 @@ mod tests {
                 vec![format!("*{prev}"); 10].join(",")
             ));
         }
-        assert!(yaml(&bomb).unwrap_err().contains("more than 10000 nodes"));
+        assert!(yaml(&bomb)
+            .unwrap_err()
+            .contains("more than 5000 nodes through aliases"));
 
         // An alias may not carry a deep anchor past the depth limit.
         let nested = format!("a: &a {}x{}\nb: [[*a]]\n", "[".repeat(62), "]".repeat(62));
