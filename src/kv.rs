@@ -32,9 +32,14 @@ pub(crate) async fn read_prefix(
     read_range(client, prefix.as_bytes().to_vec(), end, page_size, None).await
 }
 
-/// Reads the keys in `[start, end)` in pages of `page` keys, every page at one revision: `at`,
-/// or the current one (the first response header's). Returns that revision and the keys in key
-/// order.
+/// Reads the keys in `[start, end)` in pages of at most `page` keys, every page at one revision:
+/// `at`, or the current one (the first response header's). Returns that revision and the keys in
+/// key order.
+///
+/// Pages are bounded by bytes as well: a page the client cannot decode (larger than its decode
+/// limit, 4 MiB by default: 1000 keys of 250 KB are 250 MB) is asked for again with half as many
+/// keys, down to one key (etcd refuses values over its `--max-request-bytes`, 1.5 MiB by
+/// default, so one key always fits); after a page that fits, the size grows back.
 ///
 /// # Errors
 /// As [`read_prefix`].
@@ -46,20 +51,34 @@ pub(crate) async fn read_range(
     at: Option<i64>,
 ) -> Result<(i64, Vec<KeyValue>)> {
     let mut client = client.clone();
+    let page = page.max(1);
+    let mut limit = page;
     let mut from = start;
     let mut revision = at.unwrap_or(0);
     let mut out = Vec::new();
     loop {
-        let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let mut resp = client.get(from.clone(), Some(options)).await.map_err(|e| {
-            Error::etcd(
-                format_args!("reading `{}`", String::from_utf8_lossy(&from)),
-                e,
-            )
-        })?;
+        let mut resp = match client.get(from.clone(), Some(options)).await {
+            Ok(resp) => resp,
+            Err(e) if limit > 1 && is_too_large(&e) => {
+                tracing::debug!(
+                    keys = limit,
+                    "range page over the client's decode limit; reading half as many keys"
+                );
+                limit = (limit / 2).max(1);
+                continue;
+            }
+            Err(e) => {
+                return Err(Error::etcd(
+                    format_args!("reading `{}`", String::from_utf8_lossy(&from)),
+                    e,
+                ))
+            }
+        };
+        limit = (limit.saturating_mul(2)).min(page);
         if revision == 0 {
             revision = resp.header().map_or(0, |h| h.revision());
         }
@@ -76,6 +95,18 @@ pub(crate) async fn read_range(
             }
         }
         out.extend(kvs);
+    }
+}
+
+/// Whether a response failed because it is larger than the client decodes (tonic's
+/// `OutOfRange` "decoded message length too large"; etcd's own `OutOfRange` is compaction).
+pub(crate) fn is_too_large(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::OutOfRange
+                && status.message().contains("message length too large")
+        }
+        _ => false,
     }
 }
 

@@ -834,3 +834,35 @@ async fn a_key_ten_thousand_segments_deep_is_rejected_not_a_crash() {
     let applied = next_applied(&mut sub).await;
     assert_eq!((applied.revision(), applied.port), (rev, 9000));
 }
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, CoordConfig)]
+#[coord(prefix = "/apps/big")]
+struct Big {
+    #[serde(default)]
+    blobs: std::collections::BTreeMap<String, String>,
+}
+
+/// 20 keys of 250 KB are 5 MB, over the client's 4 MiB decode limit for one page of 1000 keys:
+/// the read pages by bytes too, so bind, reloads and `ConfigHistory` reads work (bind used to
+/// fail with an etcd error and no fallback).
+#[tokio::test]
+async fn a_prefix_larger_than_one_message_binds_and_reads() {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let blob = "x".repeat(250_000);
+    for i in 0..20 {
+        client
+            .put(format!("/apps/big/blobs/b{i:02}"), blob.as_str(), None)
+            .await
+            .unwrap();
+    }
+    let coord = etcd.coordinator().await;
+    let cfg: Config<Big> = coord.config_with(options()).await.unwrap();
+    assert_eq!(cfg.load().blobs.len(), 20);
+    assert!(cfg.load().blobs.values().all(|b| b.len() == 250_000));
+    let history = coordination::ConfigHistory::open(&coord, "/apps/big")
+        .await
+        .unwrap();
+    let (_, kvs) = history.kvs(None).await.unwrap();
+    assert_eq!(kvs.len(), 20);
+}
