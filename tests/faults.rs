@@ -529,3 +529,74 @@ async fn corrupt_or_foreign_cache_is_ignored() {
         "env still beats etcd once live"
     );
 }
+
+/// 30 writes of 200 KB while the handle is cut off: the catch-up (6 MB) is larger than the
+/// client decodes in one message. The handle re-reads the prefix in pages and converges within
+/// 5 s of reconnecting, without a re-open loop (it used to re-open about 8 times a second,
+/// forever, serving the old value).
+#[tokio::test]
+async fn a_catch_up_larger_than_one_message_converges() {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    put_retrying(&mut client, COUNTER, "1").await;
+    let proxy = Proxy::to(&etcd).await;
+    let coord = coordinator(vec![proxy.endpoint()]).await;
+    let cfg: Config<FaultConfig> = coord
+        .config_with(
+            ConfigOptions::new()
+                .no_history()
+                .max_backoff(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
+    let mut sub = cfg.subscribe();
+
+    proxy.cut();
+    assert!(
+        eventually(Duration::from_secs(10), || cfg.status().state
+            == WatchState::Reconnecting)
+        .await
+    );
+    let mut last = String::new();
+    for i in 0..30 {
+        last = format!("{i:02}{}", "x".repeat(200_000));
+        put_retrying(&mut client, "/apps/faults/name", &last).await;
+    }
+    put_retrying(&mut client, COUNTER, "2").await;
+    // Drain what the cut produced before counting.
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {}
+    proxy.restore();
+    let restored = Instant::now();
+
+    let mut status_events = 0;
+    let converged = loop {
+        let left = Duration::from_secs(5).saturating_sub(restored.elapsed());
+        match tokio::time::timeout(left, sub.recv()).await {
+            Ok(Some(ConfigEvent::Applied(s))) if s.counter == 2 => break s,
+            Ok(Some(ConfigEvent::Status(_))) => status_events += 1,
+            Ok(Some(_)) => {}
+            other => panic!("not converged within 5 s of reconnecting: {other:?}"),
+        }
+    };
+    assert!(restored.elapsed() < Duration::from_secs(5));
+    assert_eq!(converged.name, last);
+    assert!(
+        matches!(converged.change(), Change::Resync { .. }),
+        "{:?}",
+        converged.change()
+    );
+    // Quiet afterwards: live, and no re-open loop (each re-open shows as status changes).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+        if matches!(event, ConfigEvent::Status(_)) {
+            status_events += 1;
+        }
+    }
+    assert!(
+        status_events <= 20,
+        "{status_events} status changes: re-opening in a loop"
+    );
+    assert_eq!(cfg.status().state, WatchState::Live);
+    put_retrying(&mut client, COUNTER, "3").await;
+    assert!(eventually(Duration::from_secs(10), || cfg.load().counter == 3).await);
+}

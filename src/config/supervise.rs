@@ -9,6 +9,11 @@
 //! - A hung server or silent partition is detected by the HTTP/2 keepalive under the client
 //!   and by watch progress requests: after `probe_after` without a message the task asks etcd
 //!   for a progress notification, and treats no answer within `probe_timeout` as a failure.
+//! - A catch-up larger than the client decodes in one message (many large writes while cut
+//!   off) is answered like a compaction: the prefix is read again in pages at the current
+//!   revision and applied as one snapshot, then watched from there.
+//! - The backoff is reset by progress (events or a progress answer), not by a stream that opens
+//!   and fails at once, so a failure that repeats on every re-open backs off to `max_backoff`.
 //! - After a cold start (bound without etcd) the prefix is read in full first.
 
 use std::time::Duration;
@@ -22,6 +27,7 @@ use super::reload::{Flow, Reloader};
 use super::status::WatchState;
 use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind, Result};
+use crate::kv::is_too_large;
 
 /// An open watch and what the supervisor knows of its liveness.
 struct Watching {
@@ -70,12 +76,34 @@ impl<T: CoordConfig> Reloader<T> {
                                 w.probe_sent = None;
                             }
                             if response.created() {
-                                backoff.reset();
                                 self.set_status(WatchState::Live, None);
+                            } else {
+                                // Progress: events applied or etcd confirmed we are current. A
+                                // stream that opens and then fails at once (a catch-up it cannot
+                                // deliver) does not reset the backoff.
+                                backoff.reset();
                             }
                             self.on_response(response).await
                         }
                         Ok(None) => Err(Error::new(ErrorKind::Unavailable, "etcd closed the watch stream")),
+                        Err(e) if is_too_large(&e) => {
+                            // The catch-up since the resume revision is larger than the client
+                            // decodes in one message: read the prefix in pages instead, at the
+                            // current revision, and watch on from there.
+                            tracing::warn!(
+                                prefix = %self.state.prefix,
+                                resume_revision = self.state.revision + 1,
+                                error = %e,
+                                "watch catch-up larger than one message; re-reading the prefix in pages"
+                            );
+                            match self.resync().await {
+                                Ok(()) => {
+                                    backoff.reset();
+                                    Ok(Flow::Reopen)
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
                         Err(e) => Err(Error::etcd("config watch stream", e)),
                     };
                     match outcome {
