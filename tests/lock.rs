@@ -887,3 +887,56 @@ async fn coordctl_release_leaves_nested_locks_held() {
     let status = coord.lock_status("jobs/rebalance").await.unwrap();
     assert_eq!(status.holder.unwrap().key, rebalance.key());
 }
+
+/// A guard watches its key from the moment it is acquired: the first `is_lost()` made after
+/// a force-release, a raw delete or a lease revoke already says lost.
+#[tokio::test]
+async fn first_is_lost_after_a_release_already_says_lost() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let other = etcd.coordinator().await;
+
+    // Force-release from another coordinator.
+    let guard = coord.lock("first-lost/a").acquire().await.unwrap();
+    other.force_unlock("first-lost/a").await.unwrap().unwrap();
+    assert!(!key_exists(&etcd, guard.key()).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(guard.is_lost(), "first is_lost() after force_unlock");
+    assert_eq!(guard.lost_reason(), Some(LostReason::KeyDeleted));
+
+    // `etcdctl del` of the key.
+    let guard = coord.lock("first-lost/b").acquire().await.unwrap();
+    etcd.del(guard.key());
+    assert!(!key_exists(&etcd, guard.key()).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(guard.is_lost(), "first is_lost() after etcdctl del");
+
+    // Revoking the lease (with a TTL long enough that no keepalive runs meanwhile).
+    let guard = coord
+        .lock("first-lost/c")
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .unwrap();
+    etcd.etcdctl(&["lease", "revoke", &format!("{:x}", guard.lease_id())]);
+    assert!(!key_exists(&etcd, guard.key()).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        guard.is_lost(),
+        "first is_lost() after the lease was revoked"
+    );
+
+    // `lost()` called for the first time after the delete resolves at once.
+    let guard = coord.lock("first-lost/d").acquire().await.unwrap();
+    etcd.del(guard.key());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reason = tokio::time::timeout(Duration::from_millis(50), guard.lost())
+        .await
+        .expect("lost() resolves at once");
+    assert_eq!(reason, LostReason::KeyDeleted);
+
+    // A held guard is not reported lost.
+    let held = coord.lock("first-lost/e").acquire().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_lost());
+}

@@ -185,6 +185,7 @@ impl Election {
                 return Err(e);
             }
         }
+        held.watch_key();
         Ok(Leadership {
             name: self.name.clone(),
             held,

@@ -355,6 +355,13 @@ impl Held {
         Ok((held, users))
     }
 
+    /// Starts watching the key for its delete (once `token` is known, when the guard or
+    /// leadership is made), so that [`lost_reason`](Self::lost_reason) reports a delete that
+    /// happened before anyone asked. Calling it again does nothing.
+    pub(crate) fn watch_key(&self) {
+        self.monitor();
+    }
+
     fn monitor(&self) -> Option<&KeyMonitor> {
         self.monitor
             .get_or_init(|| {
