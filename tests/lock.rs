@@ -731,3 +731,212 @@ fn assert_send_sync() {
     is::<LockGuard>();
     is::<Session>();
 }
+
+/// Whether `key` exists (a raw etcd read).
+async fn key_exists(etcd: &Etcd, key: &str) -> bool {
+    let mut client = etcd.client().await;
+    !client.get(key, None).await.unwrap().kvs().is_empty()
+}
+
+/// `jobs` and the nested `jobs/rebalance` and `jobs/backfill` (whose first letter is a hex
+/// digit) are different locks: each is acquired while the others are held, the queue of `jobs`
+/// lists only its own keys, and force-releasing `jobs` never hits a nested lock's holder.
+#[tokio::test]
+async fn nested_lock_names_do_not_act_on_each_other() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let rebalance = coord
+        .lock("jobs/rebalance")
+        .acquire_timeout(Duration::from_secs(3))
+        .await
+        .expect("jobs/rebalance is free");
+    let backfill = coord
+        .lock("jobs/backfill")
+        .acquire_timeout(Duration::from_secs(3))
+        .await
+        .expect("jobs/backfill is free");
+    // Both nested keys are older than any key of `jobs`: a prefix rule would queue behind them.
+    let jobs = coord
+        .lock("jobs")
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("`jobs` is free although nested locks are held");
+    let jobs_timed = coord
+        .lock("jobs")
+        .acquire_timeout(Duration::from_millis(300))
+        .await;
+    assert_eq!(
+        jobs_timed.unwrap_err().kind(),
+        ErrorKind::Timeout,
+        "`jobs` itself still excludes"
+    );
+    let nested_after = coord
+        .lock("jobs/rebalance/eu")
+        .acquire_timeout(Duration::from_secs(3))
+        .await
+        .expect("a lock nested under a held nested lock is free");
+    assert_eq!(count_prefix(&etcd, "jobs/").await, 4);
+
+    let status = coord.lock_status("jobs").await.unwrap();
+    assert_eq!(status.holder.as_ref().unwrap().key, jobs.key());
+    assert!(status.waiters.is_empty(), "{:?}", status.waiters);
+    let status = coord.lock_status("jobs/rebalance").await.unwrap();
+    assert_eq!(status.holder.as_ref().unwrap().key, rebalance.key());
+    assert!(status.waiters.is_empty(), "{:?}", status.waiters);
+
+    // A waiter on `jobs` queues behind `jobs`'s holder only.
+    let waiter = {
+        let coord = coord.clone();
+        tokio::spawn(async move { coord.lock("jobs").acquire().await.unwrap() })
+    };
+    wait_for_waiters(&coord, "jobs", 1).await;
+    let status = coord.lock_status("jobs").await.unwrap();
+    let listed: Vec<&str> = status
+        .holder
+        .iter()
+        .chain(&status.waiters)
+        .map(|e| e.key.as_str())
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0], jobs.key());
+    for key in &listed {
+        let child = key.strip_prefix("jobs/").unwrap();
+        assert!(
+            !child.contains('/'),
+            "only direct children listed: {listed:?}"
+        );
+    }
+
+    let released = coord.force_unlock("jobs").await.unwrap().unwrap();
+    assert_eq!(released.key, jobs.key());
+    assert_eq!(released.create_revision, jobs.fencing_token());
+    let next = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter of `jobs` gets it")
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), jobs.lost())
+            .await
+            .unwrap(),
+        LostReason::KeyDeleted
+    );
+    let released = coord.force_unlock("jobs").await.unwrap().unwrap();
+    assert_eq!(released.key, next.key());
+    assert_eq!(
+        coord.force_unlock("jobs").await.unwrap(),
+        None,
+        "`jobs` is free; nested holders are not its holders"
+    );
+    for guard in [&rebalance, &backfill, &nested_after] {
+        assert!(key_exists(&etcd, guard.key()).await, "{} kept", guard.key());
+        assert!(!guard.is_lost(), "{} still held", guard.key());
+    }
+    assert!(coord.lock_status("jobs").await.unwrap().holder.is_none());
+    rebalance.unlock().await.unwrap();
+    backfill.unlock().await.unwrap();
+    nested_after.unlock().await.unwrap();
+}
+
+/// The `coordctl lock release jobs` binary releases `jobs`'s holder and leaves the older
+/// holder of `jobs/rebalance` alone.
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn coordctl_release_leaves_nested_locks_held() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let rebalance = coord.lock("jobs/rebalance").acquire().await.unwrap();
+    let jobs = coord
+        .lock("jobs")
+        .acquire_timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
+    let coordctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+            .arg("--endpoints")
+            .arg(etcd.endpoint())
+            .args(args)
+            .env_remove("ETCD_ENDPOINTS")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run coordctl");
+        assert!(
+            out.status.success(),
+            "coordctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = coordctl(&["lock", "ls", "jobs"]);
+    assert!(listed.contains(jobs.key()), "{listed}");
+    assert!(!listed.contains(rebalance.key()), "{listed}");
+
+    let out = coordctl(&["lock", "release", "jobs"]);
+    assert!(out.contains(jobs.key()), "{out}");
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), jobs.lost())
+            .await
+            .unwrap(),
+        LostReason::KeyDeleted
+    );
+    assert!(key_exists(&etcd, rebalance.key()).await);
+    assert!(!rebalance.is_lost());
+    let out = coordctl(&["lock", "release", "jobs"]);
+    assert!(out.contains("nothing to release"), "{out}");
+    assert!(key_exists(&etcd, rebalance.key()).await);
+    let status = coord.lock_status("jobs/rebalance").await.unwrap();
+    assert_eq!(status.holder.unwrap().key, rebalance.key());
+}
+
+/// A guard watches its key from the moment it is acquired: the first `is_lost()` made after
+/// a force-release, a raw delete or a lease revoke already says lost.
+#[tokio::test]
+async fn first_is_lost_after_a_release_already_says_lost() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let other = etcd.coordinator().await;
+
+    // Force-release from another coordinator.
+    let guard = coord.lock("first-lost/a").acquire().await.unwrap();
+    other.force_unlock("first-lost/a").await.unwrap().unwrap();
+    assert!(!key_exists(&etcd, guard.key()).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(guard.is_lost(), "first is_lost() after force_unlock");
+    assert_eq!(guard.lost_reason(), Some(LostReason::KeyDeleted));
+
+    // `etcdctl del` of the key.
+    let guard = coord.lock("first-lost/b").acquire().await.unwrap();
+    etcd.del(guard.key());
+    assert!(!key_exists(&etcd, guard.key()).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(guard.is_lost(), "first is_lost() after etcdctl del");
+
+    // Revoking the lease (with a TTL long enough that no keepalive runs meanwhile).
+    let guard = coord
+        .lock("first-lost/c")
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .unwrap();
+    etcd.etcdctl(&["lease", "revoke", &format!("{:x}", guard.lease_id())]);
+    assert!(!key_exists(&etcd, guard.key()).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        guard.is_lost(),
+        "first is_lost() after the lease was revoked"
+    );
+
+    // `lost()` called for the first time after the delete resolves at once.
+    let guard = coord.lock("first-lost/d").acquire().await.unwrap();
+    etcd.del(guard.key());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reason = tokio::time::timeout(Duration::from_millis(50), guard.lost())
+        .await
+        .expect("lost() resolves at once");
+    assert_eq!(reason, LostReason::KeyDeleted);
+
+    // A held guard is not reported lost.
+    let held = coord.lock("first-lost/e").acquire().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_lost());
+}

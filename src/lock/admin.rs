@@ -4,10 +4,9 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, KeyValue, Txn, TxnOp};
 
-use super::queue::{first_created, prefix_for};
+use super::queue::{prefix_for, read_members};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kv::read_prefix;
 
 /// One key in a lock's queue: the holder or a waiter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +31,8 @@ pub struct LockEntry {
 pub struct LockStatus {
     /// The key prefix, namespace included, ending with `/`.
     pub prefix: String,
-    /// The holder: the key with the lowest create_revision. `None` when the lock is free.
+    /// The holder: the direct child `{prefix}{lease:x}` with the lowest create_revision.
+    /// `None` when the lock is free. Keys of nested names are not part of the queue.
     pub holder: Option<LockEntry>,
     /// The waiters in the order they will get the lock.
     pub waiters: Vec<LockEntry>,
@@ -42,7 +42,9 @@ pub struct LockStatus {
 
 impl Coordinator {
     /// Reads the holder and waiters of lock `name` (the holder first, then the waiters in
-    /// order), with each lease's remaining TTL. `coordctl lock ls NAME` prints this.
+    /// order), with each lease's remaining TTL. `coordctl lock ls NAME` prints this. Only the
+    /// direct children `NAME/{lease:x}` are listed: the keys of a nested lock such as
+    /// `NAME/rebalance` are its own, not waiters of `NAME`.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for an empty name; the etcd error kinds if the prefix
@@ -50,8 +52,7 @@ impl Coordinator {
     pub async fn lock_status(&self, name: &str) -> Result<LockStatus> {
         let prefix = prefix_for(self, "lock", name)?;
         let mut client = self.client();
-        let (revision, mut kvs) = read_prefix(&mut client, &prefix, 1000).await?;
-        kvs.sort_by_key(KeyValue::create_revision);
+        let (revision, kvs) = read_members(&client, &prefix).await?;
         let mut entries = Vec::with_capacity(kvs.len());
         for kv in &kvs {
             let ttl = if kv.lease() == 0 {
@@ -77,7 +78,9 @@ impl Coordinator {
     }
 
     /// Deletes the holder's key of lock `name` (only if it is still the same key and
-    /// create_revision, so a new holder is never hit). The holder's
+    /// create_revision, so a new holder is never hit). The holder is the direct child
+    /// `NAME/{lease:x}` with the lowest create_revision; a nested lock such as `NAME/rebalance`
+    /// is never touched. The holder's
     /// [`lost`](crate::LockGuard::lost) fires, its fenced writes fail, and the next waiter gets
     /// the lock. The holder's lease is left alone. Returns the released entry, `None` if the
     /// lock was free. `coordctl lock release NAME` runs this.
@@ -88,11 +91,8 @@ impl Coordinator {
     pub async fn force_unlock(&self, name: &str) -> Result<Option<LockEntry>> {
         let prefix = prefix_for(self, "lock", name)?;
         let mut client = self.client();
-        let resp = client
-            .get(prefix.as_str(), Some(first_created(&prefix)))
-            .await
-            .map_err(|e| Error::etcd(format_args!("reading the holder of `{prefix}`"), e))?;
-        let Some(kv) = resp.kvs().first() else {
+        let (_, members) = read_members(&client, &prefix).await?;
+        let Some(kv) = members.first() else {
             return Ok(None);
         };
         let holder = entry(kv, None);

@@ -2,7 +2,8 @@
 //! leader, observe), interoperable with `etcdctl elect` and the server's Election RPCs.
 //!
 //! Candidates queue exactly like lock waiters (keys `NAME/{lease:x}` holding the candidate's
-//! value); the leader is the key with the lowest create_revision.
+//! value); the leader is the direct child with the lowest create_revision (keys of nested
+//! names such as `NAME/eu/{lease:x}` belong to the election `NAME/eu`).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use tokio::task::AbortHandle;
 
 use super::fence::Fence;
 use super::monitor::EVENT_DELETE;
-use super::queue::{enqueue, first_created, member_key, prefix_for, wait_turn, Held};
+use super::queue::{enqueue, is_member, member_key, prefix_for, read_members, wait_turn, Held};
 use super::session::{LostReason, Session, SessionOptions};
 use crate::backoff::Backoff;
 use crate::coordinator::Coordinator;
@@ -184,6 +185,7 @@ impl Election {
                 return Err(e);
             }
         }
+        held.watch_key();
         Ok(Leadership {
             name: self.name.clone(),
             held,
@@ -196,12 +198,8 @@ impl Election {
     /// [`ErrorKind::InvalidArgument`] for an empty name; the etcd error kinds.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
         let prefix = prefix_for(&self.coord, "election", &self.name)?;
-        let mut client = self.coord.client();
-        let resp = client
-            .get(prefix.as_str(), Some(first_created(&prefix)))
-            .await
-            .map_err(|e| Error::etcd(format_args!("reading the leader of `{prefix}`"), e))?;
-        Ok(resp.kvs().first().map(LeaderInfo::from_kv))
+        let (_, members) = read_members(&self.coord.client(), &prefix).await?;
+        Ok(members.first().map(LeaderInfo::from_kv))
     }
 
     /// Follows the leader: yields the current leader, then every new leader and every value it
@@ -377,12 +375,8 @@ async fn observe_once(
     tx: &mpsc::Sender<LeaderInfo>,
     last: &mut Option<(String, i64)>,
 ) -> Result<bool> {
-    let resp = client
-        .get(prefix, Some(first_created(prefix)))
-        .await
-        .map_err(|e| Error::etcd(format_args!("reading the leader of `{prefix}`"), e))?;
-    let at = resp.header().map_or(0, |h| h.revision());
-    let Some(kv) = resp.kvs().first() else {
+    let (at, members) = read_members(client, prefix).await?;
+    let Some(kv) = members.first() else {
         // Nobody leads: wait for a candidate, then read again.
         let options = WatchOptions::new()
             .with_prefix()
@@ -400,7 +394,11 @@ async fn observe_once(
             let resp = msg
                 .map_err(|e| Error::etcd(format_args!("watching `{prefix}`"), e))?
                 .ok_or_else(|| Error::new(ErrorKind::Unavailable, "watch closed"))?;
-            if !resp.events().is_empty() {
+            if resp
+                .events()
+                .iter()
+                .any(|ev| ev.kv().is_some_and(|kv| is_member(prefix, kv.key())))
+            {
                 return Ok(true);
             }
             if resp.canceled() {

@@ -12,7 +12,8 @@ use crate::backoff::Backoff;
 pub(crate) const EVENT_DELETE: i32 = 1;
 
 /// Watches one key (from its creation revision + 1) for its delete and re-opens the watch
-/// after errors. Started lazily, the first time someone asks whether the key was lost.
+/// after errors. Started when a guard or leadership is made (its key and token known), so a
+/// delete is noticed whether or not anyone asks.
 pub(crate) struct KeyMonitor {
     deleted: watch::Receiver<bool>,
     task: AbortHandle,

@@ -156,6 +156,7 @@ impl LockBuilder {
                 }
             }
         }
+        held.watch_key();
         Ok(Some(LockGuard {
             name: self.name,
             held,
@@ -230,8 +231,9 @@ impl LockGuard {
 
     /// Why the lock is lost, or `None` while it holds as far as this process knows: the lease
     /// is gone, keepalives were not confirmed by [`valid_until`](Self::valid_until), or our key
-    /// was deleted (the first call starts watching the key; a delete is reported shortly
-    /// after it happens).
+    /// was deleted (the key is watched from the moment the lock was acquired, so a
+    /// force-release is reported shortly after it happens, whether or not anyone asked
+    /// before).
     pub fn lost_reason(&self) -> Option<LostReason> {
         self.held.lost_reason()
     }

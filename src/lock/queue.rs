@@ -2,21 +2,28 @@
 //! `concurrency.Election` key layout and order, so that `etcdctl lock` / `etcdctl elect` and
 //! the server's Lock/Election RPCs interoperate.
 //!
+//! The queue of `NAME` is made of its *members*, the direct children `NAME/{lease:x}` (one
+//! segment of lowercase hex after `NAME/`, see [`is_member`]). Keys of nested names such as
+//! `NAME/rebalance/{lease:x}` belong to the lock `NAME/rebalance` and are never owner, waiter
+//! or predecessor here. (Go's `concurrency.Mutex` takes every key under `NAME/`; see the
+//! module docs of [`crate::lock`].)
+//!
 //! 1. One transaction: if `PREFIX{lease:x}` does not exist, create it on the session lease
 //!    (else read it: the session already queues there), and read the key with the lowest
-//!    create_revision under `PREFIX` (the owner).
-//! 2. If our key is not the owner, watch the key with the next-lower create_revision for its
-//!    delete, then look again (so a waiter wakes only when its predecessor goes: FIFO, no
+//!    create_revision in the members' key range. If that key is a member, it is the owner;
+//!    if it is a nested name's, the members are read in full to decide.
+//! 2. If our key is not the owner, watch the member with the next-lower create_revision for
+//!    its delete, then look again (so a waiter wakes only when its predecessor goes: FIFO, no
 //!    thundering herd).
-//! 3. When no lower key is left, check that our key still exists with the same
+//! 3. When no lower member is left, check that our key still exists with the same
 //!    create_revision (it may have been force-released or its lease may have expired).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, WatchFilterType, WatchOptions,
+    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
 };
 use tokio::time::Instant;
 
@@ -25,7 +32,7 @@ use super::session::{is_lease_not_found, KeyRef, LostReason, Session};
 use crate::backoff::Backoff;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kv::prefix_end;
+use crate::kv::read_range;
 
 /// `NAME` → the key prefix `NAME/`, under the namespace as `{namespace}/NAME/` (one `/`
 /// between them; a trailing `/` in `NAME` is ignored). Without a namespace the keys are exactly
@@ -53,21 +60,47 @@ pub(crate) fn member_key(prefix: &str, lease: i64) -> String {
     format!("{prefix}{lease:x}")
 }
 
-/// Get options for the key with the lowest create_revision under `prefix`.
-pub(crate) fn first_created(prefix: &str) -> GetOptions {
+/// Whether `key` is a member of the queue under `prefix`: a direct child `PREFIX{lease:x}`,
+/// one segment of 1 to 16 lowercase hex digits after the prefix. Keys of nested names
+/// (`PREFIXrebalance/{lease:x}` for the lock `NAME/rebalance`) are not members: they belong
+/// to another lock.
+pub(crate) fn is_member(prefix: &str, key: &[u8]) -> bool {
+    key.strip_prefix(prefix.as_bytes()).is_some_and(|rest| {
+        (1..=16).contains(&rest.len())
+            && rest
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    })
+}
+
+/// The key range `[PREFIX0, PREFIXg)`: every member key, and only the nested names that start
+/// with a hex digit besides.
+fn member_range(prefix: &str) -> (String, String) {
+    (format!("{prefix}0"), format!("{prefix}g"))
+}
+
+/// Get options for the key with the lowest create_revision in the member range of `prefix`
+/// (the range starts at [`member_range`]'s first key). The key found may be a nested name's
+/// (check it with [`is_member`]); if it is a member, it is the owner.
+fn first_in_range(prefix: &str) -> GetOptions {
     GetOptions::new()
-        .with_range(prefix_end(prefix.as_bytes()))
+        .with_range(member_range(prefix).1)
         .with_sort(SortTarget::Create, SortOrder::Ascend)
         .with_limit(1)
 }
 
-/// Get options for the key with the highest create_revision ≤ `max_rev` under `prefix`.
-fn last_created_before(prefix: &str, max_rev: i64) -> GetOptions {
-    GetOptions::new()
-        .with_range(prefix_end(prefix.as_bytes()))
-        .with_sort(SortTarget::Create, SortOrder::Descend)
-        .with_max_create_revision(max_rev)
-        .with_limit(1)
+/// The members of the queue under `prefix` (see [`is_member`]) as of one revision, in queue
+/// order (ascending create_revision). Returns that revision and the members.
+///
+/// # Errors
+/// The etcd error kinds if a page cannot be read.
+pub(crate) async fn read_members(client: &Client, prefix: &str) -> Result<(i64, Vec<KeyValue>)> {
+    let (start, end) = member_range(prefix);
+    let (revision, mut kvs) =
+        read_range(client, start.into_bytes(), end.into_bytes(), 1000, None).await?;
+    kvs.retain(|kv| is_member(prefix, kv.key()));
+    kvs.sort_by_key(KeyValue::create_revision);
+    Ok((revision, kvs))
 }
 
 /// What step 1 found.
@@ -89,15 +122,16 @@ pub(crate) async fn enqueue(
     value: &[u8],
 ) -> Result<Enqueued> {
     let put = PutOptions::new().with_lease(session.lease_id());
+    let first = member_range(prefix).0;
     let txn = Txn::new()
         .when([Compare::create_revision(key, CompareOp::Equal, 0)])
         .and_then([
             TxnOp::put(key, value, Some(put)),
-            TxnOp::get(prefix, Some(first_created(prefix))),
+            TxnOp::get(first.as_str(), Some(first_in_range(prefix))),
         ])
         .or_else([
             TxnOp::get(key, None),
-            TxnOp::get(prefix, Some(first_created(prefix))),
+            TxnOp::get(first.as_str(), Some(first_in_range(prefix))),
         ]);
     let resp = client.txn(txn).await.map_err(|e| {
         if is_lease_not_found(&e) {
@@ -123,12 +157,29 @@ pub(crate) async fn enqueue(
         rev = kv.create_revision();
         existing_value = Some(kv.value().to_vec());
     }
-    let owner = match owner {
-        Some(TxnOpResponse::Get(get)) => get
-            .kvs()
-            .first()
-            .is_none_or(|kv| kv.create_revision() == rev),
+    let lowest = match owner {
+        Some(TxnOpResponse::Get(get)) => get.kvs().first().cloned(),
         _ => return Err(Error::new(ErrorKind::Etcd, "unexpected txn response")),
+    };
+    let owner = match lowest {
+        Some(kv) if is_member(prefix, kv.key()) => kv.create_revision() == rev,
+        // A nested name's key came first: only the members decide.
+        _ => {
+            let (_, members) = read_members(client, prefix).await?;
+            if !members
+                .iter()
+                .any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == rev)
+            {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("`{key}` was deleted while queueing"),
+                )
+                .with_key(key));
+            }
+            members
+                .first()
+                .is_some_and(|kv| kv.create_revision() == rev)
+        }
     };
     Ok(Enqueued {
         rev,
@@ -206,38 +257,23 @@ pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Waits until no key under `prefix` was created before ours (Go's `waitDeletes`), checking in
-/// the same read that our `key` still exists with create_revision `rev`. `Ok(true)` when our
-/// turn has come, `Ok(false)` when our key is gone.
+/// Waits until no member of the queue under `prefix` (see [`is_member`]) was created before
+/// ours (Go's `waitDeletes`, without the keys of nested names), checking in the same read that
+/// our `key` still exists with create_revision `rev`. `Ok(true)` when our turn has come,
+/// `Ok(false)` when our key is gone.
 async fn wait_deletes(client: &mut Client, prefix: &str, key: &str, rev: i64) -> Result<bool> {
     loop {
-        // One read-only transaction: the last key before ours, and ours.
-        let txn = Txn::new().and_then([
-            TxnOp::get(prefix, Some(last_created_before(prefix, rev - 1))),
-            TxnOp::get(key, None),
-        ]);
-        let resp = client
-            .txn(txn)
-            .await
-            .map_err(|e| Error::etcd(format_args!("reading waiters of `{prefix}`"), e))?;
-        let at = resp.header().map_or(0, |h| h.revision());
-        let mut ops = resp.op_responses().into_iter();
-        let (Some(TxnOpResponse::Get(before)), Some(TxnOpResponse::Get(ours))) =
-            (ops.next(), ops.next())
-        else {
-            return Err(Error::new(ErrorKind::Etcd, "unexpected txn response"));
-        };
-        if ours
-            .kvs()
-            .first()
-            .is_none_or(|kv| kv.create_revision() != rev)
+        let (at, members) = read_members(client, prefix).await?;
+        if !members
+            .iter()
+            .any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == rev)
         {
             return Ok(false);
         }
-        let Some(kv) = before.kvs().first() else {
+        let Some(before) = members.iter().rev().find(|kv| kv.create_revision() < rev) else {
             return Ok(true);
         };
-        wait_delete(client, kv.key(), at + 1).await?;
+        wait_delete(client, before.key(), at + 1).await?;
     }
 }
 
@@ -317,6 +353,13 @@ impl Held {
             released: false,
         };
         Ok((held, users))
+    }
+
+    /// Starts watching the key for its delete (once `token` is known, when the guard or
+    /// leadership is made), so that [`lost_reason`](Self::lost_reason) reports a delete that
+    /// happened before anyone asked. Calling it again does nothing.
+    pub(crate) fn watch_key(&self) {
+        self.monitor();
     }
 
     fn monitor(&self) -> Option<&KeyMonitor> {
