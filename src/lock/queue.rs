@@ -505,3 +505,39 @@ fn spawn_retry(
         session.forget_key(&key, &key_ref);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_direct_children_with_a_lowercase_hex_lease() {
+        assert!(is_member("jobs/", b"jobs/694d9a3b5c2e1f07"));
+        assert!(is_member("jobs/", b"jobs/0"));
+        assert!(is_member("/ns/jobs/", b"/ns/jobs/7fffffffffffffff"));
+        for key in [
+            &b"jobs/rebalance/694d9a3b5c2e1f07"[..],
+            b"jobs/backfill/694d9a3b5c2e1f07",
+            b"jobs/abc/1",
+            b"jobs/",
+            b"jobs/694D9A3B",
+            b"jobs/1234567890abcdef0",
+            b"jobs/12 ",
+            b"jobsx/12",
+            b"other/12",
+        ] {
+            assert!(!is_member("jobs/", key), "{}", String::from_utf8_lossy(key));
+        }
+    }
+
+    #[test]
+    fn the_member_range_holds_every_member_key() {
+        let (start, end) = member_range("jobs/");
+        for key in ["jobs/0", "jobs/9", "jobs/a", "jobs/ffffffffffffffff"] {
+            assert!(start.as_str() <= key && key < end.as_str(), "{key}");
+        }
+        for key in ["jobs/rebalance/1", "jobs/", "jobs/-", "jobs/z"] {
+            assert!(!(start.as_str() <= key && key < end.as_str()), "{key}");
+        }
+    }
+}
