@@ -87,6 +87,26 @@ pub(crate) const UPDATE_ATTEMPTS: u32 = 10;
 
 /// What a guarded write starts from: the revision it is guarded by, the key set at that
 /// revision, and the version record holding that key set (if known).
+/// Writes `target` over `base` as one published version, guarded by `base`'s revision.
+async fn publish_over<T: CoordConfig>(
+    shared: &Shared<T>,
+    base: Base,
+    target: &Kvs,
+    author: &str,
+    comment: &str,
+) -> Result<Option<Version>> {
+    write_guarded(
+        &shared.store,
+        base.revision,
+        &base.kvs,
+        target,
+        Meta::new(VersionSource::Publish, author, comment),
+        base.prev,
+        recording(shared),
+    )
+    .await
+}
+
 struct Base {
     revision: i64,
     kvs: Arc<Kvs>,
@@ -245,16 +265,7 @@ impl<T: CoordConfig> Config<T> {
             T::SECRETS,
         )?;
         let base = self.base(shared, revision).await?;
-        write_guarded(
-            &shared.store,
-            base.revision,
-            &base.kvs,
-            &target,
-            Meta::new(VersionSource::Publish, author, comment),
-            base.prev,
-            recording(shared),
-        )
-        .await
+        publish_over(shared, base, &target, author, comment).await
     }
 
     /// Publishes the fields of `value` that differ from `snapshot`'s value, guarded by the
@@ -283,16 +294,7 @@ impl<T: CoordConfig> Config<T> {
             shared.max_value_bytes,
             T::SECRETS,
         )?;
-        write_guarded(
-            &shared.store,
-            base.revision,
-            &base.kvs,
-            &target,
-            Meta::new(VersionSource::Publish, author, comment),
-            base.prev,
-            recording(shared),
-        )
-        .await
+        publish_over(shared, base, &target, author, comment).await
     }
 
     /// The key set a write guarded by `revision` (`None`: the last revision the handle
