@@ -8,6 +8,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 
 use crate::config::{Config, ConfigOptions, CoordConfig, Reloader};
 use crate::error::{Error, ErrorKind, Result};
+use crate::etcd::Etcd;
 
 /// How to reach etcd. Build with [`CoordinatorOptions::new`] and the `with_*` methods.
 #[derive(Clone)]
@@ -18,6 +19,7 @@ pub struct CoordinatorOptions {
     request_timeout: Duration,
     keep_alive: Option<(Duration, Duration)>,
     namespace: String,
+    max_decode_bytes: usize,
 }
 
 impl fmt::Debug for CoordinatorOptions {
@@ -29,6 +31,7 @@ impl fmt::Debug for CoordinatorOptions {
             .field("request_timeout", &self.request_timeout)
             .field("keep_alive", &self.keep_alive)
             .field("namespace", &self.namespace)
+            .field("max_decode_bytes", &self.max_decode_bytes)
             .finish()
     }
 }
@@ -36,7 +39,8 @@ impl fmt::Debug for CoordinatorOptions {
 impl CoordinatorOptions {
     /// Endpoints such as `http://127.0.0.1:2379` (any member of the cluster; the client
     /// balances across them). Defaults: no auth, 5 s connect timeout, 5 s request timeout,
-    /// HTTP/2 keepalive ping every 10 s with a 5 s ack timeout, no namespace.
+    /// HTTP/2 keepalive ping every 10 s with a 5 s ack timeout, no namespace, a decode limit
+    /// of [`DEFAULT_MAX_DECODE_BYTES`](crate::DEFAULT_MAX_DECODE_BYTES) (16 MiB).
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
         CoordinatorOptions {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
@@ -45,6 +49,7 @@ impl CoordinatorOptions {
             request_timeout: Duration::from_secs(5),
             keep_alive: Some((Duration::from_secs(10), Duration::from_secs(5))),
             namespace: String::new(),
+            max_decode_bytes: crate::etcd::DEFAULT_MAX_DECODE_BYTES,
         }
     }
 
@@ -81,6 +86,18 @@ impl CoordinatorOptions {
         self
     }
 
+    /// The largest response this process decodes, in bytes (default
+    /// [`DEFAULT_MAX_DECODE_BYTES`](crate::DEFAULT_MAX_DECODE_BYTES), 16 MiB; at least
+    /// 64 KiB). It bounds the memory one range page or one watch response may take. Reads are
+    /// split into smaller pages when a page exceeds it, and a watch catch-up that exceeds it
+    /// (many large writes made while this process was cut off) is replaced by a paged read of
+    /// the prefix, so a small limit costs reads, not correctness. One value must fit: etcd's
+    /// `--max-request-bytes` (1.5 MiB by default) bounds a value.
+    pub fn with_max_decode_bytes(mut self, bytes: usize) -> Self {
+        self.max_decode_bytes = bytes;
+        self
+    }
+
     /// A key prefix put in front of every key this coordinator uses (e.g. `/tenant-a`), so
     /// several tenants or test runs can share one cluster. No trailing `/`.
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
@@ -97,6 +114,7 @@ pub struct Coordinator {
 
 struct Inner {
     client: Client,
+    etcd: Etcd,
     options: CoordinatorOptions,
 }
 
@@ -163,14 +181,24 @@ impl Coordinator {
         let client = Client::connect(&options.endpoints, Some(connect))
             .await
             .map_err(|e| Error::etcd(format_args!("connecting to etcd at {shown}"), e))?;
+        let etcd = Etcd::new(client.clone(), options.max_decode_bytes);
         Ok(Coordinator {
-            inner: Arc::new(Inner { client, options }),
+            inner: Arc::new(Inner {
+                client,
+                etcd,
+                options,
+            }),
         })
     }
 
     /// A clone of the underlying etcd client, for operations this crate does not wrap.
     pub fn client(&self) -> Client {
         self.inner.client.clone()
+    }
+
+    /// The crate's etcd layer over this connection (client and decode limit).
+    pub(crate) fn etcd(&self) -> &Etcd {
+        &self.inner.etcd
     }
 
     /// The namespace put in front of every key (`""` for none).
@@ -209,7 +237,7 @@ impl Coordinator {
             ));
         }
         let full = format!("{}{}/", self.inner.options.namespace, prefix);
-        let started = Reloader::<T>::start(self.client(), full.clone(), &options).await?;
+        let started = Reloader::<T>::start(self.etcd().clone(), full.clone(), &options).await?;
         let config = Config::spawn(started, full);
         crate::history::start(self, &config, &options).await;
         Ok(config)

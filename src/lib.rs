@@ -79,23 +79,23 @@
 //! | `derive` | yes | `#[derive(CoordConfig)]` (the `coordination-derive` proc-macro crate) |
 //! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap) |
 
-mod backoff;
 mod config;
 mod coordinator;
 mod error;
+mod etcd;
 mod history;
-mod kv;
 mod lock;
 mod registry;
 mod secrets;
 
 pub use config::{
     Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, CoordConfig, Layer, Rejection,
-    Snapshot, Source, Sources, Subscription, UnknownKey, UnknownKeys, WatchState,
+    ResyncReason, Snapshot, Source, Sources, Subscription, UnknownKey, UnknownKeys, WatchState,
     DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES,
 };
 pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
+pub use etcd::DEFAULT_MAX_DECODE_BYTES;
 pub use history::{
     ConfigHistory, Draft, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
     DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use coordination::{
     Change, Config, ConfigEvent, ConfigOptions, CoordConfig, Coordinator, CoordinatorOptions,
-    ErrorKind, Layer, WatchState,
+    ErrorKind, Layer, ResyncReason, WatchState,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -293,7 +293,15 @@ async fn compaction_while_disconnected_resyncs_to_the_current_state() {
         (5, "", "t0ken")
     );
     match snap.change() {
-        Change::Resync { revision, keys } => {
+        Change::Resync {
+            revision,
+            keys,
+            reason,
+        } => {
+            assert!(
+                matches!(reason, ResyncReason::Compacted { .. }),
+                "{reason:?}"
+            );
             assert_eq!(*revision, snap.revision());
             let keys: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
             assert_eq!(
@@ -531,16 +539,20 @@ async fn corrupt_or_foreign_cache_is_ignored() {
 }
 
 /// 30 writes of 200 KB while the handle is cut off: the catch-up (6 MB) is larger than the
-/// client decodes in one message. The handle re-reads the prefix in pages and converges within
-/// 5 s of reconnecting, without a re-open loop (it used to re-open about 8 times a second,
-/// forever, serving the old value).
+/// client decodes in one message (4 MiB here). The handle re-reads the prefix in pages and
+/// converges within 5 s of reconnecting, opening at most 10 watches in all, and its status says
+/// why (it used to re-open about 8 times a second, forever, serving the old value).
 #[tokio::test]
 async fn a_catch_up_larger_than_one_message_converges() {
     let etcd = Etcd::start().await;
     let mut client = etcd.client().await;
     put_retrying(&mut client, COUNTER, "1").await;
     let proxy = Proxy::to(&etcd).await;
-    let coord = coordinator(vec![proxy.endpoint()]).await;
+    let coord = Coordinator::connect_lazy(
+        CoordinatorOptions::new([proxy.endpoint()]).with_max_decode_bytes(4 * 1024 * 1024),
+    )
+    .await
+    .unwrap();
     let cfg: Config<FaultConfig> = coord
         .config_with(
             ConfigOptions::new()
@@ -581,7 +593,13 @@ async fn a_catch_up_larger_than_one_message_converges() {
     assert!(restored.elapsed() < Duration::from_secs(5));
     assert_eq!(converged.name, last);
     assert!(
-        matches!(converged.change(), Change::Resync { .. }),
+        matches!(
+            converged.change(),
+            Change::Resync {
+                reason: ResyncReason::TooLarge,
+                ..
+            }
+        ),
         "{:?}",
         converged.change()
     );
@@ -596,7 +614,18 @@ async fn a_catch_up_larger_than_one_message_converges() {
         status_events <= 20,
         "{status_events} status changes: re-opening in a loop"
     );
-    assert_eq!(cfg.status().state, WatchState::Live);
+    let status = cfg.status();
+    assert_eq!(status.state, WatchState::Live);
+    assert!(
+        status.watch_opens <= 10,
+        "{} watches opened",
+        status.watch_opens
+    );
+    assert!(
+        matches!(status.last_resync, Some((ResyncReason::TooLarge, _))),
+        "{:?}",
+        status.last_resync
+    );
     put_retrying(&mut client, COUNTER, "3").await;
     assert!(eventually(Duration::from_secs(10), || cfg.load().counter == 3).await);
 }

@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache, Guard};
-use etcd_client::Client;
+
+use crate::etcd::Etcd;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -31,7 +32,7 @@ struct Shared<T: CoordConfig> {
     feed: broadcast::Sender<Arc<RawRevision>>,
     status: Arc<ArcSwap<ConfigStatus>>,
     checker: Arc<Checker<T>>,
-    client: Client,
+    etcd: Etcd,
     prefix: String,
     task: JoinHandle<()>,
     history: crate::history::Tracking<T>,
@@ -71,7 +72,7 @@ impl<T: CoordConfig> Config<T> {
         let feed = reloader.feed().clone();
         let status = Arc::clone(reloader.status());
         let checker = Arc::clone(reloader.checker());
-        let client = reloader.client().clone();
+        let etcd = reloader.etcd().clone();
         let task = tokio::spawn(reloader.run(file_watch));
         Config {
             shared: Arc::new(Shared {
@@ -80,7 +81,7 @@ impl<T: CoordConfig> Config<T> {
                 feed,
                 status,
                 checker,
-                client,
+                etcd,
                 prefix,
                 task,
                 history: Default::default(),
@@ -144,9 +145,9 @@ impl<T: CoordConfig> Config<T> {
         self.shared.feed.subscribe()
     }
 
-    /// The etcd client the handle reads and watches with.
-    pub(crate) fn client(&self) -> Client {
-        self.shared.client.clone()
+    /// The etcd layer the handle reads and watches with.
+    pub(crate) fn etcd(&self) -> Etcd {
+        self.shared.etcd.clone()
     }
 
     /// The slot the reload task swaps snapshots into (what [`load`](Self::load) reads).

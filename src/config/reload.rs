@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use etcd_client::{Client, WatchResponse};
+use etcd_client::KeyValue;
 use tokio::sync::broadcast;
 
 use super::cache::{self, CacheFile, CacheWriter, CachedKey};
 use super::check::Checker;
 use super::coord_config::CoordConfig;
-use super::event::{Change, ConfigEvent, Rejection};
+use super::event::{Change, ConfigEvent, Rejection, ResyncReason};
 use super::feed::{RawBody, RawOp, RawRevision};
 use super::layers::{env_layer, file_layer, read_file, EtcdLayer, FileContent, FileWatch};
 use super::options::{ConfigOptions, Setting, UnknownKeys};
@@ -24,12 +24,17 @@ use super::tree::{merge, LayerTree};
 use super::unknown::{self, UnknownKey};
 use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kv::read_prefix;
+use crate::etcd::follow::{self, FollowOptions};
+use crate::etcd::{read_prefix, Etcd};
 use crate::secrets::SecretPaths;
+
+/// Keys with their raw values, in key order.
+type RawKvs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Every layer as last read, and how to check a merge of them.
 pub(super) struct State<T: CoordConfig> {
-    pub(super) client: Client,
+    /// The connection the layer is read and watched over.
+    pub(super) conn: Etcd,
     /// The full etcd prefix, namespace included, ending with `/`.
     pub(super) prefix: String,
     page_size: i64,
@@ -69,10 +74,7 @@ pub(crate) struct Reloader<T: CoordConfig> {
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Timing {
     pub(super) debounce: Duration,
-    pub(super) probe_after: Duration,
-    pub(super) probe_timeout: Duration,
-    pub(super) backoff_base: Duration,
-    pub(super) backoff_max: Duration,
+    pub(super) follow: FollowOptions,
 }
 
 /// What the bind produced: the first snapshot and the task's state.
@@ -84,7 +86,7 @@ pub(crate) struct Started<T: CoordConfig> {
 impl<T: CoordConfig> Reloader<T> {
     /// Reads every layer, validates, and returns the state with the first snapshot stored.
     pub(crate) async fn start(
-        client: Client,
+        etcd: Etcd,
         prefix: String,
         options: &ConfigOptions,
     ) -> Result<Started<T>> {
@@ -123,7 +125,7 @@ impl<T: CoordConfig> Reloader<T> {
         let cache_path = options.cache_file.clone();
         let mut state = State {
             etcd: EtcdLayer::new(prefix.clone(), options.max_value_bytes),
-            client,
+            conn: etcd,
             prefix,
             page_size: options.page_size,
             checker,
@@ -206,10 +208,13 @@ impl<T: CoordConfig> Reloader<T> {
             status: Arc::new(ArcSwap::from_pointee(status)),
             timing: Timing {
                 debounce: options.file_debounce,
-                probe_after: options.probe_after,
-                probe_timeout: options.probe_timeout,
-                backoff_base: Duration::from_millis(100),
-                backoff_max: options.max_backoff,
+                follow: FollowOptions {
+                    page_size: options.page_size,
+                    probe_after: options.probe_after,
+                    probe_timeout: options.probe_timeout,
+                    backoff_base: Duration::from_millis(100),
+                    backoff_max: options.max_backoff,
+                },
             },
         };
         if reloader.state.synced {
@@ -241,26 +246,52 @@ impl<T: CoordConfig> Reloader<T> {
         &self.state.checker
     }
 
-    pub(crate) fn client(&self) -> &Client {
-        &self.state.client
+    pub(crate) fn etcd(&self) -> &Etcd {
+        &self.state.conn
     }
 
-    /// Re-reads the whole prefix at the current revision and applies the difference as one
-    /// snapshot (after a compaction, or the first contact after a cold start).
-    pub(super) async fn resync(&mut self) -> Result<()> {
-        let (keys, kvs) = self.state.read_all().await?;
+    /// Replaces the etcd layer with what the follower read at `revision` and applies the
+    /// difference as one snapshot (first contact after a cold start, compaction, an oversized
+    /// catch-up, a restored cluster).
+    pub(super) fn on_resynced(
+        &mut self,
+        revision: i64,
+        kvs: Vec<KeyValue>,
+        reason: follow::Resync,
+    ) {
+        let reason = match reason {
+            follow::Resync::Initial => ResyncReason::FirstContact,
+            follow::Resync::Compacted { compact_revision } => {
+                ResyncReason::Compacted { compact_revision }
+            }
+            follow::Resync::TooLarge => ResyncReason::TooLarge,
+            follow::Resync::Restored { seen, .. } => ResyncReason::Restored {
+                previous_revision: seen,
+            },
+        };
+        if let ResyncReason::Restored { previous_revision } = reason {
+            tracing::warn!(
+                prefix = %self.state.prefix,
+                previous_revision,
+                revision,
+                "etcd went back in time (restored from a snapshot?); the prefix was read again and is applied as it is now"
+            );
+        }
+        let (keys, kvs) = self.state.replace_etcd(revision, kvs);
         self.state.synced = true;
         let _ = self.feed.send(Arc::new(RawRevision {
-            revision: self.state.revision,
+            revision,
             body: RawBody::Full(kvs),
         }));
+        self.note_resync(reason);
         if !keys.is_empty() {
             self.apply(Change::Resync {
-                revision: self.state.revision,
+                revision,
                 keys,
+                reason,
             });
         }
-        Ok(())
+        self.touch_status();
     }
 
     /// Records a new watch state (and the error that caused it); subscribers get a
@@ -271,6 +302,8 @@ impl<T: CoordConfig> Reloader<T> {
             return;
         }
         let mut status = ConfigStatus::new(state, self.state.revision, error.clone());
+        status.last_resync = old.last_resync;
+        status.watch_opens = old.watch_opens;
         if old.state == state {
             // Same state, new error: keep the time the state began.
             status.since = old.since;
@@ -295,6 +328,37 @@ impl<T: CoordConfig> Reloader<T> {
             }
             let _ = self.events.send(ConfigEvent::Status(status));
         }
+    }
+
+    /// Moves the status's revision to the last processed one (the state is unchanged; no event).
+    fn touch_status(&self) {
+        let old = self.status.load();
+        if old.revision == self.state.revision {
+            return;
+        }
+        let mut status = ConfigStatus::clone(&old);
+        status.revision = self.state.revision;
+        self.status.store(Arc::new(status));
+    }
+
+    /// Records how many watches the follower has opened.
+    pub(super) fn set_watch_opens(&self, opens: u64) {
+        let old = self.status.load();
+        if old.watch_opens == opens {
+            return;
+        }
+        let mut status = ConfigStatus::clone(&old);
+        status.watch_opens = opens;
+        self.status.store(Arc::new(status));
+    }
+
+    /// Records the reason and revision of a resync in the status.
+    fn note_resync(&self, reason: ResyncReason) {
+        let old = self.status.load();
+        let mut status = ConfigStatus::clone(&old);
+        status.revision = self.state.revision;
+        status.last_resync = Some((reason, self.state.revision));
+        self.status.store(Arc::new(status));
     }
 
     /// Queues the etcd layer of the serving snapshot for the last-known-good cache, without
@@ -369,71 +433,38 @@ impl<T: CoordConfig> Reloader<T> {
         }
     }
 
-    pub(super) async fn on_response(&mut self, response: WatchResponse) -> Result<Flow> {
-        if response.canceled() {
-            if response.compact_revision() > 0 {
-                tracing::warn!(
-                    prefix = %self.state.prefix,
-                    resume_revision = self.state.revision + 1,
-                    compact_revision = response.compact_revision(),
-                    "watch resume revision was compacted; re-reading the prefix"
-                );
-                self.resync().await?;
-                return Ok(Flow::Reopen);
-            }
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                format!("etcd cancelled the watch: {}", response.cancel_reason()),
-            ));
+    /// Applies one etcd revision's changes as one snapshot.
+    pub(super) fn on_batch(&mut self, revision: i64, changes: Vec<follow::Change>) {
+        if revision <= self.state.revision {
+            return; // Already processed (the follower never repeats, but be safe).
         }
-        // Events arrive in revision order; one transaction's events share one revision and
-        // arrive in one response. Apply each revision as one snapshot.
-        let events = response.events();
-        let mut start = 0;
-        while start < events.len() {
-            let revision = events[start].0.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-            let end = events[start..]
-                .iter()
-                .position(|e| e.0.kv.as_ref().map_or(0, |kv| kv.mod_revision) != revision)
-                .map_or(events.len(), |n| start + n);
-            let group = &events[start..end];
-            start = end;
-            if revision <= self.state.revision {
-                continue; // Already processed (a resumed watch never repeats, but be safe).
-            }
-            let mut keys = Vec::with_capacity(group.len());
-            let mut ops = Vec::with_capacity(group.len());
-            for event in group {
-                let Some(kv) = event.0.kv.as_ref() else {
-                    continue;
-                };
-                match event.0.r#type {
-                    0 => {
-                        self.state
-                            .etcd
-                            .put(&kv.key, &kv.value, revision, &self.state.fields);
-                        ops.push(RawOp::Put(kv.key.clone(), kv.value.clone()));
-                    }
-                    1 => {
-                        self.state.etcd.delete(&kv.key);
-                        ops.push(RawOp::Delete(kv.key.clone()));
-                    }
-                    other => {
-                        tracing::warn!(prefix = %self.state.prefix, event_type = other, "ignoring unknown watch event type");
-                        continue;
-                    }
+        let mut keys = Vec::with_capacity(changes.len());
+        let mut ops = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                follow::Change::Put(kv) => {
+                    self.state
+                        .etcd
+                        .put(kv.key(), kv.value(), revision, &self.state.fields);
+                    keys.push(String::from_utf8_lossy(kv.key()).into_owned());
+                    let (key, value) = kv.into_key_value();
+                    ops.push(RawOp::Put(key, value));
                 }
-                keys.push(String::from_utf8_lossy(&kv.key).into_owned());
+                follow::Change::Delete(kv) => {
+                    self.state.etcd.delete(kv.key());
+                    keys.push(String::from_utf8_lossy(kv.key()).into_owned());
+                    ops.push(RawOp::Delete(kv.into_key_value().0));
+                }
             }
-            self.state.revision = revision;
-            // Swap and notify subscribers first: the hot path. The raw feed (history) follows.
-            self.apply(Change::Etcd { revision, keys });
-            let _ = self.feed.send(Arc::new(RawRevision {
-                revision,
-                body: RawBody::Delta(ops),
-            }));
         }
-        Ok(Flow::Continue)
+        self.state.revision = revision;
+        // Swap and notify subscribers first: the hot path. The raw feed (history) follows.
+        self.apply(Change::Etcd { revision, keys });
+        self.touch_status();
+        let _ = self.feed.send(Arc::new(RawRevision {
+            revision,
+            body: RawBody::Delta(ops),
+        }));
     }
 
     /// Re-reads the file after a file event. Nothing happens when it holds what it held at the
@@ -458,8 +489,14 @@ impl<T: CoordConfig> Reloader<T> {
 impl<T: CoordConfig> State<T> {
     /// Replaces the etcd layer with a fresh read of the prefix; returns the keys that differ
     /// from before (put, changed or deleted) and every key with its raw value.
-    async fn read_all(&mut self) -> Result<(Vec<String>, Vec<(Vec<u8>, Vec<u8>)>)> {
-        let (revision, kvs) = read_prefix(&mut self.client, &self.prefix, self.page_size).await?;
+    async fn read_all(&mut self) -> Result<(Vec<String>, RawKvs)> {
+        let (revision, kvs) = read_prefix(&self.conn, &self.prefix, self.page_size).await?;
+        Ok(self.replace_etcd(revision, kvs))
+    }
+
+    /// Replaces the etcd layer with `kvs`, read at `revision`; returns the keys that differ
+    /// from before (put, changed or deleted) and every key with its raw value.
+    fn replace_etcd(&mut self, revision: i64, kvs: Vec<KeyValue>) -> (Vec<String>, RawKvs) {
         let mut before: BTreeMap<String, i64> = self
             .etcd
             .revisions()
@@ -478,7 +515,17 @@ impl<T: CoordConfig> State<T> {
         changed.extend(before.into_keys()); // deleted since
         self.revision = revision;
         let raw = kvs.into_iter().map(|kv| kv.into_key_value()).collect();
-        Ok((changed, raw))
+        (changed, raw)
+    }
+
+    /// How many keys the etcd layer holds.
+    pub(super) fn etcd_len(&self) -> usize {
+        self.etcd.len()
+    }
+
+    /// The newest `mod_revision` in the etcd layer (0 if empty).
+    pub(super) fn etcd_newest(&self) -> i64 {
+        self.etcd.revisions().map(|(_, r)| r).max().unwrap_or(0)
     }
 
     /// Merges the layers and checks the result.
@@ -556,14 +603,6 @@ impl<T: CoordConfig> State<T> {
             _ => error,
         }
     }
-}
-
-/// What the supervisor does after a watch response.
-pub(super) enum Flow {
-    /// Keep reading the stream.
-    Continue,
-    /// Open a new watch from the (new) revision + 1: the prefix was re-read after compaction.
-    Reopen,
 }
 
 /// Whether an error means etcd could not be reached (as opposed to a bad request or bad data).

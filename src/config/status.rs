@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use super::event::ResyncReason;
 use crate::error::Error;
 
 /// The state of a handle's connection to etcd.
@@ -32,6 +33,13 @@ pub struct ConfigStatus {
     /// The most recent error of the watch (connection, timeout, hung server), if any since the
     /// handle was last live.
     pub last_error: Option<Error>,
+    /// The last time the prefix was read again instead of followed by events, and the
+    /// revision it was read at (see [`ResyncReason`]); `None` if it never was.
+    pub last_resync: Option<(ResyncReason, i64)>,
+    /// How many times the handle opened its etcd watch since bind, the first included. It
+    /// grows by one per reconnection; a number that keeps growing while etcd is up means
+    /// the watch cannot stay open.
+    pub watch_opens: u64,
 }
 
 impl ConfigStatus {
@@ -41,6 +49,8 @@ impl ConfigStatus {
             since: SystemTime::now(),
             revision,
             last_error,
+            last_resync: None,
+            watch_opens: 0,
         }
     }
 }

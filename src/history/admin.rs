@@ -20,7 +20,7 @@ use super::write::{write_guarded, Recording};
 use crate::config::{StringFields, DEFAULT_MAX_VALUE_BYTES};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kv::read_prefix;
+use crate::etcd::read_prefix;
 
 /// Keys per page when reading the current prefix.
 const PAGE: i64 = 1000;
@@ -72,9 +72,12 @@ impl ConfigHistory {
         let slash = if prefix.starts_with('/') { "" } else { "/" };
         let full = format!("{}{slash}{prefix}/", coord.namespace());
         let keys = Keys::new(coord.namespace(), &full);
-        let client = coord.client();
-        let doc = schema::read(&client, keys.schema()).await?;
-        Self::from_parts(Store::new(client, keys), doc, DEFAULT_MAX_TXN_OPS)
+        let doc = schema::read(&coord.client(), keys.schema()).await?;
+        Self::from_parts(
+            Store::new(coord.etcd().clone(), keys),
+            doc,
+            DEFAULT_MAX_TXN_OPS,
+        )
     }
 
     pub(crate) fn from_parts(store: Store, doc: Option<Value>, max_txn_ops: usize) -> Result<Self> {
@@ -173,8 +176,7 @@ impl ConfigHistory {
                 Ok((head.revision, kvs))
             }
             None => {
-                let mut client = self.store.client();
-                let (revision, kvs) = read_prefix(&mut client, self.prefix(), PAGE).await?;
+                let (revision, kvs) = read_prefix(self.store.etcd(), self.prefix(), PAGE).await?;
                 Ok((
                     revision,
                     kvs.into_iter().map(|kv| kv.into_key_value()).collect(),
@@ -415,13 +417,14 @@ impl ConfigHistory {
     }
 
     /// A stream of the prefix's changes from now on, one item per etcd revision, with the
-    /// changed fields (secrets masked).
+    /// changed fields (secrets masked). It heals itself through etcd restarts, compaction and
+    /// restores (see [`PrefixChanges`]).
     ///
     /// # Errors
-    /// etcd errors.
+    /// etcd errors of the first read.
     pub async fn changes(&self) -> Result<PrefixChanges> {
         PrefixChanges::open(
-            self.store.client(),
+            self.store.etcd().clone(),
             self.store.keys().clone(),
             self.fields.clone(),
             self.secrets.clone(),

@@ -9,7 +9,7 @@
 //! | `<ns>/__coordination/history/apps/chat/config/intent` | audit metadata of the last publish/rollback, written in its transaction |
 //! | `<ns>/__coordination/schema/apps/chat/config` | the bound type's JSON Schema |
 
-use crate::kv::prefix_end;
+use crate::etcd::prefix_end;
 
 /// The reserved top-level segment for the crate's own keys.
 pub(crate) const RESERVED: &str = "/__coordination/";

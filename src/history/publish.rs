@@ -17,7 +17,7 @@ use super::store::{Kvs, Prev};
 use super::write::{write_guarded, Recording};
 use crate::config::{Config, CoordConfig, Snapshot, StringFields};
 use crate::error::{Error, ErrorKind, Result};
-use crate::kv::read_range;
+use crate::etcd::read_range;
 
 /// How long a publish or rollback waits for the handle's history to reach the handle's current
 /// snapshot (it normally already has).
@@ -319,7 +319,7 @@ impl<T: CoordConfig> Config<T> {
         };
         let keys = shared.store.keys();
         let (_, kvs) = read_range(
-            &shared.store.client(),
+            shared.store.etcd(),
             keys.prefix().as_bytes().to_vec(),
             keys.prefix_end(),
             1000,

@@ -23,14 +23,14 @@ use super::keys::Keys;
 use super::schema;
 use super::settings::HistorySettings;
 use super::store::{Kvs, MetaFrom, Outcome, Prev, Store};
-use crate::backoff::Backoff;
 use crate::config::{
     Config, ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Snapshot,
     Subscription, WatchState,
 };
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kv::{read_prefix, read_range};
+use crate::etcd::Backoff;
+use crate::etcd::{read_prefix, read_range};
 
 /// Attempts at recording one revision before leaving it to the other instances.
 const RECORD_ATTEMPTS: u32 = 3;
@@ -191,7 +191,7 @@ pub(crate) async fn start<T: CoordConfig>(
     });
     let (seen, _) = watch::channel(0);
     let shared = Arc::new(Shared {
-        store: Store::new(config.client(), Keys::new(namespace, prefix)),
+        store: Store::new(config.etcd(), Keys::new(namespace, prefix)),
         settings,
         max_value_bytes: options.max_value_bytes,
         view: Mutex::new(View {
@@ -279,7 +279,7 @@ impl<T: CoordConfig> Recorder<T> {
     async fn bind_at(&mut self, revision: i64) {
         let keys = self.shared.store.keys().clone();
         let read = read_range(
-            &self.shared.store.client(),
+            self.shared.store.etcd(),
             keys.prefix().as_bytes().to_vec(),
             keys.prefix_end(),
             self.page_size,
@@ -314,10 +314,9 @@ impl<T: CoordConfig> Recorder<T> {
     /// Reads the whole prefix (retrying until etcd answers) and records it if it is new.
     async fn resync(&mut self) {
         let store = self.shared.store.clone();
-        let mut client = store.client();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let (revision, kvs) = loop {
-            match read_prefix(&mut client, store.keys().prefix(), self.page_size).await {
+            match read_prefix(store.etcd(), store.keys().prefix(), self.page_size).await {
                 Ok(read) => break read,
                 Err(error) => {
                     let delay = backoff.next_delay();

@@ -33,7 +33,7 @@ use super::record::{ChunkRef, Head, Intent, Kind, Meta, Op, Raw, FORMAT};
 use super::time::ms_ago;
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kv::read_range;
+use crate::etcd::{read_range, Etcd};
 
 /// A prefix's key set: full etcd keys (namespace and prefix included) to values.
 pub(crate) type Kvs = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -108,13 +108,22 @@ enum Content {
 /// The history of one prefix in etcd.
 #[derive(Clone)]
 pub(crate) struct Store {
+    etcd: Etcd,
     client: Client,
     keys: Keys,
 }
 
 impl Store {
-    pub(crate) fn new(client: Client, keys: Keys) -> Self {
-        Store { client, keys }
+    pub(crate) fn new(etcd: Etcd, keys: Keys) -> Self {
+        Store {
+            client: etcd.client().clone(),
+            etcd,
+            keys,
+        }
+    }
+
+    pub(crate) fn etcd(&self) -> &Etcd {
+        &self.etcd
     }
 
     pub(crate) fn keys(&self) -> &Keys {
@@ -446,7 +455,7 @@ impl Store {
     pub(crate) async fn list(&self, at: Option<i64>) -> Result<(i64, Vec<(Head, i64)>)> {
         let (start, end) = self.digit_range();
         let (revision, kvs) = read_range(
-            &self.client,
+            &self.etcd,
             start.into_bytes(),
             end.into_bytes(),
             HEAD_PAGE,
@@ -494,7 +503,7 @@ impl Store {
             return Ok((head, kvs));
         }
         let (_, range) = read_range(
-            &self.client,
+            &self.etcd,
             self.keys
                 .version(head.checkpoint.min(revision))
                 .into_bytes(),
@@ -580,9 +589,8 @@ impl Store {
             });
         };
         let dir = self.keys.chunk_dir(head.revision, &chunks.id);
-        let end = crate::kv::prefix_end(dir.as_bytes());
-        let (_, kvs) =
-            read_range(&self.client, dir.into_bytes(), end, CHUNK_PAGE, Some(at)).await?;
+        let end = crate::etcd::prefix_end(dir.as_bytes());
+        let (_, kvs) = read_range(&self.etcd, dir.into_bytes(), end, CHUNK_PAGE, Some(at)).await?;
         if kvs.len() != chunks.count as usize {
             return Err(corrupt(
                 head.revision,

@@ -1,9 +1,10 @@
 //! [`PrefixChanges`]: a prefix's changes as they happen, as changed fields (for tools such as
-//! `coordctl config watch`).
+//! `coordctl config watch`). It stands on the crate's prefix follower, so it heals itself the
+//! way a bound handle does: through etcd restarts, partitions, compaction, oversized
+//! catch-ups and snapshot restores (a resync is reported as one change, its `resync` set).
 
 use std::collections::VecDeque;
 
-use etcd_client::{Client, WatchOptions, WatchStream};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -11,8 +12,9 @@ use super::diff::{self, FieldChange};
 use super::keys::Keys;
 use super::store::Kvs;
 use crate::config::StringFields;
-use crate::error::{Error, ErrorKind, Result};
-use crate::kv::read_prefix;
+use crate::error::Result;
+use crate::etcd::follow::{Change, FollowOptions, Followed, PrefixFollower};
+use crate::etcd::{read_prefix, Etcd};
 
 /// One etcd revision that changed the prefix.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -20,10 +22,15 @@ use crate::kv::read_prefix;
 pub struct PrefixChange {
     /// The etcd revision.
     pub revision: i64,
-    /// The full etcd keys put or deleted, in etcd's order.
+    /// The full etcd keys put or deleted, in etcd's order (after a resync: the keys whose
+    /// value differs from before, in key order).
     pub keys: Vec<String>,
     /// The fields whose value changed in the etcd layer's document (secrets masked).
     pub changes: Vec<FieldChange>,
+    /// Set when the prefix was read again instead of followed by events (compaction, a
+    /// catch-up too large for one message, a restored cluster): why, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resync: Option<String>,
 }
 
 /// The changes of a prefix from [`ConfigHistory::changes`](crate::ConfigHistory::changes) on,
@@ -32,7 +39,7 @@ pub struct PrefixChanges {
     keys: Keys,
     fields: StringFields,
     secrets: Vec<String>,
-    stream: WatchStream,
+    follower: PrefixFollower,
     kvs: Kvs,
     doc: Value,
     revision: i64,
@@ -50,31 +57,24 @@ impl std::fmt::Debug for PrefixChanges {
 
 impl PrefixChanges {
     pub(crate) async fn open(
-        client: Client,
+        etcd: Etcd,
         keys: Keys,
         fields: StringFields,
         secrets: Vec<String>,
     ) -> Result<Self> {
-        let mut client = client;
-        let (revision, kvs) = read_prefix(&mut client, keys.prefix(), 1000).await?;
+        let options = FollowOptions::default();
+        let (revision, kvs) = read_prefix(&etcd, keys.prefix(), options.page_size).await?;
+        let count = kvs.len();
+        let newest = kvs.iter().map(|kv| kv.mod_revision()).max().unwrap_or(0);
         let kvs: Kvs = kvs.into_iter().map(|kv| kv.into_key_value()).collect();
-        let stream = client
-            .watch(
-                keys.prefix(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
-            )
-            .await
-            .map_err(|e| Error::etcd(format_args!("watching `{}`", keys.prefix()), e))?;
+        let follower = PrefixFollower::prefix(etcd, keys.prefix(), options)
+            .resume_after(revision, count, newest);
         let doc = diff::document(keys.prefix(), &kvs, &fields);
         Ok(PrefixChanges {
             keys,
             fields,
             secrets,
-            stream,
+            follower,
             kvs,
             doc,
             revision,
@@ -87,67 +87,60 @@ impl PrefixChanges {
         self.revision
     }
 
-    /// The next change; `None` if etcd closed the watch.
+    /// The next change. While etcd is unreachable this waits (the watch is re-opened with
+    /// backoff in the background of this call); it never returns `None` or an error today,
+    /// both are kept for a stream that can end. Cancel-safe.
     ///
     /// # Errors
-    /// [`ErrorKind::Compacted`] if the watch fell behind a compaction; other etcd errors.
+    /// None at present (see above).
     pub async fn next(&mut self) -> Result<Option<PrefixChange>> {
         loop {
             if let Some(change) = self.pending.pop_front() {
                 self.revision = change.revision;
                 return Ok(Some(change));
             }
-            let Some(response) = self
-                .stream
-                .message()
-                .await
-                .map_err(|e| Error::etcd("prefix watch", e))?
-            else {
-                return Ok(None);
-            };
-            if response.canceled() {
-                let kind = if response.compact_revision() > 0 {
-                    ErrorKind::Compacted
-                } else {
-                    ErrorKind::Unavailable
-                };
-                return Err(Error::new(
-                    kind,
-                    format!(
-                        "etcd cancelled the watch of `{}`: {}",
-                        self.keys.prefix(),
-                        response.cancel_reason()
-                    ),
-                ));
-            }
-            let mut group: Option<(i64, Vec<String>)> = None;
-            for event in response.events() {
-                let Some(kv) = event.0.kv.as_ref() else {
-                    continue;
-                };
-                if group.as_ref().is_some_and(|(r, _)| *r != kv.mod_revision) {
-                    self.finish(group.take());
-                }
-                match event.0.r#type {
-                    0 => {
-                        self.kvs.insert(kv.key.clone(), kv.value.clone());
+            match self.follower.next().await {
+                Followed::Batch { revision, changes } => {
+                    let mut keys = Vec::with_capacity(changes.len());
+                    for change in changes {
+                        keys.push(String::from_utf8_lossy(change.key()).into_owned());
+                        match change {
+                            Change::Put(kv) => {
+                                let (key, value) = kv.into_key_value();
+                                self.kvs.insert(key, value);
+                            }
+                            Change::Delete(kv) => {
+                                self.kvs.remove(kv.key());
+                            }
+                        }
                     }
-                    1 => {
-                        self.kvs.remove(&kv.key);
-                    }
-                    _ => continue,
+                    self.finish(revision, keys, None);
                 }
-                let entry = group.get_or_insert_with(|| (kv.mod_revision, Vec::new()));
-                entry.1.push(String::from_utf8_lossy(&kv.key).into_owned());
+                Followed::Resynced {
+                    revision,
+                    kvs,
+                    reason,
+                } => {
+                    let fresh: Kvs = kvs.into_iter().map(|kv| kv.into_key_value()).collect();
+                    let mut keys: Vec<String> = fresh
+                        .iter()
+                        .filter(|(k, v)| self.kvs.get(*k) != Some(*v))
+                        .chain(self.kvs.iter().filter(|(k, _)| !fresh.contains_key(*k)))
+                        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                        .collect();
+                    keys.sort();
+                    self.kvs = fresh;
+                    self.finish(revision, keys, Some(reason.to_string()));
+                }
+                Followed::Live => {}
+                Followed::Interrupted { error, retry_in } => {
+                    tracing::warn!(prefix = %self.keys.prefix(), error = %error, retry_in_ms = retry_in.as_millis() as u64, "prefix watch interrupted; re-opening");
+                }
             }
-            self.finish(group);
         }
     }
 
-    fn finish(&mut self, group: Option<(i64, Vec<String>)>) {
-        let Some((revision, keys)) = group else {
-            return;
-        };
+    fn finish(&mut self, revision: i64, keys: Vec<String>, resync: Option<String>) {
         let doc = diff::document(self.keys.prefix(), &self.kvs, &self.fields);
         let changes = diff::diff(&self.doc, &doc, &self.secrets);
         self.doc = doc;
@@ -155,6 +148,7 @@ impl PrefixChanges {
             revision,
             keys,
             changes,
+            resync,
         });
     }
 }

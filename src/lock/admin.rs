@@ -52,7 +52,7 @@ impl Coordinator {
     pub async fn lock_status(&self, name: &str) -> Result<LockStatus> {
         let prefix = prefix_for(self, "lock", name)?;
         let mut client = self.client();
-        let (revision, kvs) = read_members(&client, &prefix).await?;
+        let (revision, kvs) = read_members(self.etcd(), &prefix).await?;
         let mut entries = Vec::with_capacity(kvs.len());
         for kv in &kvs {
             let ttl = if kv.lease() == 0 {
@@ -91,7 +91,7 @@ impl Coordinator {
     pub async fn force_unlock(&self, name: &str) -> Result<Option<LockEntry>> {
         let prefix = prefix_for(self, "lock", name)?;
         let mut client = self.client();
-        let (_, members) = read_members(&client, &prefix).await?;
+        let (_, members) = read_members(self.etcd(), &prefix).await?;
         let Some(kv) = members.first() else {
             return Ok(None);
         };

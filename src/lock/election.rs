@@ -8,19 +8,19 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Client, Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions,
-};
+use std::collections::BTreeMap;
+
+use etcd_client::{Client, Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::fence::Fence;
-use super::monitor::EVENT_DELETE;
 use super::queue::{enqueue, is_member, member_key, prefix_for, read_members, wait_turn, Held};
 use super::session::{LostReason, Session, SessionOptions};
-use crate::backoff::Backoff;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
+use crate::etcd::follow::{Change, FollowOptions, Followed, PrefixFollower};
+use crate::etcd::Etcd;
 
 impl Coordinator {
     /// The election named `name`: keys `name/{lease:x}` as `etcdctl elect name` writes them
@@ -177,8 +177,7 @@ impl Election {
             }
         };
         if !queued.owner {
-            if let Err(e) = wait_turn(&client, &session, &prefix, &key, queued.rev, deadline).await
-            {
+            if let Err(e) = wait_turn(&session, &prefix, &key, queued.rev, deadline).await {
                 if let Err(release) = held.release().await {
                     tracing::debug!(key, error = %release, "removing candidate key failed");
                 }
@@ -198,14 +197,15 @@ impl Election {
     /// [`ErrorKind::InvalidArgument`] for an empty name; the etcd error kinds.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
         let prefix = prefix_for(&self.coord, "election", &self.name)?;
-        let (_, members) = read_members(&self.coord.client(), &prefix).await?;
+        let (_, members) = read_members(self.coord.etcd(), &prefix).await?;
         Ok(members.first().map(LeaderInfo::from_kv))
     }
 
     /// Follows the leader: yields the current leader, then every new leader and every value it
-    /// proclaims (as Go's `Election.Observe`). While nobody leads, nothing is yielded. Watches
-    /// are re-opened after errors, so the observer outlives etcd restarts; a change that
-    /// happens and is undone while disconnected may be missed, the state after it is not.
+    /// proclaims (as Go's `Election.Observe`). While nobody leads, nothing is yielded. The
+    /// watch heals itself (etcd restarts, partitions, compaction, restores), so the observer
+    /// outlives them; a change that happens and is undone while disconnected may be missed,
+    /// the state after it is not.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for an empty name.
@@ -215,7 +215,7 @@ impl Election {
     pub fn observe(&self) -> Result<Observer> {
         let prefix = prefix_for(&self.coord, "election", &self.name)?;
         let (tx, rx) = mpsc::channel(16);
-        let task = tokio::spawn(observe(self.coord.client(), prefix, tx)).abort_handle();
+        let task = tokio::spawn(observe(self.coord.etcd().clone(), prefix, tx)).abort_handle();
         Ok(Observer { rx, task })
     }
 }
@@ -351,91 +351,52 @@ impl Drop for Observer {
     }
 }
 
-async fn observe(mut client: Client, prefix: String, tx: mpsc::Sender<LeaderInfo>) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+/// Follows the election's prefix with the crate's prefix follower (which heals the watch) and
+/// sends the leader (the member with the lowest create_revision) whenever its key or value
+/// changes. Returns when the observer is dropped.
+async fn observe(etcd: Etcd, prefix: String, tx: mpsc::Sender<LeaderInfo>) {
+    let mut follower = PrefixFollower::prefix(etcd, &prefix, FollowOptions::default());
+    let mut members: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
     let mut last: Option<(String, i64)> = None;
     loop {
-        match observe_once(&mut client, &prefix, &tx, &mut last).await {
-            Ok(true) => backoff.reset(),
-            Ok(false) => return, // the observer was dropped
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::debug!(prefix, error = %e, ?delay, "observing election interrupted; retrying");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// One round: read the leader, report it, follow it until it is deleted (`Ok(true)`), or
-/// wait for a candidate if there is none. `Ok(false)` when nobody listens any more.
-async fn observe_once(
-    client: &mut Client,
-    prefix: &str,
-    tx: &mpsc::Sender<LeaderInfo>,
-    last: &mut Option<(String, i64)>,
-) -> Result<bool> {
-    let (at, members) = read_members(client, prefix).await?;
-    let Some(kv) = members.first() else {
-        // Nobody leads: wait for a candidate, then read again.
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(at + 1)
-            .with_filters([WatchFilterType::NoDelete]);
-        let mut stream = client
-            .watch(prefix, Some(options))
-            .await
-            .map_err(|e| Error::etcd(format_args!("watching `{prefix}`"), e))?;
-        loop {
-            let msg = tokio::select! {
-                msg = stream.message() => msg,
-                () = tx.closed() => return Ok(false),
-            };
-            let resp = msg
-                .map_err(|e| Error::etcd(format_args!("watching `{prefix}`"), e))?
-                .ok_or_else(|| Error::new(ErrorKind::Unavailable, "watch closed"))?;
-            if resp
-                .events()
-                .iter()
-                .any(|ev| ev.kv().is_some_and(|kv| is_member(prefix, kv.key())))
-            {
-                return Ok(true);
-            }
-            if resp.canceled() {
-                return Err(Error::new(ErrorKind::Compacted, "watch canceled"));
-            }
-        }
-    };
-    let leader = LeaderInfo::from_kv(kv);
-    let key = leader.key.clone();
-    if !emit(tx, last, leader).await {
-        return Ok(false);
-    }
-    let options = WatchOptions::new().with_start_revision(at + 1);
-    let mut stream = client
-        .watch(key.as_str(), Some(options))
-        .await
-        .map_err(|e| Error::etcd(format_args!("watching `{key}`"), e))?;
-    loop {
-        let msg = tokio::select! {
-            msg = stream.message() => msg,
-            () = tx.closed() => return Ok(false),
+        let item = tokio::select! {
+            item = follower.next() => item,
+            () = tx.closed() => return,
         };
-        let resp = msg
-            .map_err(|e| Error::etcd(format_args!("watching `{key}`"), e))?
-            .ok_or_else(|| Error::new(ErrorKind::Unavailable, "watch closed"))?;
-        for ev in resp.events() {
-            if ev.0.r#type == EVENT_DELETE {
-                return Ok(true);
+        match item {
+            Followed::Resynced { kvs, .. } => {
+                members = kvs
+                    .into_iter()
+                    .filter(|kv| is_member(&prefix, kv.key()))
+                    .map(|kv| (kv.key().to_vec(), kv))
+                    .collect();
             }
-            if let Some(kv) = ev.kv() {
-                if !emit(tx, last, LeaderInfo::from_kv(kv)).await {
-                    return Ok(false);
+            Followed::Batch { changes, .. } => {
+                for change in changes {
+                    if !is_member(&prefix, change.key()) {
+                        continue;
+                    }
+                    match change {
+                        Change::Put(kv) => {
+                            members.insert(kv.key().to_vec(), kv);
+                        }
+                        Change::Delete(kv) => {
+                            members.remove(kv.key());
+                        }
+                    }
                 }
             }
+            Followed::Live => continue,
+            Followed::Interrupted { error, retry_in } => {
+                tracing::debug!(prefix, error = %error, ?retry_in, "observing election interrupted; retrying");
+                continue;
+            }
         }
-        if resp.canceled() {
-            return Err(Error::new(ErrorKind::Compacted, "watch canceled"));
+        let leader = members.values().min_by_key(|kv| kv.create_revision());
+        if let Some(kv) = leader {
+            if !emit(&tx, &mut last, LeaderInfo::from_kv(kv)).await {
+                return;
+            }
         }
     }
 }

@@ -2,17 +2,14 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, WatchFilterType, WatchOptions};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::backoff::Backoff;
+use crate::etcd::follow::{key_gone, FollowOptions};
+use crate::etcd::Etcd;
 
-/// etcd's `mvccpb.Event.EventType` for a delete.
-pub(crate) const EVENT_DELETE: i32 = 1;
-
-/// Watches one key (from its creation revision + 1) for its delete and re-opens the watch
-/// after errors. Started when a guard or leadership is made (its key and token known), so a
+/// Follows one key (read, then watched) until it is deleted; the crate's prefix follower heals
+/// the watch. Started when a guard or leadership is made (its key and token known), so a
 /// delete is noticed whether or not anyone asks.
 pub(crate) struct KeyMonitor {
     deleted: watch::Receiver<bool>,
@@ -21,12 +18,12 @@ pub(crate) struct KeyMonitor {
 
 impl KeyMonitor {
     /// Starts watching `key`, created at revision `token`. `None` outside a Tokio runtime.
-    pub(crate) fn start(client: Client, key: String, token: i64) -> Option<KeyMonitor> {
+    pub(crate) fn start(etcd: Etcd, key: String, token: i64) -> Option<KeyMonitor> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let (tx, deleted) = watch::channel(false);
         let task = handle
             .spawn(async move {
-                follow(client, &key, token).await;
+                follow(etcd, &key, token).await;
                 let _ = tx.send(true);
             })
             .abort_handle();
@@ -56,60 +53,20 @@ impl Drop for KeyMonitor {
 }
 
 /// Returns when `key` (created at `token`) has been deleted.
-async fn follow(mut client: Client, key: &str, token: i64) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-    let mut from = token + 1;
-    loop {
-        match watch_once(&mut client, key, token, &mut from).await {
-            Ok(()) => return,
-            Err(reason) => {
-                let delay = backoff.next_delay();
-                tracing::debug!(key, %reason, ?delay, "lock key watch interrupted; re-opening");
-                tokio::time::sleep(delay).await;
-            }
-        }
+async fn follow(etcd: Etcd, key: &str, token: i64) {
+    // Only errors no retry fixes end the follow early: treat the key as gone then, so the
+    // guard reports the loss instead of trusting a key it cannot watch.
+    if let Err(error) = key_gone(etcd, key, token, None, lock_follow_options()).await {
+        tracing::warn!(key, error = %error, "cannot watch the lock key; treating it as deleted");
     }
 }
 
-/// One watch stream: `Ok` when the delete is seen, `Err` (a reason) when the stream must be
-/// re-opened. After a compaction, re-reads the key and moves `from` forward.
-async fn watch_once(
-    client: &mut Client,
-    key: &str,
-    token: i64,
-    from: &mut i64,
-) -> Result<(), String> {
-    let options = WatchOptions::new()
-        .with_start_revision(*from)
-        .with_filters([WatchFilterType::NoPut]);
-    let mut stream = client
-        .watch(key, Some(options))
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        let resp = match stream.message().await {
-            Ok(Some(resp)) => resp,
-            Ok(None) => return Err("watch stream closed".into()),
-            Err(e) => return Err(e.to_string()),
-        };
-        if resp.events().iter().any(|ev| ev.0.r#type == EVENT_DELETE) {
-            return Ok(());
-        }
-        if resp.canceled() {
-            // Compacted past `from`: the key's current state decides.
-            let got = client.get(key, None).await.map_err(|e| e.to_string())?;
-            let alive = got
-                .kvs()
-                .first()
-                .is_some_and(|kv| kv.create_revision() == token);
-            if !alive {
-                return Ok(());
-            }
-            *from = got.header().map_or(*from, |h| h.revision() + 1);
-            return Err(format!(
-                "watch canceled (compact revision {}); resuming at {from}",
-                resp.compact_revision()
-            ));
-        }
+/// How lock and leader key watches are paced: re-opened quickly (50 ms doubling to 1 s), as a
+/// waiter's turn or a holder's loss should be noticed soon after etcd is back.
+pub(crate) fn lock_follow_options() -> FollowOptions {
+    FollowOptions {
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_secs(1),
+        ..FollowOptions::default()
     }
 }

@@ -145,8 +145,7 @@ impl LockBuilder {
                     return Ok(None);
                 }
                 Mode::Wait(deadline) => {
-                    let waited =
-                        wait_turn(&client, &session, &prefix, &key, queued.rev, deadline).await;
+                    let waited = wait_turn(&session, &prefix, &key, queued.rev, deadline).await;
                     if let Err(e) = waited {
                         if let Err(release) = held.release().await {
                             tracing::debug!(key, error = %release, "removing waiter key failed");

@@ -23,16 +23,17 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
+    TxnOp, TxnOpResponse,
 };
 use tokio::time::Instant;
 
-use super::monitor::{KeyMonitor, EVENT_DELETE};
+use super::monitor::{lock_follow_options, KeyMonitor};
 use super::session::{is_lease_not_found, KeyRef, LostReason, Session};
-use crate::backoff::Backoff;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kv::read_range;
+use crate::etcd::follow::key_gone;
+use crate::etcd::Backoff;
+use crate::etcd::{read_range, Etcd};
 
 /// `NAME` → the key prefix `NAME/`, under the namespace as `{namespace}/NAME/` (one `/`
 /// between them; a trailing `/` in `NAME` is ignored). Without a namespace the keys are exactly
@@ -94,10 +95,10 @@ fn first_in_range(prefix: &str) -> GetOptions {
 ///
 /// # Errors
 /// The etcd error kinds if a page cannot be read.
-pub(crate) async fn read_members(client: &Client, prefix: &str) -> Result<(i64, Vec<KeyValue>)> {
+pub(crate) async fn read_members(etcd: &Etcd, prefix: &str) -> Result<(i64, Vec<KeyValue>)> {
     let (start, end) = member_range(prefix);
     let (revision, mut kvs) =
-        read_range(client, start.into_bytes(), end.into_bytes(), 1000, None).await?;
+        read_range(etcd, start.into_bytes(), end.into_bytes(), 1000, None).await?;
     kvs.retain(|kv| is_member(prefix, kv.key()));
     kvs.sort_by_key(KeyValue::create_revision);
     Ok((revision, kvs))
@@ -165,7 +166,7 @@ pub(crate) async fn enqueue(
         Some(kv) if is_member(prefix, kv.key()) => kv.create_revision() == rev,
         // A nested name's key came first: only the members decide.
         _ => {
-            let (_, members) = read_members(client, prefix).await?;
+            let (_, members) = read_members(session.coordinator().etcd(), prefix).await?;
             if !members
                 .iter()
                 .any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == rev)
@@ -196,7 +197,6 @@ pub(crate) async fn enqueue(
 /// ([`LostReason::into_error`]) if it is lost; [`ErrorKind::NotFound`] if our key was deleted;
 /// [`ErrorKind::Auth`] / [`ErrorKind::InvalidArgument`] at once.
 pub(crate) async fn wait_turn(
-    client: &Client,
     session: &Session,
     prefix: &str,
     key: &str,
@@ -205,10 +205,7 @@ pub(crate) async fn wait_turn(
 ) -> Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     loop {
-        let attempt = async {
-            let mut client = client.clone();
-            wait_deletes(&mut client, prefix, key, rev).await
-        };
+        let attempt = wait_deletes(session.coordinator().etcd(), prefix, key, rev);
         let result = tokio::select! {
             r = attempt => r,
             reason = session.lost() => {
@@ -261,9 +258,9 @@ pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
 /// ours (Go's `waitDeletes`, without the keys of nested names), checking in the same read that
 /// our `key` still exists with create_revision `rev`. `Ok(true)` when our turn has come,
 /// `Ok(false)` when our key is gone.
-async fn wait_deletes(client: &mut Client, prefix: &str, key: &str, rev: i64) -> Result<bool> {
+async fn wait_deletes(etcd: &Etcd, prefix: &str, key: &str, rev: i64) -> Result<bool> {
     loop {
-        let (at, members) = read_members(client, prefix).await?;
+        let (at, members) = read_members(etcd, prefix).await?;
         if !members
             .iter()
             .any(|kv| kv.key() == key.as_bytes() && kv.create_revision() == rev)
@@ -273,38 +270,21 @@ async fn wait_deletes(client: &mut Client, prefix: &str, key: &str, rev: i64) ->
         let Some(before) = members.iter().rev().find(|kv| kv.create_revision() < rev) else {
             return Ok(true);
         };
-        wait_delete(client, before.key(), at + 1).await?;
+        wait_delete(etcd, before.key(), before.create_revision(), at).await?;
     }
 }
 
-/// Waits for a delete of `key` at or after revision `from`.
-async fn wait_delete(client: &mut Client, key: &[u8], from: i64) -> Result<()> {
-    let shown = String::from_utf8_lossy(key).into_owned();
-    let options = WatchOptions::new()
-        .with_start_revision(from)
-        .with_filters([WatchFilterType::NoPut]);
-    let mut stream = client
-        .watch(key, Some(options))
-        .await
-        .map_err(|e| Error::etcd(format_args!("watching `{shown}`"), e))?;
-    loop {
-        let resp = stream
-            .message()
-            .await
-            .map_err(|e| Error::etcd(format_args!("watching `{shown}`"), e))?
-            .ok_or_else(|| {
-                Error::new(ErrorKind::Unavailable, format!("watch on `{shown}` closed"))
-            })?;
-        if resp.events().iter().any(|ev| ev.0.r#type == EVENT_DELETE) {
-            return Ok(());
-        }
-        if resp.canceled() {
-            return Err(Error::new(
-                ErrorKind::Compacted,
-                format!("watch on `{shown}` canceled: {}", resp.cancel_reason()),
-            ));
-        }
-    }
+/// Waits for a delete of `key` (created at `create_revision`) after revision `at`.
+async fn wait_delete(etcd: &Etcd, key: &[u8], create_revision: i64, at: i64) -> Result<()> {
+    let key = String::from_utf8_lossy(key);
+    key_gone(
+        etcd.clone(),
+        &key,
+        create_revision,
+        Some(at),
+        lock_follow_options(),
+    )
+    .await
 }
 
 /// One use of a key by a session: a guard, a leadership, or an acquisition in progress.
@@ -366,7 +346,7 @@ impl Held {
         self.monitor
             .get_or_init(|| {
                 KeyMonitor::start(
-                    self.session.inner().client.clone(),
+                    self.session.coordinator().etcd().clone(),
                     self.key.clone(),
                     self.token,
                 )

@@ -17,9 +17,9 @@ use etcd_client::Client;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::backoff::Backoff;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
+use crate::etcd::Backoff;
 
 /// The lease TTL used when none is given: 10 s, as `etcdctl lock` uses.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);

@@ -5,7 +5,7 @@ use etcd_client::KeyValue;
 use super::instance::{validate_segment, Instance};
 use super::Registry;
 use crate::error::Result;
-use crate::kv::read_prefix;
+use crate::etcd::read_prefix;
 
 impl Registry {
     /// Every registered instance of `service`, serving or not, sorted by id, as of one etcd
@@ -28,8 +28,8 @@ impl Registry {
     pub(crate) async fn discover_at(&self, service: &str) -> Result<(i64, Vec<Instance>)> {
         validate_segment("service name", service)?;
         let prefix = self.layout().status_dir(service);
-        let mut client = self.coordinator().client();
-        let (revision, kvs) = read_prefix(&mut client, &prefix, self.layout().page_size).await?;
+        let (revision, kvs) =
+            read_prefix(self.coordinator().etcd(), &prefix, self.layout().page_size).await?;
         Ok((revision, parse_kvs(service, &prefix, &kvs)))
     }
 }

@@ -17,8 +17,8 @@ use tokio::time::{sleep_until, Instant};
 use super::health::HealthCheck;
 use super::instance::{naming_json, record_json, serving, Health, ServiceInstance};
 use super::Registry;
-use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind, Result};
+use crate::etcd::Backoff;
 
 /// Where a [`Registration`] stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

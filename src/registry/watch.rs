@@ -1,26 +1,23 @@
-//! Following a service's status keys: the self-healing watch engine shared by
-//! [`RegistryWatch`] and [`LiveSet`](crate::LiveSet), and the event type.
+//! Following a service's status keys, shared by [`RegistryWatch`] and
+//! [`LiveSet`](crate::LiveSet), and the event type.
 //!
-//! Same rules as the config watch: read the prefix once at revision R, watch from R + 1, skip
-//! events at or below the last processed revision after a re-open, re-open with backoff after a
-//! stream error (etcd restart, partition), and re-read the prefix (diffing against what is
-//! known) when the resume revision has been compacted.
+//! It stands on the crate's prefix follower, as the config reload does: read the prefix at
+//! revision R, watch from R + 1, re-open with backoff after failures, and re-read the prefix
+//! (diffing against what is known) after compaction, an oversized catch-up or a restore.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use etcd_client::{Client, WatchOptions, WatchResponse, WatchStream};
+use etcd_client::KeyValue;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep_until, Instant};
 
 use super::discover::{id_of, parse_kvs};
 use super::instance::{validate_segment, Instance};
 use super::Registry;
-use crate::backoff::Backoff;
-use crate::error::{Error, ErrorKind, Result};
-use crate::kv::read_prefix;
+use crate::error::Result;
+use crate::etcd::follow::{Change, FollowOptions, Followed, PrefixFollower};
+use crate::etcd::{read_prefix, Etcd};
 
 /// One change to a service's set of instances, with the etcd revision it happened at.
 ///
@@ -131,7 +128,6 @@ impl Registry {
                 tracing::error!(error = %error, "cannot watch registry service");
                 return;
             }
-            follower.needs_resync = true;
             loop {
                 let batch = tokio::select! {
                     batch = follower.next_batch() => batch,
@@ -150,42 +146,52 @@ impl Registry {
 
 /// The state of one service as followed from etcd.
 pub(crate) struct Follower {
-    client: Client,
+    etcd: Etcd,
     service: String,
     /// The status prefix, ending with `/`.
     prefix: String,
     page_size: i64,
     /// Instances by id.
     pub(crate) instances: BTreeMap<String, Arc<Instance>>,
-    /// The last revision processed; the watch resumes after it.
+    /// The last revision processed.
     pub(crate) revision: i64,
-    stream: Option<WatchStream>,
-    retry_at: Option<Instant>,
-    backoff: Backoff,
-    /// Re-read the prefix before (re-)opening the watch.
-    pub(crate) needs_resync: bool,
+    follower: PrefixFollower,
 }
 
 impl Follower {
+    /// A follower whose first batch is every instance registered (read in the background).
     pub(crate) fn new(registry: &Registry, service: &str) -> Self {
+        let etcd = registry.coordinator().etcd().clone();
+        let prefix = registry.layout().status_dir(service);
+        let page_size = registry.layout().page_size;
+        let follower = PrefixFollower::prefix(etcd.clone(), &prefix, options(page_size));
         Follower {
-            client: registry.coordinator().client(),
+            etcd,
             service: service.to_string(),
-            prefix: registry.layout().status_dir(service),
-            page_size: registry.layout().page_size,
+            prefix,
+            page_size,
             instances: BTreeMap::new(),
             revision: 0,
-            stream: None,
-            retry_at: None,
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
-            needs_resync: false,
+            follower,
         }
     }
 
-    /// Replaces the known set with a fresh read; returns the differences, in revision order.
+    /// Reads the prefix now and follows on from there; returns the differences from what was
+    /// known, in revision order.
     pub(crate) async fn resync(&mut self) -> Result<Vec<RegistryEvent>> {
-        let (revision, kvs) = read_prefix(&mut self.client, &self.prefix, self.page_size).await?;
-        let fresh: BTreeMap<String, Arc<Instance>> = parse_kvs(&self.service, &self.prefix, &kvs)
+        let (revision, kvs) = read_prefix(&self.etcd, &self.prefix, self.page_size).await?;
+        let newest = kvs.iter().map(KeyValue::mod_revision).max().unwrap_or(0);
+        let count = kvs.len();
+        let events = self.replace(revision, &kvs);
+        self.follower =
+            PrefixFollower::prefix(self.etcd.clone(), &self.prefix, options(self.page_size))
+                .resume_after(revision, count, newest);
+        Ok(events)
+    }
+
+    /// Replaces the known set with `kvs`, read at `revision`; returns the differences.
+    fn replace(&mut self, revision: i64, kvs: &[KeyValue]) -> Vec<RegistryEvent> {
+        let fresh: BTreeMap<String, Arc<Instance>> = parse_kvs(&self.service, &self.prefix, kvs)
             .into_iter()
             .map(|i| (i.id().to_string(), Arc::new(i)))
             .collect();
@@ -217,130 +223,43 @@ impl Follower {
         events.sort_by_key(RegistryEvent::revision);
         self.instances = fresh;
         self.revision = revision;
-        Ok(events)
+        events
     }
 
-    async fn open(&mut self) -> Result<WatchStream> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(self.revision + 1);
-        self.client
-            .watch(self.prefix.as_bytes(), Some(options))
-            .await
-            .map_err(|e| {
-                Error::etcd(
-                    format_args!("watching registry prefix `{}`", self.prefix),
-                    e,
-                )
-            })
-    }
-
-    fn retry_later(&mut self, error: &Error, what: &str) {
-        let delay = self.backoff.next_delay();
-        tracing::warn!(
-            prefix = %self.prefix,
-            error = %error,
-            retry_in_ms = delay.as_millis() as u64,
-            "{what}"
-        );
-        self.stream = None;
-        self.retry_at = Some(Instant::now() + delay);
-    }
-
-    /// The next non-empty batch of changes (one watch response, or the differences found by a
-    /// resync). Heals the watch as needed; never fails. Cancel-safe only as far as dropping the
-    /// follower goes.
+    /// The next non-empty batch of changes (one etcd revision, or the differences found by a
+    /// resync). The follower heals the watch; this never fails. Cancel-safe.
     pub(crate) async fn next_batch(&mut self) -> Vec<RegistryEvent> {
         loop {
-            if self.stream.is_none() {
-                if let Some(at) = self.retry_at.take() {
-                    sleep_until(at).await;
+            let events = match self.follower.next().await {
+                Followed::Batch { revision, changes } => self.apply(revision, changes),
+                Followed::Resynced { revision, kvs, .. } => self.replace(revision, &kvs),
+                Followed::Live => continue,
+                Followed::Interrupted { error, retry_in } => {
+                    tracing::warn!(
+                        prefix = %self.prefix,
+                        error = %error,
+                        retry_in_ms = retry_in.as_millis() as u64,
+                        "registry watch interrupted; re-opening"
+                    );
+                    continue;
                 }
-                if self.needs_resync {
-                    match self.resync().await {
-                        Ok(events) => {
-                            self.needs_resync = false;
-                            if !events.is_empty() {
-                                return events;
-                            }
-                        }
-                        Err(error) => {
-                            self.retry_later(&error, "cannot read registry prefix; retrying");
-                            continue;
-                        }
-                    }
-                }
-                match self.open().await {
-                    Ok(stream) => self.stream = Some(stream),
-                    Err(error) => {
-                        self.retry_later(&error, "cannot open registry watch; retrying");
-                        continue;
-                    }
-                }
-            }
-            let Some(stream) = self.stream.as_mut() else {
-                continue;
             };
-            match stream.message().await {
-                Ok(Some(response)) => {
-                    if response.canceled() {
-                        if response.compact_revision() > 0 {
-                            tracing::warn!(
-                                prefix = %self.prefix,
-                                resume_revision = self.revision + 1,
-                                compact_revision = response.compact_revision(),
-                                "registry watch resume revision was compacted; re-reading the prefix"
-                            );
-                            self.stream = None;
-                            self.needs_resync = true;
-                        } else {
-                            let error = Error::new(
-                                ErrorKind::Unavailable,
-                                format!("etcd cancelled the watch: {}", response.cancel_reason()),
-                            );
-                            self.retry_later(&error, "registry watch cancelled; re-opening");
-                        }
-                        continue;
-                    }
-                    self.backoff.reset();
-                    let events = self.apply(&response);
-                    if !events.is_empty() {
-                        return events;
-                    }
-                }
-                Ok(None) => {
-                    let error = Error::new(ErrorKind::Unavailable, "watch stream ended");
-                    self.retry_later(&error, "registry watch ended; re-opening");
-                }
-                Err(e) => {
-                    let error = Error::etcd("registry watch stream", e);
-                    self.retry_later(&error, "registry watch failed; re-opening");
-                }
+            if !events.is_empty() {
+                return events;
             }
         }
     }
 
-    /// Applies one watch response; returns the resulting changes in order.
-    fn apply(&mut self, response: &WatchResponse) -> Vec<RegistryEvent> {
+    /// Applies one revision's changes; returns the resulting events in order.
+    fn apply(&mut self, revision: i64, changes: Vec<Change>) -> Vec<RegistryEvent> {
         let mut events = Vec::new();
-        // Events at or below this were seen before a re-open. (Not `self.revision`, which moves
-        // during the loop: one transaction's events share one revision.)
-        let floor = self.revision;
-        for event in response.events() {
-            let Some(kv) = event.kv() else {
+        self.revision = revision;
+        for change in changes {
+            let Some(id) = id_of(&self.prefix, change.key()) else {
                 continue;
             };
-            let revision = kv.mod_revision();
-            if revision <= floor {
-                continue;
-            }
-            self.revision = self.revision.max(revision);
-            let Some(id) = id_of(&self.prefix, kv.key()) else {
-                continue;
-            };
-            // `Event::event_type()` panics on unknown types; read the raw value.
-            match event.0.r#type {
-                0 => match Instance::from_kv(&self.service, id, kv) {
+            match &change {
+                Change::Put(kv) => match Instance::from_kv(&self.service, id, kv) {
                     Ok(instance) => {
                         let instance = Arc::new(instance);
                         match self.instances.insert(id.to_string(), Arc::clone(&instance)) {
@@ -362,16 +281,21 @@ impl Follower {
                         }
                     }
                 },
-                1 => {
+                Change::Delete(_) => {
                     if let Some(instance) = self.instances.remove(id) {
                         events.push(RegistryEvent::Removed { instance, revision });
                     }
                 }
-                other => {
-                    tracing::warn!(prefix = %self.prefix, event_type = other, "ignoring unknown watch event type");
-                }
             }
         }
         events
+    }
+}
+
+/// How a registry follower paces itself: the crate's defaults, with the layout's page size.
+fn options(page_size: i64) -> FollowOptions {
+    FollowOptions {
+        page_size,
+        ..FollowOptions::default()
     }
 }

@@ -240,6 +240,44 @@ impl Etcd {
         self.spawn().await;
     }
 
+    /// `etcdctl snapshot save FILE`: the member's state as of now.
+    pub fn snapshot_save(&self, file: &std::path::Path) {
+        let out = self.etcdctl(&["snapshot", "save", &file.display().to_string()]);
+        assert!(
+            out.status.success(),
+            "snapshot save: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops a single-member etcd, replaces its data by `etcdctl snapshot restore FILE` (same
+    /// name, ports and cluster flags), and starts it again: the cluster goes back in time.
+    pub async fn restore_snapshot(&mut self, file: &std::path::Path) {
+        assert!(self.initial_cluster.is_none(), "single member only");
+        self.kill();
+        let data = self.data.path().join("data");
+        std::fs::remove_dir_all(&data).expect("remove data dir");
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "restore", &file.display().to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--name", &self.name])
+            .arg("--initial-cluster")
+            .arg(format!("{}={peer}", self.name))
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .output()
+            .expect("run etcdctl snapshot restore");
+        assert!(
+            out.status.success(),
+            "snapshot restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.spawn().await;
+    }
+
     /// SIGSTOP (the process hangs, its sockets stay open).
     pub fn pause(&self) {
         self.signal("STOP");

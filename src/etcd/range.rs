@@ -1,6 +1,8 @@
-//! etcd key-value helpers shared by the modules: prefix ranges and consistent paged reads.
+//! Key ranges and consistent paged reads, pages bounded by keys and by the decode limit.
 
-use etcd_client::{Client, GetOptions, KeyValue};
+use etcd_client::{GetOptions, KeyValue};
+
+use super::Etcd;
 
 use crate::error::{Error, Result};
 
@@ -24,12 +26,12 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// The etcd error of any page (e.g. [`ErrorKind::Compacted`](crate::ErrorKind::Compacted) if R
 /// was compacted between pages, [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable)).
 pub(crate) async fn read_prefix(
-    client: &mut Client,
+    etcd: &Etcd,
     prefix: &str,
     page_size: i64,
 ) -> Result<(i64, Vec<KeyValue>)> {
     let end = prefix_end(prefix.as_bytes());
-    read_range(client, prefix.as_bytes().to_vec(), end, page_size, None).await
+    read_range(etcd, prefix.as_bytes().to_vec(), end, page_size, None).await
 }
 
 /// Reads the keys in `[start, end)` in pages of at most `page` keys, every page at one revision:
@@ -37,20 +39,21 @@ pub(crate) async fn read_prefix(
 /// key order.
 ///
 /// Pages are bounded by bytes as well: a page the client cannot decode (larger than its decode
-/// limit, 4 MiB by default: 1000 keys of 250 KB are 250 MB) is asked for again with half as many
+/// limit, [`DEFAULT_MAX_DECODE_BYTES`](super::DEFAULT_MAX_DECODE_BYTES) unless set: 1000 keys
+/// of 250 KB are 250 MB) is asked for again with half as many
 /// keys, down to one key (etcd refuses values over its `--max-request-bytes`, 1.5 MiB by
 /// default, so one key always fits); after a page that fits, the size grows back.
 ///
 /// # Errors
 /// As [`read_prefix`].
 pub(crate) async fn read_range(
-    client: &Client,
+    etcd: &Etcd,
     start: Vec<u8>,
     end: Vec<u8>,
     page: i64,
     at: Option<i64>,
 ) -> Result<(i64, Vec<KeyValue>)> {
-    let mut client = client.clone();
+    let mut client = etcd.kv();
     let page = page.max(1);
     let mut limit = page;
     let mut from = start;

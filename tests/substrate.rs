@@ -1,0 +1,234 @@
+//! The etcd substrate under every feature, seen through each of its users: an etcd restored
+//! from an older snapshot (its revision goes backwards) is noticed and followed by the config
+//! handle, the registry live view, `coordctl config watch` and an election observer alike, and
+//! each then applies the writes made after the restore. (Restarts, pauses, compaction, leader
+//! loss and oversized catch-ups are in `faults.rs`.)
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use coordination::{
+    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, ResyncReason, ServiceInstance,
+    WatchState,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use support::{eventually, Etcd};
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
+#[coord(prefix = "/apps/substrate")]
+struct SubConfig {
+    counter: u64,
+}
+
+const COUNTER: &str = "/apps/substrate/counter";
+
+/// Waits up to `limit` for an applied snapshot that `pick` accepts.
+async fn applied<T: CoordConfig + std::fmt::Debug>(
+    sub: &mut coordination::Subscription<T>,
+    limit: Duration,
+    mut pick: impl FnMut(&coordination::Snapshot<T>) -> bool,
+) -> std::sync::Arc<coordination::Snapshot<T>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, sub.recv()).await {
+            Ok(Some(ConfigEvent::Applied(s))) if pick(&s) => return s,
+            Ok(Some(_)) => continue,
+            other => panic!("no such snapshot within {limit:?}: {other:?}"),
+        }
+    }
+}
+
+/// snapshot save at counter 1, then 2 and 3, then the old snapshot restored: the handle
+/// resyncs to counter 1 with reason `Restored` (its status says so too) and applies the next
+/// write, whose revision is below the ones it had seen.
+#[tokio::test]
+async fn config_follows_etcd_restored_from_an_older_snapshot() {
+    let mut etcd = Etcd::start().await;
+    etcd.put(COUNTER, "1");
+    let coord = etcd.coordinator().await;
+    let cfg: Config<SubConfig> = coord
+        .config_with(ConfigOptions::new().no_history())
+        .await
+        .unwrap();
+    let mut sub = cfg.subscribe();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snap.db");
+    etcd.snapshot_save(&file);
+    etcd.put(COUNTER, "2");
+    let seen = etcd.put(COUNTER, "3");
+    applied(&mut sub, Duration::from_secs(10), |s| s.counter == 3).await;
+
+    etcd.restore_snapshot(&file).await;
+    let snap = applied(&mut sub, Duration::from_secs(20), |s| s.counter == 1).await;
+    match snap.change() {
+        Change::Resync {
+            reason: ResyncReason::Restored { previous_revision },
+            ..
+        } => assert_eq!(*previous_revision, seen),
+        other => panic!("expected a resync after the restore, got {other:?}"),
+    }
+    assert!(snap.revision() < seen, "{} >= {seen}", snap.revision());
+
+    let next = etcd.put(COUNTER, "4");
+    assert!(
+        next <= seen,
+        "the restored cluster's revisions restart lower"
+    );
+    let snap = applied(&mut sub, Duration::from_secs(10), |s| s.counter == 4).await;
+    assert_eq!(snap.revision(), next);
+    assert!(
+        eventually(Duration::from_secs(5), || cfg.status().state
+            == WatchState::Live)
+        .await
+    );
+    let status = cfg.status();
+    assert!(
+        matches!(status.last_resync, Some((ResyncReason::Restored { .. }, _))),
+        "{:?}",
+        status.last_resync
+    );
+    assert_eq!(status.revision, next);
+}
+
+/// A registry live view after a restore: an instance registered after the restore appears,
+/// although its revision is below the ones the view had seen.
+#[tokio::test]
+async fn registry_live_view_follows_a_restore() {
+    let mut etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let _a = registry
+        .register(ServiceInstance::new("sub", "a", "127.0.0.1:1"))
+        .await
+        .unwrap();
+    let live = registry.live("sub").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snap.db");
+    etcd.snapshot_save(&file);
+    for i in 0..5 {
+        etcd.put(&format!("/unrelated/{i}"), "x");
+    }
+    let seen = etcd.put("/unrelated/last", "x");
+
+    etcd.restore_snapshot(&file).await;
+    let _c = loop {
+        // The registration may race the client's reconnection; retry until etcd answers.
+        match registry
+            .register(ServiceInstance::new("sub", "c", "127.0.0.1:3"))
+            .await
+        {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || live
+            .snapshot()
+            .instances()
+            .iter()
+            .any(|i| i.id() == "c"))
+        .await,
+        "the live view missed a registration made after the restore"
+    );
+    assert!(live.revision() < seen, "{} >= {seen}", live.revision());
+}
+
+/// `coordctl config watch` prints the resync a restore causes, then the next change.
+#[tokio::test]
+async fn coordctl_config_watch_follows_a_restore() {
+    let mut etcd = Etcd::start().await;
+    etcd.put(COUNTER, "1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snap.db");
+    etcd.snapshot_save(&file);
+    etcd.put(COUNTER, "2");
+
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .arg("--endpoints")
+        .arg(etcd.endpoint())
+        .args(["config", "watch", "/apps/substrate", "--count", "2"])
+        .env_remove("ETCD_ENDPOINTS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("watching"), "{line}");
+
+    etcd.restore_snapshot(&file).await;
+    // After the restore the watch reports counter 2 -> 1 (a resync), then 1 -> 5.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    etcd.put(COUNTER, "5");
+    let waited = std::time::Instant::now();
+    while watch.try_wait().unwrap().is_none() {
+        if waited.elapsed() > Duration::from_secs(20) {
+            let _ = watch.kill();
+            let out = watch.wait_with_output().unwrap();
+            panic!(
+                "coordctl config watch did not follow the restore: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = watch.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("counter: 2 -> 1"), "{printed}");
+    assert!(printed.contains("counter: 1 -> 5"), "{printed}");
+}
+
+/// An election observer after a restore: the leader's value goes back to what the snapshot
+/// held, and a proclaim made after the restore reaches the observer.
+#[tokio::test]
+async fn election_observer_follows_a_restore() {
+    let mut etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let election = coord.election("sub-leader");
+    let leader = election.campaign("v1").await.unwrap();
+    let mut observer = election.observe().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), observer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.value, b"v1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snap.db");
+    etcd.snapshot_save(&file);
+    leader.proclaim("v2").await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), observer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.value, b"v2");
+
+    etcd.restore_snapshot(&file).await;
+    let back = tokio::time::timeout(Duration::from_secs(20), observer.next())
+        .await
+        .expect("the observer did not notice the restore")
+        .unwrap();
+    assert_eq!(back.value, b"v1");
+    // The leader key came back with the snapshot (same create_revision): proclaim works.
+    let mut proclaimed = false;
+    for _ in 0..50 {
+        if leader.proclaim("v3").await.is_ok() {
+            proclaimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(proclaimed);
+    let third = tokio::time::timeout(Duration::from_secs(10), observer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.value, b"v3");
+    assert!(third.mod_revision < second.mod_revision);
+}
