@@ -90,11 +90,12 @@ mod secrets;
 
 pub use config::{
     Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, CoordConfig, Layer, Rejection,
-    ResyncReason, Snapshot, Source, Sources, Subscription, UnknownKey, UnknownKeys, WatchState,
+    Snapshot, Source, Sources, Subscription, UnknownKey, UnknownKeys, WatchState,
     DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES,
 };
 pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
+pub use etcd::follow::ResyncReason;
 pub use etcd::DEFAULT_MAX_DECODE_BYTES;
 pub use history::{
     ConfigHistory, Draft, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,

@@ -9,6 +9,7 @@ use super::snapshot::Snapshot;
 use super::status::ConfigStatus;
 use super::unknown::UnknownKey;
 use crate::error::Error;
+use crate::etcd::follow::ResyncReason;
 
 /// What triggered a reload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,46 +40,6 @@ pub enum Change {
         /// Why the prefix was read again.
         reason: ResyncReason,
     },
-}
-
-/// Why a handle read its prefix again instead of following it by events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ResyncReason {
-    /// The first contact with etcd after binding without it (cold start).
-    FirstContact,
-    /// The watch could not resume: etcd compacted its revision away.
-    Compacted {
-        /// The oldest revision etcd still keeps.
-        compact_revision: i64,
-    },
-    /// The changes made while the watch was cut off did not fit in one message (see
-    /// [`CoordinatorOptions::with_max_decode_bytes`](crate::CoordinatorOptions::with_max_decode_bytes)).
-    TooLarge,
-    /// etcd went back in time: its revision fell below one already seen (or its raft term
-    /// went back, or its cluster id changed), as after a restore from a snapshot. The handle
-    /// follows the restored cluster from its own revision on; snapshot revisions restart
-    /// lower.
-    Restored {
-        /// The newest revision seen before the restore.
-        previous_revision: i64,
-    },
-}
-
-impl std::fmt::Display for ResyncReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ResyncReason::FirstContact => f.write_str("first contact with etcd after a cold start"),
-            ResyncReason::Compacted { compact_revision } => {
-                write!(f, "resume revision compacted (etcd keeps {compact_revision} on)")
-            }
-            ResyncReason::TooLarge => f.write_str("catch-up larger than one message"),
-            ResyncReason::Restored { previous_revision } => write!(
-                f,
-                "etcd went back in time from revision {previous_revision} (restored from a snapshot)"
-            ),
-        }
-    }
 }
 
 /// A change that failed to parse or validate and was not applied.

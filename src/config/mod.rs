@@ -19,7 +19,7 @@ mod value;
 mod yaml;
 
 pub use coord_config::CoordConfig;
-pub use event::{Change, ConfigEvent, Rejection, ResyncReason, Subscription};
+pub use event::{Change, ConfigEvent, Rejection, Subscription};
 pub(crate) use feed::{RawBody, RawOp, RawRevision};
 pub use handle::Config;
 pub use options::{ConfigOptions, UnknownKeys, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES};

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use super::cache::{self, CacheFile, CacheWriter, CachedKey};
 use super::check::Checker;
 use super::coord_config::CoordConfig;
-use super::event::{Change, ConfigEvent, Rejection, ResyncReason};
+use super::event::{Change, ConfigEvent, Rejection};
 use super::feed::{RawBody, RawOp, RawRevision};
 use super::layers::{env_layer, file_layer, read_file, EtcdLayer, FileContent, FileWatch};
 use super::options::{ConfigOptions, Setting, UnknownKeys};
@@ -24,7 +24,7 @@ use super::tree::{merge, LayerTree};
 use super::unknown::{self, UnknownKey};
 use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
-use crate::etcd::follow::{self, FollowOptions};
+use crate::etcd::follow::{self, FollowOptions, ResyncReason};
 use crate::etcd::{read_prefix, Etcd};
 use crate::secrets::SecretPaths;
 
@@ -253,22 +253,7 @@ impl<T: CoordConfig> Reloader<T> {
     /// Replaces the etcd layer with what the follower read at `revision` and applies the
     /// difference as one snapshot (first contact after a cold start, compaction, an oversized
     /// catch-up, a restored cluster).
-    pub(super) fn on_resynced(
-        &mut self,
-        revision: i64,
-        kvs: Vec<KeyValue>,
-        reason: follow::Resync,
-    ) {
-        let reason = match reason {
-            follow::Resync::Initial => ResyncReason::FirstContact,
-            follow::Resync::Compacted { compact_revision } => {
-                ResyncReason::Compacted { compact_revision }
-            }
-            follow::Resync::TooLarge => ResyncReason::TooLarge,
-            follow::Resync::Restored { seen, .. } => ResyncReason::Restored {
-                previous_revision: seen,
-            },
-        };
+    pub(super) fn on_resynced(&mut self, revision: i64, kvs: Vec<KeyValue>, reason: ResyncReason) {
         if let ResyncReason::Restored { previous_revision } = reason {
             tracing::warn!(
                 prefix = %self.state.prefix,

@@ -2,8 +2,8 @@
 
 use std::time::SystemTime;
 
-use super::event::ResyncReason;
 use crate::error::Error;
+use crate::etcd::follow::ResyncReason;
 
 /// The state of a handle's connection to etcd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -101,39 +101,43 @@ impl Change {
     }
 }
 
-/// Why a range was read again instead of followed by events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Resync {
-    /// The first read.
+/// Why a prefix was read again instead of followed by events: in
+/// [`Change::Resync`](crate::Change::Resync), [`ConfigStatus::last_resync`](crate::ConfigStatus::last_resync)
+/// and [`PrefixChange::resync`](crate::PrefixChange::resync).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResyncReason {
+    /// The first read of the prefix; for a bound config handle, the first contact with etcd
+    /// after binding without it (cold start).
     Initial,
-    /// The resume revision was compacted (`compact_revision` is etcd's oldest kept one).
+    /// The watch could not resume: etcd compacted its revision away.
     Compacted {
-        /// The oldest revision etcd still has.
+        /// The oldest revision etcd still keeps.
         compact_revision: i64,
     },
-    /// The catch-up since the resume revision was larger than one message may be.
+    /// The changes made while the watch was cut off did not fit in one message (see
+    /// [`CoordinatorOptions::with_max_decode_bytes`](crate::CoordinatorOptions::with_max_decode_bytes)).
     TooLarge,
-    /// etcd went back in time (restored from a snapshot): its revision is below one already
-    /// seen, its raft term went backwards, or its cluster id changed.
+    /// etcd went back in time: its revision fell below one already seen (or its raft term
+    /// went back, or its cluster id changed), as after a restore from a snapshot. The prefix
+    /// is followed from the restored cluster's own revision on, so revisions restart lower.
     Restored {
-        /// The newest revision seen before.
-        seen: i64,
-        /// The revision etcd reports now.
-        now: i64,
+        /// The newest revision seen before the restore.
+        previous_revision: i64,
     },
 }
 
-impl std::fmt::Display for Resync {
+impl std::fmt::Display for ResyncReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Resync::Initial => f.write_str("first read"),
-            Resync::Compacted { compact_revision } => {
+            ResyncReason::Initial => f.write_str("first read"),
+            ResyncReason::Compacted { compact_revision } => {
                 write!(f, "resume revision compacted (etcd keeps {compact_revision} on)")
             }
-            Resync::TooLarge => f.write_str("catch-up larger than one message"),
-            Resync::Restored { seen, now } => write!(
+            ResyncReason::TooLarge => f.write_str("catch-up larger than one message"),
+            ResyncReason::Restored { previous_revision } => write!(
                 f,
-                "etcd went back in time (revision {now}, {seen} was seen before): restored from a snapshot?"
+                "etcd went back in time from revision {previous_revision} (restored from a snapshot?)"
             ),
         }
     }
@@ -149,7 +153,7 @@ pub(crate) enum Followed {
         /// Every key in the range, in key order.
         kvs: Vec<KeyValue>,
         /// Why it was read.
-        reason: Resync,
+        reason: ResyncReason,
     },
     /// Every change of one revision, in etcd's order.
     Batch {
@@ -210,7 +214,7 @@ pub(crate) struct PrefixFollower {
     /// The highest raft term and the cluster id seen in a response header.
     term: u64,
     cluster: Option<u64>,
-    read: Option<Resync>,
+    read: Option<ResyncReason>,
     watching: Option<Watching>,
     check: Option<Check>,
     catch_up: Option<CatchUp>,
@@ -261,7 +265,7 @@ impl PrefixFollower {
             newest: 0,
             term: 0,
             cluster: None,
-            read: Some(Resync::Initial),
+            read: Some(ResyncReason::Initial),
             watching: None,
             check: None,
             catch_up: None,
@@ -329,7 +333,7 @@ impl PrefixFollower {
     }
 
     /// Reads the whole range at the current revision.
-    async fn resync(&mut self, reason: Resync) {
+    async fn resync(&mut self, reason: ResyncReason) {
         let limit = self.options.probe_timeout.max(Duration::from_secs(1)) * 2;
         let read = read_range(
             &self.etcd,
@@ -343,7 +347,7 @@ impl PrefixFollower {
             Ok(Err(error)) => return self.fail(error),
             Err(_) => return self.fail(timed_out(&format!("reading `{}`", self.label), limit)),
         };
-        if reason != Resync::Initial {
+        if reason != ResyncReason::Initial {
             tracing::warn!(range = %self.label, revision, %reason, "re-read the watched range");
         }
         self.read = None;
@@ -423,7 +427,7 @@ impl PrefixFollower {
                     error = %e,
                     "watch catch-up larger than one message; re-reading the range in pages"
                 );
-                return self.reread(Resync::TooLarge);
+                return self.reread(ResyncReason::TooLarge);
             }
             Err(e) => return self.fail(Error::etcd(format_args!("watch of `{}`", self.label), e)),
         };
@@ -455,7 +459,7 @@ impl PrefixFollower {
                     compact_revision,
                     "watch resume revision was compacted; re-reading the range"
                 );
-                return self.reread(Resync::Compacted { compact_revision });
+                return self.reread(ResyncReason::Compacted { compact_revision });
             }
             return self.fail(Error::new(
                 ErrorKind::Unavailable,
@@ -619,7 +623,9 @@ impl PrefixFollower {
                     self.revision = 0;
                     self.live = false;
                     self.catch_up = None;
-                    self.read = Some(Resync::Restored { seen, now: current });
+                    self.read = Some(ResyncReason::Restored {
+                        previous_revision: seen,
+                    });
                     self.retry_at = None;
                 } else {
                     // Give the member time to catch up; the delay is not reset until progress.
@@ -634,7 +640,7 @@ impl PrefixFollower {
     }
 
     /// Drops the watch and reads the range again at once.
-    fn reread(&mut self, reason: Resync) {
+    fn reread(&mut self, reason: ResyncReason) {
         self.watching = None;
         self.live = false;
         self.catch_up = None;

@@ -13,7 +13,7 @@ use super::keys::Keys;
 use super::store::Kvs;
 use crate::config::StringFields;
 use crate::error::Result;
-use crate::etcd::follow::{Change, FollowOptions, Followed, PrefixFollower};
+use crate::etcd::follow::{Change, FollowOptions, Followed, PrefixFollower, ResyncReason};
 use crate::etcd::{read_prefix, Etcd};
 
 /// One etcd revision that changed the prefix.
@@ -28,9 +28,12 @@ pub struct PrefixChange {
     /// The fields whose value changed in the etcd layer's document (secrets masked).
     pub changes: Vec<FieldChange>,
     /// Set when the prefix was read again instead of followed by events (compaction, a
-    /// catch-up too large for one message, a restored cluster): why, in words.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resync: Option<String>,
+    /// catch-up too large for one message, a restored cluster): why. In JSON, its text.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_reason"
+    )]
+    pub resync: Option<ResyncReason>,
 }
 
 /// The changes of a prefix from [`ConfigHistory::changes`](crate::ConfigHistory::changes) on,
@@ -130,7 +133,7 @@ impl PrefixChanges {
                         .collect();
                     keys.sort();
                     self.kvs = fresh;
-                    self.finish(revision, keys, Some(reason.to_string()));
+                    self.finish(revision, keys, Some(reason));
                 }
                 Followed::Live => {}
                 Followed::Interrupted { error, retry_in } => {
@@ -140,7 +143,7 @@ impl PrefixChanges {
         }
     }
 
-    fn finish(&mut self, revision: i64, keys: Vec<String>, resync: Option<String>) {
+    fn finish(&mut self, revision: i64, keys: Vec<String>, resync: Option<ResyncReason>) {
         let doc = diff::document(self.keys.prefix(), &self.kvs, &self.fields);
         let changes = diff::diff(&self.doc, &doc, &self.secrets);
         self.doc = doc;
@@ -150,5 +153,15 @@ impl PrefixChanges {
             changes,
             resync,
         });
+    }
+}
+
+fn serialize_reason<S: serde::Serializer>(
+    reason: &Option<ResyncReason>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match reason {
+        Some(reason) => serializer.collect_str(reason),
+        None => serializer.serialize_none(),
     }
 }
