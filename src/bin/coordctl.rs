@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 use coordination::{ConfigHistory, Coordinator, CoordinatorOptions, ErrorKind, Version};
 use serde_json::{json, Value};
 
-use output::{cell, is_secret, leaves, table};
+use output::{cell, leaves, table};
 
 /// Operate on typed configs stored in etcd: history, diff, validated writes, rollback.
 #[derive(Parser, Debug)]
@@ -286,16 +286,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let history = open(&cli, prefix, true).await?;
             if *keys {
                 let (revision, kvs) = history.kvs(*version).await?;
-                let secrets = history.secrets().to_vec();
                 let shown: Vec<(String, String)> = kvs
                     .into_iter()
                     .map(|(k, v)| {
-                        let path = k.replace('/', ".");
                         // A key holding a document hides the secrets inside it too.
-                        let holds_secret = secrets
-                            .iter()
-                            .any(|s| path.is_empty() || s.starts_with(&format!("{path}.")));
-                        let value = if is_secret(&path, &secrets) || holds_secret {
+                        let value = if history.key_holds_secret(&k) {
                             "***".to_string()
                         } else {
                             String::from_utf8_lossy(&v).into_owned()

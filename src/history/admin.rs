@@ -199,6 +199,14 @@ impl ConfigHistory {
         ))
     }
 
+    /// Whether the value of `key` (relative to the prefix, as [`kvs`](Self::kvs) returns it:
+    /// `database/password`) is, lies inside or holds a secret field, so that showing it could
+    /// show a secret. `coordctl config get --keys` masks such values.
+    pub fn key_holds_secret(&self, key: &str) -> bool {
+        let path = key.trim_matches('/').replace('/', ".");
+        crate::secrets::SecretPaths::new(&self.secrets).holds_secret(&path)
+    }
+
     /// The exact key/value set at version `at` (`None`: now), keys relative to the prefix, in
     /// key order, values unmasked (as sensitive as the prefix itself); and its revision.
     ///

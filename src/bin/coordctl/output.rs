@@ -66,10 +66,3 @@ pub(crate) fn leaves(doc: &Value) -> Vec<(String, Value)> {
     }
     out
 }
-
-/// Whether `path` is, or is below, one of `secrets`.
-pub(crate) fn is_secret(path: &str, secrets: &[String]) -> bool {
-    secrets.iter().any(|s| {
-        path == s || (path.starts_with(s.as_str()) && path.as_bytes().get(s.len()) == Some(&b'.'))
-    })
-}
