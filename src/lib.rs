@@ -81,6 +81,7 @@
 
 mod config;
 mod coordinator;
+pub mod docs;
 mod error;
 mod etcd;
 mod history;
@@ -97,6 +98,9 @@ pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
 pub use etcd::follow::ResyncReason;
 pub use etcd::DEFAULT_MAX_DECODE_BYTES;
+/// The etcd client this crate is built on, re-exported so that [`Coordinator::client`] and the
+/// fenced transactions' `Compare`/`TxnOp` types need no separately pinned dependency.
+pub use etcd_client;
 pub use history::{
     ConfigHistory, Draft, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
     DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,

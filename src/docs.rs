@@ -1,0 +1,22 @@
+//! Guides: how the crate behaves and how it lays out its keys, rendered from `docs/*.md`.
+//!
+//! - [`failure`]: what every part does when etcd, the network or the input misbehaves.
+//! - [`lock_safety`]: the lock's safety model, fencing tokens and interop with Go and `etcdctl`.
+//! - [`history`]: the versioned history's layout in etcd, retention, publish and rollback.
+//! - [`registry`]: the service registry's keys, the gRPC naming format and the balancers.
+
+pub mod failure {
+    #![doc = include_str!("../docs/failure.md")]
+}
+
+pub mod lock_safety {
+    #![doc = include_str!("../docs/lock-safety.md")]
+}
+
+pub mod history {
+    #![doc = include_str!("../docs/history.md")]
+}
+
+pub mod registry {
+    #![doc = include_str!("../docs/registry.md")]
+}
