@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::config::Layer;
+use crate::provenance::{Layer, Origin, Provenance};
 
 /// A boxed error that caused an [`Error`] (an etcd-client, I/O, YAML or serde error).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -53,61 +53,6 @@ pub enum ErrorKind {
     /// Any other error reported by etcd.
     #[error("etcd error")]
     Etcd,
-}
-
-/// Where a bad value came from: its layer, its field path, its etcd key (or file path or
-/// environment variable) and the etcd revision being applied.
-///
-/// Every part is optional: an error reading a file has no revision, a connection error has
-/// no field. `Display` prints the parts that are known, e.g.
-/// `field `port`, layer etcd, key `/apps/chat/config/port`, revision 42`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Provenance {
-    /// The configuration layer the bad value was read from.
-    pub layer: Option<Layer>,
-    /// Dotted field path in the config struct, e.g. `database.pool.max`.
-    pub field: Option<String>,
-    /// The origin inside the layer: the etcd key, the file path or the environment variable name.
-    pub key: Option<String>,
-    /// The etcd revision being read or applied when the error occurred.
-    pub revision: Option<i64>,
-}
-
-impl Provenance {
-    fn is_empty(&self) -> bool {
-        self.layer.is_none()
-            && self.field.is_none()
-            && self.key.is_none()
-            && self.revision.is_none()
-    }
-}
-
-impl fmt::Display for Provenance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut sep = "";
-        if let Some(field) = &self.field {
-            let shown = if field.is_empty() { "(root)" } else { field };
-            write!(f, "field `{shown}`")?;
-            sep = ", ";
-        }
-        if let Some(layer) = self.layer {
-            write!(f, "{sep}layer {layer}")?;
-            sep = ", ";
-        }
-        if let Some(key) = &self.key {
-            let what = match self.layer {
-                Some(Layer::File) => "file",
-                Some(Layer::Env) => "variable",
-                _ => "key",
-            };
-            write!(f, "{sep}{what} `{key}`")?;
-            sep = ", ";
-        }
-        if let Some(revision) = self.revision {
-            write!(f, "{sep}revision {revision}")?;
-        }
-        Ok(())
-    }
 }
 
 /// The error type of every fallible operation in this crate.
@@ -202,6 +147,14 @@ impl Error {
     /// Sets the etcd key, file path or environment variable the bad value came from.
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.provenance.key = Some(key.into());
+        self
+    }
+
+    /// Sets the layer and key to those of `origin` (no key for [`Origin::Default`]), the way
+    /// a snapshot's [`Source`](crate::Source) names the same value. The revision is left as it
+    /// is: an error's revision is the one being applied, not the key's `mod_revision`.
+    pub fn with_origin(mut self, origin: &Origin) -> Self {
+        self.provenance.set_origin(origin);
         self
     }
 
@@ -343,12 +296,23 @@ mod tests {
     #[test]
     fn file_and_env_layers_name_their_origin() {
         let e = Error::new(ErrorKind::Validation, "bad")
-            .with_layer(Layer::File)
-            .with_key("config/chat.yaml");
+            .with_origin(&Origin::File("config/chat.yaml".into()));
         assert_eq!(e.to_string(), "bad (layer file, file `config/chat.yaml`)");
-        let e = Error::new(ErrorKind::Validation, "bad")
-            .with_layer(Layer::Env)
-            .with_key("CHAT_PORT");
+        assert_eq!(e.layer(), Some(Layer::File));
+        assert_eq!(e.key(), Some("config/chat.yaml"));
+        let e =
+            Error::new(ErrorKind::Validation, "bad").with_origin(&Origin::Env("CHAT_PORT".into()));
         assert_eq!(e.to_string(), "bad (layer env, variable `CHAT_PORT`)");
+        let e = Error::new(ErrorKind::Validation, "bad")
+            .with_origin(&Origin::Etcd {
+                key: "/p/port".into(),
+                mod_revision: 7,
+            })
+            .with_revision(9);
+        assert_eq!(
+            e.to_string(),
+            "bad (layer etcd, key `/p/port`, revision 9)",
+            "the revision is the one applied, not the key's mod_revision"
+        );
     }
 }

@@ -46,12 +46,15 @@
 //! # Layers
 //! Values come from four layers; a higher one overrides a lower one field by field:
 //!
-//! | precedence | layer | where | source recorded |
+//! | precedence | layer | where | origin recorded |
 //! |---|---|---|---|
-//! | 1 (lowest) | [`Layer::Default`] | `#[serde(default)]` in the type | — |
-//! | 2 | [`Layer::File`] | `#[coord(file = "…")]`, YAML or JSON by extension | file path |
-//! | 3 | [`Layer::Etcd`] | keys under `#[coord(prefix = "…")]` | key and `mod_revision` |
-//! | 4 (highest) | [`Layer::Env`] | `<env_prefix><FIELD>__<SUB>` variables | variable name |
+//! | 1 (lowest) | [`Layer::Default`] | `#[serde(default)]` in the type | [`Origin::Default`] |
+//! | 2 | [`Layer::File`] | `#[coord(file = "…")]`, YAML or JSON by extension | [`Origin::File`] (path) |
+//! | 3 | [`Layer::Etcd`] | keys under `#[coord(prefix = "…")]` | [`Origin::Etcd`] (key, `mod_revision`) |
+//! | 4 (highest) | [`Layer::Env`] | `<env_prefix><FIELD>__<SUB>` variables | [`Origin::Env`] (variable name) |
+//!
+//! A snapshot records the [`Source`] of every value ([`Snapshot::sources`]); an [`Error`] about
+//! a bad value carries its [`Provenance`], which names the same layer and key.
 //!
 //! # The prefix ↔ struct rule
 //! Key `<prefix>/a/b` is field `a.b`. A value is YAML (so JSON, `8080`, `true` and bare words
@@ -86,16 +89,16 @@ mod error;
 mod etcd;
 mod history;
 mod lock;
+mod provenance;
 mod registry;
 mod secrets;
 
 pub use config::{
-    Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, CoordConfig, Layer, Rejection,
-    Snapshot, Source, Sources, Subscription, UnknownKey, UnknownKeys, WatchState,
-    DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES,
+    Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, CoordConfig, Rejection, Snapshot,
+    Subscription, UnknownKey, UnknownKeys, WatchState, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES,
 };
 pub use coordinator::{Coordinator, CoordinatorOptions};
-pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
+pub use error::{BoxError, Error, ErrorKind, Result};
 pub use etcd::follow::ResyncReason;
 pub use etcd::DEFAULT_MAX_DECODE_BYTES;
 /// The etcd client this crate is built on, re-exported so that [`Coordinator::client`] and the
@@ -109,6 +112,7 @@ pub use lock::{
     Election, Fence, FencedTxn, FencedTxnResponse, LeaderInfo, Leadership, LockBuilder, LockEntry,
     LockGuard, LockStatus, LostReason, Observer, Session, SessionOptions, DEFAULT_LOCK_TTL,
 };
+pub use provenance::{Layer, Origin, Provenance, Source, Sources};
 pub use registry::{
     Balancer, Health, HealthCheck, Instance, LiveSet, LiveSnapshot, Register, Registration,
     RegistrationState, RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch,

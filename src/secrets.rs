@@ -5,7 +5,7 @@
 //! Paths are dotted serde field names (`database.password`); `""` is the whole document. A
 //! secret path covers everything below it.
 
-use crate::config::join_path as join;
+use crate::provenance::join_path as join;
 use jsonschema::ValidationError;
 use serde_json::Value;
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coordination::{
-    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, ErrorKind, Layer, Rejection, Snapshot,
+    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, ErrorKind, Layer, Origin, Rejection,
+    Snapshot, Source,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -143,7 +144,7 @@ async fn initial_load_merges_layers_by_precedence_with_provenance() {
         "port: 1000\ndatabase:\n  host: file-host\n  user: fileuser\nfeatures:\n  chat: true\n",
     )
     .unwrap();
-    etcd.put(&key("database"), r#"{"host": "doc-host", "pool": 20}"#);
+    let doc_rev = etcd.put(&key("database"), r#"{"host": "doc-host", "pool": 20}"#);
     let host_rev = etcd.put(&key("database/host"), "etcd-host");
     let coord = etcd.coordinator().await;
     let cfg: Config<ChatConfig> = coord
@@ -169,20 +170,38 @@ async fn initial_load_merges_layers_by_precedence_with_provenance() {
     assert_eq!(snap.change(), &Change::Initial);
 
     let port = snap.source("port");
-    assert_eq!(
-        (port.layer, port.origin.as_deref()),
-        (Layer::Env, Some("CHAT_PORT"))
-    );
+    assert_eq!(port.layer, Layer::Env);
+    assert_eq!(port.origin, Origin::Env("CHAT_PORT".into()));
+    assert_eq!(port.origin.key().as_deref(), Some("CHAT_PORT"));
     let host = snap.source("database.host");
     assert_eq!(host.layer, Layer::Etcd);
-    assert_eq!(host.origin.as_deref(), Some(key("database/host").as_str()));
+    assert_eq!(
+        host.origin,
+        Origin::Etcd {
+            key: key("database/host"),
+            mod_revision: host_rev
+        }
+    );
     assert_eq!(host.revision, Some(host_rev));
     assert_eq!(
-        snap.source("database.pool").origin.as_deref(),
-        Some(key("database").as_str())
+        host.to_string(),
+        format!("etcd `{}` @{host_rev}", key("database/host"))
     );
-    assert_eq!(snap.source("database.user").layer, Layer::File);
-    assert_eq!(snap.source("features.greeting").layer, Layer::Default);
+    assert_eq!(
+        snap.source("database.pool").origin,
+        Origin::Etcd {
+            key: key("database"),
+            mod_revision: doc_rev
+        }
+    );
+    let user = snap.source("database.user");
+    assert_eq!(
+        (user.layer, &user.origin),
+        (Layer::File, &Origin::File(file.clone()))
+    );
+    assert_eq!(user.revision, None);
+    assert_eq!(snap.source("features.greeting"), &Source::DEFAULT);
+    assert_eq!(snap.source("features.greeting").origin, Origin::Default);
     assert_eq!(cfg.prefix(), format!("{P}/"));
 }
 
@@ -742,7 +761,7 @@ async fn unknown_keys_are_reported_or_rejected() {
         .find(|k| k.path == "database.hots")
         .expect("the typo is reported");
     assert_eq!(hots.source.layer, Layer::Etcd);
-    assert_eq!(hots.source.origin.as_deref(), Some(typo.as_str()));
+    assert_eq!(hots.source.origin.key().as_deref(), Some(typo.as_str()));
     assert_eq!(hots.source.revision, Some(rev));
     assert!(hots.known.iter().any(|k| k == "host"), "{hots}");
     assert!(hots.to_string().contains(&typo), "{hots}");

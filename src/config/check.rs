@@ -5,7 +5,7 @@
 //! violation's. Secret values never appear: a message about a value that is, contains or lies
 //! inside a secret field shows `***` instead of the value (see [`crate::secrets`]).
 
-use super::source::join_path as join;
+use crate::provenance::join_path as join;
 use std::marker::PhantomData;
 
 use jsonschema::error::ValidationErrorKind;
@@ -13,9 +13,9 @@ use jsonschema::ValidationError;
 use serde_json::Value;
 
 use super::coord_config::CoordConfig;
-use super::source::Sources;
 use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
+use crate::provenance::{Source, Sources};
 use crate::secrets::{SecretPaths, MASK};
 
 /// At most this many violations are listed in one error message; the rest are counted.
@@ -272,7 +272,7 @@ fn report(violations: &[Violation], sources: Option<&Sources>) -> Option<Error> 
             .map(|v| {
                 let key = sources
                     .and_then(|s| source_of(&v.path, s))
-                    .and_then(|s| s.origin.as_ref())
+                    .and_then(|s| s.origin.key())
                     .map_or(String::new(), |k| format!(" (key `{k}`)"));
                 let at = if v.path.is_empty() { "(root)" } else { &v.path };
                 format!("`{at}`{key}: {}", v.message)
@@ -291,7 +291,7 @@ fn report(violations: &[Violation], sources: Option<&Sources>) -> Option<Error> 
 }
 
 /// The layer entry that supplied `path` (or something below it).
-fn source_of<'s>(path: &str, sources: &'s Sources) -> Option<&'s super::source::Source> {
+fn source_of<'s>(path: &str, sources: &'s Sources) -> Option<&'s Source> {
     if path.is_empty() {
         None
     } else {
@@ -303,13 +303,7 @@ fn source_of<'s>(path: &str, sources: &'s Sources) -> Option<&'s super::source::
 fn locate(err: Error, path: &str, sources: &Sources) -> Error {
     let err = err.with_field(path);
     match source_of(path, sources) {
-        Some(source) => {
-            let err = err.with_layer(source.layer);
-            match &source.origin {
-                Some(origin) => err.with_key(origin.clone()),
-                None => err,
-            }
-        }
+        Some(source) => err.with_origin(&source.origin),
         None => err,
     }
 }

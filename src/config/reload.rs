@@ -18,7 +18,6 @@ use super::feed::{RawBody, RawOp, RawRevision};
 use super::layers::{env_layer, file_layer, read_file, EtcdLayer, FileContent, FileWatch};
 use super::options::{ConfigOptions, Setting, UnknownKeys};
 use super::snapshot::Snapshot;
-use super::source::Layer;
 use super::status::{ConfigStatus, WatchState};
 use super::tree::{merge, LayerTree};
 use super::unknown::{self, UnknownKey};
@@ -26,6 +25,7 @@ use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::follow::{self, FollowOptions, ResyncReason};
 use crate::etcd::{read_prefix, Etcd};
+use crate::provenance::{Layer, Origin};
 use crate::secrets::SecretPaths;
 
 /// Keys with their raw values, in key order.
@@ -528,11 +528,8 @@ impl<T: CoordConfig> State<T> {
         };
         if let (UnknownKeys::Reject, Some(first)) = (self.unknown_keys, unknown.first()) {
             let mut error = Error::new(ErrorKind::Validation, first.to_string())
-                .with_layer(first.source.layer)
+                .with_origin(&first.source.origin)
                 .with_field(first.path.clone());
-            if let Some(origin) = &first.source.origin {
-                error = error.with_key(origin.clone());
-            }
             if let Some(revision) = first.source.revision {
                 error = error.or_revision(revision);
             }
@@ -557,7 +554,7 @@ impl<T: CoordConfig> State<T> {
                     revision = snapshot.revision(),
                     field = %key.path,
                     layer = %key.source.layer,
-                    key = key.source.origin.as_deref().unwrap_or(""),
+                    key = %key.source.origin.key().unwrap_or_default(),
                     "config key names no field of the type; it has no effect"
                 );
             }
@@ -582,9 +579,7 @@ impl<T: CoordConfig> State<T> {
                     e
                 }
             }
-            Change::File { path } => error
-                .with_key(path.display().to_string())
-                .with_layer(Layer::File),
+            Change::File { path } => error.with_origin(&Origin::File(path.clone())),
             _ => error,
         }
     }

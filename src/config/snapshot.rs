@@ -4,8 +4,8 @@ use std::ops::Deref;
 use std::time::SystemTime;
 
 use super::event::Change;
-use super::source::{Source, Sources};
 use super::unknown::UnknownKey;
+use crate::provenance::{Source, Sources};
 
 /// An immutable, validated configuration as served by [`Config::load`](crate::Config::load).
 ///

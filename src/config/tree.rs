@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::source::{Source, Sources};
+use crate::provenance::{Source, Sources};
 
 /// A layer's values as a JSON object tree plus the source of every leaf path in it.
 #[derive(Clone, Debug, Default)]
@@ -156,15 +156,19 @@ fn is_leaf(root: &Map<String, Value>, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::source::Layer;
+    use crate::provenance::{Layer, Origin};
     use serde_json::json;
 
-    fn src(layer: Layer, origin: &str) -> Source {
-        Source {
-            layer,
-            origin: Some(origin.into()),
-            revision: None,
-        }
+    fn src(layer: Layer, key: &str) -> Source {
+        Source::new(match layer {
+            Layer::Default => Origin::Default,
+            Layer::File => Origin::File(key.into()),
+            Layer::Etcd => Origin::Etcd {
+                key: key.into(),
+                mod_revision: 1,
+            },
+            Layer::Env => Origin::Env(key.into()),
+        })
     }
 
     #[test]

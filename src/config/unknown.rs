@@ -5,8 +5,8 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::source::{Source, Sources};
 use super::value::StringFields;
+use crate::provenance::{Source, Sources};
 
 /// A key in some layer that sets no field of the bound type (see
 /// [`ConfigOptions::unknown_keys`](crate::ConfigOptions::unknown_keys)).
@@ -24,8 +24,8 @@ impl fmt::Display for UnknownKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "unknown field `{}`", self.path)?;
         write!(f, " (layer {}", self.source.layer)?;
-        if let Some(origin) = &self.source.origin {
-            write!(f, ", {origin}")?;
+        if let Some(key) = self.source.origin.key() {
+            write!(f, ", {key}")?;
         }
         if let Some(revision) = self.source.revision {
             write!(f, ", revision {revision}")?;
@@ -78,8 +78,8 @@ pub(crate) fn find(merged: &Value, sources: &Sources, fields: &StringFields) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::source::Layer;
     use crate::config::tree::{merge, LayerTree};
+    use crate::provenance::Origin;
     use serde_json::json;
 
     #[test]
@@ -96,11 +96,10 @@ mod tests {
         });
         let fields = StringFields::new(schema);
         let mut tree = LayerTree::default();
-        let src = Source {
-            layer: Layer::Etcd,
-            origin: Some("/p/db/hots".into()),
-            revision: Some(7),
-        };
+        let src = Source::new(Origin::Etcd {
+            key: "/p/db/hots".into(),
+            mod_revision: 7,
+        });
         tree.insert(
             &[],
             json!({"port": 1, "prot": 2, "db": {"hots": "x"}, "extra": {"a": 1}, "any": {"b": 1}}),

@@ -1,6 +1,6 @@
 //! Field-level views of a key set: the etcd layer's document, diffs, and secret masking.
 
-use crate::config::join_path as join;
+use crate::provenance::join_path as join;
 use std::fmt;
 
 use serde::Serialize;

@@ -334,7 +334,7 @@ async fn a_bad_variable_fails_the_bind_naming_it() {
     assert_eq!((cfg.load().port, cfg.load().limits.max_conns), (9000, 7));
     assert_eq!(cfg.load().source("port").layer, Layer::Env);
     assert_eq!(
-        cfg.load().source("port").origin.as_deref(),
+        cfg.load().source("port").origin.key().as_deref(),
         Some("CHAT_PORT")
     );
 

@@ -2,10 +2,10 @@
 
 use std::ffi::OsString;
 
-use crate::config::source::{Layer, Source};
 use crate::config::tree::{Blocked, LayerTree};
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
+use crate::provenance::{Origin, Source};
 
 /// Builds the environment layer from `vars`: every variable named `<prefix><PATH>` where `PATH`
 /// is the field path with `__` between segments (`CHAT_DATABASE__HOST` → `database.host`;
@@ -55,11 +55,7 @@ pub(crate) fn env_layer(
         let value = fields
             .parse_for(&segments, raw.as_bytes())
             .map_err(|msg| bad(&name, &msg).with_field(path.join(".")))?;
-        let source = Source {
-            layer: Layer::Env,
-            origin: Some(name.clone()),
-            revision: None,
-        };
+        let source = Source::new(Origin::Env(name.clone()));
         tree.insert(&segments, value, &source).map_err(|Blocked(at)| {
             bad(
                 &name,
@@ -71,15 +67,14 @@ pub(crate) fn env_layer(
 }
 
 fn bad(name: &str, msg: &str) -> Error {
-    Error::new(ErrorKind::Validation, msg)
-        .with_layer(Layer::Env)
-        .with_key(name)
+    Error::new(ErrorKind::Validation, msg).with_origin(&Origin::Env(name.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::tree::merge;
+    use crate::provenance::Layer;
     use serde_json::json;
 
     #[test]
@@ -93,7 +88,10 @@ mod tests {
         let tree = env_layer("CHAT_", vars, &StringFields::new(json!({}))).unwrap();
         let (v, s) = merge([&tree]);
         assert_eq!(v, json!({"database": {"host": "db1"}, "max_conns": 7}));
-        assert_eq!(s.get("max_conns").origin.as_deref(), Some("CHAT_MAX_CONNS"));
+        assert_eq!(
+            s.get("max_conns").origin.key().as_deref(),
+            Some("CHAT_MAX_CONNS")
+        );
     }
 
     #[test]

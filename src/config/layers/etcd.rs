@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::config::source::{Layer, Source};
 use crate::config::tree::{Blocked, LayerTree};
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
+use crate::provenance::{Origin, Source};
 
 /// The keys under a prefix with their parsed values. Parsing happens once per write, so a
 /// rebuild after a change re-parses only the keys that changed.
@@ -129,10 +129,13 @@ impl EtcdLayer {
     /// The error for `key` (at `path`) meeting a non-object at field `at`. Names whichever of
     /// the two keys was written last: that write made the conflict.
     fn blocked(&self, key: &str, entry: &Entry, path: &[&str], at: &str) -> Error {
+        let origin = |key: &str, mod_revision: i64| Origin::Etcd {
+            key: key.to_string(),
+            mod_revision,
+        };
         if at.is_empty() {
             return Error::new(ErrorKind::Validation, "the root document must be a mapping")
-                .with_layer(Layer::Etcd)
-                .with_key(key)
+                .with_origin(&origin(key, entry.mod_revision))
                 .with_field("");
         }
         let at_segments: Vec<&str> = at.split('.').collect();
@@ -146,19 +149,18 @@ impl EtcdLayer {
         });
         let (culprit, field) = match &blocker {
             Some((blocker_key, rev)) if *rev > entry.mod_revision => {
-                (blocker_key.clone(), at.to_string())
+                (origin(blocker_key, *rev), at.to_string())
             }
-            _ => (key.to_string(), path.join(".")),
+            _ => (origin(key, entry.mod_revision), path.join(".")),
         };
         let other = blocker.map(|(k, _)| k).unwrap_or_else(|| key.to_string());
-        let message = if culprit == key {
+        let message = if culprit.key().as_deref() == Some(key) {
             format!("field `{at}` holds a value that is not an object (key `{other}`), so this key cannot set a field below it")
         } else {
             format!("this key sets field `{at}` to a value that is not an object, but key `{key}` sets a field below it")
         };
         Error::new(ErrorKind::Validation, message)
-            .with_layer(Layer::Etcd)
-            .with_key(culprit)
+            .with_origin(&culprit)
             .with_field(field)
     }
 
@@ -168,18 +170,14 @@ impl EtcdLayer {
         ordered.sort_by(|a, b| a.1.depth.cmp(&b.1.depth).then_with(|| a.0.cmp(b.0)));
         let mut tree = LayerTree::default();
         for (key, entry) in ordered {
-            let bad = |msg: String| {
-                Error::new(ErrorKind::Validation, msg)
-                    .with_layer(Layer::Etcd)
-                    .with_key(key.as_str())
-            };
+            let source = Source::new(Origin::Etcd {
+                key: key.clone(),
+                mod_revision: entry.mod_revision,
+            });
+            let bad =
+                |msg: String| Error::new(ErrorKind::Validation, msg).with_origin(&source.origin);
             let value = entry.value.as_ref().map_err(|msg| bad(msg.clone()))?;
             let path = self.segments(key).map_err(bad)?;
-            let source = Source {
-                layer: Layer::Etcd,
-                origin: Some(key.clone()),
-                revision: Some(entry.mod_revision),
-            };
             tree.insert(&path, value.clone(), &source)
                 .map_err(|Blocked(at)| self.blocked(key, entry, &path, &at))?;
         }

@@ -9,10 +9,10 @@ use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
-use crate::config::source::{Layer, Source};
 use crate::config::tree::LayerTree;
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
+use crate::provenance::{Origin, Source};
 
 /// What the config file held when it was read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,11 +26,10 @@ pub(crate) enum FileContent {
 /// Reads the config file, at most `max_bytes` of it: a larger file is an error naming it, and so
 /// is one that cannot be read (a missing file is [`FileContent::Missing`]).
 pub(crate) fn read_file(path: &Path, max_bytes: usize) -> Result<FileContent> {
-    let shown = path.display().to_string();
+    let origin = Origin::File(path.to_path_buf());
     let io_error = |e: std::io::Error| {
         Error::new(ErrorKind::Io, "cannot read config file")
-            .with_layer(Layer::File)
-            .with_key(shown.clone())
+            .with_origin(&origin)
             .with_source(e)
     };
     let file = match std::fs::File::open(path) {
@@ -48,8 +47,7 @@ pub(crate) fn read_file(path: &Path, max_bytes: usize) -> Result<FileContent> {
             ErrorKind::Validation,
             format!("file is over the limit of {max_bytes} bytes"),
         )
-        .with_layer(Layer::File)
-        .with_key(shown));
+        .with_origin(&origin));
     }
     Ok(FileContent::Bytes(bytes))
 }
@@ -62,19 +60,15 @@ pub(crate) fn file_layer(
     content: &FileContent,
     fields: &StringFields,
 ) -> Result<LayerTree> {
-    let shown = path.display().to_string();
     let bytes = match content {
         FileContent::Missing => {
-            tracing::debug!(file = %shown, "config file not found; file layer is empty");
+            tracing::debug!(file = %path.display(), "config file not found; file layer is empty");
             return Ok(LayerTree::default());
         }
         FileContent::Bytes(bytes) => bytes,
     };
-    let invalid = |msg: String| {
-        Error::new(ErrorKind::Validation, msg)
-            .with_layer(Layer::File)
-            .with_key(shown.clone())
-    };
+    let source = Source::new(Origin::File(path.to_path_buf()));
+    let invalid = |msg: String| Error::new(ErrorKind::Validation, msg).with_origin(&source.origin);
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
@@ -84,11 +78,6 @@ pub(crate) fn file_layer(
         }
     }
     let value = fields.parse_for(&[], bytes).map_err(invalid)?;
-    let source = Source {
-        layer: Layer::File,
-        origin: Some(shown.clone()),
-        revision: None,
-    };
     let mut tree = LayerTree::default();
     tree.insert(&[], value, &source)
         .map_err(|_| invalid("the top level of the file must be a mapping".into()))?;
@@ -156,8 +145,7 @@ fn can_change_content(kind: &EventKind) -> bool {
 
 fn watch_error(path: &Path, e: notify::Error) -> Error {
     Error::new(ErrorKind::Io, "cannot watch config file")
-        .with_layer(Layer::File)
-        .with_key(path.display().to_string())
+        .with_origin(&Origin::File(path.to_path_buf()))
         .with_source(e)
 }
 
@@ -165,6 +153,7 @@ fn watch_error(path: &Path, e: notify::Error) -> Error {
 mod tests {
     use super::*;
     use crate::config::tree::merge;
+    use crate::provenance::Layer;
     use serde_json::json;
 
     fn layer(path: &Path) -> Result<LayerTree> {
