@@ -15,6 +15,7 @@ mod supervise;
 mod tree;
 mod unknown;
 mod value;
+mod view;
 mod yaml;
 
 pub use coord_config::CoordConfig;
@@ -26,4 +27,5 @@ pub(crate) use reload::Reloader;
 pub use snapshot::Snapshot;
 pub use status::{ConfigStatus, WatchState};
 pub use unknown::UnknownKey;
+pub use view::{ConfigView, ViewChange, ViewGuard, ViewSubscription};
 pub(crate) use {check::pointer_to_dotted, layers::EtcdLayer, tree::merge, value::StringFields};

@@ -78,6 +78,15 @@ pub(crate) fn document(prefix: &str, kvs: &Kvs, fields: &StringFields) -> Value 
 }
 
 /// The changed leaf fields from `old` to `new`, in path order, secrets masked.
+/// The dotted paths of the leaves that differ between `old` and `new`, in path order (`""`
+/// when the documents are scalars that differ).
+pub(crate) fn changed_paths(old: &Value, new: &Value) -> Vec<String> {
+    diff::<&str>(old, new, &[])
+        .into_iter()
+        .map(|c| c.path)
+        .collect()
+}
+
 pub(crate) fn diff<S: AsRef<str>>(old: &Value, new: &Value, secrets: &[S]) -> Vec<FieldChange> {
     let mut out = Vec::new();
     walk("", Some(old), Some(new), secrets, &mut out);

@@ -38,6 +38,7 @@ mod watch;
 mod write;
 
 pub use admin::ConfigHistory;
+pub(crate) use diff::changed_paths;
 pub use diff::FieldChange;
 pub use draft::Draft;
 pub use record::{Version, VersionSource};
