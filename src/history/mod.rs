@@ -2,9 +2,12 @@
 //! `/__coordination/history/…`, validated publish, diff, and fleet-wide rollback.
 //!
 //! - [`keys`]: where history lives in etcd (records, chunks, the audit intent, the schema).
-//! - [`record`]: the JSON record format (`etcdctl get` readable) and the public [`Version`].
-//! - [`store`]: create-if-absent recording, chunking and deltas for big prefixes, reading a
-//!   version back, retention and pruning.
+//! - [`record`]: the JSON record format (`etcdctl get` readable), its encoding, and the public
+//!   [`Version`].
+//! - [`store`]: create-if-absent recording, full records and deltas for big prefixes.
+//! - [`chunks`]: the content of big records, in chunk keys.
+//! - [`read`]: reading versions back (one record, the listing, a version's key set).
+//! - [`retention`]: pruning to the configured number and age of versions.
 //! - [`recorder`]: the per-handle task that records every revision the handle processes.
 //! - [`layout`]: a serialized struct as keys under the prefix (publish's key layout).
 //! - [`write`]: the guarded transaction(s) shared by publish and rollback.
@@ -19,6 +22,7 @@
 //! The layout and retention rules are documented in `docs/history.md`.
 
 mod admin;
+mod chunks;
 mod diff;
 mod draft;
 mod fields;
@@ -27,8 +31,10 @@ mod keys;
 mod layout;
 mod patch;
 mod publish;
+mod read;
 mod record;
 mod recorder;
+mod retention;
 mod rollback;
 mod schema;
 mod settings;
