@@ -97,8 +97,8 @@ pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Provenance, Result};
 pub use etcd::DEFAULT_MAX_DECODE_BYTES;
 pub use history::{
-    ConfigHistory, Draft, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
-    DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
+    ConfigHistory, Draft, FieldChange, HistoryOptions, PrefixChange, PrefixChanges, Version,
+    VersionSource, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
 };
 pub use lock::{
     Election, Fence, FencedTxn, FencedTxnResponse, LeaderInfo, Leadership, LockBuilder, LockEntry,

@@ -8,7 +8,9 @@
 //! - [`chunks`]: the content of big records, in chunk keys.
 //! - [`read`]: reading versions back (one record, the listing, a version's key set).
 //! - [`retention`]: pruning to the configured number and age of versions.
-//! - [`recorder`]: the per-handle task that records every revision the handle processes.
+//! - [`options`]: [`HistoryOptions`], a handle's history settings.
+//! - [`recorder`]: the handle's history part ([`Tracker`]): the task that records every
+//!   revision the handle processes, and the in-memory snapshot ring.
 //! - [`layout`]: a serialized struct as keys under the prefix (publish's key layout).
 //! - [`write`]: the guarded transaction(s) shared by publish and rollback.
 //! - [`publish`], [`draft`], [`rollback`]: the typed [`Config`](crate::Config) API.
@@ -29,6 +31,7 @@ mod fields;
 mod inspect;
 mod keys;
 mod layout;
+mod options;
 mod patch;
 mod publish;
 mod read;
@@ -37,7 +40,6 @@ mod recorder;
 mod retention;
 mod rollback;
 mod schema;
-mod settings;
 mod store;
 mod time;
 mod watch;
@@ -46,8 +48,8 @@ mod write;
 pub use admin::ConfigHistory;
 pub use diff::FieldChange;
 pub use draft::Draft;
+pub use options::{HistoryOptions, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS};
+pub(crate) use options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
 pub use record::{Version, VersionSource};
-pub(crate) use recorder::{start, Tracking};
-pub(crate) use settings::HistorySettings;
-pub use settings::{DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS};
+pub(crate) use recorder::Tracker;
 pub use watch::{PrefixChange, PrefixChanges};
