@@ -15,7 +15,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use coordination::{Config, ConfigEvent, ConfigOptions, CoordConfig, Coordinator};
+use coordination::{Config, ConfigEvent, ConfigOptions, CoordConfig, Coordinator, HistoryOptions};
 use etcd_client::{Client, EventType, Txn, TxnOp, WatchOptions};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -230,7 +230,13 @@ async fn rollback_rows(
         .map(|i| (key(i), format!("backend-{i}.internal:8080")))
         .collect();
     write_keys(client, &original).await;
-    let cfg: Config<Map> = bind(coord, options().prefix(prefix.clone()).history_keep(1000)).await;
+    let cfg: Config<Map> = bind(
+        coord,
+        options()
+            .prefix(prefix.clone())
+            .history(HistoryOptions::new().keep_versions(1000)),
+    )
+    .await;
     let target = loop {
         if let Some(v) = cfg.history().await.unwrap().last() {
             break v.revision;

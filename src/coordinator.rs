@@ -9,6 +9,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use crate::config::{Config, ConfigOptions, CoordConfig, Reloader};
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::Etcd;
+use crate::history::Tracker;
 
 /// How to reach etcd. Build with [`CoordinatorOptions::new`] and the `with_*` methods.
 #[derive(Clone)]
@@ -238,8 +239,10 @@ impl Coordinator {
         }
         let full = format!("{}{}/", self.inner.options.namespace, prefix);
         let started = Reloader::<T>::start(self.etcd().clone(), full.clone(), &options).await?;
-        let config = Config::spawn(started, full);
-        crate::history::start(self, &config, &options).await;
+        let (history, bound) = Tracker::start(self.namespace(), &full, &started.reloader, &options);
+        let config = Config::spawn(started, full, history);
+        // The schema and the bound revision are in etcd before the handle is handed out.
+        bound.await;
         Ok(config)
     }
 }

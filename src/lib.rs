@@ -106,8 +106,8 @@ pub use etcd::DEFAULT_MAX_DECODE_BYTES;
 /// fenced transactions' `Compare`/`TxnOp` types need no separately pinned dependency.
 pub use etcd_client;
 pub use history::{
-    ConfigHistory, Draft, FieldChange, PrefixChange, PrefixChanges, Version, VersionSource,
-    DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
+    ConfigHistory, Draft, FieldChange, HistoryOptions, PrefixChange, PrefixChanges, Version,
+    VersionSource, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
 };
 pub use lock::{
     Election, Fence, FencedTxn, FencedTxnResponse, LeaderInfo, Leadership, LockBuilder, LockEntry,

@@ -7,7 +7,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use coordination::{Config, ConfigOptions, CoordConfig, ErrorKind, Version, VersionSource};
+use coordination::{
+    Config, ConfigOptions, CoordConfig, ErrorKind, HistoryOptions, Version, VersionSource,
+};
 use etcd_client::{Client, Txn, TxnOp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -270,6 +272,32 @@ async fn publish_validates_first_and_writes_keys_that_read_back() {
     );
 }
 
+/// `HistoryOptions::keep_snapshots(k)` bounds `recent()` to the last `k` applied snapshots,
+/// also on a handle that records nothing (`record(false)`: no versions, no schema).
+#[tokio::test]
+async fn keep_snapshots_bounds_recent_also_on_a_handle_that_does_not_record() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let history = HistoryOptions::new().keep_snapshots(2).record(false);
+    let cfg = bind(&etcd, options().history(history)).await;
+    let mut revisions = Vec::new();
+    for port in 9000..9004 {
+        revisions.push(etcd.put(&key("port"), &port.to_string()));
+    }
+    let last = *revisions.last().unwrap();
+    let ok = eventually_async(WAIT, || async { cfg.load().revision() >= last }).await;
+    assert!(ok, "never applied {last}");
+    let recent: Vec<i64> = cfg.recent().iter().map(|s| s.revision()).collect();
+    assert_eq!(recent, revisions[2..].to_vec());
+    assert!(cfg.history().await.unwrap().is_empty());
+    let out = etcd.etcdctl(&["get", "--prefix", "--keys-only", "/__coordination/"]);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// The audit metadata travels in the publish's own transaction, so whichever instance records
 /// the revision records it as a publish by its author.
 #[tokio::test]
@@ -459,7 +487,11 @@ async fn rollback_restores_the_exact_key_set_and_every_handle_converges() {
 async fn rollback_to_a_pruned_or_unknown_version_is_not_found() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
-    let cfg = bind(&etcd, options().history_keep(3)).await;
+    let cfg = bind(
+        &etcd,
+        options().history(HistoryOptions::new().keep_versions(3)),
+    )
+    .await;
     let first = history_reaching(&cfg, 1).await[0].revision;
     let mut last = 0;
     for port in 8001..8007 {
@@ -490,7 +522,11 @@ async fn rollback_to_a_pruned_or_unknown_version_is_not_found() {
 async fn max_age_prunes_old_versions_but_always_keeps_the_newest() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
-    let cfg = bind(&etcd, options().history_max_age(Duration::from_secs(2))).await;
+    let cfg = bind(
+        &etcd,
+        options().history(HistoryOptions::new().max_age(Duration::from_secs(2))),
+    )
+    .await;
     history_reaching(&cfg, 1).await;
     etcd.put(&key("port"), "8001");
     let last = etcd.put(&key("port"), "8002");
@@ -914,12 +950,16 @@ async fn update_writes_only_the_changed_fields_and_leaves_file_values_alone() {
     assert_eq!(err.field(), Some("database.pool"));
 }
 
-/// `history_max_age(Duration::MAX)` keeps everything instead of wrapping to a negative age.
+/// `HistoryOptions::max_age(Duration::MAX)` keeps everything instead of wrapping to a negative age.
 #[tokio::test]
 async fn an_unbounded_max_age_prunes_nothing() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
-    let cfg = bind(&etcd, options().history_max_age(Duration::MAX)).await;
+    let cfg = bind(
+        &etcd,
+        options().history(HistoryOptions::new().max_age(Duration::MAX)),
+    )
+    .await;
     let bound = history_reaching(&cfg, 1).await[0].revision;
     let r1 = etcd.put(&key("port"), "8001");
     let r2 = etcd.put(&key("port"), "8002");

@@ -5,17 +5,16 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache, Guard};
 
-use crate::etcd::Etcd;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::check::Checker;
 use super::coord_config::CoordConfig;
 use super::event::{ConfigEvent, Subscription};
-use super::feed::RawRevision;
 use super::reload::Started;
 use super::snapshot::Snapshot;
 use super::status::ConfigStatus;
+use crate::history::Tracker;
 
 /// A bound configuration: the current [`Snapshot`] of `T`, kept up to date by a background task
 /// that follows the etcd prefix and the local file.
@@ -29,13 +28,12 @@ pub struct Config<T: CoordConfig> {
 struct Shared<T: CoordConfig> {
     current: Arc<ArcSwap<Snapshot<T>>>,
     events: broadcast::Sender<ConfigEvent<T>>,
-    feed: broadcast::Sender<Arc<RawRevision>>,
     status: Arc<ArcSwap<ConfigStatus>>,
     checker: Arc<Checker<T>>,
-    etcd: Etcd,
     prefix: String,
     task: JoinHandle<()>,
-    history: crate::history::Tracking<T>,
+    /// The versioned history part, made with the handle.
+    history: Tracker<T>,
 }
 
 impl<T: CoordConfig> Drop for Shared<T> {
@@ -62,29 +60,27 @@ impl<T: CoordConfig> fmt::Debug for Config<T> {
 }
 
 impl<T: CoordConfig> Config<T> {
-    pub(crate) fn spawn(started: Started<T>, prefix: String) -> Self {
+    /// The handle for what the bind produced, with its history part (made from the same
+    /// [`Started`], see [`Tracker::start`]); starts the reload task.
+    pub(crate) fn spawn(started: Started<T>, prefix: String, history: Tracker<T>) -> Self {
         let Started {
             reloader,
             file_watch,
         } = started;
         let current = Arc::clone(reloader.current());
         let events = reloader.events().clone();
-        let feed = reloader.feed().clone();
         let status = Arc::clone(reloader.status());
         let checker = Arc::clone(reloader.checker());
-        let etcd = reloader.etcd().clone();
         let task = tokio::spawn(reloader.run(file_watch));
         Config {
             shared: Arc::new(Shared {
                 current,
                 events,
-                feed,
                 status,
                 checker,
-                etcd,
                 prefix,
                 task,
-                history: Default::default(),
+                history,
             }),
         }
     }
@@ -140,23 +136,8 @@ impl<T: CoordConfig> Config<T> {
         self.shared.checker.check_value(value)
     }
 
-    /// The raw change feed (every etcd revision of the prefix, byte for byte), from now on.
-    pub(crate) fn feed(&self) -> broadcast::Receiver<Arc<RawRevision>> {
-        self.shared.feed.subscribe()
-    }
-
-    /// The etcd layer the handle reads and watches with.
-    pub(crate) fn etcd(&self) -> Etcd {
-        self.shared.etcd.clone()
-    }
-
-    /// The slot the reload task swaps snapshots into (what [`load`](Self::load) reads).
-    pub(crate) fn snapshot_slot(&self) -> Arc<ArcSwap<Snapshot<T>>> {
-        Arc::clone(&self.shared.current)
-    }
-
-    /// Per-handle state of the versioned history: recorder task, snapshot ring.
-    pub(crate) fn history_slot(&self) -> &crate::history::Tracking<T> {
+    /// The handle's versioned history part.
+    pub(crate) fn tracker(&self) -> &Tracker<T> {
         &self.shared.history
     }
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::history::{HistoryOptions, DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
+
 /// Options for [`Coordinator::config_with`](crate::Coordinator::config_with). Every setting
 /// defaults to what the type's `#[coord(...)]` attributes say.
 #[derive(Clone, Debug)]
@@ -22,7 +24,8 @@ pub struct ConfigOptions {
     pub(crate) probe_after: Duration,
     pub(crate) probe_timeout: Duration,
     pub(crate) max_backoff: Duration,
-    pub(crate) history: crate::history::HistorySettings,
+    pub(crate) history: HistoryOptions,
+    pub(crate) max_txn_ops: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -72,7 +75,8 @@ impl Default for ConfigOptions {
             probe_after: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5),
-            history: crate::history::HistorySettings::default(),
+            history: HistoryOptions::default(),
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
         }
     }
 }
@@ -179,41 +183,26 @@ impl ConfigOptions {
         self
     }
 
-    /// Versioned history: how many versions of the prefix to keep in etcd (default
-    /// [`DEFAULT_HISTORY_KEEP`](crate::DEFAULT_HISTORY_KEEP), 100; at least 1). Older ones are
-    /// pruned by whichever instance records a new version. Use the same setting on every
-    /// instance bound to the prefix: the smallest one wins.
-    pub fn history_keep(mut self, versions: usize) -> Self {
-        self.history = self.history.keep(versions);
-        self
-    }
-
-    /// Versioned history: also prune versions recorded more than `age` ago (by the recording
-    /// instance's clock). The newest version is always kept. Default: no age limit.
-    pub fn history_max_age(mut self, age: Duration) -> Self {
-        self.history = self.history.max_age(age);
-        self
-    }
-
-    /// How many applied snapshots the handle keeps in memory for
-    /// [`Config::recent`](crate::Config::recent) (default
-    /// [`DEFAULT_KEEP_SNAPSHOTS`](crate::DEFAULT_KEEP_SNAPSHOTS), 16; at least 1).
-    pub fn keep_snapshots(mut self, snapshots: usize) -> Self {
-        self.history = self.history.snapshots(snapshots);
+    /// Versioned history: whether this handle records versions, their retention in etcd, and
+    /// the snapshots kept in memory (default [`HistoryOptions::new`]). Replaces what earlier
+    /// calls (including [`no_history`](Self::no_history)) set.
+    pub fn history(mut self, history: HistoryOptions) -> Self {
+        self.history = history;
         self
     }
 
     /// Don't write history records or publish the JSON Schema from this handle (for clients
-    /// without write access to `/__coordination/`). Publish and rollback still work.
+    /// without write access to `/__coordination/`). Publish and rollback still work. Shorthand
+    /// for [`HistoryOptions::record`]`(false)`, keeping the other history settings.
     pub fn no_history(mut self) -> Self {
-        self.history = self.history.disabled();
+        self.history = self.history.record(false);
         self
     }
 
-    /// The etcd server's `--max-txn-ops` (default 128). Publishes and rollbacks that change more
-    /// keys than fit in one transaction are written in several guarded batches.
+    /// The etcd server's `--max-txn-ops` (default 128, at least 8). Publishes and rollbacks that
+    /// change more keys than fit in one transaction are written in several guarded batches.
     pub fn max_txn_ops(mut self, ops: usize) -> Self {
-        self.history = self.history.txn_ops(ops);
+        self.max_txn_ops = ops.max(MIN_TXN_OPS);
         self
     }
 
@@ -248,5 +237,29 @@ impl ConfigOptions {
     pub fn max_backoff(mut self, delay: Duration) -> Self {
         self.max_backoff = delay.max(Duration::from_millis(100));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_history_keeps_the_other_history_settings_and_history_replaces_them() {
+        let kept = HistoryOptions::new().keep_versions(7).keep_snapshots(3);
+        let options = ConfigOptions::new().history(kept.clone()).no_history();
+        assert_eq!(options.history, kept.record(false));
+        let options = ConfigOptions::new()
+            .no_history()
+            .history(HistoryOptions::new());
+        assert_eq!(options.history, HistoryOptions::new());
+        assert!(options.history.record);
+    }
+
+    #[test]
+    fn history_limits_are_at_least_one() {
+        let history = HistoryOptions::new().keep_versions(0).keep_snapshots(0);
+        assert_eq!((history.keep, history.snapshots), (1, 1));
+        assert_eq!(ConfigOptions::new().max_txn_ops(2).max_txn_ops, MIN_TXN_OPS);
     }
 }

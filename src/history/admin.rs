@@ -9,11 +9,11 @@ use super::diff::{self, FieldChange};
 use super::fields;
 use super::keys::Keys;
 use super::layout::is_segment;
+use super::options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
 use super::patch::{self, FieldPatch};
 use super::publish::target_for;
 use super::record::{Meta, Version, VersionSource};
 use super::schema::{self, SchemaCheck};
-use super::settings::DEFAULT_MAX_TXN_OPS;
 use super::store::{Kvs, Store};
 use super::watch::PrefixChanges;
 use super::write::{write_guarded, Recording};
@@ -103,7 +103,7 @@ impl ConfigHistory {
     /// The etcd server's `--max-txn-ops` (default 128): changes of more keys are written in
     /// several guarded batches.
     pub fn with_max_txn_ops(mut self, ops: usize) -> Self {
-        self.max_txn_ops = ops.max(8);
+        self.max_txn_ops = ops.max(MIN_TXN_OPS);
         self
     }
 

@@ -11,13 +11,13 @@ use crate::error::Result;
 
 impl<T: CoordConfig> Config<T> {
     /// Every recorded version of the prefix, oldest first (audit metadata, no values). At most
-    /// the configured retention ([`ConfigOptions::history_keep`](crate::ConfigOptions::history_keep),
+    /// the configured retention ([`HistoryOptions::keep_versions`](crate::HistoryOptions::keep_versions),
     /// 100 by default) is kept.
     ///
     /// # Errors
-    /// etcd errors; [`ErrorKind::Closed`](crate::ErrorKind::Closed) for a handle without history.
+    /// etcd errors.
     pub async fn history(&self) -> Result<Vec<Version>> {
-        let shared = tracker(self)?;
+        let shared = tracker(self);
         let (_, heads) = shared.store.list(None).await?;
         Ok(heads.into_iter().map(|(h, _)| h.version()).collect())
     }
@@ -30,7 +30,7 @@ impl<T: CoordConfig> Config<T> {
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a pruned or unknown version;
     /// etcd errors.
     pub async fn diff(&self, from: i64, to: i64) -> Result<Vec<FieldChange>> {
-        let shared = tracker(self)?;
+        let shared = tracker(self);
         let (_, a) = shared.store.state_at(from).await?;
         let (_, b) = shared.store.state_at(to).await?;
         let fields = StringFields::new(self.schema().clone());
@@ -40,13 +40,10 @@ impl<T: CoordConfig> Config<T> {
     }
 
     /// The last applied snapshots this handle kept in memory, oldest first, the current one
-    /// last ([`ConfigOptions::keep_snapshots`](crate::ConfigOptions::keep_snapshots), 16 by
+    /// last ([`HistoryOptions::keep_snapshots`](crate::HistoryOptions::keep_snapshots), 16 by
     /// default). Instant: no etcd request.
     pub fn recent(&self) -> Vec<Arc<Snapshot<T>>> {
-        match self.history_slot().get() {
-            Some(shared) => shared.recent(),
-            None => vec![self.load_full()],
-        }
+        tracker(self).recent()
     }
 
     /// The untyped history API for this prefix ([`ConfigHistory`]), using `T`'s schema and
@@ -54,15 +51,16 @@ impl<T: CoordConfig> Config<T> {
     /// operations `coordctl` offers.
     ///
     /// # Errors
-    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) for a handle without history.
+    /// [`ErrorKind::Validation`](crate::ErrorKind::Validation) if `T`'s JSON Schema is not a
+    /// valid JSON Schema.
     pub fn history_admin(&self) -> Result<ConfigHistory> {
-        let shared = tracker(self)?;
+        let shared = tracker(self);
         let doc = super::schema::document(
             self.schema(),
             std::any::type_name::<T>(),
             self.prefix(),
             T::SECRETS,
         );
-        ConfigHistory::from_parts(shared.store.clone(), Some(doc), shared.settings.max_txn_ops)
+        ConfigHistory::from_parts(shared.store.clone(), Some(doc), shared.max_txn_ops)
     }
 }

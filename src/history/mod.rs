@@ -2,10 +2,15 @@
 //! `/__coordination/history/…`, validated publish, diff, and fleet-wide rollback.
 //!
 //! - [`keys`]: where history lives in etcd (records, chunks, the audit intent, the schema).
-//! - [`record`]: the JSON record format (`etcdctl get` readable) and the public [`Version`].
-//! - [`store`]: create-if-absent recording, chunking and deltas for big prefixes, reading a
-//!   version back, retention and pruning.
-//! - [`recorder`]: the per-handle task that records every revision the handle processes.
+//! - [`record`]: the JSON record format (`etcdctl get` readable), its encoding, and the public
+//!   [`Version`].
+//! - [`store`]: create-if-absent recording, full records and deltas for big prefixes.
+//! - [`chunks`]: the content of big records, in chunk keys.
+//! - [`read`]: reading versions back (one record, the listing, a version's key set).
+//! - [`retention`]: pruning to the configured number and age of versions.
+//! - [`options`]: [`HistoryOptions`], a handle's history settings.
+//! - [`recorder`]: the handle's history part ([`Tracker`]): the task that records every
+//!   revision the handle processes, and the in-memory snapshot ring.
 //! - [`layout`]: a serialized struct as keys under the prefix (publish's key layout).
 //! - [`write`]: the guarded transaction(s) shared by publish and rollback.
 //! - [`publish`], [`draft`], [`rollback`]: the typed [`Config`](crate::Config) API.
@@ -19,19 +24,22 @@
 //! The layout and retention rules are documented in `docs/history.md`.
 
 mod admin;
+mod chunks;
 mod diff;
 mod draft;
 mod fields;
 mod inspect;
 mod keys;
 mod layout;
+mod options;
 mod patch;
 mod publish;
+mod read;
 mod record;
 mod recorder;
+mod retention;
 mod rollback;
 mod schema;
-mod settings;
 mod store;
 mod time;
 mod watch;
@@ -41,8 +49,8 @@ pub use admin::ConfigHistory;
 pub(crate) use diff::changed_paths;
 pub use diff::FieldChange;
 pub use draft::Draft;
+pub use options::{HistoryOptions, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS};
+pub(crate) use options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
 pub use record::{Version, VersionSource};
-pub(crate) use recorder::{start, Tracking};
-pub(crate) use settings::HistorySettings;
-pub use settings::{DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS};
+pub(crate) use recorder::Tracker;
 pub use watch::{PrefixChange, PrefixChanges};

@@ -24,24 +24,17 @@ use crate::etcd::read_range;
 pub(crate) const CATCH_UP: Duration = Duration::from_secs(5);
 
 /// The handle's history state.
-pub(crate) fn tracker<T: CoordConfig>(config: &Config<T>) -> Result<&Arc<Shared<T>>> {
-    config.history_slot().get().ok_or_else(|| {
-        Error::new(
-            ErrorKind::Closed,
-            format!("`{}` has no history tracker", config.prefix()),
-        )
-    })
+pub(crate) fn tracker<T: CoordConfig>(config: &Config<T>) -> &Arc<Shared<T>> {
+    config.tracker().shared()
 }
 
 /// How a writer through a typed handle records and prunes.
 pub(crate) fn recording<T: CoordConfig>(shared: &Shared<T>) -> Recording {
-    let settings = &shared.settings;
+    let options = &shared.options;
     Recording {
-        max_txn_ops: settings.max_txn_ops,
-        record: settings.enabled,
-        prune: settings
-            .enabled
-            .then_some((settings.keep, settings.max_age)),
+        max_txn_ops: shared.max_txn_ops,
+        record: options.record,
+        prune: options.record.then_some((options.keep, options.max_age)),
     }
 }
 
@@ -148,7 +141,7 @@ impl<T: CoordConfig + Clone> Config<T> {
     where
         F: FnMut(&mut T),
     {
-        let shared = tracker(self)?;
+        let shared = tracker(self);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -254,7 +247,7 @@ impl<T: CoordConfig> Config<T> {
         comment: &str,
     ) -> Result<Option<Version>> {
         self.check_value(value)?;
-        let shared = tracker(self)?;
+        let shared = tracker(self);
         let json = to_json(value)?;
         let fields = StringFields::new(self.schema().clone());
         let target = target_for(
@@ -278,7 +271,7 @@ impl<T: CoordConfig> Config<T> {
         comment: &str,
     ) -> Result<Option<Version>> {
         self.check_value(value)?;
-        let shared = tracker(self)?;
+        let shared = tracker(self);
         let patches: Vec<FieldPatch> =
             patch::changed_fields(&to_json(snapshot.value())?, &to_json(value)?);
         if patches.is_empty() {

@@ -13,13 +13,20 @@
 //! writes since version `base`, e.g. `{"put":"port","value":"9090"}`, `{"del":"legacy"}`). When
 //! the content is over 32 KiB it is not inline: `chunks: {"id": …, "count": n}` names the
 //! chunk keys that hold it as JSON arrays.
+//!
+//! Also the encoding between the prefix's key set (full etcd keys) and a record's content
+//! ([`Content`], [`absolute_kvs`]), and the errors of reading and writing records.
 
 use std::fmt;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::keys::Keys;
+use super::store::Kvs;
 use super::time::{now_ms, rfc3339};
+use crate::config::RawOp;
+use crate::error::{Error, ErrorKind, Result};
 
 /// The current record format.
 pub(crate) const FORMAT: u32 = 1;
@@ -299,6 +306,98 @@ impl Head {
         self.ops = None;
         self
     }
+
+    /// Holds `content` inline.
+    pub(crate) fn set_inline(&mut self, content: Content) {
+        match content {
+            Content::Full(kvs) => self.kvs = Some(kvs),
+            Content::Delta(ops) => self.ops = Some(ops),
+        }
+    }
+
+    /// The inline content (empty if the record has none).
+    pub(crate) fn inline_content(&self) -> Content {
+        match self.kind {
+            Kind::Full => Content::Full(self.kvs.clone().unwrap_or_default()),
+            Kind::Delta => Content::Delta(self.ops.clone().unwrap_or_default()),
+        }
+    }
+}
+
+/// A record's content, keys relative to the prefix.
+pub(crate) enum Content {
+    /// The whole key set.
+    Full(Vec<(Raw, Raw)>),
+    /// The writes since the base version.
+    Delta(Vec<Op>),
+}
+
+impl Content {
+    /// The key set `state` (full keys) as a full record holds it.
+    pub(crate) fn full(keys: &Keys, state: &Kvs) -> Self {
+        Content::Full(
+            state
+                .iter()
+                .map(|(k, v)| (Raw(keys.relative(k).to_vec()), Raw(v.clone())))
+                .collect(),
+        )
+    }
+
+    /// The writes `ops` (full keys) as a delta record holds them.
+    pub(crate) fn delta(keys: &Keys, ops: &[RawOp]) -> Self {
+        Content::Delta(
+            ops.iter()
+                .map(|op| match op {
+                    RawOp::Put(k, v) => Op::Put {
+                        put: Raw(keys.relative(k).to_vec()),
+                        value: Raw(v.clone()),
+                    },
+                    RawOp::Delete(k) => Op::Del {
+                        del: Raw(keys.relative(k).to_vec()),
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    /// Its size as JSON, in bytes.
+    pub(crate) fn json_len(&self) -> Result<usize> {
+        let len = match self {
+            Content::Full(kvs) => serde_json::to_vec(kvs),
+            Content::Delta(ops) => serde_json::to_vec(ops),
+        }
+        .map_err(encode_error)?
+        .len();
+        Ok(len)
+    }
+}
+
+/// A full record's key set with full keys again.
+pub(crate) fn absolute_kvs(keys: &Keys, kvs: Vec<(Raw, Raw)>) -> Kvs {
+    kvs.into_iter()
+        .map(|(k, v)| (keys.absolute(&k.0), v.0))
+        .collect()
+}
+
+/// Decodes a version record.
+pub(crate) fn parse_head(bytes: &[u8]) -> Result<Head> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::new(ErrorKind::Etcd, format!("unreadable history record: {e}")).with_source(e)
+    })
+}
+
+/// The record of `revision` cannot be read back as it says.
+pub(crate) fn corrupt(revision: i64, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Etcd,
+        format!("history record of version {revision} is damaged: {what}"),
+    )
+    .with_revision(revision)
+}
+
+/// A record (or its content) could not be encoded as JSON.
+pub(crate) fn encode_error(e: serde_json::Error) -> Error {
+    Error::new(ErrorKind::Etcd, format!("encoding a history record: {e}")).with_source(e)
 }
 
 #[cfg(test)]

@@ -3,31 +3,32 @@
 //! revision as a version (create-if-absent, so N instances record it once), and keeps the last
 //! K applied snapshots in memory.
 //!
-//! At bind, before `bind()` returns, it publishes the type's JSON Schema and records the key set
-//! of the bound snapshot's revision unless the newest version already holds it (changes made
-//! while no instance ran become one `external` version), so every later revision is recorded as
-//! its own version from the feed. Only when etcd was unreachable at bind (a stale start) is that
-//! left to the task, which then reads the prefix fresh; after a compaction resync or a lagged
-//! feed it does the same.
+//! The recorder is the history part of the handle ([`Tracker`]), made with it at bind. Before
+//! the bind returns it publishes the type's JSON Schema and records the key set of the bound
+//! snapshot's revision unless the newest version already holds it (changes made while no
+//! instance ran become one `external` version), so every later revision is recorded as its own
+//! version from the feed. Only when etcd was unreachable at bind (a stale start) is that left to
+//! the task, which then reads the prefix fresh; after a compaction resync or a lagged feed it
+//! does the same.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::keys::Keys;
+use super::options::HistoryOptions;
 use super::schema;
-use super::settings::HistorySettings;
 use super::store::{Kvs, MetaFrom, Outcome, Prev, Store};
 use crate::config::{
-    Config, ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Snapshot,
+    ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Reloader, Snapshot,
     Subscription, WatchState,
 };
-use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::Backoff;
 use crate::etcd::{read_prefix, read_range};
@@ -35,27 +36,10 @@ use crate::etcd::{read_prefix, read_range};
 /// Attempts at recording one revision before leaving it to the other instances.
 const RECORD_ATTEMPTS: u32 = 3;
 
-/// The history state of one [`Config`] handle (a field of the handle, set at bind).
-pub(crate) struct Tracking<T: CoordConfig> {
-    cell: OnceLock<Tracker<T>>,
-}
-
-impl<T: CoordConfig> Default for Tracking<T> {
-    fn default() -> Self {
-        Tracking {
-            cell: OnceLock::new(),
-        }
-    }
-}
-
-impl<T: CoordConfig> Tracking<T> {
-    /// The tracker, once [`start`] ran for the handle.
-    pub(crate) fn get(&self) -> Option<&Arc<Shared<T>>> {
-        self.cell.get().map(|t| &t.shared)
-    }
-}
-
-struct Tracker<T: CoordConfig> {
+/// The history part of one [`Config`](crate::Config) handle, made at bind with the handle (see
+/// [`Tracker::start`]): the recorder task and what it shares with the handle's publish,
+/// rollback and inspection calls. Dropping it stops the task.
+pub(crate) struct Tracker<T: CoordConfig> {
     shared: Arc<Shared<T>>,
     task: JoinHandle<()>,
 }
@@ -69,7 +53,9 @@ impl<T: CoordConfig> Drop for Tracker<T> {
 /// What the recorder shares with the handle's publish, rollback and inspection calls.
 pub(crate) struct Shared<T: CoordConfig> {
     pub(crate) store: Store,
-    pub(crate) settings: HistorySettings,
+    pub(crate) options: HistoryOptions,
+    /// The server's `--max-txn-ops`.
+    pub(crate) max_txn_ops: usize,
     pub(crate) max_value_bytes: usize,
     view: Mutex<View>,
     seen: watch::Sender<i64>,
@@ -147,7 +133,7 @@ impl<T: CoordConfig> Shared<T> {
             return;
         }
         ring.snapshots.push_back(snapshot);
-        while ring.snapshots.len() > self.settings.snapshots {
+        while ring.snapshots.len() > self.options.snapshots {
             ring.snapshots.pop_front();
         }
     }
@@ -159,71 +145,76 @@ impl<T: CoordConfig> Shared<T> {
     }
 }
 
-/// Starts history for a freshly bound handle: must run right after `Config::spawn`, before the
-/// reload task can process a new revision (it subscribes to the feed first thing).
-///
-/// When the bind read etcd (the usual case), this publishes the JSON Schema and records the
-/// bound snapshot's key set before it returns, so both are in etcd when `bind()` returns and
-/// every later revision reaches the recorder through the feed as its own version. A failure here
-/// is logged and left to the task, which retries with a fresh read; it never fails the bind.
-pub(crate) async fn start<T: CoordConfig>(
-    coord: &Coordinator,
-    config: &Config<T>,
-    options: &ConfigOptions,
-) {
-    let feed = config.feed();
-    let events = config.subscribe();
-    let bound = config.load_full();
-    let live = config.status().state == WatchState::Live;
-    let namespace = coord.namespace();
-    let prefix = config.prefix();
-    let mut settings = options.history.clone();
-    if Keys::is_reserved(namespace, prefix) {
-        settings = settings.disabled();
-    }
-    let schema_doc = settings.enabled.then(|| {
-        schema::document(
-            config.schema(),
-            std::any::type_name::<T>(),
-            prefix,
-            T::SECRETS,
-        )
-    });
-    let (seen, _) = watch::channel(0);
-    let shared = Arc::new(Shared {
-        store: Store::new(config.etcd(), Keys::new(namespace, prefix)),
-        settings,
-        max_value_bytes: options.max_value_bytes,
-        view: Mutex::new(View {
-            revision: 0,
-            kvs: Arc::default(),
-            prev: None,
-        }),
-        seen,
-        ring: Mutex::new(Ring {
-            snapshots: VecDeque::from([Arc::clone(&bound)]),
-            events,
-        }),
-        current: config.snapshot_slot(),
-    });
-    let mut recorder = Recorder {
-        shared: Arc::clone(&shared),
-        page_size: options.page_size,
-        kvs: Arc::default(),
-        revision: 0,
-        prev: None,
-    };
-    let mut schema_doc = schema_doc;
-    if live {
-        if let Some(doc) = &schema_doc {
-            if recorder.publish_schema(doc).await {
-                schema_doc = None;
-            }
+impl<T: CoordConfig> Tracker<T> {
+    /// The history part for the handle `reloader` will serve, bound to the full `prefix`: must
+    /// be made before the reload task runs (it subscribes to the change feed first thing), and
+    /// given to the handle.
+    ///
+    /// When the bind read etcd (the usual case), the task first publishes the JSON Schema and
+    /// records the bound snapshot's key set; the returned future resolves when that is done (or
+    /// the task ended), so the bind can wait until both are in etcd, and every later revision
+    /// reaches the recorder through the feed as its own version. A failure there is logged and
+    /// left to the task, which retries with a fresh read; it never fails the bind.
+    pub(crate) fn start(
+        namespace: &str,
+        prefix: &str,
+        reloader: &Reloader<T>,
+        options: &ConfigOptions,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let feed = reloader.feed().subscribe();
+        let events = Subscription::new(reloader.events().subscribe());
+        let bound = reloader.current().load_full();
+        let live = reloader.status().load().state == WatchState::Live;
+        let mut history = options.history.clone();
+        if Keys::is_reserved(namespace, prefix) {
+            history = history.record(false);
         }
-        recorder.bind_at(bound.revision()).await;
+        let schema_doc = history.record.then(|| {
+            schema::document(
+                reloader.checker().schema(),
+                std::any::type_name::<T>(),
+                prefix,
+                T::SECRETS,
+            )
+        });
+        let (seen, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            store: Store::new(reloader.etcd().clone(), Keys::new(namespace, prefix)),
+            options: history,
+            max_txn_ops: options.max_txn_ops,
+            max_value_bytes: options.max_value_bytes,
+            view: Mutex::new(View {
+                revision: 0,
+                kvs: Arc::default(),
+                prev: None,
+            }),
+            seen,
+            ring: Mutex::new(Ring {
+                snapshots: VecDeque::from([Arc::clone(&bound)]),
+                events,
+            }),
+            current: Arc::clone(reloader.current()),
+        });
+        let recorder = Recorder {
+            shared: Arc::clone(&shared),
+            page_size: options.page_size,
+            kvs: Arc::default(),
+            revision: 0,
+            prev: None,
+        };
+        let (bind_done, bind_wait) = oneshot::channel();
+        let bind_at = live.then(|| bound.revision());
+        let task = tokio::spawn(recorder.run(feed, schema_doc, bind_at, bind_done));
+        let bound = async move {
+            let _ = bind_wait.await;
+        };
+        (Tracker { shared, task }, bound)
     }
-    let task = tokio::spawn(recorder.run(feed, schema_doc));
-    let _ = config.history_slot().cell.set(Tracker { shared, task });
+
+    /// What the recorder shares with the handle.
+    pub(crate) fn shared(&self) -> &Arc<Shared<T>> {
+        &self.shared
+    }
 }
 
 struct Recorder<T: CoordConfig> {
@@ -235,11 +226,24 @@ struct Recorder<T: CoordConfig> {
 }
 
 impl<T: CoordConfig> Recorder<T> {
+    /// With `bind_at` (the bound snapshot's revision, when the bind read etcd), first publishes
+    /// the schema and records that revision's key set, then says so on `bind_done`.
     async fn run(
         mut self,
         mut feed: broadcast::Receiver<Arc<RawRevision>>,
-        schema_doc: Option<Value>,
+        mut schema_doc: Option<Value>,
+        bind_at: Option<i64>,
+        bind_done: oneshot::Sender<()>,
     ) {
+        if let Some(revision) = bind_at {
+            if let Some(doc) = &schema_doc {
+                if self.publish_schema(doc).await {
+                    schema_doc = None;
+                }
+            }
+            self.bind_at(revision).await;
+        }
+        let _ = bind_done.send(());
         if let Some(doc) = schema_doc {
             self.publish_schema(&doc).await;
         }
@@ -291,7 +295,7 @@ impl<T: CoordConfig> Recorder<T> {
                 self.kvs = Arc::new(kvs.into_iter().map(|kv| kv.into_key_value()).collect());
                 self.revision = revision;
                 self.publish_view();
-                if self.shared.settings.enabled {
+                if self.shared.options.record {
                     self.record_state().await;
                     self.publish_view();
                 }
@@ -332,7 +336,7 @@ impl<T: CoordConfig> Recorder<T> {
         self.revision = revision;
         self.prev = None;
         self.publish_view();
-        if self.shared.settings.enabled {
+        if self.shared.options.record {
             self.record_state().await;
             self.publish_view();
         }
@@ -410,7 +414,7 @@ impl<T: CoordConfig> Recorder<T> {
             }
         };
         self.publish_view();
-        if !self.shared.settings.enabled {
+        if !self.shared.options.record {
             return;
         }
         let Some(ops) = delta else {
@@ -452,8 +456,8 @@ impl<T: CoordConfig> Recorder<T> {
             Ok(Outcome::Created(head)) => {
                 self.prev = Some(head.prev());
                 tracing::debug!(prefix = %store.keys().prefix(), revision = head.revision, source = %head.meta.source, "recorded version");
-                let settings = &self.shared.settings;
-                if let Err(error) = store.maybe_prune(settings.keep, settings.max_age).await {
+                let options = &self.shared.options;
+                if let Err(error) = store.maybe_prune(options.keep, options.max_age).await {
                     tracing::warn!(prefix = %store.keys().prefix(), error = %error, "pruning history failed");
                 }
             }
