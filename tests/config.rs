@@ -885,3 +885,46 @@ async fn a_prefix_larger_than_one_message_binds_and_reads() {
     let (_, kvs) = history.kvs(None).await.unwrap();
     assert_eq!(kvs.len(), 20);
 }
+
+/// A view of one part: it loads only that part, and its subscription reports only the reloads
+/// that change the part, with the paths that changed inside it.
+#[tokio::test]
+async fn a_view_reports_only_changes_of_its_part() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let coord = etcd.coordinator().await;
+    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let db = cfg.map(|c| &c.database);
+    let pool = db.map(|d| &d.pool);
+    assert_eq!(db.load().host, "db1");
+    assert_eq!(*pool.load(), 10);
+    let mut changes = db.subscribe();
+    let mut pool_changes = pool.subscribe();
+
+    // A change outside the part is not reported.
+    etcd.put(&key("port"), "9090");
+    let outside = tokio::time::timeout(Duration::from_millis(500), changes.next()).await;
+    assert!(outside.is_err(), "a port change reached the database view");
+    assert_eq!(cfg.load().port, 9090);
+
+    // Two fields of the part in one transaction: one change with both paths.
+    let revision = etcd.txn(&[
+        &format!("put {} db2", key("database/host")),
+        &format!("put {} 20", key("database/pool")),
+    ]);
+    let change = tokio::time::timeout(Duration::from_secs(10), changes.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(change.revision(), revision);
+    assert_eq!(change.paths(), ["host", "pool"]);
+    assert_eq!(change.value().host, "db2");
+    assert_eq!(db.load().pool, 20);
+    assert_eq!(db.load().revision(), revision);
+    let pool_change = tokio::time::timeout(Duration::from_secs(10), pool_changes.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*pool_change.value(), 20);
+    assert_eq!(pool_change.paths(), [""]);
+}
