@@ -928,3 +928,53 @@ async fn a_view_reports_only_changes_of_its_part() {
     assert_eq!(*pool_change.value(), 20);
     assert_eq!(pool_change.paths(), [""]);
 }
+
+/// A fixed config needs no etcd: it serves its value, checks every value pushed into it as a
+/// reload would (a bad one is rejected and the last good one keeps serving), reaches
+/// subscribers and views, and refuses what needs etcd.
+#[tokio::test]
+async fn a_fixed_config_serves_and_checks_values_without_etcd() {
+    let value = |port: u16, pool: u32| ChatConfig {
+        port,
+        features: Features::default(),
+        database: Database {
+            host: "db1".into(),
+            pool,
+            user: "app".into(),
+        },
+        pair: Pair::default(),
+    };
+    assert_eq!(
+        Config::fixed(value(0, 10)).unwrap_err().kind(),
+        ErrorKind::Validation,
+        "port 0 breaks the schema's minimum"
+    );
+    let cfg = Config::fixed(value(8080, 10)).unwrap();
+    assert_eq!(cfg.load().port, 8080);
+    assert_eq!(cfg.status().state, coordination::WatchState::Fixed);
+    let db = cfg.map(|c| &c.database);
+    let mut sub = cfg.subscribe();
+    let mut db_changes = db.subscribe();
+
+    cfg.set_fixed(value(8080, 20)).unwrap();
+    let applied = next_applied(&mut sub).await;
+    assert_eq!(applied.database.pool, 20);
+    assert!(matches!(applied.change(), Change::Fixed));
+    let change = db_changes.next().await.unwrap();
+    assert_eq!(change.paths(), ["pool"]);
+
+    let err = cfg.set_fixed(value(8080, 1000)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation);
+    let rejected = next_rejected(&mut sub).await;
+    assert!(matches!(rejected.change, Change::Fixed));
+    assert_eq!(
+        cfg.load().database.pool,
+        20,
+        "the last good value keeps serving"
+    );
+
+    assert_eq!(
+        cfg.history().await.unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+}

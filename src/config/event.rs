@@ -30,6 +30,9 @@ pub enum Change {
         /// The file's path, as configured.
         path: PathBuf,
     },
+    /// A new value pushed into a [fixed](crate::Config::fixed) handle with
+    /// [`Config::set_fixed`](crate::Config::set_fixed).
+    Fixed,
     /// The prefix was read again at `revision` instead of followed by events, and applied as
     /// one change; `reason` says why.
     Resync {

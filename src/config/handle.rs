@@ -31,14 +31,24 @@ struct Shared<T: CoordConfig> {
     status: Arc<ArcSwap<ConfigStatus>>,
     checker: Arc<Checker<T>>,
     prefix: String,
-    task: JoinHandle<()>,
-    /// The versioned history part, made with the handle.
-    history: Tracker<T>,
+    /// The reload task; `None` for a [fixed](Config::fixed) handle.
+    task: Option<JoinHandle<()>>,
+    /// The versioned history part, made with the handle; `None` for a fixed handle.
+    history: Option<Tracker<T>>,
+}
+
+/// What [`Config::set_fixed`] writes to.
+pub(crate) struct FixedParts<'a, T: CoordConfig> {
+    pub(crate) current: &'a ArcSwap<Snapshot<T>>,
+    pub(crate) events: &'a broadcast::Sender<ConfigEvent<T>>,
+    pub(crate) checker: &'a Checker<T>,
 }
 
 impl<T: CoordConfig> Drop for Shared<T> {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -79,10 +89,41 @@ impl<T: CoordConfig> Config<T> {
                 status,
                 checker,
                 prefix,
-                task,
-                history,
+                task: Some(task),
+                history: Some(history),
             }),
         }
+    }
+
+    /// A handle with no reload task and no history (see [`Config::fixed`]).
+    pub(crate) fn without_etcd(
+        snapshot: Snapshot<T>,
+        status: ConfigStatus,
+        checker: Arc<Checker<T>>,
+        event_capacity: usize,
+    ) -> Self {
+        let (events, _) = broadcast::channel(event_capacity.max(1));
+        Config {
+            shared: Arc::new(Shared {
+                current: Arc::new(ArcSwap::from_pointee(snapshot)),
+                events,
+                status: Arc::new(ArcSwap::from_pointee(status)),
+                checker,
+                prefix: String::new(),
+                task: None,
+                history: None,
+            }),
+        }
+    }
+
+    /// The slot, event channel and checker, for a fixed handle's [`Config::set_fixed`];
+    /// `None` for a bound one.
+    pub(crate) fn fixed_parts(&self) -> Option<FixedParts<'_, T>> {
+        self.shared.task.is_none().then(|| FixedParts {
+            current: &self.shared.current,
+            events: &self.shared.events,
+            checker: &self.shared.checker,
+        })
     }
 
     /// The current snapshot: a lock-free, allocation-free read (an `arc-swap` guard), a few
@@ -136,8 +177,8 @@ impl<T: CoordConfig> Config<T> {
         self.shared.checker.check_value(value)
     }
 
-    /// The handle's versioned history part.
-    pub(crate) fn tracker(&self) -> &Tracker<T> {
-        &self.shared.history
+    /// The handle's versioned history part (`None` for a fixed handle).
+    pub(crate) fn tracker(&self) -> Option<&Tracker<T>> {
+        self.shared.history.as_ref()
     }
 }

@@ -5,6 +5,7 @@ mod check;
 mod coord_config;
 mod event;
 mod feed;
+mod fixed;
 mod handle;
 mod layers;
 mod options;

@@ -17,6 +17,9 @@ pub enum WatchState {
     /// Bound without reaching etcd (cold start): the snapshot comes from defaults, the file,
     /// the last-known-good cache and the environment; etcd is retried in the background.
     Stale,
+    /// Made by [`Config::fixed`](crate::Config::fixed): no etcd; the value changes only through
+    /// [`Config::set_fixed`](crate::Config::set_fixed).
+    Fixed,
 }
 
 /// A handle's status, from [`Config::status`](crate::Config::status) and

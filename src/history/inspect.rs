@@ -17,7 +17,7 @@ impl<T: CoordConfig> Config<T> {
     /// # Errors
     /// etcd errors.
     pub async fn history(&self) -> Result<Vec<Version>> {
-        let shared = tracker(self);
+        let shared = tracker(self)?;
         let (_, heads) = shared.store.list(None).await?;
         Ok(heads.into_iter().map(|(h, _)| h.version()).collect())
     }
@@ -30,7 +30,7 @@ impl<T: CoordConfig> Config<T> {
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a pruned or unknown version;
     /// etcd errors.
     pub async fn diff(&self, from: i64, to: i64) -> Result<Vec<FieldChange>> {
-        let shared = tracker(self);
+        let shared = tracker(self)?;
         let (_, a) = shared.store.state_at(from).await?;
         let (_, b) = shared.store.state_at(to).await?;
         let fields = StringFields::new(self.schema().clone());
@@ -43,7 +43,10 @@ impl<T: CoordConfig> Config<T> {
     /// last ([`HistoryOptions::keep_snapshots`](crate::HistoryOptions::keep_snapshots), 16 by
     /// default). Instant: no etcd request.
     pub fn recent(&self) -> Vec<Arc<Snapshot<T>>> {
-        tracker(self).recent()
+        match tracker(self) {
+            Ok(shared) => shared.recent(),
+            Err(_) => vec![self.load_full()],
+        }
     }
 
     /// The untyped history API for this prefix ([`ConfigHistory`]), using `T`'s schema and
@@ -54,7 +57,7 @@ impl<T: CoordConfig> Config<T> {
     /// [`ErrorKind::Validation`](crate::ErrorKind::Validation) if `T`'s JSON Schema is not a
     /// valid JSON Schema.
     pub fn history_admin(&self) -> Result<ConfigHistory> {
-        let shared = tracker(self);
+        let shared = tracker(self)?;
         let doc = super::schema::document(
             self.schema(),
             std::any::type_name::<T>(),

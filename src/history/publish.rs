@@ -24,8 +24,16 @@ use crate::etcd::read_range;
 pub(crate) const CATCH_UP: Duration = Duration::from_secs(5);
 
 /// The handle's history state.
-pub(crate) fn tracker<T: CoordConfig>(config: &Config<T>) -> &Arc<Shared<T>> {
-    config.tracker().shared()
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`] for a [fixed](Config::fixed) handle, which has no etcd.
+pub(crate) fn tracker<T: CoordConfig>(config: &Config<T>) -> Result<&Arc<Shared<T>>> {
+    config.tracker().map(|t| t.shared()).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            "a fixed config (Config::fixed) has no etcd prefix, so no history, publish or rollback",
+        )
+    })
 }
 
 /// How a writer through a typed handle records and prunes.
@@ -141,7 +149,7 @@ impl<T: CoordConfig + Clone> Config<T> {
     where
         F: FnMut(&mut T),
     {
-        let shared = tracker(self);
+        let shared = tracker(self)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -247,7 +255,7 @@ impl<T: CoordConfig> Config<T> {
         comment: &str,
     ) -> Result<Option<Version>> {
         self.check_value(value)?;
-        let shared = tracker(self);
+        let shared = tracker(self)?;
         let json = to_json(value)?;
         let fields = StringFields::new(self.schema().clone());
         let target = target_for(
@@ -271,7 +279,7 @@ impl<T: CoordConfig> Config<T> {
         comment: &str,
     ) -> Result<Option<Version>> {
         self.check_value(value)?;
-        let shared = tracker(self);
+        let shared = tracker(self)?;
         let patches: Vec<FieldPatch> =
             patch::changed_fields(&to_json(snapshot.value())?, &to_json(value)?);
         if patches.is_empty() {

@@ -28,7 +28,7 @@ impl<T: CoordConfig> Config<T> {
         author: &str,
         comment: &str,
     ) -> Result<Option<Version>> {
-        let shared = tracker(self);
+        let shared = tracker(self)?;
         let (_, target) = shared.store.state_at(version).await?;
         let view = shared
             .view_at_least(self.load().revision(), CATCH_UP)
