@@ -124,7 +124,7 @@ fn main() {
     println!();
     println!("## Read cost (ns per read; median of {ROUNDS} rounds of {READS} reads per thread)");
     println!();
-    println!("| readers | writer every 1 ms | cfg.load().port | ArcSwap::load | cfg.cache().load() | RwLock<Arc<T>> read+clone | cfg / ArcSwap |");
+    println!("| readers | writer every 1 ms | cfg.load().port | ArcSwap::load | cfg.local_cache().load() | RwLock<Arc<T>> read+clone | cfg / ArcSwap |");
     println!("|---|---|---|---|---|---|---|");
     for readers in [1usize, 2] {
         let raw = Arc::new(ArcSwap::from_pointee(value(1)));
@@ -160,7 +160,7 @@ fn main() {
             c.push(per_read(readers, || cfg.load().port));
             a.push(per_read(readers, || raw.load().port));
             k.push(per_read_with(readers, || {
-                let mut cache = cfg.cache();
+                let mut cache = cfg.local_cache();
                 move || cache.load().port
             }));
             l.push(per_read(readers, || {

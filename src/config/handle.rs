@@ -37,6 +37,27 @@ struct Shared<T: CoordConfig> {
     history: Option<Tracker<T>>,
 }
 
+/// A per-thread reader of a [`Config`], from [`Config::local_cache`]: it keeps the snapshot
+/// it last saw and only checks, at each [`load`](Self::load), whether a newer one was swapped
+/// in (one atomic load, no reference-count change).
+pub struct LocalCache<T: CoordConfig> {
+    cache: Cache<Arc<ArcSwap<Snapshot<T>>>, Arc<Snapshot<T>>>,
+}
+
+impl<T: CoordConfig> LocalCache<T> {
+    /// The current snapshot (the one kept, or the newer one now kept instead).
+    #[inline]
+    pub fn load(&mut self) -> &Arc<Snapshot<T>> {
+        self.cache.load()
+    }
+}
+
+impl<T: CoordConfig> fmt::Debug for LocalCache<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalCache").finish_non_exhaustive()
+    }
+}
+
 /// What [`Config::set_fixed`] writes to.
 pub(crate) struct FixedParts<'a, T: CoordConfig> {
     pub(crate) current: &'a ArcSwap<Snapshot<T>>,
@@ -140,10 +161,12 @@ impl<T: CoordConfig> Config<T> {
         self.shared.current.load_full()
     }
 
-    /// A per-thread cache whose `load()` costs under a nanosecond while the snapshot is
-    /// unchanged (see `arc_swap::Cache`). Keep one per worker thread.
-    pub fn cache(&self) -> Cache<Arc<ArcSwap<Snapshot<T>>>, Arc<Snapshot<T>>> {
-        Cache::new(Arc::clone(&self.shared.current))
+    /// A per-thread reader whose [`load`](LocalCache::load) costs under a nanosecond while the
+    /// snapshot is unchanged. Keep one per worker thread (it is `Send`, not `Sync`).
+    pub fn local_cache(&self) -> LocalCache<T> {
+        LocalCache {
+            cache: Cache::new(Arc::clone(&self.shared.current)),
+        }
     }
 
     /// Whether the snapshot is current: live, reconnecting or stale (with since when), the last
