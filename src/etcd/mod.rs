@@ -10,10 +10,12 @@
 //!   validity window; lock sessions and registrations both stand on it.
 //! - [`backoff`]: exponential backoff with jitter for every re-open.
 //!
-//! No `watch`, `lease_grant` or `lease_keep_alive` call lives outside this module.
+//! No `watch`, `lease_grant`, `lease_keep_alive`, `lease_revoke` or `lease_time_to_live` call
+//! lives outside this module.
 
 pub(crate) mod backoff;
 pub(crate) mod follow;
+pub(crate) mod lease;
 pub(crate) mod range;
 
 use etcd_client::{Client, KvClient, WatchClient};
