@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::{sleep_until, timeout_at, Instant as TokioInstant};
 
-use super::{Backoff, Etcd};
+use super::{sleep_until_some, Backoff, Etcd};
 use crate::error::{Error, Result};
 
 /// Why a [`Lease`] can no longer be relied on.
@@ -215,14 +215,6 @@ impl Shared {
 
     fn label(&self) -> impl fmt::Display {
         format!("{:x}", self.id)
-    }
-}
-
-/// Sleeps until `at`, or forever for `None`.
-async fn sleep_until_some(at: Option<TokioInstant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

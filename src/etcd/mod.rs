@@ -23,6 +23,14 @@ use etcd_client::{Client, KvClient, WatchClient};
 pub(crate) use backoff::Backoff;
 pub(crate) use range::{is_too_large, prefix_end, read_prefix, read_range};
 
+/// Sleeps until `at`, or forever for `None`: a `select!` branch for an optional deadline.
+pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The decode limit used when none is set: 16 MiB. tonic's own default (4 MiB) is exceeded
 /// by one watch response after a partition during which a few large values were written.
 pub const DEFAULT_MAX_DECODE_BYTES: usize = 16 * 1024 * 1024;
