@@ -1000,9 +1000,7 @@ async fn a_session_keeps_its_lease_through_an_etcd_restart() {
 async fn a_session_cut_off_longer_than_its_ttl_is_lost_and_its_lease_is_gone() {
     let etcd = Etcd::start().await;
     let proxy = Proxy::to(&etcd).await;
-    let coord = Coordinator::connect(CoordinatorOptions::new([proxy.endpoint()]))
-        .await
-        .unwrap();
+    let coord = proxy.coordinator().await;
     let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(5)))
         .await
         .unwrap();

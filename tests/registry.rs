@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use coordination::{
     Coordinator, CoordinatorOptions, ErrorKind, Health, HealthCheck, Instance, RegistrationState,
-    Registry, RegistryEvent, RegistryOptions, RegistryWatch, ServiceInstance,
+    RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch, ServiceInstance,
+    StatusWatch,
 };
 use serde_json::json;
 use support::proxy::Proxy;
@@ -55,12 +56,31 @@ fn ids(instances: &[Instance]) -> Vec<&str> {
     instances.iter().map(Instance::id).collect()
 }
 
+/// Whether discovery lists `id`; `None` if it fails.
+async fn discovered(registry: &Registry, id: &str) -> Option<bool> {
+    let all = registry.discover("chat").await.ok()?;
+    Some(all.iter().any(|i| i.id() == id))
+}
+
 async fn discover_has(registry: &Registry, id: &str) -> bool {
-    registry
-        .discover("chat")
+    discovered(registry, id).await == Some(true)
+}
+
+async fn discover_has_not(registry: &Registry, id: &str) -> bool {
+    discovered(registry, id).await == Some(false)
+}
+
+/// Waits up to `limit` for the registration's status to satisfy `condition`.
+async fn wait_status(
+    status: &mut StatusWatch,
+    limit: Duration,
+    what: &str,
+    condition: impl FnMut(&RegistrationStatus) -> bool,
+) -> RegistrationStatus {
+    tokio::time::timeout(limit, status.wait_for(condition))
         .await
-        .map(|all| all.iter().any(|i| i.id() == id))
-        .unwrap_or(false)
+        .unwrap_or_else(|_| panic!("{what} within {} ms", limit.as_millis()))
+        .expect("the registration's task is running")
 }
 
 #[track_caller]
@@ -264,13 +284,10 @@ async fn a_lost_lease_is_replaced_by_itself_and_the_watch_sees_it_once() {
     etcd.etcdctl(&["lease", "revoke", &format!("{old_lease:x}")]);
 
     let mut status = reg.status_watch();
-    let now = tokio::time::timeout(
-        Duration::from_secs(10),
-        status.wait_for(|s| s.reregistrations == 1 && s.state == RegistrationState::Registered),
-    )
-    .await
-    .expect("re-registered within 10 s")
-    .unwrap();
+    let now = wait_status(&mut status, Duration::from_secs(10), "re-registered", |s| {
+        s.reregistrations == 1 && s.state == RegistrationState::Registered
+    })
+    .await;
     assert_ne!(now.lease_id, old_lease);
     assert_eq!(reg.lease_id(), now.lease_id);
 
@@ -321,13 +338,13 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
     let mut status = reg.status_watch();
 
     etcd.kill();
-    tokio::time::timeout(
+    wait_status(
+        &mut status,
         Duration::from_secs(10),
-        status.wait_for(|s| s.state != RegistrationState::Registered),
+        "the registration notices the outage",
+        |s| s.state != RegistrationState::Registered,
     )
-    .await
-    .expect("the registration notices the outage")
-    .unwrap();
+    .await;
     assert_eq!(
         live.snapshot().len(),
         2,
@@ -356,13 +373,13 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
         .revision();
     raw.compact(head, None).await.unwrap();
 
-    tokio::time::timeout(
+    wait_status(
+        &mut status,
         Duration::from_secs(20),
-        status.wait_for(|s| s.state == RegistrationState::Registered),
+        "the registration recovers by itself",
+        |s| s.state == RegistrationState::Registered,
     )
-    .await
-    .expect("the registration recovers by itself")
-    .unwrap();
+    .await;
     assert!(
         eventually_async(Duration::from_secs(20), || discover_has(
             &registry, "chat-1"
@@ -576,15 +593,13 @@ async fn invalid_arguments_are_rejected_and_a_taken_over_id_is_reported() {
     let first_write = first.status().revision;
     let first_lease = first.lease_id();
     let second = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
-    let superseded = tokio::time::timeout(
+    let superseded = wait_status(
+        &mut first.status_watch(),
         Duration::from_secs(5),
-        first
-            .status_watch()
-            .wait_for(|s| s.state == RegistrationState::Superseded),
+        "the first registration is superseded by the takeover alone",
+        |s| s.state == RegistrationState::Superseded,
     )
-    .await
-    .expect("the first registration is superseded by the takeover alone")
-    .unwrap();
+    .await;
     assert_eq!(superseded.revision, first_write, "no write of its own");
     assert_eq!(superseded.restored_keys, 0);
     assert!(
@@ -775,9 +790,7 @@ async fn a_registration_cut_off_longer_than_its_ttl_registers_again_on_a_new_lea
     init_tracing();
     let etcd = Etcd::start().await;
     let proxy = Proxy::to(&etcd).await;
-    let coord = Coordinator::connect(CoordinatorOptions::new([proxy.endpoint()]))
-        .await
-        .unwrap();
+    let coord = proxy.coordinator().await;
     let reg = coord
         .registry()
         .register(chat("chat-1"))
@@ -789,13 +802,13 @@ async fn a_registration_cut_off_longer_than_its_ttl_registers_again_on_a_new_lea
     let mut status = reg.status_watch();
 
     proxy.cut();
-    tokio::time::timeout(
+    wait_status(
+        &mut status,
         Duration::from_secs(10),
-        status.wait_for(|s| s.state == RegistrationState::Reconnecting),
+        "the registration notices the partition",
+        |s| s.state == RegistrationState::Reconnecting,
     )
-    .await
-    .expect("the registration notices the partition")
-    .unwrap();
+    .await;
     assert!(
         eventually_async(TTL + Duration::from_secs(3), || discover_has_not(
             &direct, "chat-1"
@@ -805,13 +818,13 @@ async fn a_registration_cut_off_longer_than_its_ttl_registers_again_on_a_new_lea
     );
 
     proxy.restore();
-    let now = tokio::time::timeout(
+    let now = wait_status(
+        &mut status,
         Duration::from_secs(15),
-        status.wait_for(|s| s.reregistrations == 1 && s.state == RegistrationState::Registered),
+        "registered again after the partition",
+        |s| s.reregistrations == 1 && s.state == RegistrationState::Registered,
     )
-    .await
-    .expect("registered again after the partition")
-    .unwrap();
+    .await;
     assert_ne!(now.lease_id, old_lease);
     assert_eq!(
         now.restored_keys, 0,
@@ -823,13 +836,6 @@ async fn a_registration_cut_off_longer_than_its_ttl_registers_again_on_a_new_lea
     let resolver = read_prefix_raw(&etcd, &direct.resolver_prefix("chat")).await;
     assert_eq!(resolver.len(), 1);
     assert_eq!(resolver[0].2, now.lease_id, "resolver key on the new lease");
-}
-
-async fn discover_has_not(registry: &Registry, id: &str) -> bool {
-    registry
-        .discover("chat")
-        .await
-        .is_ok_and(|all| all.iter().all(|i| i.id() != id))
 }
 
 /// The lease of the key at `key`, `None` if it does not exist.
@@ -854,13 +860,11 @@ async fn keys_deleted_under_a_live_lease_are_written_back_and_counted() {
     let restored = |n: u64| {
         let mut status = status.clone();
         async move {
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                status.wait_for(|s| s.restored_keys == n),
-            )
+            let what = format!("write-back number {n}");
+            wait_status(&mut status, Duration::from_secs(5), &what, |s| {
+                s.restored_keys == n
+            })
             .await
-            .unwrap_or_else(|_| panic!("write-back number {n} within 5 s"))
-            .unwrap()
         }
     };
 
