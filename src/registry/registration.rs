@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// (an operator's `etcdctl del`), it writes the keys back, logs a warning and counts it in
 /// [`RegistrationStatus::restored_keys`]. If the status key is written on another lease (a
 /// registration with the same service and id took over), it becomes
-/// [`RegistrationState::Superseded`] at once.
+/// [`RegistrationState::Superseded`](super::RegistrationState::Superseded) at once.
 ///
 /// Dropping the handle deregisters in the background (the keys are deleted at once if etcd is
 /// reachable, otherwise they expire with the lease). Must be created inside a Tokio runtime.
