@@ -1,6 +1,7 @@
 //! Distributed lock against a real etcd: mutual exclusion across OS processes with fenced
 //! writes, FIFO, interop with `etcdctl lock`, process pauses past the TTL, etcd restarts,
-//! cleanup of waiter keys, re-entrancy and administration. Multi-process tests re-run this
+//! cleanup of waiter keys, re-entrancy and administration, and the session's lease contract
+//! (kept through a restart, lost when cut off longer than its TTL). Multi-process tests re-run this
 //! binary as workers (the `worker` test, which does nothing unless `COORD_LOCK_ROLE` is set).
 
 mod support;
@@ -13,6 +14,7 @@ use coordination::{
     Coordinator, CoordinatorOptions, ErrorKind, LockGuard, LostReason, Session, SessionOptions,
 };
 use etcd_client::TxnOp;
+use support::proxy::Proxy;
 use support::{Etcd, Proc};
 
 const ROLE: &str = "COORD_LOCK_ROLE";
@@ -939,4 +941,103 @@ async fn first_is_lost_after_a_release_already_says_lost() {
     let held = coord.lock("first-lost/e").acquire().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!held.is_lost());
+}
+
+async fn lease_exists(etcd: &Etcd, lease: i64) -> bool {
+    let mut client = etcd.client().await;
+    client.lease_time_to_live(lease, None).await.unwrap().ttl() >= 0
+}
+
+/// The lease contract through an etcd restart: the keepalive stream is re-opened on the same
+/// lease (etcd re-extends leases when it starts), the session is never lost, and
+/// `valid_until` moves forward with a keepalive sent after the restart.
+#[tokio::test]
+async fn a_session_keeps_its_lease_through_an_etcd_restart() {
+    let mut etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let lease = session.lease_id();
+    let before = session.valid_until();
+
+    etcd.restart().await;
+    let restarted = Instant::now();
+    assert!(
+        !session.is_lost(),
+        "lost during the restart: {:?}",
+        session.lost_reason()
+    );
+
+    // `valid_until` = send time of the last confirmed keepalive + TTL - margin: once it is past
+    // `restarted + TTL - margin`, a keepalive sent after the restart was answered.
+    let window = session.granted_ttl() - session.margin();
+    let confirmed = async {
+        while session.valid_until() < restarted + window {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        reason = session.lost() => panic!("session lost after the restart: {reason}"),
+        () = confirmed => {}
+    }
+    assert_eq!(session.lease_id(), lease, "the same lease");
+    assert!(session.valid_until() > before);
+    assert!(!session.is_lost());
+    assert!(lease_exists(&etcd, lease).await);
+    assert!(session.time_to_live().await.unwrap() > Duration::ZERO);
+    let guard = session.lock("restarted").acquire().await.unwrap();
+    assert_eq!(guard.lease_id(), lease);
+    guard.unlock().await.unwrap();
+    session.close().await.unwrap();
+    assert!(!lease_exists(&etcd, lease).await, "close revokes the lease");
+}
+
+/// Cut off from etcd (a TCP proxy resets every connection) for longer than the TTL: the
+/// session is lost as unconfirmed once the proven window has passed, before etcd can have
+/// expired the lease, and stays lost after the network is back; the lease is gone.
+#[tokio::test]
+async fn a_session_cut_off_longer_than_its_ttl_is_lost_and_its_lease_is_gone() {
+    let etcd = Etcd::start().await;
+    let proxy = Proxy::to(&etcd).await;
+    let coord = proxy.coordinator().await;
+    let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let lease = session.lease_id();
+    let guard = session.lock("cut-off").acquire().await.unwrap();
+
+    proxy.cut();
+    // An answer already on its way when the connections were reset may still land.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let proven = session.valid_until();
+    let reason = tokio::time::timeout(session.granted_ttl() * 2, session.lost())
+        .await
+        .expect("lost within two TTLs");
+    let noticed = Instant::now();
+    assert_eq!(reason, LostReason::Unconfirmed);
+    assert!(noticed >= proven, "not lost while the lease was proven");
+    assert!(
+        noticed < proven + session.margin(),
+        "lost before etcd can have expired the lease ({} ms after the window)",
+        (noticed - proven).as_millis()
+    );
+    assert_eq!(guard.lost_reason(), Some(LostReason::Unconfirmed));
+
+    // etcd sees no keepalive either: the lease expires, and the lock key with it.
+    let gone = support::eventually_async(session.granted_ttl() + Duration::from_secs(3), || {
+        let etcd = &etcd;
+        async move { !lease_exists(etcd, lease).await }
+    })
+    .await;
+    assert!(gone, "the lease is gone");
+    assert_eq!(count_prefix(&etcd, "cut-off/").await, 0);
+
+    // Lost is final: the network coming back does not revive the session.
+    proxy.restore();
+    let err = session.renew().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert_eq!(session.lost_reason(), Some(LostReason::Unconfirmed));
+    let err = session.lock("cut-off").acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
 }

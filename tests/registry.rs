@@ -1,5 +1,6 @@
 //! Service registry against real etcd: registration on a lease, discovery, the watch, the
-//! resolver-visible key space, lease loss and etcd restarts, a SIGKILLed process, health checks.
+//! resolver-visible key space, lease loss, partitions and etcd restarts, a SIGKILLed process,
+//! keys deleted under a live lease, takeovers, health checks.
 
 mod support;
 
@@ -9,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use coordination::{
     Coordinator, CoordinatorOptions, ErrorKind, Health, HealthCheck, Instance, RegistrationState,
-    Registry, RegistryEvent, RegistryOptions, RegistryWatch, ServiceInstance,
+    RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch, ServiceInstance,
+    StatusWatch,
 };
 use serde_json::json;
+use support::proxy::Proxy;
 use support::{eventually_async, init_tracing, read_prefix_raw, spawn_test_process, Etcd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -53,12 +56,31 @@ fn ids(instances: &[Instance]) -> Vec<&str> {
     instances.iter().map(Instance::id).collect()
 }
 
+/// Whether discovery lists `id`; `None` if it fails.
+async fn discovered(registry: &Registry, id: &str) -> Option<bool> {
+    let all = registry.discover("chat").await.ok()?;
+    Some(all.iter().any(|i| i.id() == id))
+}
+
 async fn discover_has(registry: &Registry, id: &str) -> bool {
-    registry
-        .discover("chat")
+    discovered(registry, id).await == Some(true)
+}
+
+async fn discover_has_not(registry: &Registry, id: &str) -> bool {
+    discovered(registry, id).await == Some(false)
+}
+
+/// Waits up to `limit` for the registration's status to satisfy `condition`.
+async fn wait_status(
+    status: &mut StatusWatch,
+    limit: Duration,
+    what: &str,
+    condition: impl FnMut(&RegistrationStatus) -> bool,
+) -> RegistrationStatus {
+    tokio::time::timeout(limit, status.wait_for(condition))
         .await
-        .map(|all| all.iter().any(|i| i.id() == id))
-        .unwrap_or(false)
+        .unwrap_or_else(|_| panic!("{what} within {} ms", limit.as_millis()))
+        .expect("the registration's task is running")
 }
 
 #[track_caller]
@@ -262,13 +284,10 @@ async fn a_lost_lease_is_replaced_by_itself_and_the_watch_sees_it_once() {
     etcd.etcdctl(&["lease", "revoke", &format!("{old_lease:x}")]);
 
     let mut status = reg.status_watch();
-    let now = tokio::time::timeout(
-        Duration::from_secs(10),
-        status.wait_for(|s| s.reregistrations == 1 && s.state == RegistrationState::Registered),
-    )
-    .await
-    .expect("re-registered within 10 s")
-    .unwrap();
+    let now = wait_status(&mut status, Duration::from_secs(10), "re-registered", |s| {
+        s.reregistrations == 1 && s.state == RegistrationState::Registered
+    })
+    .await;
     assert_ne!(now.lease_id, old_lease);
     assert_eq!(reg.lease_id(), now.lease_id);
 
@@ -299,7 +318,19 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
     let coord = etcd.coordinator().await;
     let registry = coord.registry();
     let reg = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
-    let doomed = registry.register(chat("chat-3")).ttl(TTL).await.unwrap();
+    // chat-3 is kept by no registration here (as if written by a process that is gone; a live
+    // registration would write its keys back): its record sits on a long lease, and is deleted
+    // below while the watches are down.
+    let mut raw = etcd.client().await;
+    let orphan = raw.lease_grant(60, None).await.unwrap().id();
+    let doomed = format!("{}chat-3", registry.status_prefix("chat"));
+    raw.put(
+        doomed.as_str(),
+        serde_json::to_string(&chat("chat-3")).unwrap(),
+        Some(etcd_client::PutOptions::new().with_lease(orphan)),
+    )
+    .await
+    .unwrap();
     let live = registry.live("chat").await.unwrap();
     let mut watch = registry.watch("chat");
     expect_added(&next_event(&mut watch).await, "chat-1");
@@ -307,13 +338,13 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
     let mut status = reg.status_watch();
 
     etcd.kill();
-    tokio::time::timeout(
+    wait_status(
+        &mut status,
         Duration::from_secs(10),
-        status.wait_for(|s| s.state != RegistrationState::Registered),
+        "the registration notices the outage",
+        |s| s.state != RegistrationState::Registered,
     )
-    .await
-    .expect("the registration notices the outage")
-    .unwrap();
+    .await;
     assert_eq!(
         live.snapshot().len(),
         2,
@@ -332,9 +363,7 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
         .await
         .unwrap();
     let mut raw = etcd.client().await;
-    for key in [doomed.status_key(), doomed.resolver_key()] {
-        raw.delete(key, None).await.unwrap();
-    }
+    raw.delete(doomed.as_str(), None).await.unwrap();
     let head = raw
         .get("x", None)
         .await
@@ -344,13 +373,13 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
         .revision();
     raw.compact(head, None).await.unwrap();
 
-    tokio::time::timeout(
+    wait_status(
+        &mut status,
         Duration::from_secs(20),
-        status.wait_for(|s| s.state == RegistrationState::Registered),
+        "the registration recovers by itself",
+        |s| s.state == RegistrationState::Registered,
     )
-    .await
-    .expect("the registration recovers by itself")
-    .unwrap();
+    .await;
     assert!(
         eventually_async(Duration::from_secs(20), || discover_has(
             &registry, "chat-1"
@@ -404,7 +433,6 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
         }
     }
     drop(newcomer);
-    drop(doomed);
 }
 
 #[tokio::test]
@@ -559,10 +587,36 @@ async fn invalid_arguments_are_rejected_and_a_taken_over_id_is_reported() {
         ErrorKind::InvalidArgument
     );
 
-    // Registering an id again replaces the first registration; the old handle learns it at its
-    // next write.
+    // Registering an id again replaces the first registration; the old handle sees its status
+    // key written on another lease and stops at once, without a write of its own.
     let first = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let first_write = first.status().revision;
+    let first_lease = first.lease_id();
     let second = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let superseded = wait_status(
+        &mut first.status_watch(),
+        Duration::from_secs(5),
+        "the first registration is superseded by the takeover alone",
+        |s| s.state == RegistrationState::Superseded,
+    )
+    .await;
+    assert_eq!(superseded.revision, first_write, "no write of its own");
+    assert_eq!(superseded.restored_keys, 0);
+    assert!(
+        eventually_async(Duration::from_secs(2), || {
+            let etcd = &etcd;
+            async move {
+                let mut raw = etcd.client().await;
+                raw.lease_time_to_live(first_lease, None)
+                    .await
+                    .unwrap()
+                    .ttl()
+                    < 0
+            }
+        })
+        .await,
+        "the superseded registration revokes its own lease"
+    );
     let err = first.set_health(Health::Draining).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert_eq!(first.status().state, RegistrationState::Superseded);
@@ -726,4 +780,127 @@ async fn health_checks_flip_status_on_real_tcp_and_http_listeners() {
     wait_health(&registry, "fn-1", Health::Unhealthy).await;
     passing.store(true, Ordering::SeqCst);
     wait_health(&registry, "fn-1", Health::Healthy).await;
+}
+
+/// Cut off from etcd (a TCP proxy resets every connection) for longer than the TTL: etcd
+/// expires the lease and the keys go; once the network is back the registration grants a new
+/// lease and registers again by itself.
+#[tokio::test]
+async fn a_registration_cut_off_longer_than_its_ttl_registers_again_on_a_new_lease() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let proxy = Proxy::to(&etcd).await;
+    let coord = proxy.coordinator().await;
+    let reg = coord
+        .registry()
+        .register(chat("chat-1"))
+        .ttl(TTL)
+        .await
+        .unwrap();
+    let old_lease = reg.lease_id();
+    let direct = etcd.coordinator().await.registry();
+    let mut status = reg.status_watch();
+
+    proxy.cut();
+    wait_status(
+        &mut status,
+        Duration::from_secs(10),
+        "the registration notices the partition",
+        |s| s.state == RegistrationState::Reconnecting,
+    )
+    .await;
+    assert!(
+        eventually_async(TTL + Duration::from_secs(3), || discover_has_not(
+            &direct, "chat-1"
+        ))
+        .await,
+        "etcd expires the lease and the keys with it"
+    );
+
+    proxy.restore();
+    let now = wait_status(
+        &mut status,
+        Duration::from_secs(15),
+        "registered again after the partition",
+        |s| s.reregistrations == 1 && s.state == RegistrationState::Registered,
+    )
+    .await;
+    assert_ne!(now.lease_id, old_lease);
+    assert_eq!(
+        now.restored_keys, 0,
+        "keys that went with the lease are re-registered, not written back"
+    );
+    let found = direct.discover("chat").await.unwrap();
+    assert_eq!(ids(&found), ["chat-1"]);
+    assert_eq!(found[0].lease_id, now.lease_id);
+    let resolver = read_prefix_raw(&etcd, &direct.resolver_prefix("chat")).await;
+    assert_eq!(resolver.len(), 1);
+    assert_eq!(resolver[0].2, now.lease_id, "resolver key on the new lease");
+}
+
+/// The lease of the key at `key`, `None` if it does not exist.
+async fn key_lease(etcd: &Etcd, key: &str) -> Option<i64> {
+    let mut raw = etcd.client().await;
+    let resp = raw.get(key, None).await.unwrap();
+    resp.kvs().first().map(|kv| kv.lease())
+}
+
+/// `etcdctl del` of a registration's keys while its lease is alive: the registration writes
+/// them back on the same lease within a few seconds and counts each write-back; what it
+/// deletes itself (the resolver key of a draining instance) stays deleted.
+#[tokio::test]
+async fn keys_deleted_under_a_live_lease_are_written_back_and_counted() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let reg = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let lease = reg.lease_id();
+    let status = reg.status_watch();
+    let restored = |n: u64| {
+        let mut status = status.clone();
+        async move {
+            let what = format!("write-back number {n}");
+            wait_status(&mut status, Duration::from_secs(5), &what, |s| {
+                s.restored_keys == n
+            })
+            .await
+        }
+    };
+
+    etcd.del(reg.status_key());
+    let now = restored(1).await;
+    assert_eq!(now.state, RegistrationState::Registered);
+    assert_eq!((now.lease_id, now.reregistrations), (lease, 0));
+    assert_eq!(key_lease(&etcd, reg.status_key()).await, Some(lease));
+    assert_eq!(key_lease(&etcd, reg.resolver_key()).await, Some(lease));
+    let found = registry.discover("chat").await.unwrap();
+    assert_eq!(ids(&found), ["chat-1"]);
+    assert_eq!(
+        (found[0].lease_id, found[0].health),
+        (lease, Health::Healthy)
+    );
+
+    // The resolver key alone, while the instance is serving.
+    etcd.del(reg.resolver_key());
+    restored(2).await;
+    assert_eq!(key_lease(&etcd, reg.resolver_key()).await, Some(lease));
+
+    // Draining deletes the resolver key: that is the registration's own write, not undone.
+    reg.set_health(Health::Draining).await.unwrap();
+    assert_eq!(key_lease(&etcd, reg.resolver_key()).await, None);
+    // A later write-back writes the draining record, still without a resolver key.
+    etcd.del(reg.status_key());
+    let now = restored(3).await;
+    assert_eq!(now.health, Health::Draining);
+    assert_eq!(key_lease(&etcd, reg.status_key()).await, Some(lease));
+    assert_eq!(key_lease(&etcd, reg.resolver_key()).await, None);
+    assert_eq!(
+        registry.discover("chat").await.unwrap()[0].health,
+        Health::Draining
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let now = status.current();
+    assert_eq!(now.restored_keys, 3, "no write-back of its own delete");
+    assert_eq!((now.lease_id, now.reregistrations), (lease, 0));
 }

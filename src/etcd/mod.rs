@@ -10,16 +10,26 @@
 //!   validity window; lock sessions and registrations both stand on it.
 //! - [`backoff`]: exponential backoff with jitter for every re-open.
 //!
-//! No `watch`, `lease_grant` or `lease_keep_alive` call lives outside this module.
+//! No `watch`, `lease_grant`, `lease_keep_alive`, `lease_revoke` or `lease_time_to_live` call
+//! lives outside this module.
 
 pub(crate) mod backoff;
 pub(crate) mod follow;
+pub(crate) mod lease;
 pub(crate) mod range;
 
 use etcd_client::{Client, KvClient, WatchClient};
 
 pub(crate) use backoff::Backoff;
 pub(crate) use range::{is_too_large, prefix_end, read_prefix, read_range};
+
+/// Sleeps until `at`, or forever for `None`: a `select!` branch for an optional deadline.
+pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// The decode limit used when none is set: 16 MiB. tonic's own default (4 MiB) is exceeded
 /// by one watch response after a partition during which a few large values were written.

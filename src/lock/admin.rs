@@ -7,6 +7,7 @@ use etcd_client::{Compare, CompareOp, KeyValue, Txn, TxnOp};
 use super::queue::{prefix_for, read_members};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
+use crate::etcd::lease::remaining_ttl;
 
 /// One key in a lock's queue: the holder or a waiter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,20 +52,14 @@ impl Coordinator {
     /// cannot be read.
     pub async fn lock_status(&self, name: &str) -> Result<LockStatus> {
         let prefix = prefix_for(self, "lock", name)?;
-        let mut client = self.client();
+        let client = self.client();
         let (revision, kvs) = read_members(self.etcd(), &prefix).await?;
         let mut entries = Vec::with_capacity(kvs.len());
         for kv in &kvs {
             let ttl = if kv.lease() == 0 {
                 None
             } else {
-                let resp = client
-                    .lease_time_to_live(kv.lease(), None)
-                    .await
-                    .map_err(|e| {
-                        Error::etcd(format_args!("reading TTL of lease {:x}", kv.lease()), e)
-                    })?;
-                (resp.ttl() >= 0).then(|| Duration::from_secs(resp.ttl().unsigned_abs()))
+                remaining_ttl(&client, kv.lease()).await?
             };
             entries.push(entry(kv, ttl));
         }

@@ -2,7 +2,7 @@
 //!
 //! | concept | file | entry points |
 //! |---|---|---|
-//! | lease + keepalive | `session.rs` | [`Session::open`], [`Session::lost`], [`Session::valid_until`] |
+//! | lease + keepalive (on the crate's etcd lease, `src/etcd/lease.rs`) | `session.rs` | [`Session::open`], [`Session::lost`], [`Session::valid_until`] |
 //! | queue protocol (Go's `concurrency.Mutex` layout) | `queue.rs` | — |
 //! | mutex | `mutex.rs` | [`Coordinator::lock`](crate::Coordinator::lock), [`LockGuard`] |
 //! | key-deletion watch behind `lost()` | `monitor.rs` | — |

@@ -28,7 +28,7 @@ use etcd_client::{
 use tokio::time::Instant;
 
 use super::monitor::{lock_follow_options, KeyMonitor};
-use super::session::{is_lease_not_found, KeyRef, LostReason, Session};
+use super::session::{KeyRef, LostReason, Session};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::follow::key_gone;
@@ -135,9 +135,7 @@ pub(crate) async fn enqueue(
             TxnOp::get(first.as_str(), Some(first_in_range(prefix))),
         ]);
     let resp = client.txn(txn).await.map_err(|e| {
-        if is_lease_not_found(&e) {
-            session.inner().shared.mark_lost(LostReason::LeaseExpired);
-        }
+        session.inner().lease.note_error(&e);
         Error::etcd(format_args!("queueing `{key}`"), e)
     })?;
     let header_rev = resp.header().map_or(0, |h| h.revision());
@@ -466,16 +464,12 @@ fn spawn_retry(
         // delete until it works or the session is lost, since the session keeps the key alive.
         let give_up = std::time::Instant::now() + session.granted_ttl() * 2;
         let mut client = session.inner().client.clone();
-        let lease = session.lease_id();
         while users.is_some() || std::time::Instant::now() < give_up {
             tokio::time::sleep(backoff.next_delay()).await;
             let done = match users {
                 Some(_) if session.is_lost() => true,
                 Some(_) => client.delete(key.as_str(), None).await.is_ok(),
-                None => match client.lease_revoke(lease).await {
-                    Ok(_) => true,
-                    Err(e) => is_lease_not_found(&e),
-                },
+                None => session.inner().lease.revoke().await.is_ok(),
             };
             if done {
                 break;

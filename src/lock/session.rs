@@ -1,25 +1,23 @@
 //! [`Session`]: one etcd lease, kept alive in the background, that lock and leader keys live on.
 //!
-//! The keepalive task renews the lease every TTL/3 and re-opens the keepalive stream after
-//! errors. It tracks how long the lease is *known* to live: a keepalive sent at `t` and answered
-//! with TTL `T` proves the lease lives until at least `t + T` (the server renewed it after `t`).
-//! [`Session::valid_until`] is that instant minus a safety margin; when it passes without a new
-//! confirmation the session counts as lost ([`LostReason::Unconfirmed`]), because the lease may
-//! be gone and another process may hold the lock.
+//! The lease is the crate's [`Lease`]: renewed every TTL/3, the keepalive stream re-opened
+//! after errors, and the time it is *known* to live tracked: a keepalive sent at `t` and
+//! answered with TTL `T` proves the lease lives until at least `t + T` (the server renewed it
+//! after `t`). [`Session::valid_until`] is that instant minus a safety margin; when it passes
+//! without a new confirmation the session counts as lost ([`LostReason::Unconfirmed`]),
+//! because the lease may be gone and another process may hold the lock. The lock code adds
+//! [`LostReason::KeyDeleted`] on top, from the watch of its own key.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
-use tokio::sync::watch;
-use tokio::task::AbortHandle;
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
-use crate::etcd::Backoff;
+use crate::etcd::lease::{Lease, LeaseLost, LeaseOptions, Unconfirmed};
 
 /// The lease TTL used when none is given: 10 s, as `etcdctl lock` uses.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
@@ -53,6 +51,16 @@ impl fmt::Display for LostReason {
     }
 }
 
+impl From<LeaseLost> for LostReason {
+    fn from(lost: LeaseLost) -> Self {
+        match lost {
+            LeaseLost::Expired => LostReason::LeaseExpired,
+            LeaseLost::Unconfirmed => LostReason::Unconfirmed,
+            LeaseLost::Closed => LostReason::Closed,
+        }
+    }
+}
+
 impl LostReason {
     /// The error an operation that needs the lost lease or key returns.
     pub(crate) fn into_error(self, what: &str) -> Error {
@@ -79,8 +87,8 @@ impl Default for SessionOptions {
 }
 
 impl SessionOptions {
-    /// A lease of `ttl`, rounded up to whole seconds (etcd's unit; the server may raise tiny TTLs
-    /// to its minimum, about 2 s). The default margin is a fifth of the granted TTL.
+    /// A lease of `ttl`, rounded up to whole seconds and at least 1 s (etcd's unit; the server
+    /// may raise tiny TTLs to its minimum, about 2 s). The default margin is a fifth of the granted TTL.
     pub fn new(ttl: Duration) -> Self {
         SessionOptions { ttl, margin: None }
     }
@@ -102,11 +110,6 @@ impl SessionOptions {
     pub fn with_margin(mut self, margin: Duration) -> Self {
         self.margin = Some(margin);
         self
-    }
-
-    fn ttl_secs(&self) -> i64 {
-        let secs = self.ttl.as_secs() + u64::from(self.ttl.subsec_nanos() > 0);
-        i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
     }
 }
 
@@ -140,8 +143,8 @@ pub struct Session {
 pub(crate) struct SessionInner {
     pub(crate) coord: Coordinator,
     pub(crate) client: Client,
-    pub(crate) shared: Arc<Shared>,
-    keepalive: AbortHandle,
+    /// The lease; dropping it (with the last handle and guard) revokes it in the background.
+    pub(crate) lease: Lease,
     /// Per key: how many guards and pending acquisitions of this session use it. The async
     /// mutex also serialises the create and delete requests for the key.
     keys: StdMutex<HashMap<String, KeyRef>>,
@@ -150,80 +153,12 @@ pub(crate) struct SessionInner {
 /// A per-key user count, shared by the guards of one session on one key.
 pub(crate) type KeyRef = Arc<tokio::sync::Mutex<u32>>;
 
-/// State shared between the session handles and the keepalive task.
-pub(crate) struct Shared {
-    pub(crate) lease: i64,
-    pub(crate) ttl: Duration,
-    pub(crate) margin: Duration,
-    base: Instant,
-    /// Nanoseconds after `base` until which the lease is proven to live, minus the margin.
-    valid_until: AtomicU64,
-    lost: watch::Sender<Option<LostReason>>,
-    closed: AtomicBool,
-}
-
-impl Shared {
-    fn valid_until(&self) -> Instant {
-        self.base + Duration::from_nanos(self.valid_until.load(Ordering::Acquire))
-    }
-
-    /// Records that a keepalive sent at `sent` was answered with `ttl`.
-    fn confirm(&self, sent: Instant, ttl: Duration) {
-        let until = (sent + ttl).saturating_duration_since(self.base);
-        let until = until.saturating_sub(self.margin);
-        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
-        self.valid_until.fetch_max(nanos, Ordering::AcqRel);
-    }
-
-    /// Marks the session lost (the first reason sticks). Returns true if this call did it.
-    pub(crate) fn mark_lost(&self, reason: LostReason) -> bool {
-        self.lost.send_if_modified(|state| {
-            if state.is_none() {
-                *state = Some(reason);
-                true
-            } else {
-                false
-            }
-        })
-    }
-
-    fn lost_reason(&self) -> Option<LostReason> {
-        if let Some(reason) = *self.lost.borrow() {
-            return Some(reason);
-        }
-        if Instant::now() >= self.valid_until() {
-            self.mark_lost(LostReason::Unconfirmed);
-            return *self.lost.borrow();
-        }
-        None
-    }
-
-    async fn lost(&self) -> LostReason {
-        let mut rx = self.lost.subscribe();
-        loop {
-            if let Some(reason) = self.lost_reason() {
-                return reason;
-            }
-            let deadline = tokio::time::Instant::from_std(self.valid_until());
-            tokio::select! {
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        // The sender lives in `self`; this cannot happen, but do not spin.
-                        return LostReason::Closed;
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => {}
-            }
-        }
-    }
-}
-
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("lease", &format_args!("{:x}", self.inner.shared.lease))
-            .field("ttl", &self.inner.shared.ttl)
-            .field("margin", &self.inner.shared.margin)
+            .field("lease", &format_args!("{:x}", self.lease_id()))
+            .field("ttl", &self.granted_ttl())
+            .field("margin", &self.margin())
             .field("lost", &self.lost_reason())
             .finish()
     }
@@ -237,33 +172,20 @@ impl Session {
     /// The etcd error kinds if the lease cannot be granted ([`ErrorKind::Unavailable`],
     /// [`ErrorKind::Connection`], [`ErrorKind::Timeout`], [`ErrorKind::Auth`]).
     pub async fn open(coord: &Coordinator, options: SessionOptions) -> Result<Session> {
-        let mut client = coord.client();
-        let ttl_secs = options.ttl_secs();
-        let sent = Instant::now();
-        let resp = client
-            .lease_grant(ttl_secs, None)
-            .await
-            .map_err(|e| Error::etcd(format_args!("granting a {ttl_secs} s lease"), e))?;
-        let granted = Duration::from_secs(u64::try_from(resp.ttl().max(1)).unwrap_or(1));
-        let margin = options.margin.unwrap_or(granted / 5).min(granted / 2);
-        let (lost, _) = watch::channel(None);
-        let shared = Arc::new(Shared {
-            lease: resp.id(),
-            ttl: granted,
-            margin,
-            base: sent,
-            valid_until: AtomicU64::new(0),
-            lost,
-            closed: AtomicBool::new(false),
-        });
-        shared.confirm(sent, granted);
-        let keepalive = tokio::spawn(keep_alive(client.clone(), shared.clone())).abort_handle();
+        let lease = Lease::grant(
+            coord.etcd(),
+            LeaseOptions {
+                ttl: options.ttl,
+                margin: options.margin,
+                unconfirmed: Unconfirmed::Lose,
+            },
+        )
+        .await?;
         Ok(Session {
             inner: Arc::new(SessionInner {
                 coord: coord.clone(),
-                client,
-                shared,
-                keepalive,
+                client: coord.client(),
+                lease,
                 keys: StdMutex::new(HashMap::new()),
             }),
         })
@@ -271,31 +193,31 @@ impl Session {
 
     /// The lease ID. Lock keys of this session are `NAME/{lease_id:x}`.
     pub fn lease_id(&self) -> i64 {
-        self.inner.shared.lease
+        self.inner.lease.id()
     }
 
     /// The TTL etcd granted (whole seconds; may exceed the requested one).
     pub fn granted_ttl(&self) -> Duration {
-        self.inner.shared.ttl
+        self.inner.lease.ttl()
     }
 
     /// The safety margin (see [`SessionOptions::with_margin`]).
     pub fn margin(&self) -> Duration {
-        self.inner.shared.margin
+        self.inner.lease.margin()
     }
 
     /// The instant until which the lease is proven to live, minus the margin: the last
     /// confirmed keepalive's send time + TTL − margin. Work that relies on the lease must be
     /// finished by then; normally it moves forward every TTL/3.
     pub fn valid_until(&self) -> Instant {
-        self.inner.shared.valid_until()
+        self.inner.lease.valid_until()
     }
 
     /// Why the session is lost, or `None` while it is alive. Passing
     /// [`valid_until`](Self::valid_until) counts as lost ([`LostReason::Unconfirmed`]) even if
     /// the background task has not run yet (e.g. right after this process was resumed).
     pub fn lost_reason(&self) -> Option<LostReason> {
-        self.inner.shared.lost_reason()
+        self.inner.lease.lost_reason().map(LostReason::from)
     }
 
     /// `true` once the session is lost (see [`lost_reason`](Self::lost_reason)).
@@ -307,7 +229,7 @@ impl Session {
     /// confirmed before [`valid_until`](Self::valid_until), or the session was closed.
     /// Cancel-safe; resolves at once if already lost.
     pub async fn lost(&self) -> LostReason {
-        self.inner.shared.lost().await
+        self.inner.lease.lost().await.into()
     }
 
     /// Sends one keepalive now and waits for etcd's answer, moving
@@ -315,48 +237,39 @@ impl Session {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] if the lease is gone (the session is then lost);
-    /// [`ErrorKind::Closed`] if the session was closed; the etcd error kinds if etcd cannot be
-    /// reached.
+    /// [`ErrorKind::Closed`] if the session was closed; [`ErrorKind::Unavailable`] if it was
+    /// lost unconfirmed; the etcd error kinds if etcd cannot be reached.
     pub async fn renew(&self) -> Result<Duration> {
-        let shared = &self.inner.shared;
-        if let Some(reason) = self.lost_reason() {
-            return Err(reason.into_error("renewing the session lease"));
-        }
-        let sent = Instant::now();
-        let mut client = self.inner.client.clone();
-        match client.lease_keep_alive(shared.lease).await {
-            Ok(_) => {
-                shared.confirm(sent, shared.ttl);
-                Ok(shared.ttl)
-            }
-            Err(e) if is_lease_not_found(&e) => {
-                shared.mark_lost(LostReason::LeaseExpired);
-                Err(LostReason::LeaseExpired.into_error("renewing the session lease"))
-            }
-            Err(e) => Err(Error::etcd(
-                format_args!("renewing lease {:x}", shared.lease),
-                e,
-            )),
-        }
+        self.on_lease("renewing the session lease", self.inner.lease.renew())
+            .await
     }
 
-    /// The lease's remaining TTL as etcd reports it (whole seconds).
+    /// The lease's remaining TTL as etcd reports it (whole seconds, rounded down).
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] if the lease is gone (the session is then lost); the etcd error
     /// kinds if etcd cannot be reached.
     pub async fn time_to_live(&self) -> Result<Duration> {
-        let shared = &self.inner.shared;
-        let mut client = self.inner.client.clone();
-        let resp = client
-            .lease_time_to_live(shared.lease, None)
-            .await
-            .map_err(|e| Error::etcd(format_args!("reading TTL of lease {:x}", shared.lease), e))?;
-        if resp.ttl() <= 0 {
-            shared.mark_lost(LostReason::LeaseExpired);
-            return Err(LostReason::LeaseExpired.into_error("reading the session lease TTL"));
+        self.on_lease(
+            "reading the session lease TTL",
+            self.inner.lease.time_to_live(),
+        )
+        .await
+    }
+
+    /// Runs a request on the lease unless the session is lost; an error that lost it is
+    /// reported as the loss.
+    async fn on_lease(
+        &self,
+        what: &str,
+        request: impl std::future::Future<Output = Result<Duration>>,
+    ) -> Result<Duration> {
+        if let Some(reason) = self.lost_reason() {
+            return Err(reason.into_error(what));
         }
-        Ok(Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(0)))
+        request
+            .await
+            .map_err(|error| self.lost_reason().map_or(error, |r| r.into_error(what)))
     }
 
     /// Revokes the lease now: every key of this session (lock, waiter and leader keys) is
@@ -398,186 +311,21 @@ impl Session {
 impl SessionInner {
     /// Whether the lease was revoked (or is being revoked) by this process.
     pub(crate) fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
+        self.lease.is_closed()
     }
 
     /// Revokes the lease (once) and marks the session closed.
     pub(crate) async fn revoke(&self) -> Result<()> {
-        let shared = &self.shared;
-        if shared.closed.swap(true, Ordering::AcqRel) {
+        if self.lease.is_closed() {
             return Ok(());
         }
-        self.keepalive.abort();
-        shared.mark_lost(LostReason::Closed);
-        let mut client = self.client.clone();
-        match client.lease_revoke(shared.lease).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_lease_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::etcd(
-                format_args!("revoking lease {:x}", shared.lease),
-                e,
-            )),
-        }
-    }
-}
-
-impl Drop for SessionInner {
-    fn drop(&mut self) {
-        self.keepalive.abort();
-        if self.shared.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.shared.mark_lost(LostReason::Closed);
-        // Revoke in the background; without a runtime the lease expires within its TTL.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let mut client = self.client.clone();
-            let lease = self.shared.lease;
-            handle.spawn(async move {
-                if let Err(e) = client.lease_revoke(lease).await {
-                    tracing::debug!(lease = %format_args!("{lease:x}"), error = %e, "revoking dropped session lease failed; it expires on its own");
-                }
-            });
-        }
-    }
-}
-
-/// `true` for etcd-client's answers that mean "this lease does not exist".
-pub(crate) fn is_lease_not_found(err: &etcd_client::Error) -> bool {
-    match err {
-        etcd_client::Error::LeaseKeepAliveError(msg) => msg.contains("lease not found"),
-        etcd_client::Error::GRpcStatus(status) => {
-            status.code() == tonic::Code::NotFound && status.message().contains("lease not found")
-        }
-        _ => false,
-    }
-}
-
-/// The keepalive task: renews every TTL/3, re-opens the stream after errors, and marks the
-/// session lost when etcd says the lease is gone or when `valid_until` passes unconfirmed.
-async fn keep_alive(client: Client, shared: Arc<Shared>) {
-    let reason = keep_alive_loop(client.clone(), &shared).await;
-    shared.mark_lost(reason);
-    let reason = shared.lost.borrow().unwrap_or(reason);
-    tracing::warn!(lease = %format_args!("{:x}", shared.lease), %reason, "session lost");
-    if reason == LostReason::Unconfirmed && !shared.closed.load(Ordering::Acquire) {
-        revoke_until_expired(client, &shared).await;
-    }
-}
-
-async fn keep_alive_loop(client: Client, shared: &Shared) -> LostReason {
-    use tokio::time::{sleep_until, Instant as TokioInstant};
-
-    let period = (shared.ttl / 3).max(Duration::from_millis(300));
-    let mut backoff = Backoff::new(
-        Duration::from_millis(50),
-        period.min(Duration::from_secs(1)),
-    );
-    let mut lease_client = client.lease_client();
-    // The grant itself was the first confirmation.
-    let mut next_open = Instant::now() + period;
-    loop {
-        // Wait for the time to (re)open the stream; the deadline may pass meanwhile.
-        loop {
-            if let Some(reason) = shared.lost_reason() {
-                return reason;
-            }
-            let deadline = TokioInstant::from_std(shared.valid_until());
-            tokio::select! {
-                () = sleep_until(TokioInstant::from_std(next_open)) => break,
-                () = sleep_until(deadline) => {}
-            }
-        }
-        // Opening sends the first keepalive and waits for its answer.
-        let sent = Instant::now();
-        let deadline = TokioInstant::from_std(shared.valid_until());
-        let opened = tokio::select! {
-            opened = lease_client.keep_alive(shared.lease) => opened,
-            () = sleep_until(deadline) => {
-                next_open = Instant::now();
-                continue;
-            }
-        };
-        let (mut keeper, mut stream) = match opened {
-            Ok(pair) => pair,
-            Err(e) if is_lease_not_found(&e) => return LostReason::LeaseExpired,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::debug!(lease = %format_args!("{:x}", shared.lease), error = %e, ?delay, "opening lease keepalive failed; retrying");
-                next_open = Instant::now() + delay;
-                continue;
-            }
-        };
-        shared.confirm(sent, shared.ttl);
-        backoff.reset();
-        let mut pending: VecDeque<Instant> = VecDeque::new();
-        let mut next_send = sent + period;
-        loop {
-            if let Some(reason) = shared.lost_reason() {
-                return reason;
-            }
-            let deadline = TokioInstant::from_std(shared.valid_until());
-            tokio::select! {
-                () = sleep_until(TokioInstant::from_std(next_send)) => {
-                    let now = Instant::now();
-                    if keeper.keep_alive().await.is_err() {
-                        next_open = Instant::now();
-                        break;
-                    }
-                    pending.push_back(now);
-                    next_send = now + period;
-                }
-                msg = stream.message() => match msg {
-                    Ok(Some(resp)) => {
-                        if resp.ttl() <= 0 {
-                            return LostReason::LeaseExpired;
-                        }
-                        if let Some(sent) = pending.pop_front() {
-                            let ttl = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(0));
-                            shared.confirm(sent, ttl);
-                        }
-                    }
-                    Ok(None) | Err(_) => {
-                        let delay = backoff.next_delay();
-                        tracing::debug!(lease = %format_args!("{:x}", shared.lease), ?delay, "lease keepalive stream ended; re-opening");
-                        next_open = Instant::now() + delay;
-                        break;
-                    }
-                },
-                () = sleep_until(deadline) => {}
-            }
-        }
-    }
-}
-
-/// After an unconfirmed keepalive the lease may still exist: revoke it so others need not
-/// wait for it to expire, retrying until it would have expired anyway.
-async fn revoke_until_expired(client: Client, shared: &Shared) {
-    // An etcd restart re-extends leases, so keep trying for a while after the proven expiry.
-    let give_up = Instant::now() + shared.ttl * 2;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-    let mut lease_client = client.lease_client();
-    while Instant::now() < give_up {
-        match lease_client.revoke(shared.lease).await {
-            Ok(_) => return,
-            Err(e) if is_lease_not_found(&e) => return,
-            Err(_) => tokio::time::sleep(backoff.next_delay()).await,
-        }
+        self.lease.revoke().await.map(|_| ())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ttl_rounds_up_to_whole_seconds() {
-        assert_eq!(
-            SessionOptions::new(Duration::from_millis(1500)).ttl_secs(),
-            2
-        );
-        assert_eq!(SessionOptions::new(Duration::from_secs(10)).ttl_secs(), 10);
-        assert_eq!(SessionOptions::new(Duration::ZERO).ttl_secs(), 1);
-    }
 
     #[test]
     fn lost_reasons_map_to_error_kinds() {
@@ -590,5 +338,18 @@ mod tests {
             ErrorKind::Unavailable
         );
         assert_eq!(LostReason::Closed.into_error("x").kind(), ErrorKind::Closed);
+    }
+
+    #[test]
+    fn lease_reasons_map_to_lost_reasons() {
+        assert_eq!(
+            LostReason::from(LeaseLost::Expired),
+            LostReason::LeaseExpired
+        );
+        assert_eq!(
+            LostReason::from(LeaseLost::Unconfirmed),
+            LostReason::Unconfirmed
+        );
+        assert_eq!(LostReason::from(LeaseLost::Closed), LostReason::Closed);
     }
 }

@@ -3,7 +3,12 @@
 //!
 //! - `instance`: what is registered ([`ServiceInstance`], [`Health`]) and what is read back
 //!   ([`Instance`]), and the two JSON formats.
-//! - `register`: [`Registration`], the lease + keepalive + re-register task.
+//! - `register`: [`Register`], the builder of a registration, and its first write.
+//! - `registration`: [`Registration`], the handle, and the commands it sends its task.
+//! - `status`: [`RegistrationState`], [`RegistrationStatus`] and [`StatusWatch`].
+//! - `registrar`: the background task of a registration: keepalive (on the crate's lease),
+//!   guarded writes, re-registration on a new lease, write-back of deleted keys, takeover.
+//! - `own_keys`: a registration's two keys, their guarded transactions and their watch.
 //! - `discover`: one-shot linearizable reads.
 //! - `watch`: the self-healing watch engine and [`RegistryWatch`].
 //! - `live`: [`LiveSet`], an arc-swap view kept current by that watch.
@@ -17,7 +22,11 @@ mod discover;
 mod health;
 mod instance;
 mod live;
+mod own_keys;
 mod register;
+mod registrar;
+mod registration;
+mod status;
 mod watch;
 
 use std::fmt;
@@ -27,7 +36,9 @@ pub use balancer::Balancer;
 pub use health::HealthCheck;
 pub use instance::{Health, Instance, ServiceInstance, DEFAULT_WEIGHT};
 pub use live::{LiveSet, LiveSnapshot};
-pub use register::{Register, Registration, RegistrationState, RegistrationStatus, StatusWatch};
+pub use register::Register;
+pub use registration::Registration;
+pub use status::{RegistrationState, RegistrationStatus, StatusWatch};
 pub use watch::{RegistryEvent, RegistryWatch};
 
 use crate::coordinator::Coordinator;

@@ -87,6 +87,14 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// A coordinator connected to etcd through this proxy.
+    pub async fn coordinator(&self) -> coordination::Coordinator {
+        let options = coordination::CoordinatorOptions::new([self.endpoint()]);
+        coordination::Coordinator::connect(options)
+            .await
+            .expect("connect through the proxy")
+    }
+
     /// Resets every connection and refuses new ones until [`restore`](Self::restore).
     pub fn cut(&self) {
         let mut state = self.state.lock().unwrap();
