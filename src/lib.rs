@@ -95,8 +95,8 @@ mod secrets;
 
 pub use config::{
     Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, ConfigView, CoordConfig, LocalCache,
-    Rejection, Snapshot, Subscription, UnknownKey, UnknownKeys, ViewChange, ViewGuard,
-    ViewSubscription, WatchState, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES,
+    Rejection, Snapshot, SnapshotGuard, Subscription, UnknownKey, UnknownKeys, ViewChange,
+    ViewGuard, ViewSubscription, WatchState, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES,
 };
 pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Result};

@@ -37,6 +37,34 @@ struct Shared<T: CoordConfig> {
     history: Option<Tracker<T>>,
 }
 
+/// A read of a [`Config`], from [`Config::load`]: derefs to the [`Snapshot`] (and through it
+/// to `T`, so `cfg.load().port` reads a field). It pins that snapshot while it lives, so keep
+/// it short: not across an `.await` (use [`into_arc`](Self::into_arc) or
+/// [`Config::load_full`] to keep a snapshot).
+pub struct SnapshotGuard<T>(Guard<Arc<Snapshot<T>>>);
+
+impl<T> SnapshotGuard<T> {
+    /// The snapshot as an owned `Arc`.
+    pub fn into_arc(self) -> Arc<Snapshot<T>> {
+        Guard::into_inner(self.0)
+    }
+}
+
+impl<T> std::ops::Deref for SnapshotGuard<T> {
+    type Target = Snapshot<T>;
+
+    #[inline]
+    fn deref(&self) -> &Snapshot<T> {
+        &self.0
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for SnapshotGuard<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// A per-thread reader of a [`Config`], from [`Config::local_cache`]: it keeps the snapshot
 /// it last saw and only checks, at each [`load`](Self::load), whether a newer one was swapped
 /// in (one atomic load, no reference-count change).
@@ -151,8 +179,8 @@ impl<T: CoordConfig> Config<T> {
     /// nanoseconds. Use it per request; don't hold the guard across an `.await` or for long (use
     /// [`load_full`](Self::load_full) to keep a snapshot).
     #[inline]
-    pub fn load(&self) -> Guard<Arc<Snapshot<T>>> {
-        self.shared.current.load()
+    pub fn load(&self) -> SnapshotGuard<T> {
+        SnapshotGuard(self.shared.current.load())
     }
 
     /// The current snapshot as an owned `Arc` (one reference-count increment), to keep across

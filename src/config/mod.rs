@@ -22,7 +22,7 @@ mod yaml;
 pub use coord_config::CoordConfig;
 pub use event::{Change, ConfigEvent, Rejection, Subscription};
 pub(crate) use feed::{RawBody, RawOp, RawRevision};
-pub use handle::{Config, LocalCache};
+pub use handle::{Config, LocalCache, SnapshotGuard};
 pub use options::{ConfigOptions, UnknownKeys, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES};
 pub(crate) use reload::Reloader;
 pub use snapshot::Snapshot;

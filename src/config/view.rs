@@ -9,13 +9,12 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use arc_swap::Guard;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::coord_config::CoordConfig;
 use super::event::{ConfigEvent, Subscription};
-use super::handle::Config;
+use super::handle::{Config, SnapshotGuard};
 use super::snapshot::Snapshot;
 
 /// The projection a view reads through.
@@ -125,7 +124,7 @@ impl<T: CoordConfig, U: ?Sized + Serialize> ConfigView<T, U> {
 
 /// A read of a [`ConfigView`]: derefs to the part. Holds the snapshot it was read from.
 pub struct ViewGuard<'a, T, U: ?Sized> {
-    snapshot: Guard<Arc<Snapshot<T>>>,
+    snapshot: SnapshotGuard<T>,
     project: &'a Project<T, U>,
 }
 
