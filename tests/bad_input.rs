@@ -10,6 +10,7 @@
 //! processes with non-UTF-8 environments) and [`coordctl_cli`] (the binary against the harness
 //! etcd, with a bound handle watching). [`corpus_covers_every_layer`] counts the cases.
 
+#[macro_use]
 mod support;
 
 #[path = "bad_input/env_layer.rs"]

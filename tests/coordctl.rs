@@ -2,6 +2,7 @@
 //! change the CLI makes.
 #![cfg(feature = "cli")]
 
+#[macro_use]
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -78,7 +79,7 @@ fn revision_now(etcd: &Etcd) -> i64 {
 }
 
 async fn wait_for(cfg: &Config<CliConfig>, what: &str, cond: impl Fn(&CliConfig) -> bool) {
-    let ok = support::eventually(WAIT, || cond(cfg.load().value())).await;
+    let ok = eventually!(WAIT, cond(cfg.load().value()));
     assert!(
         ok,
         "the service never saw: {what} (it has {:?})",
@@ -96,10 +97,7 @@ async fn coordctl_end_to_end() {
         .config_with(ConfigOptions::new().no_file().no_env())
         .await
         .unwrap();
-    let ok_bound = support::eventually_async(WAIT, || async {
-        cfg.history().await.is_ok_and(|h| h.len() == 1)
-    })
-    .await;
+    let ok_bound = eventually!(WAIT, { cfg.history().await.is_ok_and(|h| h.len() == 1) });
     assert!(ok_bound);
     let bound = cfg.history().await.unwrap()[0].revision;
 

@@ -2,6 +2,7 @@
 //! client is cut off, a cluster losing its leader, cold start without etcd, and a corrupt cache.
 //! Real etcd processes throughout; partitions are made with a loopback TCP proxy.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeSet;
@@ -17,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use support::cluster::Cluster;
 use support::proxy::Proxy;
-use support::{eventually, Etcd};
+use support::Etcd;
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
 #[coord(prefix = "/apps/faults")]
@@ -154,7 +155,7 @@ async fn survives_ten_kills_and_restarts_during_500_updates() {
     }
     let last = writer.await.unwrap();
     assert!(
-        eventually(Duration::from_secs(30), || cfg.load().counter == 500).await,
+        eventually!(Duration::from_secs(30), cfg.load().counter == 500),
         "final value not applied; serving {} at revision {}",
         cfg.load().counter,
         cfg.load().revision()
@@ -168,9 +169,10 @@ async fn survives_ten_kills_and_restarts_during_500_updates() {
     );
     // The last restart may come after the last update: wait for the watch to be back.
     assert!(
-        eventually(Duration::from_secs(10), || cfg.status().state
-            == WatchState::Live)
-        .await,
+        eventually!(
+            Duration::from_secs(10),
+            cfg.status().state == WatchState::Live
+        ),
         "{:?}",
         cfg.status()
     );
@@ -217,12 +219,12 @@ async fn hung_etcd_is_detected_and_updates_resume_after_sigcont() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     etcd.pause();
     let paused = Instant::now();
-    let mut status = cfg.status();
-    let detected = eventually(Duration::from_secs(15), || {
-        status = cfg.status();
-        status.state == WatchState::Reconnecting
-    })
-    .await;
+    let seen = std::cell::RefCell::new(cfg.status());
+    let detected = eventually!(Duration::from_secs(15), {
+        seen.replace(cfg.status());
+        seen.borrow().state == WatchState::Reconnecting
+    });
+    let status = seen.into_inner();
     let after = paused.elapsed();
     let remaining = Duration::from_secs(15).saturating_sub(after);
     tokio::time::sleep(remaining).await;
@@ -238,15 +240,14 @@ async fn hung_etcd_is_detected_and_updates_resume_after_sigcont() {
 
     let rev = put_retrying(&mut client, COUNTER, "2").await;
     assert!(
-        eventually(Duration::from_secs(30), || cfg.load().counter == 2).await,
+        eventually!(Duration::from_secs(30), cfg.load().counter == 2),
         "update after SIGCONT not applied"
     );
     assert_eq!(cfg.load().revision(), rev);
-    assert!(
-        eventually(Duration::from_secs(5), || cfg.status().state
-            == WatchState::Live)
-        .await
-    );
+    assert!(eventually!(
+        Duration::from_secs(5),
+        cfg.status().state == WatchState::Live
+    ));
 }
 
 /// A compaction past the watch's resume revision while it is cut off: on reconnect it
@@ -266,11 +267,10 @@ async fn compaction_while_disconnected_resyncs_to_the_current_state() {
     let mut sub = cfg.subscribe();
 
     proxy.cut();
-    assert!(
-        eventually(Duration::from_secs(10), || cfg.status().state
-            == WatchState::Reconnecting)
-        .await
-    );
+    assert!(eventually!(
+        Duration::from_secs(10),
+        cfg.status().state == WatchState::Reconnecting
+    ));
     for i in 2..=5 {
         put_retrying(&mut client, COUNTER, &i.to_string()).await;
     }
@@ -311,14 +311,16 @@ async fn compaction_while_disconnected_resyncs_to_the_current_state() {
         }
         other => panic!("expected a resync, got {other:?}"),
     }
-    assert!(
-        eventually(Duration::from_secs(5), || cfg.status().state
-            == WatchState::Live)
-        .await
-    );
+    assert!(eventually!(
+        Duration::from_secs(5),
+        cfg.status().state == WatchState::Live
+    ));
     // And it keeps watching from the new revision.
     put_retrying(&mut client, COUNTER, "6").await;
-    assert!(eventually(Duration::from_secs(10), || cfg.load().counter == 6).await);
+    assert!(eventually!(
+        Duration::from_secs(10),
+        cfg.load().counter == 6
+    ));
 }
 
 /// A 3-member cluster: killing the leader mid-stream does not stop reloads.
@@ -337,7 +339,10 @@ async fn three_member_cluster_keeps_reloading_after_the_leader_dies() {
     for i in 1..=20u64 {
         put_retrying(&mut client, COUNTER, &i.to_string()).await;
     }
-    assert!(eventually(Duration::from_secs(10), || cfg.load().counter == 20).await);
+    assert!(eventually!(
+        Duration::from_secs(10),
+        cfg.load().counter == 20
+    ));
 
     let leader = cluster.leader().await;
     cluster.members[leader].kill();
@@ -353,7 +358,7 @@ async fn three_member_cluster_keeps_reloading_after_the_leader_dies() {
         last = put_retrying(&mut client, COUNTER, &i.to_string()).await;
     }
     assert!(
-        eventually(Duration::from_secs(30), || cfg.load().counter == 60).await,
+        eventually!(Duration::from_secs(30), cfg.load().counter == 60),
         "reloads stopped after the leader died: serving {} (status {:?})",
         cfg.load().counter,
         cfg.status()
@@ -381,9 +386,10 @@ async fn cold_start_serves_the_cache_then_switches_to_live() {
             .unwrap();
         assert_eq!(cfg.load().counter, 41);
         assert!(
-            eventually(Duration::from_secs(5), || std::fs::read_to_string(&cache)
-                .is_ok_and(|t| t.contains("\"cached\"")))
-            .await,
+            eventually!(
+                Duration::from_secs(5),
+                std::fs::read_to_string(&cache).is_ok_and(|t| t.contains("\"cached\""))
+            ),
             "cache not written"
         );
     }
@@ -435,7 +441,7 @@ async fn cold_start_serves_the_cache_then_switches_to_live() {
 
     proxy.restore();
     assert!(
-        eventually(Duration::from_secs(20), || cfg.load().counter == 42).await,
+        eventually!(Duration::from_secs(20), cfg.load().counter == 42),
         "live values did not replace the cached ones"
     );
     let snap = cfg.load_full();
@@ -449,11 +455,10 @@ async fn cold_start_serves_the_cache_then_switches_to_live() {
     assert_eq!(snap.source("counter").revision, Some(live_rev));
     assert_eq!(snap.token, "secret-token");
     assert!(matches!(snap.change(), Change::Resync { .. }));
-    assert!(
-        eventually(Duration::from_secs(5), || cfg.status().state
-            == WatchState::Live)
-        .await
-    );
+    assert!(eventually!(
+        Duration::from_secs(5),
+        cfg.status().state == WatchState::Live
+    ));
 }
 
 /// A corrupt cache file and a cache written for another prefix are ignored with a warning;
@@ -525,12 +530,14 @@ async fn corrupt_or_foreign_cache_is_ignored() {
         .await
         .unwrap();
     proxy.restore();
-    assert!(eventually(Duration::from_secs(20), || cfg.load().counter == 3).await);
-    assert!(
-        eventually(Duration::from_secs(20), || cfg.status().state
-            == WatchState::Live)
-        .await
-    );
+    assert!(eventually!(
+        Duration::from_secs(20),
+        cfg.load().counter == 3
+    ));
+    assert!(eventually!(
+        Duration::from_secs(20),
+        cfg.status().state == WatchState::Live
+    ));
     assert_eq!(
         cfg.load().source("counter").layer,
         Layer::Env,
@@ -564,11 +571,10 @@ async fn a_catch_up_larger_than_one_message_converges() {
     let mut sub = cfg.subscribe();
 
     proxy.cut();
-    assert!(
-        eventually(Duration::from_secs(10), || cfg.status().state
-            == WatchState::Reconnecting)
-        .await
-    );
+    assert!(eventually!(
+        Duration::from_secs(10),
+        cfg.status().state == WatchState::Reconnecting
+    ));
     let mut last = String::new();
     for i in 0..30 {
         last = format!("{i:02}{}", "x".repeat(200_000));
@@ -627,5 +633,8 @@ async fn a_catch_up_larger_than_one_message_converges() {
         status.last_resync
     );
     put_retrying(&mut client, COUNTER, "3").await;
-    assert!(eventually(Duration::from_secs(10), || cfg.load().counter == 3).await);
+    assert!(eventually!(
+        Duration::from_secs(10),
+        cfg.load().counter == 3
+    ));
 }

@@ -2,6 +2,7 @@
 //! publishes, rollback and convergence, retention, diffs with secrets, a 10,000-key prefix.
 //! Changes by "other clients" are made with the `etcdctl` binary.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use coordination::{
 use etcd_client::{Client, Txn, TxnOp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use support::{eventually_async, read_prefix_raw, Etcd};
+use support::{read_prefix_raw, Etcd};
 
 const P: &str = "/apps/hist/config";
 const WAIT: Duration = Duration::from_secs(20);
@@ -89,19 +90,18 @@ async fn bind(etcd: &Etcd, options: ConfigOptions) -> Config<HistConfig> {
 
 /// Waits until the newest recorded version is at least `revision`; returns the history.
 async fn history_reaching(cfg: &Config<HistConfig>, revision: i64) -> Vec<Version> {
-    let ok = eventually_async(WAIT, || async {
+    let ok = eventually!(WAIT, {
         cfg.history()
             .await
             .is_ok_and(|h| h.last().is_some_and(|v| v.revision >= revision))
-    })
-    .await;
+    });
     assert!(ok, "history never reached revision {revision}");
     cfg.history().await.unwrap()
 }
 
 async fn converged(handles: &[&Config<HistConfig>], revision: i64) {
     for (i, cfg) in handles.iter().enumerate() {
-        let ok = support::eventually(WAIT, || cfg.load().revision() >= revision).await;
+        let ok = eventually!(WAIT, cfg.load().revision() >= revision);
         assert!(ok, "handle {i} never reached revision {revision}");
     }
 }
@@ -285,7 +285,7 @@ async fn keep_snapshots_bounds_recent_also_on_a_handle_that_does_not_record() {
         revisions.push(etcd.put(&key("port"), &port.to_string()));
     }
     let last = *revisions.last().unwrap();
-    let ok = eventually_async(WAIT, || async { cfg.load().revision() >= last }).await;
+    let ok = eventually!(WAIT, { cfg.load().revision() >= last });
     assert!(ok, "never applied {last}");
     let recent: Vec<i64> = cfg.recent().iter().map(|s| s.revision()).collect();
     assert_eq!(recent, revisions[2..].to_vec());
@@ -422,10 +422,9 @@ async fn concurrent_updates_are_retried_and_none_is_lost() {
         (start + 10).to_string()
     );
     converged(&[&one, &two], la.max(lb)).await;
-    let ok = support::eventually(WAIT, || {
+    let ok = eventually!(WAIT, {
         one.load().database.pool == start + 10 && two.load().database.pool == start + 10
-    })
-    .await;
+    });
     assert!(ok, "both handles see every increment");
 }
 
@@ -498,10 +497,7 @@ async fn rollback_to_a_pruned_or_unknown_version_is_not_found() {
         last = etcd.put(&key("port"), &port.to_string());
         history_reaching(&cfg, last).await;
     }
-    let ok = eventually_async(WAIT, || async {
-        cfg.history().await.is_ok_and(|h| h.len() == 3)
-    })
-    .await;
+    let ok = eventually!(WAIT, { cfg.history().await.is_ok_and(|h| h.len() == 3) });
     assert!(ok, "pruned to 3: {:?}", cfg.history().await);
     let history = cfg.history().await.unwrap();
     assert_eq!(history.last().unwrap().revision, last);
@@ -534,12 +530,11 @@ async fn max_age_prunes_old_versions_but_always_keeps_the_newest() {
     assert_eq!(history.len(), 3, "young versions stay: {history:?}");
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let newest = etcd.put(&key("port"), "8003");
-    let ok = eventually_async(WAIT, || async {
+    let ok = eventually!(WAIT, {
         cfg.history()
             .await
             .is_ok_and(|h| h.iter().map(|v| v.revision).collect::<Vec<_>>() == [newest])
-    })
-    .await;
+    });
     assert!(ok, "only the newest is left: {:?}", cfg.history().await);
 }
 
@@ -653,10 +648,7 @@ async fn a_10000_key_prefix_is_versioned_and_rolled_back() {
         .config_with(ConfigOptions::new().no_file().no_env())
         .await
         .unwrap();
-    let ok = eventually_async(WAIT, || async {
-        cfg.history().await.is_ok_and(|h| h.len() == 1)
-    })
-    .await;
+    let ok = eventually!(WAIT, { cfg.history().await.is_ok_and(|h| h.len() == 1) });
     assert!(ok);
     let v0 = cfg.history().await.unwrap()[0].clone();
     assert_eq!(v0.keys, 10_000);
@@ -676,12 +668,11 @@ async fn a_10000_key_prefix_is_versioned_and_rolled_back() {
         .collect();
     ops.extend((0..20).map(|i| TxnOp::put(format!("{BIG}routes/new{i:02}"), "new", None)));
     let last = txn(&mut client, ops).await;
-    let ok = eventually_async(WAIT, || async {
+    let ok = eventually!(WAIT, {
         cfg.history()
             .await
             .is_ok_and(|h| h.last().is_some_and(|v| v.revision == last))
-    })
-    .await;
+    });
     assert!(ok);
     let history = cfg.history().await.unwrap();
     let deltas: Vec<&Version> = history.iter().filter(|v| v.base.is_some()).collect();
@@ -690,7 +681,7 @@ async fn a_10000_key_prefix_is_versioned_and_rolled_back() {
         vec![changed, last],
         "small changes to a big prefix are recorded as deltas"
     );
-    let ok = support::eventually(WAIT, || cfg.load().revision() == last).await;
+    let ok = eventually!(WAIT, cfg.load().revision() == last);
     assert!(ok);
 
     let restored = cfg
@@ -705,7 +696,7 @@ async fn a_10000_key_prefix_is_versioned_and_rolled_back() {
         "180 writes take two transactions"
     );
     assert_eq!(raw_prefix(&etcd, BIG).await, original);
-    let ok = support::eventually(WAIT, || cfg.load().revision() == restored.revision).await;
+    let ok = eventually!(WAIT, cfg.load().revision() == restored.revision);
     assert!(ok);
     assert_eq!(cfg.load().routes.len(), 10_000);
     assert_eq!(cfg.load().routes["r00000"], "backend-0.internal:8080");
@@ -824,7 +815,7 @@ async fn publish_at_an_old_revision_conflicts_on_a_delete_without_history() {
         .await
         .unwrap();
     let deleted = deleted.header().unwrap().revision();
-    let ok = support::eventually(WAIT, || cfg.load().revision() >= deleted).await;
+    let ok = eventually!(WAIT, cfg.load().revision() >= deleted);
     assert!(ok);
 
     let mut stale = seen.value().clone();

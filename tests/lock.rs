@@ -4,6 +4,7 @@
 //! (kept through a restart, lost when cut off longer than its TTL). Multi-process tests re-run this
 //! binary as workers (the `worker` test, which does nothing unless `COORD_LOCK_ROLE` is set).
 
+#[macro_use]
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -156,18 +157,16 @@ async fn count_prefix(etcd: &Etcd, prefix: &str) -> usize {
 }
 
 async fn wait_for_waiters(coord: &Coordinator, name: &str, n: usize) {
-    let queued = support::eventually_async(Duration::from_secs(5), || async move {
+    let queued = eventually!(Duration::from_secs(5), {
         coord.lock_status(name).await.unwrap().waiters.len() == n
-    })
-    .await;
+    });
     assert!(queued, "{n} waiters queued on `{name}`");
 }
 
 async fn wait_for_keys(etcd: &Etcd, prefix: &str, n: usize) {
-    let done = support::eventually_async(Duration::from_secs(5), || async move {
+    let done = eventually!(Duration::from_secs(5), {
         count_prefix(etcd, prefix).await == n
-    })
-    .await;
+    });
     assert!(done, "{n} keys under `{prefix}`");
 }
 
@@ -1025,11 +1024,14 @@ async fn a_session_cut_off_longer_than_its_ttl_is_lost_and_its_lease_is_gone() {
     assert_eq!(guard.lost_reason(), Some(LostReason::Unconfirmed));
 
     // etcd sees no keepalive either: the lease expires, and the lock key with it.
-    let gone = support::eventually_async(session.granted_ttl() + Duration::from_secs(3), || {
-        let etcd = &etcd;
-        async move { !lease_exists(etcd, lease).await }
-    })
-    .await;
+    let gone = eventually!(
+        session.granted_ttl() + Duration::from_secs(3),
+        {
+            let etcd = &etcd;
+            async move { !lease_exists(etcd, lease).await }
+        }
+        .await
+    );
     assert!(gone, "the lease is gone");
     assert_eq!(count_prefix(&etcd, "cut-off/").await, 0);
 

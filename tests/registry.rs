@@ -2,6 +2,7 @@
 //! resolver-visible key space, lease loss, partitions and etcd restarts, a SIGKILLed process,
 //! keys deleted under a live lease, takeovers, health checks.
 
+#[macro_use]
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use coordination::{
 };
 use serde_json::json;
 use support::proxy::Proxy;
-use support::{eventually_async, init_tracing, read_prefix_raw, spawn_test_process, Etcd};
+use support::{init_tracing, read_prefix_raw, Etcd, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -144,10 +145,9 @@ async fn register_discover_deregister_and_the_watch_reports_each_change_once_in_
     // Dropping the handle deregisters in the background.
     drop(b);
     assert!(
-        eventually_async(Duration::from_secs(5), || async {
+        eventually!(Duration::from_secs(5), {
             registry.discover("chat").await.unwrap().is_empty()
-        })
-        .await,
+        }),
         "a dropped registration is removed"
     );
 
@@ -230,28 +230,28 @@ async fn a_sigkilled_process_disappears_within_ttl_plus_1s() {
     let coord = etcd.coordinator().await;
     let registry = coord.registry();
     let endpoint = etcd.endpoint();
-    let mut child = spawn_test_process(
+    let mut child = Proc::worker(
         "registry_worker_process",
-        &[(WORKER_ENDPOINT, endpoint.as_str())],
+        &[(WORKER_ENDPOINT, endpoint.clone())],
+        "registry worker",
     );
     assert!(
-        eventually_async(Duration::from_secs(30), || discover_has(
-            &registry, "worker-1"
-        ))
-        .await,
+        eventually!(
+            Duration::from_secs(30),
+            discover_has(&registry, "worker-1").await
+        ),
         "the worker process registers"
     );
     let live = registry.live("chat").await.unwrap();
     assert!(live.snapshot().contains("worker-1"));
 
-    child.kill().expect("SIGKILL the worker");
+    child.signal("KILL");
     let killed = Instant::now();
-    child.wait().unwrap();
+    child.wait_exit(Duration::from_secs(5)).await;
     assert!(
-        eventually_async(TTL + Duration::from_secs(3), || async {
+        eventually!(TTL + Duration::from_secs(3), {
             !discover_has(&registry, "worker-1").await
-        })
-        .await,
+        }),
         "the killed worker's instance expires"
     );
     let gone_after = killed.elapsed();
@@ -381,10 +381,10 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
     )
     .await;
     assert!(
-        eventually_async(Duration::from_secs(20), || discover_has(
-            &registry, "chat-1"
-        ))
-        .await,
+        eventually!(
+            Duration::from_secs(20),
+            discover_has(&registry, "chat-1").await
+        ),
         "chat-1 is registered again"
     );
     let view = tokio::time::timeout(
@@ -603,18 +603,21 @@ async fn invalid_arguments_are_rejected_and_a_taken_over_id_is_reported() {
     assert_eq!(superseded.revision, first_write, "no write of its own");
     assert_eq!(superseded.restored_keys, 0);
     assert!(
-        eventually_async(Duration::from_secs(2), || {
-            let etcd = &etcd;
-            async move {
-                let mut raw = etcd.client().await;
-                raw.lease_time_to_live(first_lease, None)
-                    .await
-                    .unwrap()
-                    .ttl()
-                    < 0
+        eventually!(
+            Duration::from_secs(2),
+            {
+                let etcd = &etcd;
+                async move {
+                    let mut raw = etcd.client().await;
+                    raw.lease_time_to_live(first_lease, None)
+                        .await
+                        .unwrap()
+                        .ttl()
+                        < 0
+                }
             }
-        })
-        .await,
+            .await
+        ),
         "the superseded registration revokes its own lease"
     );
     let err = first.set_health(Health::Draining).await.unwrap_err();
@@ -672,15 +675,14 @@ fn fast(check: HealthCheck) -> HealthCheck {
 }
 
 async fn wait_health(registry: &Registry, id: &str, want: Health) {
-    let ok = eventually_async(Duration::from_secs(10), || async {
+    let ok = eventually!(Duration::from_secs(10), {
         registry
             .discover("chat")
             .await
             .unwrap()
             .iter()
             .any(|i| i.id() == id && i.health == want)
-    })
-    .await;
+    });
     assert!(ok, "{id} did not become {want} within 10 s");
 }
 
@@ -810,10 +812,10 @@ async fn a_registration_cut_off_longer_than_its_ttl_registers_again_on_a_new_lea
     )
     .await;
     assert!(
-        eventually_async(TTL + Duration::from_secs(3), || discover_has_not(
-            &direct, "chat-1"
-        ))
-        .await,
+        eventually!(
+            TTL + Duration::from_secs(3),
+            discover_has_not(&direct, "chat-1").await
+        ),
         "etcd expires the lease and the keys with it"
     );
 

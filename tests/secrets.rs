@@ -2,6 +2,7 @@
 //! even when the error is about an object that holds a secret; and a bad candidate is
 //! reported with every violation at once, against a real etcd.
 
+#[macro_use]
 mod support;
 
 use std::io::Write;
@@ -211,10 +212,9 @@ async fn coordctl_put_of_a_bad_value_does_not_show_the_secret() {
     let etcd = Etcd::start().await;
     let cfg = seed_and_bind(&etcd).await;
     // The bound handle publishes the schema `coordctl` validates against.
-    let published = support::eventually_async(Duration::from_secs(20), || async {
+    let published = eventually!(Duration::from_secs(20), {
         cfg.history().await.is_ok_and(|h| !h.is_empty())
-    })
-    .await;
+    });
     assert!(published);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
         .arg("--endpoints")
@@ -278,8 +278,7 @@ async fn one_rejection_lists_every_violation_of_a_transaction() {
         &format!("del {}", key("tags")),
         &format!("put {} 5432", key("db/port")),
     ]);
-    let applied =
-        support::eventually(Duration::from_secs(10), || cfg.load().revision() > rev).await;
+    let applied = eventually!(Duration::from_secs(10), cfg.load().revision() > rev);
     assert!(applied, "the repair was not applied");
 
     // A document with many violations: the message lists the first 20 and counts the rest.

@@ -4,6 +4,7 @@
 //! each then applies the writes made after the restore. (Restarts, pauses, compaction, leader
 //! loss and oversized catch-ups are in `faults.rs`.)
 
+#[macro_use]
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -16,7 +17,7 @@ use coordination::{
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use support::{eventually, Etcd};
+use support::Etcd;
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
 #[coord(prefix = "/apps/substrate")]
@@ -80,11 +81,10 @@ async fn config_follows_etcd_restored_from_an_older_snapshot() {
     );
     let snap = applied(&mut sub, Duration::from_secs(10), |s| s.counter == 4).await;
     assert_eq!(snap.revision(), next);
-    assert!(
-        eventually(Duration::from_secs(5), || cfg.status().state
-            == WatchState::Live)
-        .await
-    );
+    assert!(eventually!(
+        Duration::from_secs(5),
+        cfg.status().state == WatchState::Live
+    ));
     let status = cfg.status();
     assert!(
         matches!(status.last_resync, Some((ResyncReason::Restored { .. }, _))),
@@ -126,12 +126,10 @@ async fn registry_live_view_follows_a_restore() {
         }
     };
     assert!(
-        eventually(Duration::from_secs(20), || live
-            .snapshot()
-            .instances()
-            .iter()
-            .any(|i| i.id() == "c"))
-        .await,
+        eventually!(
+            Duration::from_secs(20),
+            live.snapshot().instances().iter().any(|i| i.id() == "c")
+        ),
         "the live view missed a registration made after the restore"
     );
     assert!(live.revision() < seen, "{} >= {seen}", live.revision());
@@ -255,11 +253,10 @@ async fn status_turns_live_only_after_the_backlog_is_applied() {
         .unwrap();
     let mut sub = cfg.subscribe();
     proxy.cut();
-    assert!(
-        eventually(Duration::from_secs(10), || cfg.status().state
-            == WatchState::Reconnecting)
-        .await
-    );
+    assert!(eventually!(
+        Duration::from_secs(10),
+        cfg.status().state == WatchState::Reconnecting
+    ));
     let mut client = etcd.client().await;
     let mut last = 0;
     for i in 1..=50 {

@@ -410,10 +410,9 @@ async fn coordctl_refuses_bad_input_and_writes_nothing() {
         .await
         .unwrap();
     // The handle publishes the schema coordctl validates against.
-    let published = crate::support::eventually_async(Duration::from_secs(20), || async {
+    let published = eventually!(Duration::from_secs(20), {
         cfg.history().await.is_ok_and(|h| !h.is_empty())
-    })
-    .await;
+    });
     assert!(published);
     let good = cfg.load_full();
     let mut sub = cfg.subscribe();

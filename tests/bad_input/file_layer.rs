@@ -493,9 +493,7 @@ async fn every_bad_file_is_rejected_and_the_repaired_file_applies() {
                     .as_bytes(),
             );
         }
-        let converged =
-            crate::support::eventually(Duration::from_secs(10), || yaml.cfg.load().port == 9299)
-                .await;
+        let converged = eventually!(Duration::from_secs(10), yaml.cfg.load().port == 9299);
         assert!(
             converged,
             "rename storm: serving port {}",
@@ -522,10 +520,9 @@ async fn every_bad_file_is_rejected_and_the_repaired_file_applies() {
             replace(&yaml.path, &content);
         }
         replace(&yaml.path, SEED_YAML.as_bytes());
-        let converged = crate::support::eventually(Duration::from_secs(10), || {
+        let converged = eventually!(Duration::from_secs(10), {
             yaml.cfg.load().value() == yaml_good.value()
-        })
-        .await;
+        });
         assert!(
             converged,
             "mixed storm: serving {:?}",
