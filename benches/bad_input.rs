@@ -16,7 +16,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use coordination::{Config, ConfigEvent, ConfigOptions, CoordConfig, DEFAULT_MAX_VALUE_BYTES};
+use coordination::config::DEFAULT_MAX_VALUE_BYTES;
+use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig};
 use etcd_client::{EventType, WatchOptions};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -134,8 +135,13 @@ async fn run() {
     let etcd = support::Etcd::start().await;
     etcd.put(&format!("{P}/port"), "8080");
     let coord = etcd.coordinator().await;
-    let cfg: Config<Target> = coord
-        .config_with(ConfigOptions::new().no_file().no_env().no_history())
+    let cfg: ConfigHandle<Target> = coord
+        .config_with(
+            ConfigOptions::new()
+                .without_file()
+                .without_env()
+                .without_history(),
+        )
         .await
         .expect("bind");
     let mut sub = cfg.subscribe();
@@ -180,7 +186,7 @@ async fn run() {
                 .await
                 .unwrap();
             loop {
-                match tokio::time::timeout(Duration::from_secs(60), sub.recv())
+                match tokio::time::timeout(Duration::from_secs(60), sub.next())
                     .await
                     .expect("a rejection within 60 s")
                 {
@@ -195,7 +201,7 @@ async fn run() {
             rejected.push(start.elapsed().as_secs_f64() * 1e3);
             client.delete(bad_key.as_str(), None).await.unwrap();
             loop {
-                if let Some(ConfigEvent::Applied(_)) = sub.recv().await {
+                if let Some(ConfigEvent::Applied(_)) = sub.next().await {
                     break;
                 }
             }

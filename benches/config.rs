@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use coordination::{Config, ConfigEvent, ConfigOptions, CoordConfig};
+use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -100,18 +100,25 @@ fn main() {
     let coord = rt.block_on(etcd.coordinator());
     // The reload path alone (no history recorder), and a second handle with the default
     // history recording on, to show what recording each revision costs.
-    let cfg: Config<BenchConfig> = rt
-        .block_on(coord.config_with(ConfigOptions::new().no_file().no_env().no_history()))
-        .unwrap();
-    rt.block_on(client.put("/bench/hist/port", "1", None))
-        .unwrap();
-    let cfg_hist: Config<BenchConfig> = rt
+    let cfg: ConfigHandle<BenchConfig> = rt
         .block_on(
             coord.config_with(
                 ConfigOptions::new()
-                    .prefix("/bench/hist")
-                    .no_file()
-                    .no_env(),
+                    .without_file()
+                    .without_env()
+                    .without_history(),
+            ),
+        )
+        .unwrap();
+    rt.block_on(client.put("/bench/hist/port", "1", None))
+        .unwrap();
+    let cfg_hist: ConfigHandle<BenchConfig> = rt
+        .block_on(
+            coord.config_with(
+                ConfigOptions::new()
+                    .with_prefix("/bench/hist")
+                    .without_file()
+                    .without_env(),
             ),
         )
         .unwrap();
@@ -199,7 +206,7 @@ fn main() {
         let mut sub_hist = cfg_hist.subscribe();
         // Drain events left from the read benchmark.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        while sub.try_recv().is_some() {}
+        while sub.try_next().is_some() {}
         let base = cfg.load().port + 1_000_000;
         for i in 0..PUTS as u64 {
             // Rotate the order so no path always follows another's write (or the recorder's).
@@ -229,7 +236,7 @@ fn main() {
                         };
                         client.put(key, want.to_string(), None).await.unwrap();
                         loop {
-                            match sub.recv().await {
+                            match sub.next().await {
                                 Some(ConfigEvent::Applied(s)) if s.port == want => break,
                                 Some(_) => continue,
                                 None => panic!("subscription closed"),

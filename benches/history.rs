@@ -15,7 +15,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use coordination::{Config, ConfigEvent, ConfigOptions, CoordConfig, Coordinator, HistoryOptions};
+use coordination::history::HistoryOptions;
+use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig, Coordinator};
 use etcd_client::{Client, EventType, Txn, TxnOp, WatchOptions};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,7 @@ struct Map {
 const REVISIONS: usize = 200;
 
 fn options() -> ConfigOptions {
-    ConfigOptions::new().no_file().no_env()
+    ConfigOptions::new().without_file().without_env()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -67,13 +68,13 @@ fn row(what: &str, mut samples: Vec<Duration>, note: String) -> Row {
     }
 }
 
-async fn bind<T: CoordConfig>(coord: &Coordinator, options: ConfigOptions) -> Config<T> {
+async fn bind<T: CoordConfig>(coord: &Coordinator, options: ConfigOptions) -> ConfigHandle<T> {
     coord.config_with(options).await.expect("bind")
 }
 
-async fn applied<T: CoordConfig>(sub: &mut coordination::Subscription<T>, revision: i64) {
+async fn applied<T: CoordConfig>(sub: &mut coordination::config::Subscription<T>, revision: i64) {
     loop {
-        match sub.recv().await {
+        match sub.next().await {
             Some(ConfigEvent::Applied(s)) if s.revision() >= revision => return,
             Some(_) => {}
             None => panic!("subscription closed"),
@@ -94,12 +95,12 @@ async fn current_revision(client: &mut Client) -> i64 {
 /// Put → applied latencies for `REVISIONS` puts to `key`, waiting on every handle.
 async fn put_to_applied<T: CoordConfig>(
     client: &mut Client,
-    handles: &[Config<T>],
+    handles: &[ConfigHandle<T>],
     key: &str,
 ) -> Vec<Duration> {
     let mut out = Vec::with_capacity(REVISIONS);
     for i in 0..REVISIONS {
-        let mut subs: Vec<_> = handles.iter().map(Config::subscribe).collect();
+        let mut subs: Vec<_> = handles.iter().map(ConfigHandle::subscribe).collect();
         let start = Instant::now();
         let rev = client
             .put(key, (10_000 + i).to_string(), None)
@@ -230,11 +231,11 @@ async fn rollback_rows(
         .map(|i| (key(i), format!("backend-{i}.internal:8080")))
         .collect();
     write_keys(client, &original).await;
-    let cfg: Config<Map> = bind(
+    let cfg: ConfigHandle<Map> = bind(
         coord,
         options()
-            .prefix(prefix.clone())
-            .history(HistoryOptions::new().keep_versions(1000)),
+            .with_prefix(prefix.clone())
+            .with_history(HistoryOptions::new().with_max_versions(1000)),
     )
     .await;
     let target = loop {
@@ -288,10 +289,22 @@ async fn run() {
     let mut rows = Vec::new();
 
     // 1. Baselines: history off, 1 and 3 instances.
-    let off: Vec<Config<Small>> = vec![
-        bind(&coords[0], options().prefix("/bench/off").no_history()).await,
-        bind(&coords[1], options().prefix("/bench/off").no_history()).await,
-        bind(&coords[2], options().prefix("/bench/off").no_history()).await,
+    let off: Vec<ConfigHandle<Small>> = vec![
+        bind(
+            &coords[0],
+            options().with_prefix("/bench/off").without_history(),
+        )
+        .await,
+        bind(
+            &coords[1],
+            options().with_prefix("/bench/off").without_history(),
+        )
+        .await,
+        bind(
+            &coords[2],
+            options().with_prefix("/bench/off").without_history(),
+        )
+        .await,
     ];
     let base1 = put_to_applied(&mut client, &off[..1], "/bench/off/port").await;
     let base1_p50 = row("", base1.clone(), String::new()).p50;
@@ -310,7 +323,7 @@ async fn run() {
     drop(off);
 
     // 2. One instance with history.
-    let one: Config<Small> = bind(&coords[0], options()).await;
+    let one: ConfigHandle<Small> = bind(&coords[0], options()).await;
     let versions_dir = "/__coordination/history/bench/hist/versions/";
     let recorded_one = put_to_recorded(&mut client, "/bench/hist/port", versions_dir).await;
     let r = row(
@@ -325,8 +338,8 @@ async fn run() {
     });
 
     // 3. Three instances racing to record each revision.
-    let two: Config<Small> = bind(&coords[1], options()).await;
-    let three: Config<Small> = bind(&coords[2], options()).await;
+    let two: ConfigHandle<Small> = bind(&coords[1], options()).await;
+    let three: ConfigHandle<Small> = bind(&coords[2], options()).await;
     let handles = [one.clone(), two.clone(), three.clone()];
     let applied3 = put_to_applied(&mut client, &handles, "/bench/hist/port").await;
     let r = row(

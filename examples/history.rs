@@ -67,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            event = events.recv() => match event {
+            event = events.next() => match event {
                 Some(ConfigEvent::Applied(snap)) => println!("[instance {name}] applied {}", show(&snap)),
                 Some(ConfigEvent::Rejected(r)) => println!("[instance {name}] rejected: {}", r.error),
                 Some(_) => {}

@@ -6,7 +6,8 @@
 //! ETCD_ENDPOINTS=http://127.0.0.1:2379 cargo run --example quickstart
 //! ```
 
-use coordination::{Change, ConfigEvent, CoordConfig, Coordinator, CoordinatorOptions, Snapshot};
+use coordination::config::ReloadCause;
+use coordination::{ConfigEvent, CoordConfig, Coordinator, CoordinatorOptions, Snapshot};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -80,10 +81,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            event = events.recv() => match event {
+            event = events.next() => match event {
                 Some(ConfigEvent::Applied(snap)) => {
-                    let keys = match snap.change() {
-                        Change::Etcd { keys, .. } => format!("{} key(s): {}", keys.len(), keys.join(", ")),
+                    let keys = match snap.cause() {
+                        ReloadCause::Etcd { keys, .. } => format!("{} key(s): {}", keys.len(), keys.join(", ")),
                         other => format!("{other:?}"),
                     };
                     println!(

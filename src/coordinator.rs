@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
-use crate::config::{Config, ConfigOptions, CoordConfig, Reloader};
+use crate::config::{ConfigHandle, ConfigOptions, CoordConfig, Reloader};
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::Etcd;
 use crate::history::Tracker;
@@ -152,7 +152,7 @@ impl Coordinator {
 
     /// Like [`connect`](Self::connect) but without checking that etcd answers: for services
     /// that must start while etcd is down (their configs bind stale from the last-known-good
-    /// cache and switch to live when etcd answers; see [`ConfigOptions::cache_file`]).
+    /// cache and switch to live when etcd answers; see [`ConfigOptions::with_cache_file`]).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for no endpoints or a bad URL; [`ErrorKind::Auth`] for
@@ -216,7 +216,7 @@ impl Coordinator {
     ///
     /// # Errors
     /// As [`config_with`](Self::config_with).
-    pub async fn config<T: CoordConfig>(&self) -> Result<Config<T>> {
+    pub async fn config<T: CoordConfig>(&self) -> Result<ConfigHandle<T>> {
         self.config_with(ConfigOptions::new()).await
     }
 
@@ -228,7 +228,10 @@ impl Coordinator {
     /// layer, key and revision); [`ErrorKind::Io`] if the file cannot be read or watched;
     /// the etcd error kinds if the prefix cannot be read; [`ErrorKind::InvalidArgument`] for an
     /// empty prefix.
-    pub async fn config_with<T: CoordConfig>(&self, options: ConfigOptions) -> Result<Config<T>> {
+    pub async fn config_with<T: CoordConfig>(
+        &self,
+        options: ConfigOptions,
+    ) -> Result<ConfigHandle<T>> {
         let prefix = options.prefix.as_deref().unwrap_or(T::PREFIX);
         let prefix = prefix.trim_end_matches('/');
         if prefix.is_empty() {
@@ -240,7 +243,7 @@ impl Coordinator {
         let full = format!("{}{}/", self.inner.options.namespace, prefix);
         let started = Reloader::<T>::start(self.etcd().clone(), full.clone(), &options).await?;
         let (history, bound) = Tracker::start(self.namespace(), &full, &started.reloader, &options);
-        let config = Config::spawn(started, full, history);
+        let config = ConfigHandle::spawn(started, full, history);
         // The schema and the bound revision are in etcd before the handle is handed out.
         bound.await;
         Ok(config)

@@ -151,7 +151,7 @@ impl Error {
     }
 
     /// Sets the layer and key to those of `origin` (no key for [`Origin::Default`]), the way
-    /// a snapshot's [`Source`](crate::Source) names the same value. The revision is left as it
+    /// a snapshot's [`Source`](crate::provenance::Source) names the same value. The revision is left as it
     /// is: an error's revision is the one being applied, not the key's `mod_revision`.
     pub fn with_origin(mut self, origin: &Origin) -> Self {
         self.provenance.set_origin(origin);

@@ -2,7 +2,7 @@
 //!
 //! `#[derive(CoordConfig)]` binds a serde struct to an etcd key prefix. Values come in layers,
 //! defaults < local file < etcd prefix < environment, and every value knows which layer and key
-//! it came from. The merged, validated struct lives in an `arc-swap` snapshot: [`Config::load`]
+//! it came from. The merged, validated struct lives in an `arc-swap` snapshot: [`ConfigHandle::load`]
 //! costs nanoseconds and never blocks. An etcd watch and a file watch reload it; one etcd
 //! revision becomes one snapshot, and bad config is rejected while the last good snapshot keeps
 //! serving.
@@ -37,7 +37,7 @@
 //! println!("port {} at revision {}", snap.port, snap.revision());
 //! println!("port came from {}", snap.source("port"));
 //! let mut events = cfg.subscribe();       // applied snapshots and rejections, in order
-//! while let Some(event) = events.recv().await {
+//! while let Some(event) = events.next().await {
 //!     println!("{event:?}");
 //! }
 //! # Ok(()) }
@@ -48,13 +48,13 @@
 //!
 //! | precedence | layer | where | origin recorded |
 //! |---|---|---|---|
-//! | 1 (lowest) | [`Layer::Default`] | `#[serde(default)]` in the type | [`Origin::Default`] |
-//! | 2 | [`Layer::File`] | `#[coord(file = "…")]`, YAML or JSON by extension | [`Origin::File`] (path) |
-//! | 3 | [`Layer::Etcd`] | keys under `#[coord(prefix = "…")]` | [`Origin::Etcd`] (key, `mod_revision`) |
-//! | 4 (highest) | [`Layer::Env`] | `<env_prefix><FIELD>__<SUB>` variables | [`Origin::Env`] (variable name) |
+//! | 1 (lowest) | [`Layer::Default`](provenance::Layer::Default) | `#[serde(default)]` in the type | [`Origin::Default`](provenance::Origin::Default) |
+//! | 2 | [`Layer::File`](provenance::Layer::File) | `#[coord(file = "…")]`, YAML or JSON by extension | [`Origin::File`](provenance::Origin::File) (path) |
+//! | 3 | [`Layer::Etcd`](provenance::Layer::Etcd) | keys under `#[coord(prefix = "…")]` | [`Origin::Etcd`](provenance::Origin::Etcd) (key, `mod_revision`) |
+//! | 4 (highest) | [`Layer::Env`](provenance::Layer::Env) | `<env_prefix><FIELD>__<SUB>` variables | [`Origin::Env`](provenance::Origin::Env) (variable name) |
 //!
-//! A snapshot records the [`Source`] of every value ([`Snapshot::sources`]); an [`Error`] about
-//! a bad value carries its [`Provenance`], which names the same layer and key.
+//! A snapshot records the [`Source`](provenance::Source) of every value ([`Snapshot::sources`]); an [`Error`] about
+//! a bad value carries its [`Provenance`](provenance::Provenance), which names the same layer and key.
 //!
 //! # The prefix ↔ struct rule
 //! Key `<prefix>/a/b` is field `a.b`. A value is YAML (so JSON, `8080`, `true` and bare words
@@ -73,7 +73,7 @@
 //!
 //! # Errors
 //! Every fallible call returns [`Error`]: an [`ErrorKind`] to branch on, a message, the
-//! [`Provenance`] of a bad value (layer, field path, etcd key, revision) and the underlying
+//! [`Provenance`](provenance::Provenance) of a bad value (layer, field path, etcd key, revision) and the underlying
 //! error as `source()`.
 //!
 //! # Feature flags
@@ -82,38 +82,30 @@
 //! | `derive` | yes | `#[derive(CoordConfig)]` (the `coordination-derive` proc-macro crate) |
 //! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap) |
 
-mod config;
+pub mod config;
 mod coordinator;
 pub mod docs;
 mod error;
 mod etcd;
-mod history;
-mod lock;
-mod provenance;
-mod registry;
+pub mod history;
+pub mod lock;
+pub mod provenance;
+pub mod registry;
 mod secrets;
 
-pub use config::{
-    Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, ConfigView, CoordConfig, LocalCache,
-    Rejection, Snapshot, SnapshotGuard, Subscription, UnknownKey, UnknownKeys, ViewChange,
-    ViewGuard, ViewSubscription, WatchState, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES,
-};
+pub use config::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig, Snapshot};
 pub use coordinator::{Coordinator, CoordinatorOptions};
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use etcd::follow::ResyncReason;
 pub use etcd::DEFAULT_MAX_DECODE_BYTES;
 /// The etcd client this crate is built on, re-exported so that [`Coordinator::client`] and the
 /// fenced transactions' `Compare`/`TxnOp` types need no separately pinned dependency.
 pub use etcd_client;
-pub use history::{
-    ConfigHistory, Draft, FieldChange, HistoryOptions, PrefixChange, PrefixChanges, Version,
-    VersionSource, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
-};
+#[doc(hidden)]
 pub use lock::{
     Election, Fence, FencedTxn, FencedTxnResponse, LeaderInfo, Leadership, LockBuilder, LockEntry,
     LockGuard, LockStatus, LostReason, Observer, Session, SessionOptions, DEFAULT_LOCK_TTL,
 };
-pub use provenance::{Layer, Origin, Provenance, Source, Sources};
+#[doc(hidden)]
 pub use registry::{
     Balancer, Health, HealthCheck, Instance, LiveSet, LiveSnapshot, Register, Registration,
     RegistrationState, RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch,

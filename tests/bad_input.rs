@@ -27,7 +27,8 @@ mod coordctl_cli;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use coordination::{ConfigEvent, CoordConfig, Subscription};
+use coordination::config::Subscription;
+use coordination::{ConfigEvent, CoordConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -115,7 +116,7 @@ pub(crate) fn seed(etcd: &support::Etcd) {
 
 /// The next event, within 10 s.
 pub(crate) async fn next(sub: &mut Subscription<Corpus>) -> ConfigEvent<Corpus> {
-    tokio::time::timeout(Duration::from_secs(10), sub.recv())
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
         .await
         .expect("an event within 10 s")
         .expect("subscription open")

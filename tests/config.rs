@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coordination::{
-    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, ErrorKind, Layer, Origin, Rejection,
-    Snapshot, Source,
-};
+use coordination::config::{Rejection, ReloadCause};
+use coordination::provenance::{Layer, Origin, Source};
+use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig, ErrorKind, Snapshot};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use support::Etcd;
@@ -96,8 +95,8 @@ fn key(rel: &str) -> String {
 
 fn options() -> ConfigOptions {
     ConfigOptions::new()
-        .no_file()
-        .env_vars(Vec::<(String, String)>::new())
+        .without_file()
+        .with_env_vars(Vec::<(String, String)>::new())
 }
 
 async fn seed(etcd: &Etcd) -> i64 {
@@ -105,15 +104,17 @@ async fn seed(etcd: &Etcd) -> i64 {
     etcd.put(&key("database/host"), "db1")
 }
 
-async fn next_event(sub: &mut coordination::Subscription<ChatConfig>) -> ConfigEvent<ChatConfig> {
-    tokio::time::timeout(Duration::from_secs(10), sub.recv())
+async fn next_event(
+    sub: &mut coordination::config::Subscription<ChatConfig>,
+) -> ConfigEvent<ChatConfig> {
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
         .await
         .expect("an event within 10 s")
         .expect("subscription open")
 }
 
 async fn next_applied(
-    sub: &mut coordination::Subscription<ChatConfig>,
+    sub: &mut coordination::config::Subscription<ChatConfig>,
 ) -> Arc<Snapshot<ChatConfig>> {
     match next_event(sub).await {
         ConfigEvent::Applied(s) => s,
@@ -121,7 +122,7 @@ async fn next_applied(
     }
 }
 
-async fn next_rejected(sub: &mut coordination::Subscription<ChatConfig>) -> Arc<Rejection> {
+async fn next_rejected(sub: &mut coordination::config::Subscription<ChatConfig>) -> Arc<Rejection> {
     match next_event(sub).await {
         ConfigEvent::Rejected(r) => r,
         other => panic!("expected a rejection, got {other:?}"),
@@ -147,11 +148,11 @@ async fn initial_load_merges_layers_by_precedence_with_provenance() {
     let doc_rev = etcd.put(&key("database"), r#"{"host": "doc-host", "pool": 20}"#);
     let host_rev = etcd.put(&key("database/host"), "etcd-host");
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord
+    let cfg: ConfigHandle<ChatConfig> = coord
         .config_with(
             ConfigOptions::new()
-                .file(&file)
-                .env_vars([("CHAT_PORT", "9090"), ("OTHER_PORT", "1")]),
+                .with_file(&file)
+                .with_env_vars([("CHAT_PORT", "9090"), ("OTHER_PORT", "1")]),
         )
         .await
         .unwrap();
@@ -167,7 +168,7 @@ async fn initial_load_merges_layers_by_precedence_with_provenance() {
     assert_eq!(snap.features.greeting, "hello", "serde default");
     assert_eq!(snap.revision(), host_rev);
     assert_eq!(snap.generation(), 1);
-    assert_eq!(snap.change(), &Change::Initial);
+    assert_eq!(snap.cause(), &ReloadCause::Initial);
 
     let port = snap.source("port");
     assert_eq!(port.layer, Layer::Env);
@@ -210,7 +211,7 @@ async fn etcdctl_put_hot_reloads_with_its_revision() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let cfg: ConfigHandle<ChatConfig> = coord.config_with(options()).await.unwrap();
     assert_eq!(cfg.load().port, 8080);
     let mut sub = cfg.subscribe();
     let rev = etcd.put(&key("port"), "8081");
@@ -218,8 +219,8 @@ async fn etcdctl_put_hot_reloads_with_its_revision() {
     assert_eq!(snap.port, 8081);
     assert_eq!(snap.revision(), rev);
     assert_eq!(
-        snap.change(),
-        &Change::Etcd {
+        snap.cause(),
+        &ReloadCause::Etcd {
             revision: rev,
             keys: vec![key("port")]
         }
@@ -252,7 +253,7 @@ async fn multi_key_transaction_is_one_snapshot() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let cfg: ConfigHandle<ChatConfig> = coord.config_with(options()).await.unwrap();
     let mut sub = cfg.subscribe();
 
     // One etcdctl txn that changes three keys arrives as one snapshot.
@@ -267,8 +268,8 @@ async fn multi_key_transaction_is_one_snapshot() {
         (snap.port, snap.database.host.as_str(), snap.database.pool),
         (9000, "db2", 50)
     );
-    match snap.change() {
-        Change::Etcd { keys, .. } => assert_eq!(keys.len(), 3),
+    match snap.cause() {
+        ReloadCause::Etcd { keys, .. } => assert_eq!(keys.len(), 3),
         other => panic!("unexpected change {other:?}"),
     }
 
@@ -312,8 +313,10 @@ async fn multi_key_transaction_is_one_snapshot() {
     loop {
         let snap = next_applied(&mut sub).await;
         applied += 1;
-        match snap.change() {
-            Change::Etcd { keys, .. } => assert_eq!(keys.len(), 2, "both keys in one snapshot"),
+        match snap.cause() {
+            ReloadCause::Etcd { keys, .. } => {
+                assert_eq!(keys.len(), 2, "both keys in one snapshot")
+            }
             other => panic!("unexpected change {other:?}"),
         }
         if snap.pair.left == 1000 {
@@ -337,7 +340,8 @@ async fn deleting_a_key_falls_back_to_the_next_layer() {
     let file = dir.path().join("chat.json");
     std::fs::write(&file, r#"{"database": {"host": "file-host", "pool": 5}}"#).unwrap();
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord.config_with(options().file(&file)).await.unwrap();
+    let cfg: ConfigHandle<ChatConfig> =
+        coord.config_with(options().with_file(&file)).await.unwrap();
     assert_eq!(cfg.load().database.host, "db1");
     let mut sub = cfg.subscribe();
 
@@ -363,11 +367,11 @@ async fn file_edits_reload_including_rename_replace() {
     let file = dir.path().join("chat.yaml");
     std::fs::write(&file, "port: 1000\n").unwrap();
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord
+    let cfg: ConfigHandle<ChatConfig> = coord
         .config_with(
             options()
-                .file(&file)
-                .file_debounce(Duration::from_millis(20)),
+                .with_file(&file)
+                .with_file_debounce(Duration::from_millis(20)),
         )
         .await
         .unwrap();
@@ -377,7 +381,7 @@ async fn file_edits_reload_including_rename_replace() {
     std::fs::write(&file, "port: 1001\n").unwrap();
     let snap = next_applied(&mut sub).await;
     assert_eq!(snap.port, 1001);
-    assert_eq!(snap.change(), &Change::File { path: file.clone() });
+    assert_eq!(snap.cause(), &ReloadCause::File { path: file.clone() });
 
     write_atomically(&file, "port: 1002\n");
     assert_eq!(next_applied(&mut sub).await.port, 1002);
@@ -399,7 +403,7 @@ async fn bad_input_is_rejected_and_the_last_good_snapshot_keeps_serving() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let cfg: ConfigHandle<ChatConfig> = coord.config_with(options()).await.unwrap();
     let mut sub = cfg.subscribe();
 
     let cases: &[(&str, &str, &str, &str)] = &[
@@ -488,7 +492,7 @@ async fn subscribers_see_applied_and_rejected_events_in_revision_order() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let cfg: ConfigHandle<ChatConfig> = coord.config_with(options()).await.unwrap();
     let mut first = cfg.subscribe();
     let mut second = cfg.subscribe();
     let values = ["8081", "bad", "8082", "0", "8083"];
@@ -553,8 +557,8 @@ async fn large_prefix_is_read_in_pages_at_one_revision() {
             .unwrap();
     }
     let coord = etcd.coordinator().await;
-    let cfg: Config<BigConfig> = coord
-        .config_with(ConfigOptions::new().page_size(4))
+    let cfg: ConfigHandle<BigConfig> = coord
+        .config_with(ConfigOptions::new().with_page_size(4))
         .await
         .unwrap();
     let snap = cfg.load();
@@ -608,14 +612,14 @@ async fn errors_about_secret_fields_do_not_show_the_value() {
     etcd.put("/apps/secret/config/api_token", "long-enough-token");
     etcd.put("/apps/secret/config/database/password", "1234");
     let coord = etcd.coordinator().await;
-    let cfg: Config<SecretConfig> = coord.config_with(ConfigOptions::new()).await.unwrap();
+    let cfg: ConfigHandle<SecretConfig> = coord.config_with(ConfigOptions::new()).await.unwrap();
     let mut sub = cfg.subscribe();
     for (key, bad) in [
         ("/apps/secret/config/api_token", "hunter2"),
         ("/apps/secret/config/database/password", "sw0rdfish"),
     ] {
         let rev = etcd.put(key, bad);
-        let rejection = match tokio::time::timeout(Duration::from_secs(10), sub.recv()).await {
+        let rejection = match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
             Ok(Some(ConfigEvent::Rejected(r))) => r,
             other => panic!("expected a rejection, got {other:?}"),
         };
@@ -648,7 +652,7 @@ async fn authenticated_coordinator_binds_and_bad_credentials_fail_clearly() {
     )
     .await
     .unwrap();
-    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let cfg: ConfigHandle<ChatConfig> = coord.config_with(options()).await.unwrap();
     assert_eq!(cfg.load().port, 8080);
     let mut sub = cfg.subscribe();
     etcd.etcdctl(&["--user", "root:s3cret", "put", &key("port"), "8181"]);
@@ -657,11 +661,11 @@ async fn authenticated_coordinator_binds_and_bad_credentials_fail_clearly() {
 
 /// Fails if an event arrives within `quiet`.
 async fn assert_quiet(
-    sub: &mut coordination::Subscription<ChatConfig>,
+    sub: &mut coordination::config::Subscription<ChatConfig>,
     quiet: Duration,
     after: &str,
 ) {
-    if let Ok(event) = tokio::time::timeout(quiet, sub.recv()).await {
+    if let Ok(event) = tokio::time::timeout(quiet, sub.next()).await {
         panic!("expected no event for {quiet:?} after {after}, got {event:?}");
     }
 }
@@ -677,11 +681,11 @@ async fn file_watch_reloads_once_per_change_and_is_quiet_after() {
     let file = dir.path().join("chat.yaml");
     std::fs::write(&file, "port: 1000\n").unwrap();
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord
+    let cfg: ConfigHandle<ChatConfig> = coord
         .config_with(
             options()
-                .file(&file)
-                .file_debounce(Duration::from_millis(20)),
+                .with_file(&file)
+                .with_file_debounce(Duration::from_millis(20)),
         )
         .await
         .unwrap();
@@ -735,7 +739,8 @@ async fn unknown_keys_are_reported_or_rejected() {
     let file = dir.path().join("chat.yaml");
     std::fs::write(&file, "prot: 1\n").unwrap();
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord.config_with(options().file(&file)).await.unwrap();
+    let cfg: ConfigHandle<ChatConfig> =
+        coord.config_with(options().with_file(&file)).await.unwrap();
     let at_bind = cfg.load_full();
     assert_eq!(
         at_bind.unknown_keys().len(),
@@ -773,7 +778,7 @@ async fn unknown_keys_are_reported_or_rejected() {
     assert_quiet(&mut sub, Duration::from_millis(500), "an unrelated change").await;
 
     // Rejecting them instead.
-    let strict = || options().unknown_keys(coordination::UnknownKeys::Reject);
+    let strict = || options().with_unknown_keys(coordination::config::UnknownKeys::Reject);
     let refused = coord
         .config_with::<ChatConfig>(strict())
         .await
@@ -786,10 +791,10 @@ async fn unknown_keys_are_reported_or_rejected() {
         "{refused}"
     );
     etcd.del(&typo);
-    let strict: Config<ChatConfig> = coord.config_with(strict()).await.unwrap();
+    let strict: ConfigHandle<ChatConfig> = coord.config_with(strict()).await.unwrap();
     let mut strict_sub = strict.subscribe();
     let rev = etcd.put(&key("features/chatt"), "true");
-    let rejection = match tokio::time::timeout(Duration::from_secs(10), strict_sub.recv())
+    let rejection = match tokio::time::timeout(Duration::from_secs(10), strict_sub.next())
         .await
         .unwrap()
         .unwrap()
@@ -814,7 +819,7 @@ async fn a_key_ten_thousand_segments_deep_is_rejected_not_a_crash() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let cfg: ConfigHandle<ChatConfig> = coord.config_with(options()).await.unwrap();
     let mut sub = cfg.subscribe();
     let serving = cfg.load_full();
     let deep = format!("{P}/{}", vec!["a"; 10_000].join("/"));
@@ -876,10 +881,10 @@ async fn a_prefix_larger_than_one_message_binds_and_reads() {
             .unwrap();
     }
     let coord = etcd.coordinator().await;
-    let cfg: Config<Big> = coord.config_with(options()).await.unwrap();
+    let cfg: ConfigHandle<Big> = coord.config_with(options()).await.unwrap();
     assert_eq!(cfg.load().blobs.len(), 20);
     assert!(cfg.load().blobs.values().all(|b| b.len() == 250_000));
-    let history = coordination::ConfigHistory::open(&coord, "/apps/big")
+    let history = coordination::history::ConfigHistory::open(&coord, "/apps/big")
         .await
         .unwrap();
     let (_, kvs) = history.kvs(None).await.unwrap();
@@ -893,7 +898,7 @@ async fn a_view_reports_only_changes_of_its_part() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
     let coord = etcd.coordinator().await;
-    let cfg: Config<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let cfg: ConfigHandle<ChatConfig> = coord.config_with(options()).await.unwrap();
     let db = cfg.map(|c| &c.database);
     let pool = db.map(|d| &d.pool);
     assert_eq!(db.load().host, "db1");
@@ -945,13 +950,13 @@ async fn a_fixed_config_serves_and_checks_values_without_etcd() {
         pair: Pair::default(),
     };
     assert_eq!(
-        Config::fixed(value(0, 10)).unwrap_err().kind(),
+        ConfigHandle::fixed(value(0, 10)).unwrap_err().kind(),
         ErrorKind::Validation,
         "port 0 breaks the schema's minimum"
     );
-    let cfg = Config::fixed(value(8080, 10)).unwrap();
+    let cfg = ConfigHandle::fixed(value(8080, 10)).unwrap();
     assert_eq!(cfg.load().port, 8080);
-    assert_eq!(cfg.status().state, coordination::WatchState::Fixed);
+    assert_eq!(cfg.status().state, coordination::config::WatchState::Fixed);
     let db = cfg.map(|c| &c.database);
     let mut sub = cfg.subscribe();
     let mut db_changes = db.subscribe();
@@ -959,14 +964,14 @@ async fn a_fixed_config_serves_and_checks_values_without_etcd() {
     cfg.set_fixed(value(8080, 20)).unwrap();
     let applied = next_applied(&mut sub).await;
     assert_eq!(applied.database.pool, 20);
-    assert!(matches!(applied.change(), Change::Fixed));
+    assert!(matches!(applied.cause(), ReloadCause::Fixed));
     let change = db_changes.next().await.unwrap();
     assert_eq!(change.paths(), ["pool"]);
 
     let err = cfg.set_fixed(value(8080, 1000)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Validation);
     let rejected = next_rejected(&mut sub).await;
-    assert!(matches!(rejected.change, Change::Fixed));
+    assert!(matches!(rejected.cause, ReloadCause::Fixed));
     assert_eq!(
         cfg.load().database.pool,
         20,

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use coordination::{Config, ConfigOptions, CoordConfig};
+use coordination::{ConfigHandle, ConfigOptions, CoordConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -78,7 +78,7 @@ fn revision_now(etcd: &Etcd) -> i64 {
     v["header"]["revision"].as_i64().unwrap()
 }
 
-async fn wait_for(cfg: &Config<CliConfig>, what: &str, cond: impl Fn(&CliConfig) -> bool) {
+async fn wait_for(cfg: &ConfigHandle<CliConfig>, what: &str, cond: impl Fn(&CliConfig) -> bool) {
     let ok = eventually!(WAIT, cond(cfg.load().value()));
     assert!(
         ok,
@@ -93,8 +93,8 @@ async fn coordctl_end_to_end() {
     etcd.put(&format!("{P}/port"), "8080");
     etcd.put(&format!("{P}/database/host"), "db1");
     let coord = etcd.coordinator().await;
-    let cfg: Config<CliConfig> = coord
-        .config_with(ConfigOptions::new().no_file().no_env())
+    let cfg: ConfigHandle<CliConfig> = coord
+        .config_with(ConfigOptions::new().without_file().without_env())
         .await
         .unwrap();
     let ok_bound = eventually!(WAIT, { cfg.history().await.is_ok_and(|h| h.len() == 1) });
@@ -126,7 +126,7 @@ async fn coordctl_end_to_end() {
         ],
     );
     assert_eq!(applied["changed"], true, "{applied}");
-    assert_eq!(applied["version"]["source"], "publish");
+    assert_eq!(applied["version"]["kind"], "publish");
     assert_eq!(applied["version"]["author"], "ops");
     let applied_rev = applied["version"]["revision"].as_i64().unwrap();
     wait_for(&cfg, "port 9000", |c| {
@@ -234,7 +234,7 @@ async fn coordctl_end_to_end() {
         &etcd,
         &["config", "rollback", P, &bound.to_string(), "-m", "back"],
     );
-    assert_eq!(rolled["version"]["source"], "rollback");
+    assert_eq!(rolled["version"]["kind"], "rollback");
     assert_eq!(rolled["version"]["restored_from"], bound);
     wait_for(&cfg, "the bind-time config", |c| {
         c.port == 8080 && c.database.host == "db1" && c.database.password.is_empty()
@@ -326,8 +326,8 @@ async fn coordctl_sees_a_fresh_bind_and_refuses_unknown_fields() {
     etcd.put(&format!("{P}/port"), "8080");
     etcd.put(&format!("{P}/database/host"), "db1");
     let coord = etcd.coordinator().await;
-    let cfg: Config<CliConfig> = coord
-        .config_with(ConfigOptions::new().no_file().no_env())
+    let cfg: ConfigHandle<CliConfig> = coord
+        .config_with(ConfigOptions::new().without_file().without_env())
         .await
         .unwrap();
     let bound = cfg.load().revision().to_string();

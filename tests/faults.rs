@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use coordination::config::{ReloadCause, ResyncReason, WatchState};
+use coordination::provenance::Layer;
 use coordination::{
-    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, Coordinator, CoordinatorOptions,
-    ErrorKind, Layer, ResyncReason, WatchState,
+    ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig, Coordinator, CoordinatorOptions,
+    ErrorKind,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -94,8 +96,8 @@ async fn survives_ten_kills_and_restarts_during_500_updates() {
     let mut client = etcd.client().await;
     put_retrying(&mut client, COUNTER, "0").await;
     let coord = coordinator(vec![etcd.endpoint()]).await;
-    let cfg: Config<FaultConfig> = coord
-        .config_with(ConfigOptions::new().max_backoff(Duration::from_millis(300)))
+    let cfg: ConfigHandle<FaultConfig> = coord
+        .config_with(ConfigOptions::new().with_max_backoff(Duration::from_millis(300)))
         .await
         .unwrap();
 
@@ -104,7 +106,7 @@ async fn survives_ten_kills_and_restarts_during_500_updates() {
         let mut sub = cfg.subscribe();
         let seen = Arc::clone(&seen);
         tokio::spawn(async move {
-            while let Some(event) = sub.recv().await {
+            while let Some(event) = sub.next().await {
                 match event {
                     ConfigEvent::Applied(s) => seen.lock().unwrap().push(s.revision()),
                     ConfigEvent::Rejected(r) => {
@@ -213,7 +215,7 @@ async fn hung_etcd_is_detected_and_updates_resume_after_sigcont() {
     let mut client = etcd.client().await;
     put_retrying(&mut client, COUNTER, "1").await;
     let coord = coordinator(vec![etcd.endpoint()]).await;
-    let cfg: Config<FaultConfig> = coord.config_with(ConfigOptions::new()).await.unwrap();
+    let cfg: ConfigHandle<FaultConfig> = coord.config_with(ConfigOptions::new()).await.unwrap();
     assert_eq!(cfg.status().state, WatchState::Live);
     // Let the watch settle, then hang the server.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -260,8 +262,8 @@ async fn compaction_while_disconnected_resyncs_to_the_current_state() {
     put_retrying(&mut client, "/apps/faults/name", "before").await;
     let proxy = Proxy::to(&etcd).await;
     let coord = coordinator(vec![proxy.endpoint()]).await;
-    let cfg: Config<FaultConfig> = coord
-        .config_with(ConfigOptions::new().max_backoff(Duration::from_millis(200)))
+    let cfg: ConfigHandle<FaultConfig> = coord
+        .config_with(ConfigOptions::new().with_max_backoff(Duration::from_millis(200)))
         .await
         .unwrap();
     let mut sub = cfg.subscribe();
@@ -280,7 +282,7 @@ async fn compaction_while_disconnected_resyncs_to_the_current_state() {
     proxy.restore();
 
     let snap = loop {
-        match tokio::time::timeout(Duration::from_secs(20), sub.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
             Ok(Some(ConfigEvent::Applied(s))) => break s,
             Ok(Some(_)) => continue,
             other => panic!("no resync: {other:?}"),
@@ -292,8 +294,8 @@ async fn compaction_while_disconnected_resyncs_to_the_current_state() {
         (snap.counter, snap.name.as_str(), snap.token.as_str()),
         (5, "", "t0ken")
     );
-    match snap.change() {
-        Change::Resync {
+    match snap.cause() {
+        ReloadCause::Resync {
             revision,
             keys,
             reason,
@@ -332,8 +334,8 @@ async fn three_member_cluster_keeps_reloading_after_the_leader_dies() {
         .unwrap();
     put_retrying(&mut client, COUNTER, "0").await;
     let coord = coordinator(cluster.endpoints()).await;
-    let cfg: Config<FaultConfig> = coord
-        .config_with(ConfigOptions::new().max_backoff(Duration::from_millis(500)))
+    let cfg: ConfigHandle<FaultConfig> = coord
+        .config_with(ConfigOptions::new().with_max_backoff(Duration::from_millis(500)))
         .await
         .unwrap();
     for i in 1..=20u64 {
@@ -380,8 +382,8 @@ async fn cold_start_serves_the_cache_then_switches_to_live() {
     let proxy = Proxy::to(&etcd).await;
     {
         let coord = coordinator(vec![proxy.endpoint()]).await;
-        let cfg: Config<FaultConfig> = coord
-            .config_with(ConfigOptions::new().cache_file(&cache))
+        let cfg: ConfigHandle<FaultConfig> = coord
+            .config_with(ConfigOptions::new().with_cache_file(&cache))
             .await
             .unwrap();
         assert_eq!(cfg.load().counter, 41);
@@ -411,7 +413,11 @@ async fn cold_start_serves_the_cache_then_switches_to_live() {
 
     let coord = coordinator(vec![proxy.endpoint()]).await;
     let err = coord
-        .config_with::<FaultConfig>(ConfigOptions::new().cache_file(&cache).require_etcd())
+        .config_with::<FaultConfig>(
+            ConfigOptions::new()
+                .with_cache_file(&cache)
+                .with_etcd_required(),
+        )
         .await
         .expect_err("require_etcd with etcd unreachable");
     assert!(
@@ -422,11 +428,11 @@ async fn cold_start_serves_the_cache_then_switches_to_live() {
         "{err:?}"
     );
 
-    let cfg: Config<FaultConfig> = coord
+    let cfg: ConfigHandle<FaultConfig> = coord
         .config_with(
             ConfigOptions::new()
-                .cache_file(&cache)
-                .max_backoff(Duration::from_millis(200)),
+                .with_cache_file(&cache)
+                .with_max_backoff(Duration::from_millis(200)),
         )
         .await
         .expect("cold start from the cache");
@@ -454,7 +460,7 @@ async fn cold_start_serves_the_cache_then_switches_to_live() {
     );
     assert_eq!(snap.source("counter").revision, Some(live_rev));
     assert_eq!(snap.token, "secret-token");
-    assert!(matches!(snap.change(), Change::Resync { .. }));
+    assert!(matches!(snap.cause(), ReloadCause::Resync { .. }));
     assert!(eventually!(
         Duration::from_secs(5),
         cfg.status().state == WatchState::Live
@@ -491,12 +497,12 @@ async fn corrupt_or_foreign_cache_is_ignored() {
     std::fs::write(&garbage, [0xff, 0x00, 0x13, 0x37]).unwrap();
 
     for cache in [&corrupt, &foreign, &garbage] {
-        let cfg: Config<FaultConfig> = coord
+        let cfg: ConfigHandle<FaultConfig> = coord
             .config_with(
                 ConfigOptions::new()
-                    .cache_file(cache)
-                    .env_prefix("FAULTS_")
-                    .env_vars([("FAULTS_COUNTER", "3")]),
+                    .with_cache_file(cache)
+                    .with_env_prefix("FAULTS_")
+                    .with_env_vars([("FAULTS_COUNTER", "3")]),
             )
             .await
             .unwrap_or_else(|e| panic!("bind with {cache:?}: {e:#}"));
@@ -505,7 +511,7 @@ async fn corrupt_or_foreign_cache_is_ignored() {
     }
 
     let err = coord
-        .config_with::<FaultConfig>(ConfigOptions::new().cache_file(&corrupt))
+        .config_with::<FaultConfig>(ConfigOptions::new().with_cache_file(&corrupt))
         .await
         .expect_err("nothing supplies `counter`");
     assert!(
@@ -518,14 +524,14 @@ async fn corrupt_or_foreign_cache_is_ignored() {
     assert!(err.to_string().contains("counter"), "{err}");
 
     // A handle bound stale switches to live once etcd is reachable.
-    let cfg: Config<FaultConfig> = coord
+    let cfg: ConfigHandle<FaultConfig> = coord
         .config_with(
             ConfigOptions::new()
-                .cache_file(&foreign)
-                .env_prefix("FAULTS_")
-                .env_vars([("FAULTS_NAME", "from-env")])
-                .env_vars([("FAULTS_COUNTER", "3")])
-                .max_backoff(Duration::from_millis(200)),
+                .with_cache_file(&foreign)
+                .with_env_prefix("FAULTS_")
+                .with_env_vars([("FAULTS_NAME", "from-env")])
+                .with_env_vars([("FAULTS_COUNTER", "3")])
+                .with_max_backoff(Duration::from_millis(200)),
         )
         .await
         .unwrap();
@@ -560,11 +566,11 @@ async fn a_catch_up_larger_than_one_message_converges() {
     )
     .await
     .unwrap();
-    let cfg: Config<FaultConfig> = coord
+    let cfg: ConfigHandle<FaultConfig> = coord
         .config_with(
             ConfigOptions::new()
-                .no_history()
-                .max_backoff(Duration::from_millis(500)),
+                .without_history()
+                .with_max_backoff(Duration::from_millis(500)),
         )
         .await
         .unwrap();
@@ -582,14 +588,14 @@ async fn a_catch_up_larger_than_one_message_converges() {
     }
     put_retrying(&mut client, COUNTER, "2").await;
     // Drain what the cut produced before counting.
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {}
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {}
     proxy.restore();
     let restored = Instant::now();
 
     let mut status_events = 0;
     let converged = loop {
         let left = Duration::from_secs(5).saturating_sub(restored.elapsed());
-        match tokio::time::timeout(left, sub.recv()).await {
+        match tokio::time::timeout(left, sub.next()).await {
             Ok(Some(ConfigEvent::Applied(s))) if s.counter == 2 => break s,
             Ok(Some(ConfigEvent::Status(_))) => status_events += 1,
             Ok(Some(_)) => {}
@@ -600,18 +606,18 @@ async fn a_catch_up_larger_than_one_message_converges() {
     assert_eq!(converged.name, last);
     assert!(
         matches!(
-            converged.change(),
-            Change::Resync {
+            converged.cause(),
+            ReloadCause::Resync {
                 reason: ResyncReason::TooLarge,
                 ..
             }
         ),
         "{:?}",
-        converged.change()
+        converged.cause()
     );
     // Quiet afterwards: live, and no re-open loop (each re-open shows as status changes).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
         if matches!(event, ConfigEvent::Status(_)) {
             status_events += 1;
         }

@@ -8,9 +8,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use coordination::{
-    Config, ConfigOptions, CoordConfig, ErrorKind, HistoryOptions, Version, VersionSource,
-};
+use coordination::history::{HistoryOptions, Version, VersionKind};
+use coordination::{ConfigHandle, ConfigOptions, CoordConfig, ErrorKind};
 use etcd_client::{Client, Txn, TxnOp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -71,7 +70,7 @@ fn record_key(revision: i64) -> String {
 }
 
 fn options() -> ConfigOptions {
-    ConfigOptions::new().no_file().no_env()
+    ConfigOptions::new().without_file().without_env()
 }
 
 async fn seed(etcd: &Etcd) -> i64 {
@@ -80,7 +79,7 @@ async fn seed(etcd: &Etcd) -> i64 {
     etcd.put(&key("version"), "1.0")
 }
 
-async fn bind(etcd: &Etcd, options: ConfigOptions) -> Config<HistConfig> {
+async fn bind(etcd: &Etcd, options: ConfigOptions) -> ConfigHandle<HistConfig> {
     etcd.coordinator()
         .await
         .config_with(options)
@@ -89,7 +88,7 @@ async fn bind(etcd: &Etcd, options: ConfigOptions) -> Config<HistConfig> {
 }
 
 /// Waits until the newest recorded version is at least `revision`; returns the history.
-async fn history_reaching(cfg: &Config<HistConfig>, revision: i64) -> Vec<Version> {
+async fn history_reaching(cfg: &ConfigHandle<HistConfig>, revision: i64) -> Vec<Version> {
     let ok = eventually!(WAIT, {
         cfg.history()
             .await
@@ -99,7 +98,7 @@ async fn history_reaching(cfg: &Config<HistConfig>, revision: i64) -> Vec<Versio
     cfg.history().await.unwrap()
 }
 
-async fn converged(handles: &[&Config<HistConfig>], revision: i64) {
+async fn converged(handles: &[&ConfigHandle<HistConfig>], revision: i64) {
     for (i, cfg) in handles.iter().enumerate() {
         let ok = eventually!(WAIT, cfg.load().revision() >= revision);
         assert!(ok, "handle {i} never reached revision {revision}");
@@ -133,7 +132,7 @@ async fn three_handles_record_each_revision_once_and_etcdctl_writes_as_external(
     let c = bind(&etcd, options()).await;
     let bound = history_reaching(&a, 1).await;
     assert_eq!(bound.len(), 1, "three binds record the current state once");
-    assert_eq!(bound[0].source, VersionSource::External);
+    assert_eq!(bound[0].kind, VersionKind::External);
     assert_eq!(bound[0].keys, 3);
 
     let r1 = etcd.put(&key("port"), "8081");
@@ -150,7 +149,7 @@ async fn three_handles_record_each_revision_once_and_etcdctl_writes_as_external(
     assert_eq!(revisions, vec![bound[0].revision, r1, r2, r3, r4]);
     assert!(history
         .iter()
-        .all(|v| v.source == VersionSource::External && v.author.is_none()));
+        .all(|v| v.kind == VersionKind::External && v.author.is_none()));
 
     // Exactly once: every record key was created once and never overwritten.
     let mut client = etcd.client().await;
@@ -243,7 +242,7 @@ async fn publish_validates_first_and_writes_keys_that_read_back() {
         .await
         .unwrap()
         .expect("a new version");
-    assert_eq!(published.source, VersionSource::Publish);
+    assert_eq!(published.kind, VersionKind::Publish);
     assert_eq!(published.author.as_deref(), Some("alice"));
     assert_eq!(published.comment.as_deref(), Some("raise the pool"));
     converged(&[&cfg], published.revision).await;
@@ -272,14 +271,16 @@ async fn publish_validates_first_and_writes_keys_that_read_back() {
     );
 }
 
-/// `HistoryOptions::keep_snapshots(k)` bounds `recent()` to the last `k` applied snapshots,
+/// `HistoryOptions::with_recent_snapshots(k)` bounds `recent()` to the last `k` applied snapshots,
 /// also on a handle that records nothing (`record(false)`: no versions, no schema).
 #[tokio::test]
 async fn keep_snapshots_bounds_recent_also_on_a_handle_that_does_not_record() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
-    let history = HistoryOptions::new().keep_snapshots(2).record(false);
-    let cfg = bind(&etcd, options().history(history)).await;
+    let history = HistoryOptions::new()
+        .with_recent_snapshots(2)
+        .with_recording(false);
+    let cfg = bind(&etcd, options().with_history(history)).await;
     let mut revisions = Vec::new();
     for port in 9000..9004 {
         revisions.push(etcd.put(&key("port"), &port.to_string()));
@@ -304,7 +305,7 @@ async fn keep_snapshots_bounds_recent_also_on_a_handle_that_does_not_record() {
 async fn a_publish_is_recorded_with_its_author_by_any_instance() {
     let etcd = Etcd::start().await;
     let rev = seed(&etcd).await;
-    let silent = bind(&etcd, options().no_history()).await;
+    let silent = bind(&etcd, options().without_history()).await;
     let recorder = bind(&etcd, options()).await;
     history_reaching(&recorder, rev).await;
     let mut draft = silent.draft();
@@ -317,7 +318,7 @@ async fn a_publish_is_recorded_with_its_author_by_any_instance() {
     let history = history_reaching(&recorder, published.revision).await;
     let last = history.last().unwrap();
     assert_eq!(last.revision, published.revision);
-    assert_eq!(last.source, VersionSource::Publish);
+    assert_eq!(last.kind, VersionKind::Publish);
     assert_eq!(last.author.as_deref(), Some("grace"));
     assert_eq!(
         last.comment.as_deref(),
@@ -364,7 +365,7 @@ async fn concurrent_publishes_exactly_one_conflicts() {
     let history = history_reaching(&one, last).await;
     let recorded = history
         .iter()
-        .filter(|v| v.source == VersionSource::Publish)
+        .filter(|v| v.kind == VersionKind::Publish)
         .count();
     assert_eq!(recorded, 100, "every winning publish is one version");
 
@@ -402,7 +403,7 @@ async fn concurrent_updates_are_retried_and_none_is_lost() {
     let two = bind(&etcd, options()).await;
     history_reaching(&two, rev).await;
     let start = one.load().database.pool;
-    let bump = |cfg: Config<HistConfig>, who: &'static str| async move {
+    let bump = |cfg: ConfigHandle<HistConfig>, who: &'static str| async move {
         let mut last = 0;
         for _ in 0..5 {
             last = cfg
@@ -460,7 +461,7 @@ async fn rollback_restores_the_exact_key_set_and_every_handle_converges() {
         .await
         .unwrap()
         .expect("a new version");
-    assert_eq!(restored.source, VersionSource::Rollback);
+    assert_eq!(restored.kind, VersionKind::Rollback);
     assert_eq!(restored.restored_from, Some(v0.revision));
     assert_eq!(restored.author.as_deref(), Some("bob"));
     assert_eq!(
@@ -488,7 +489,7 @@ async fn rollback_to_a_pruned_or_unknown_version_is_not_found() {
     seed(&etcd).await;
     let cfg = bind(
         &etcd,
-        options().history(HistoryOptions::new().keep_versions(3)),
+        options().with_history(HistoryOptions::new().with_max_versions(3)),
     )
     .await;
     let first = history_reaching(&cfg, 1).await[0].revision;
@@ -520,7 +521,7 @@ async fn max_age_prunes_old_versions_but_always_keeps_the_newest() {
     seed(&etcd).await;
     let cfg = bind(
         &etcd,
-        options().history(HistoryOptions::new().max_age(Duration::from_secs(2))),
+        options().with_history(HistoryOptions::new().with_max_age(Duration::from_secs(2))),
     )
     .await;
     history_reaching(&cfg, 1).await;
@@ -642,18 +643,18 @@ async fn a_10000_key_prefix_is_versioned_and_rolled_back() {
     }
     let original = raw_prefix(&etcd, BIG).await;
     assert_eq!(original.len(), 10_000);
-    let cfg: Config<BigConfig> = etcd
+    let cfg: ConfigHandle<BigConfig> = etcd
         .coordinator()
         .await
-        .config_with(ConfigOptions::new().no_file().no_env())
+        .config_with(ConfigOptions::new().without_file().without_env())
         .await
         .unwrap();
     let ok = eventually!(WAIT, { cfg.history().await.is_ok_and(|h| h.len() == 1) });
     assert!(ok);
     let v0 = cfg.history().await.unwrap()[0].clone();
     assert_eq!(v0.keys, 10_000);
-    assert!(v0.chunks >= 1, "a big record is chunked: {v0:?}");
-    assert_eq!(v0.base, None);
+    assert!(v0.storage().chunks >= 1, "a big record is chunked: {v0:?}");
+    assert_eq!(v0.storage().base, None);
 
     // 100 values changed, 60 keys deleted, 20 keys added: 180 writes to undo.
     let changed = txn(
@@ -675,7 +676,10 @@ async fn a_10000_key_prefix_is_versioned_and_rolled_back() {
     });
     assert!(ok);
     let history = cfg.history().await.unwrap();
-    let deltas: Vec<&Version> = history.iter().filter(|v| v.base.is_some()).collect();
+    let deltas: Vec<&Version> = history
+        .iter()
+        .filter(|v| v.storage().base.is_some())
+        .collect();
     assert_eq!(
         deltas.iter().map(|v| v.revision).collect::<Vec<_>>(),
         vec![changed, last],
@@ -703,7 +707,7 @@ async fn a_10000_key_prefix_is_versioned_and_rolled_back() {
     let history = cfg.history().await.unwrap();
     let rollbacks: Vec<Option<(u32, u32)>> = history
         .iter()
-        .filter(|v| v.source == VersionSource::Rollback)
+        .filter(|v| v.kind == VersionKind::Rollback)
         .map(|v| v.batch)
         .collect();
     assert_eq!(rollbacks, vec![Some((1, 2)), Some((2, 2))]);
@@ -723,7 +727,7 @@ async fn bind_returns_with_schema_and_version_recorded_and_later_revisions_their
     seed(&etcd).await;
     let coord = etcd.coordinator().await;
     let mut client = etcd.client().await;
-    let cfg: Config<HistConfig> = coord.config_with(options()).await.unwrap();
+    let cfg: ConfigHandle<HistConfig> = coord.config_with(options()).await.unwrap();
     let bound = cfg.load().revision();
     let first = client.put(key("port"), "8081", None).await.unwrap();
     let first = first.header().unwrap().revision();
@@ -748,7 +752,7 @@ async fn bind_returns_with_schema_and_version_recorded_and_later_revisions_their
     assert_eq!(changes[0].to_string(), "port: 8080 -> 8081");
 
     // A second handle bound on the same state records nothing new.
-    let other: Config<HistConfig> = coord.config_with(options()).await.unwrap();
+    let other: ConfigHandle<HistConfig> = coord.config_with(options()).await.unwrap();
     assert_eq!(other.history().await.unwrap().len(), 2);
 
     // recent() catches up with load() at once, not when the recorder gets to it.
@@ -797,15 +801,15 @@ async fn publish_at_an_old_revision_conflicts_on_a_delete_without_history() {
     let mut ops = vec![TxnOp::put(format!("{WIDE}port"), "8080", None)];
     ops.extend((0..12).map(|i| TxnOp::put(format!("{WIDE}flags/f{i:02}"), "true", None)));
     txn(&mut client, ops).await;
-    let cfg: Config<WideConfig> = etcd
+    let cfg: ConfigHandle<WideConfig> = etcd
         .coordinator()
         .await
         .config_with(
             ConfigOptions::new()
-                .no_file()
-                .no_env()
-                .no_history()
-                .max_txn_ops(8),
+                .without_file()
+                .without_env()
+                .without_history()
+                .with_max_txn_ops(8),
         )
         .await
         .unwrap();
@@ -853,7 +857,7 @@ async fn update_writes_only_the_changed_fields_and_leaves_file_values_alone() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hist.yaml");
     std::fs::write(&file, "database:\n  pool: 30\nfeatures:\n  local: true\n").unwrap();
-    let with_file = bind(&etcd, ConfigOptions::new().file(&file).no_env()).await;
+    let with_file = bind(&etcd, ConfigOptions::new().with_file(&file).without_env()).await;
     let plain = bind(&etcd, options()).await;
     assert_eq!(with_file.load().database.pool, 30);
     assert_eq!(plain.load().database.pool, 10);
@@ -941,14 +945,14 @@ async fn update_writes_only_the_changed_fields_and_leaves_file_values_alone() {
     assert_eq!(err.field(), Some("database.pool"));
 }
 
-/// `HistoryOptions::max_age(Duration::MAX)` keeps everything instead of wrapping to a negative age.
+/// `HistoryOptions::with_max_age(Duration::MAX)` keeps everything instead of wrapping to a negative age.
 #[tokio::test]
 async fn an_unbounded_max_age_prunes_nothing() {
     let etcd = Etcd::start().await;
     seed(&etcd).await;
     let cfg = bind(
         &etcd,
-        options().history(HistoryOptions::new().max_age(Duration::MAX)),
+        options().with_history(HistoryOptions::new().with_max_age(Duration::MAX)),
     )
     .await;
     let bound = history_reaching(&cfg, 1).await[0].revision;

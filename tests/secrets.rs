@@ -9,7 +9,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use coordination::{Config, ConfigEvent, ConfigOptions, CoordConfig, ErrorKind, Layer, Rejection};
+use coordination::config::Rejection;
+use coordination::provenance::Layer;
+use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig, ErrorKind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use support::Etcd;
@@ -79,22 +81,22 @@ fn logged() -> String {
     String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
 }
 
-async fn seed_and_bind(etcd: &Etcd) -> Config<Vault> {
+async fn seed_and_bind(etcd: &Etcd) -> ConfigHandle<Vault> {
     etcd.put(&key("db/host"), "db1");
     etcd.put(&key("db/port"), "5432");
     etcd.put(&key("db/password"), PASSWORD);
     etcd.put(&key("name"), "vault");
     let coord = etcd.coordinator().await;
-    let cfg: Config<Vault> = coord
-        .config_with(ConfigOptions::new().no_file().no_env())
+    let cfg: ConfigHandle<Vault> = coord
+        .config_with(ConfigOptions::new().without_file().without_env())
         .await
         .unwrap();
     assert_eq!(cfg.load().db.as_ref().unwrap().password, PASSWORD);
     cfg
 }
 
-async fn next_rejected(sub: &mut coordination::Subscription<Vault>) -> Arc<Rejection> {
-    match tokio::time::timeout(Duration::from_secs(10), sub.recv()).await {
+async fn next_rejected(sub: &mut coordination::config::Subscription<Vault>) -> Arc<Rejection> {
+    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
         Ok(Some(ConfigEvent::Rejected(r))) => r,
         other => panic!("expected a rejection, got {other:?}"),
     }
@@ -171,9 +173,9 @@ async fn a_violation_inside_an_object_holding_a_secret_does_not_show_the_secret(
 
 /// The next rejection, skipping applied snapshots.
 async fn next_rejected_or_applied(
-    sub: &mut coordination::Subscription<Vault>,
+    sub: &mut coordination::config::Subscription<Vault>,
 ) -> Option<Arc<Rejection>> {
-    match tokio::time::timeout(Duration::from_secs(10), sub.recv()).await {
+    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
         Ok(Some(ConfigEvent::Rejected(r))) => Some(r),
         Ok(Some(ConfigEvent::Applied(_) | ConfigEvent::Status(_))) => None,
         other => panic!("expected an event, got {other:?}"),

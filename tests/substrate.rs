@@ -11,10 +11,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use coordination::{
-    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, ResyncReason, ServiceInstance,
-    WatchState,
-};
+use coordination::config::{ReloadCause, ResyncReason, WatchState};
+use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig, ServiceInstance};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use support::Etcd;
@@ -29,13 +27,13 @@ const COUNTER: &str = "/apps/substrate/counter";
 
 /// Waits up to `limit` for an applied snapshot that `pick` accepts.
 async fn applied<T: CoordConfig + std::fmt::Debug>(
-    sub: &mut coordination::Subscription<T>,
+    sub: &mut coordination::config::Subscription<T>,
     limit: Duration,
     mut pick: impl FnMut(&coordination::Snapshot<T>) -> bool,
 ) -> std::sync::Arc<coordination::Snapshot<T>> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        match tokio::time::timeout_at(deadline, sub.recv()).await {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
             Ok(Some(ConfigEvent::Applied(s))) if pick(&s) => return s,
             Ok(Some(_)) => continue,
             other => panic!("no such snapshot within {limit:?}: {other:?}"),
@@ -51,8 +49,8 @@ async fn config_follows_etcd_restored_from_an_older_snapshot() {
     let mut etcd = Etcd::start().await;
     etcd.put(COUNTER, "1");
     let coord = etcd.coordinator().await;
-    let cfg: Config<SubConfig> = coord
-        .config_with(ConfigOptions::new().no_history())
+    let cfg: ConfigHandle<SubConfig> = coord
+        .config_with(ConfigOptions::new().without_history())
         .await
         .unwrap();
     let mut sub = cfg.subscribe();
@@ -65,8 +63,8 @@ async fn config_follows_etcd_restored_from_an_older_snapshot() {
 
     etcd.restore_snapshot(&file).await;
     let snap = applied(&mut sub, Duration::from_secs(20), |s| s.counter == 1).await;
-    match snap.change() {
-        Change::Resync {
+    match snap.cause() {
+        ReloadCause::Resync {
             reason: ResyncReason::Restored { previous_revision },
             ..
         } => assert_eq!(*previous_revision, seen),
@@ -243,11 +241,11 @@ async fn status_turns_live_only_after_the_backlog_is_applied() {
     ]))
     .await
     .unwrap();
-    let cfg: Config<SubConfig> = coord
+    let cfg: ConfigHandle<SubConfig> = coord
         .config_with(
             ConfigOptions::new()
-                .no_history()
-                .max_backoff(Duration::from_millis(300)),
+                .without_history()
+                .with_max_backoff(Duration::from_millis(300)),
         )
         .await
         .unwrap();
@@ -268,13 +266,13 @@ async fn status_turns_live_only_after_the_backlog_is_applied() {
             .unwrap()
             .revision();
     }
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {}
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {}
     proxy.restore();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let mut applied = Vec::new();
     loop {
-        match tokio::time::timeout_at(deadline, sub.recv()).await {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
             Ok(Some(ConfigEvent::Applied(s))) => applied.push(s.counter),
             Ok(Some(ConfigEvent::Status(status))) if status.state == WatchState::Live => {
                 assert_eq!(

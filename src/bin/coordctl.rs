@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use coordination::{ConfigHistory, Coordinator, CoordinatorOptions, ErrorKind, Version};
+use coordination::history::{ConfigHistory, Version};
+use coordination::{Coordinator, CoordinatorOptions, ErrorKind};
 use serde_json::{json, Value};
 
 use output::{cell, leaves, table};
@@ -231,7 +232,7 @@ async fn open(cli: &Cli, prefix: &str, validate: bool) -> Result<ConfigHistory, 
     Ok(if validate {
         history
     } else {
-        history.skip_validation()
+        history.without_validation()
     })
 }
 
@@ -334,7 +335,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let mut history = open(&cli, prefix, !no_validate).await?;
             if *allow_unknown {
-                history = history.allow_unknown_fields();
+                history = history.with_unknown_fields_allowed();
             }
             let result = history
                 .put(
@@ -352,7 +353,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             comment,
             no_validate,
         } => {
-            let limit = coordination::DEFAULT_MAX_VALUE_BYTES as u64;
+            let limit = coordination::config::DEFAULT_MAX_VALUE_BYTES as u64;
             let mut text = Vec::new();
             let read = if file.as_os_str() == "-" {
                 std::io::stdin().take(limit + 1).read_to_end(&mut text)
@@ -394,8 +395,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         }
                         vec![
                             v.revision.to_string(),
-                            v.time.clone(),
-                            v.source.to_string(),
+                            v.time_rfc3339(),
+                            v.kind.to_string(),
                             v.author.clone().unwrap_or_else(|| "-".into()),
                             v.keys.to_string(),
                             note.trim().to_string(),
@@ -463,7 +464,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             let mut seen = 0;
             while count.is_none_or(|c| seen < c) {
-                let Some(change) = changes.next().await? else {
+                let Some(change) = changes.next().await else {
                     break;
                 };
                 seen += 1;

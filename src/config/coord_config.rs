@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{ConfigHandle, ConfigOptions};
 use crate::coordinator::Coordinator;
 use crate::error::Result;
 
@@ -107,10 +107,32 @@ pub trait CoordConfig: Serialize + DeserializeOwned + JsonSchema + Send + Sync +
     ///
     /// # Errors
     /// As [`Coordinator::config`]: etcd unreachable, or the current config invalid.
-    fn bind(coord: &Coordinator) -> impl Future<Output = Result<Config<Self>>> + Send
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes binds nothing: no task keeps running (the
+    /// history part may have recorded the bound revision, which is harmless).
+    fn bind(coord: &Coordinator) -> impl Future<Output = Result<ConfigHandle<Self>>> + Send
     where
         Self: Sized,
     {
         coord.config::<Self>()
+    }
+
+    /// Binds the type with `options` (another prefix, file, history settings, …). Same as
+    /// [`Coordinator::config_with`].
+    ///
+    /// # Errors
+    /// As [`Coordinator::config_with`].
+    ///
+    /// # Cancel safety
+    /// As [`bind`](Self::bind).
+    fn bind_with(
+        coord: &Coordinator,
+        options: ConfigOptions,
+    ) -> impl Future<Output = Result<ConfigHandle<Self>>> + Send
+    where
+        Self: Sized,
+    {
+        coord.config_with::<Self>(options)
     }
 }

@@ -14,7 +14,7 @@ use crate::etcd::follow::ResyncReason;
 /// What triggered a reload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Change {
+pub enum ReloadCause {
     /// The first read, at bind.
     Initial,
     /// One etcd revision that changed keys under the prefix (all of a transaction's keys arrive
@@ -30,8 +30,8 @@ pub enum Change {
         /// The file's path, as configured.
         path: PathBuf,
     },
-    /// A new value pushed into a [fixed](crate::Config::fixed) handle with
-    /// [`Config::set_fixed`](crate::Config::set_fixed).
+    /// A new value pushed into a [fixed](crate::ConfigHandle::fixed) handle with
+    /// [`ConfigHandle::set_fixed`](crate::ConfigHandle::set_fixed).
     Fixed,
     /// The prefix was read again at `revision` instead of followed by events, and applied as
     /// one change; `reason` says why.
@@ -49,7 +49,7 @@ pub enum Change {
 #[derive(Clone, Debug)]
 pub struct Rejection {
     /// What was rejected.
-    pub change: Change,
+    pub cause: ReloadCause,
     /// Why: names the field path, layer, key and revision where known.
     pub error: Error,
     /// The revision of the snapshot that keeps serving.
@@ -65,15 +65,15 @@ pub enum ConfigEvent<T> {
     /// A change was rejected; the previous snapshot keeps serving.
     Rejected(Arc<Rejection>),
     /// The handle's watch changed state (live, reconnecting, stale); see
-    /// [`Config::status`](crate::Config::status).
+    /// [`ConfigHandle::status`](crate::ConfigHandle::status).
     Status(Arc<ConfigStatus>),
     /// The snapshot just applied holds keys that name no field of the type, and they differ
     /// from those of the snapshot before it (see
-    /// [`ConfigOptions::unknown_keys`](crate::ConfigOptions::unknown_keys)); sent right after
+    /// [`ConfigOptions::with_unknown_keys`](crate::ConfigOptions::with_unknown_keys)); sent right after
     /// the [`Applied`](ConfigEvent::Applied) event it belongs to.
     UnknownKeys(Arc<[UnknownKey]>),
     /// This subscriber fell behind and `missed` events were dropped (see
-    /// [`ConfigOptions::event_capacity`](crate::ConfigOptions::event_capacity)). The current
+    /// [`ConfigOptions::with_event_capacity`](crate::ConfigOptions::with_event_capacity)). The current
     /// snapshot is always available from `load()`.
     Lagged {
         /// How many events were dropped.
@@ -93,7 +93,7 @@ impl<T> Clone for ConfigEvent<T> {
     }
 }
 
-/// A stream of [`ConfigEvent`]s from one [`Config`](crate::Config) handle, in the order the
+/// A stream of [`ConfigEvent`]s from one [`ConfigHandle`](crate::ConfigHandle) handle, in the order the
 /// changes were processed (etcd revision order; file changes in between where they happened).
 pub struct Subscription<T> {
     rx: broadcast::Receiver<ConfigEvent<T>>,
@@ -106,7 +106,10 @@ impl<T> Subscription<T> {
 
     /// Waits for the next event. `None` once the handle's background task has stopped and every
     /// event was received.
-    pub async fn recv(&mut self) -> Option<ConfigEvent<T>> {
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: an event not yet returned stays queued for the next call.
+    pub async fn next(&mut self) -> Option<ConfigEvent<T>> {
         match self.rx.recv().await {
             Ok(event) => Some(event),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -117,7 +120,7 @@ impl<T> Subscription<T> {
     }
 
     /// The next event if one is waiting, without blocking.
-    pub fn try_recv(&mut self) -> Option<ConfigEvent<T>> {
+    pub fn try_next(&mut self) -> Option<ConfigEvent<T>> {
         match self.rx.try_recv() {
             Ok(event) => Some(event),
             Err(broadcast::error::TryRecvError::Lagged(missed)) => {

@@ -1,4 +1,4 @@
-//! [`Config<T>`]: the handle a service keeps and reads on every request.
+//! [`ConfigHandle<T>`]: the handle a service keeps and reads on every request.
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::history::Tracker;
 ///
 /// Cheap to clone (all clones share one snapshot and one task). The background task stops when
 /// the last clone is dropped. Must be created inside a Tokio runtime.
-pub struct Config<T: CoordConfig> {
+pub struct ConfigHandle<T: CoordConfig> {
     shared: Arc<Shared<T>>,
 }
 
@@ -31,16 +31,16 @@ struct Shared<T: CoordConfig> {
     status: Arc<ArcSwap<ConfigStatus>>,
     checker: Arc<Checker<T>>,
     prefix: String,
-    /// The reload task; `None` for a [fixed](Config::fixed) handle.
+    /// The reload task; `None` for a [fixed](ConfigHandle::fixed) handle.
     task: Option<JoinHandle<()>>,
     /// The versioned history part, made with the handle; `None` for a fixed handle.
     history: Option<Tracker<T>>,
 }
 
-/// A read of a [`Config`], from [`Config::load`]: derefs to the [`Snapshot`] (and through it
+/// A read of a [`ConfigHandle`], from [`ConfigHandle::load`]: derefs to the [`Snapshot`] (and through it
 /// to `T`, so `cfg.load().port` reads a field). It pins that snapshot while it lives, so keep
 /// it short: not across an `.await` (use [`into_arc`](Self::into_arc) or
-/// [`Config::load_full`] to keep a snapshot).
+/// [`ConfigHandle::load_full`] to keep a snapshot).
 pub struct SnapshotGuard<T>(Guard<Arc<Snapshot<T>>>);
 
 impl<T> SnapshotGuard<T> {
@@ -65,7 +65,7 @@ impl<T: fmt::Debug> fmt::Debug for SnapshotGuard<T> {
     }
 }
 
-/// A per-thread reader of a [`Config`], from [`Config::local_cache`]: it keeps the snapshot
+/// A per-thread reader of a [`ConfigHandle`], from [`ConfigHandle::local_cache`]: it keeps the snapshot
 /// it last saw and only checks, at each [`load`](Self::load), whether a newer one was swapped
 /// in (one atomic load, no reference-count change).
 pub struct LocalCache<T: CoordConfig> {
@@ -86,7 +86,7 @@ impl<T: CoordConfig> fmt::Debug for LocalCache<T> {
     }
 }
 
-/// What [`Config::set_fixed`] writes to.
+/// What [`ConfigHandle::set_fixed`] writes to.
 pub(crate) struct FixedParts<'a, T: CoordConfig> {
     pub(crate) current: &'a ArcSwap<Snapshot<T>>,
     pub(crate) events: &'a broadcast::Sender<ConfigEvent<T>>,
@@ -101,24 +101,24 @@ impl<T: CoordConfig> Drop for Shared<T> {
     }
 }
 
-impl<T: CoordConfig> Clone for Config<T> {
+impl<T: CoordConfig> Clone for ConfigHandle<T> {
     fn clone(&self) -> Self {
-        Config {
+        ConfigHandle {
             shared: Arc::clone(&self.shared),
         }
     }
 }
 
-impl<T: CoordConfig> fmt::Debug for Config<T> {
+impl<T: CoordConfig> fmt::Debug for ConfigHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
+        f.debug_struct("ConfigHandle")
             .field("prefix", &self.shared.prefix)
             .field("revision", &self.load().revision())
             .finish_non_exhaustive()
     }
 }
 
-impl<T: CoordConfig> Config<T> {
+impl<T: CoordConfig> ConfigHandle<T> {
     /// The handle for what the bind produced, with its history part (made from the same
     /// [`Started`], see [`Tracker::start`]); starts the reload task.
     pub(crate) fn spawn(started: Started<T>, prefix: String, history: Tracker<T>) -> Self {
@@ -131,7 +131,7 @@ impl<T: CoordConfig> Config<T> {
         let status = Arc::clone(reloader.status());
         let checker = Arc::clone(reloader.checker());
         let task = tokio::spawn(reloader.run(file_watch));
-        Config {
+        ConfigHandle {
             shared: Arc::new(Shared {
                 current,
                 events,
@@ -144,7 +144,7 @@ impl<T: CoordConfig> Config<T> {
         }
     }
 
-    /// A handle with no reload task and no history (see [`Config::fixed`]).
+    /// A handle with no reload task and no history (see [`ConfigHandle::fixed`]).
     pub(crate) fn without_etcd(
         snapshot: Snapshot<T>,
         status: ConfigStatus,
@@ -152,7 +152,7 @@ impl<T: CoordConfig> Config<T> {
         event_capacity: usize,
     ) -> Self {
         let (events, _) = broadcast::channel(event_capacity.max(1));
-        Config {
+        ConfigHandle {
             shared: Arc::new(Shared {
                 current: Arc::new(ArcSwap::from_pointee(snapshot)),
                 events,
@@ -165,7 +165,7 @@ impl<T: CoordConfig> Config<T> {
         }
     }
 
-    /// The slot, event channel and checker, for a fixed handle's [`Config::set_fixed`];
+    /// The slot, event channel and checker, for a fixed handle's [`ConfigHandle::set_fixed`];
     /// `None` for a bound one.
     pub(crate) fn fixed_parts(&self) -> Option<FixedParts<'_, T>> {
         self.shared.task.is_none().then(|| FixedParts {

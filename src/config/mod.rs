@@ -19,10 +19,11 @@ mod value;
 mod view;
 mod yaml;
 
+pub use crate::etcd::follow::ResyncReason;
 pub use coord_config::CoordConfig;
-pub use event::{Change, ConfigEvent, Rejection, Subscription};
+pub use event::{ConfigEvent, Rejection, ReloadCause, Subscription};
 pub(crate) use feed::{RawBody, RawOp, RawRevision};
-pub use handle::{Config, LocalCache, SnapshotGuard};
+pub use handle::{ConfigHandle, LocalCache, SnapshotGuard};
 pub use options::{ConfigOptions, UnknownKeys, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES};
 pub(crate) use reload::Reloader;
 pub use snapshot::Snapshot;

@@ -35,14 +35,14 @@ pub(crate) enum Setting<T> {
     Off,
 }
 
-/// Default for [`ConfigOptions::max_value_bytes`]: 256 KiB.
+/// Default for [`ConfigOptions::with_max_value_bytes`]: 256 KiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 256 * 1024;
 
-/// Default for [`ConfigOptions::max_depth`]: a field path at most 64 levels deep.
+/// Default for [`ConfigOptions::with_max_depth`]: a field path at most 64 levels deep.
 pub const DEFAULT_MAX_DEPTH: usize = crate::config::value::DEFAULT_MAX_DEPTH;
 
 /// What a bound handle does with a key, file entry or variable that names no field of the type
-/// ([`ConfigOptions::unknown_keys`]).
+/// ([`ConfigOptions::with_unknown_keys`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum UnknownKeys {
@@ -92,38 +92,38 @@ impl ConfigOptions {
 
     /// Binds to `prefix` (no trailing `/`) instead of the type's `#[coord(prefix)]`. The
     /// coordinator's namespace is still put in front.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
         self
     }
 
     /// Reads the file layer from `path` instead of the type's `#[coord(file)]`.
-    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+    pub fn with_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Setting::Set(path.into());
         self
     }
 
     /// No file layer, whatever the type says.
-    pub fn no_file(mut self) -> Self {
+    pub fn without_file(mut self) -> Self {
         self.file = Setting::Off;
         self
     }
 
     /// Reads variables starting with `prefix` instead of the type's `#[coord(env_prefix)]`.
-    pub fn env_prefix(mut self, prefix: impl Into<String>) -> Self {
+    pub fn with_env_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.env_prefix = Setting::Set(prefix.into());
         self
     }
 
     /// No environment layer, whatever the type says.
-    pub fn no_env(mut self) -> Self {
+    pub fn without_env(mut self) -> Self {
         self.env_prefix = Setting::Off;
         self
     }
 
     /// Takes the environment layer from these `(name, value)` pairs instead of the process
     /// environment (for tests and for embedding). The env prefix still filters them.
-    pub fn env_vars<K, V>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self
+    pub fn with_env_vars<K, V>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self
     where
         K: Into<String>,
         V: Into<String>,
@@ -139,7 +139,7 @@ impl ConfigOptions {
     /// The largest etcd value accepted for one key, in bytes (default 256 KiB; etcd itself
     /// accepts up to its `--max-request-bytes`, 1.5 MiB by default). A larger value is rejected
     /// like any other bad value.
-    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+    pub fn with_max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
         self
     }
@@ -149,7 +149,7 @@ impl ConfigOptions {
     /// (default 64, at least 1). A deeper key or value is rejected naming its layer, key and
     /// revision, before the YAML parser reads past the limit, so no input can exhaust the stack
     /// or stall a reload.
-    pub fn max_depth(mut self, levels: usize) -> Self {
+    pub fn with_max_depth(mut self, levels: usize) -> Self {
         self.max_depth = levels.max(1);
         self
     }
@@ -157,51 +157,51 @@ impl ConfigOptions {
     /// What to do with keys that name no field of the type, in any layer (default
     /// [`UnknownKeys::Warn`]). A type with `#[serde(deny_unknown_fields)]` rejects them itself,
     /// whatever this says.
-    pub fn unknown_keys(mut self, policy: UnknownKeys) -> Self {
+    pub fn with_unknown_keys(mut self, policy: UnknownKeys) -> Self {
         self.unknown_keys = policy;
         self
     }
 
     /// How many events a slow subscriber may fall behind before it gets
     /// [`ConfigEvent::Lagged`](crate::ConfigEvent::Lagged) (default 1024).
-    pub fn event_capacity(mut self, events: usize) -> Self {
+    pub fn with_event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events.max(1);
         self
     }
 
     /// How long the file must be quiet after a change before it is re-read (default 50 ms), so
     /// an editor's write-rename-chmod sequence becomes one reload.
-    pub fn file_debounce(mut self, quiet: Duration) -> Self {
+    pub fn with_file_debounce(mut self, quiet: Duration) -> Self {
         self.file_debounce = quiet;
         self
     }
 
     /// Keys per page when reading the prefix (default 1000). Every page is read at the same
     /// pinned revision, so the result is one consistent view however many pages it takes.
-    pub fn page_size(mut self, keys: u32) -> Self {
+    pub fn with_page_size(mut self, keys: u32) -> Self {
         self.page_size = i64::from(keys.max(1));
         self
     }
 
     /// Versioned history: whether this handle records versions, their retention in etcd, and
     /// the snapshots kept in memory (default [`HistoryOptions::new`]). Replaces what earlier
-    /// calls (including [`no_history`](Self::no_history)) set.
-    pub fn history(mut self, history: HistoryOptions) -> Self {
+    /// calls (including [`no_history`](Self::without_history)) set.
+    pub fn with_history(mut self, history: HistoryOptions) -> Self {
         self.history = history;
         self
     }
 
     /// Don't write history records or publish the JSON Schema from this handle (for clients
     /// without write access to `/__coordination/`). Publish and rollback still work. Shorthand
-    /// for [`HistoryOptions::record`]`(false)`, keeping the other history settings.
-    pub fn no_history(mut self) -> Self {
-        self.history = self.history.record(false);
+    /// for [`HistoryOptions::with_recording`]`(false)`, keeping the other history settings.
+    pub fn without_history(mut self) -> Self {
+        self.history = self.history.with_recording(false);
         self
     }
 
     /// The etcd server's `--max-txn-ops` (default 128, at least 8). Publishes and rollbacks that
     /// change more keys than fit in one transaction are written in several guarded batches.
-    pub fn max_txn_ops(mut self, ops: usize) -> Self {
+    pub fn with_max_txn_ops(mut self, ops: usize) -> Self {
         self.max_txn_ops = ops.max(MIN_TXN_OPS);
         self
     }
@@ -211,14 +211,14 @@ impl ConfigOptions {
     /// [secret](crate::CoordConfig::SECRETS) fields are left out). When etcd is unreachable at
     /// bind, the cache stands in for the etcd layer. A corrupt file, or one written for another
     /// prefix, is ignored with a warning.
-    pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
+    pub fn with_cache_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.cache_file = Some(path.into());
         self
     }
 
     /// Fails the bind when etcd cannot be reached, instead of starting stale from defaults,
     /// file, cache and environment (the default) and switching to live when etcd answers.
-    pub fn require_etcd(mut self) -> Self {
+    pub fn with_etcd_required(mut self) -> Self {
         self.require_etcd = true;
         self
     }
@@ -226,7 +226,7 @@ impl ConfigOptions {
     /// Hung-server detection: after `after` without any message on the watch, ask etcd for a
     /// progress notification; if none arrives within `answer`, treat the connection as failed
     /// and reconnect (defaults 5 s and 5 s). Both are raised to at least 100 ms.
-    pub fn watch_probe(mut self, after: Duration, answer: Duration) -> Self {
+    pub fn with_watch_probe(mut self, after: Duration, answer: Duration) -> Self {
         self.probe_after = after.max(Duration::from_millis(100));
         self.probe_timeout = answer.max(Duration::from_millis(100));
         self
@@ -234,7 +234,7 @@ impl ConfigOptions {
 
     /// The longest delay between reconnect attempts (default 5 s; delays start at 100 ms and
     /// double, with jitter).
-    pub fn max_backoff(mut self, delay: Duration) -> Self {
+    pub fn with_max_backoff(mut self, delay: Duration) -> Self {
         self.max_backoff = delay.max(Duration::from_millis(100));
         self
     }
@@ -246,20 +246,29 @@ mod tests {
 
     #[test]
     fn no_history_keeps_the_other_history_settings_and_history_replaces_them() {
-        let kept = HistoryOptions::new().keep_versions(7).keep_snapshots(3);
-        let options = ConfigOptions::new().history(kept.clone()).no_history();
-        assert_eq!(options.history, kept.record(false));
+        let kept = HistoryOptions::new()
+            .with_max_versions(7)
+            .with_recent_snapshots(3);
         let options = ConfigOptions::new()
-            .no_history()
-            .history(HistoryOptions::new());
+            .with_history(kept.clone())
+            .without_history();
+        assert_eq!(options.history, kept.with_recording(false));
+        let options = ConfigOptions::new()
+            .without_history()
+            .with_history(HistoryOptions::new());
         assert_eq!(options.history, HistoryOptions::new());
         assert!(options.history.record);
     }
 
     #[test]
     fn history_limits_are_at_least_one() {
-        let history = HistoryOptions::new().keep_versions(0).keep_snapshots(0);
+        let history = HistoryOptions::new()
+            .with_max_versions(0)
+            .with_recent_snapshots(0);
         assert_eq!((history.keep, history.snapshots), (1, 1));
-        assert_eq!(ConfigOptions::new().max_txn_ops(2).max_txn_ops, MIN_TXN_OPS);
+        assert_eq!(
+            ConfigOptions::new().with_max_txn_ops(2).max_txn_ops,
+            MIN_TXN_OPS
+        );
     }
 }

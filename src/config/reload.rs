@@ -1,4 +1,4 @@
-//! The background task behind a [`Config`](super::Config): it owns the layers, follows the etcd
+//! The background task behind a [`ConfigHandle`](super::ConfigHandle): it owns the layers, follows the etcd
 //! watch and the file watch, and swaps in each change that validates.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use super::cache::{self, CacheFile, CacheWriter, CachedKey};
 use super::check::Checker;
 use super::coord_config::CoordConfig;
-use super::event::{Change, ConfigEvent, Rejection};
+use super::event::{ConfigEvent, Rejection, ReloadCause};
 use super::feed::{RawBody, RawOp, RawRevision};
 use super::layers::{env_layer, file_layer, read_file, EtcdLayer, FileContent, FileWatch};
 use super::options::{ConfigOptions, Setting, UnknownKeys};
@@ -173,7 +173,7 @@ impl<T: CoordConfig> Reloader<T> {
                 status
             }
         };
-        let snapshot = match state.build(Change::Initial) {
+        let snapshot = match state.build(ReloadCause::Initial) {
             Ok(s) => s,
             Err(invalid) if status.state == WatchState::Stale => {
                 let unreachable = status.last_error.clone().expect("set when stale");
@@ -270,7 +270,7 @@ impl<T: CoordConfig> Reloader<T> {
         }));
         self.note_resync(reason);
         if !keys.is_empty() {
-            self.apply(Change::Resync {
+            self.apply(ReloadCause::Resync {
                 revision,
                 keys,
                 reason,
@@ -376,7 +376,7 @@ impl<T: CoordConfig> Reloader<T> {
     }
 
     /// Builds and, if valid, swaps in a snapshot for `change`; otherwise reports the rejection.
-    fn apply(&mut self, change: Change) {
+    fn apply(&mut self, change: ReloadCause) {
         match self.state.build(change.clone()) {
             Ok(snapshot) => {
                 self.state.generation = snapshot.generation();
@@ -397,7 +397,7 @@ impl<T: CoordConfig> Reloader<T> {
                 if let Some(keys) = unknown {
                     let _ = self.events.send(ConfigEvent::UnknownKeys(keys));
                 }
-                if self.state.synced && !matches!(change, Change::File { .. }) {
+                if self.state.synced && !matches!(change, ReloadCause::File { .. }) {
                     self.write_cache();
                 }
             }
@@ -410,7 +410,7 @@ impl<T: CoordConfig> Reloader<T> {
                     "rejected config change; the last good snapshot keeps serving"
                 );
                 let _ = self.events.send(ConfigEvent::Rejected(Arc::new(Rejection {
-                    change,
+                    cause: change,
                     error,
                     serving_revision,
                 })));
@@ -444,7 +444,7 @@ impl<T: CoordConfig> Reloader<T> {
         }
         self.state.revision = revision;
         // Swap and notify subscribers first: the hot path. The raw feed (history) follows.
-        self.apply(Change::Etcd { revision, keys });
+        self.apply(ReloadCause::Etcd { revision, keys });
         self.touch_status();
         let _ = self.feed.send(Arc::new(RawRevision {
             revision,
@@ -467,7 +467,7 @@ impl<T: CoordConfig> Reloader<T> {
         }
         self.state.file_seen = Some(seen);
         self.state.file = read.and_then(|content| file_layer(&path, &content, &self.state.fields));
-        self.apply(Change::File { path });
+        self.apply(ReloadCause::File { path });
     }
 }
 
@@ -514,7 +514,7 @@ impl<T: CoordConfig> State<T> {
     }
 
     /// Merges the layers and checks the result.
-    fn build(&self, change: Change) -> Result<Snapshot<T>> {
+    fn build(&self, change: ReloadCause) -> Result<Snapshot<T>> {
         let blame = |e: Error| self.blame(e, &change);
         let etcd = self.etcd.tree().map_err(blame)?;
         let file = self.file.as_ref().map_err(|e| blame(e.clone()))?;
@@ -565,13 +565,15 @@ impl<T: CoordConfig> State<T> {
 
     /// Fills in the revision and, where the error does not name a key itself (a missing field,
     /// a `validate()` failure), what the change touched.
-    fn blame(&self, error: Error, change: &Change) -> Error {
+    fn blame(&self, error: Error, change: &ReloadCause) -> Error {
         let error = error.or_revision(self.revision);
         if error.key().is_some() {
             return error;
         }
         match change {
-            Change::Etcd { keys, .. } | Change::Resync { keys, .. } if !keys.is_empty() => {
+            ReloadCause::Etcd { keys, .. } | ReloadCause::Resync { keys, .. }
+                if !keys.is_empty() =>
+            {
                 let e = error.with_key(keys.join(", "));
                 if e.layer().is_none() {
                     e.with_layer(Layer::Etcd)
@@ -579,7 +581,7 @@ impl<T: CoordConfig> State<T> {
                     e
                 }
             }
-            Change::File { path } => error.with_origin(&Origin::File(path.clone())),
+            ReloadCause::File { path } => error.with_origin(&Origin::File(path.clone())),
             _ => error,
         }
     }

@@ -3,11 +3,11 @@
 use std::ops::Deref;
 use std::time::SystemTime;
 
-use super::event::Change;
+use super::event::ReloadCause;
 use super::unknown::UnknownKey;
 use crate::provenance::{Source, Sources};
 
-/// An immutable, validated configuration as served by [`Config::load`](crate::Config::load).
+/// An immutable, validated configuration as served by [`ConfigHandle::load`](crate::ConfigHandle::load).
 ///
 /// Derefs to `T`, so `cfg.load().port` reads a field. A snapshot never changes; a reload makes a
 /// new one and swaps it in atomically, so all fields read through one snapshot are consistent
@@ -18,7 +18,7 @@ pub struct Snapshot<T> {
     revision: i64,
     generation: u64,
     sources: Sources,
-    change: Change,
+    cause: ReloadCause,
     applied_at: SystemTime,
     unknown_keys: Vec<UnknownKey>,
 }
@@ -29,14 +29,14 @@ impl<T> Snapshot<T> {
         revision: i64,
         generation: u64,
         sources: Sources,
-        change: Change,
+        cause: ReloadCause,
     ) -> Self {
         Snapshot {
             value,
             revision,
             generation,
             sources,
-            change,
+            cause,
             applied_at: SystemTime::now(),
             unknown_keys: Vec::new(),
         }
@@ -78,13 +78,13 @@ impl<T> Snapshot<T> {
 
     /// What made this snapshot: the bind, an etcd revision (with the keys it changed), a file
     /// change or a resync after compaction.
-    pub fn change(&self) -> &Change {
-        &self.change
+    pub fn cause(&self) -> &ReloadCause {
+        &self.cause
     }
 
     /// Keys in the layers that name no field of the type (typos, leftovers), each with its
     /// layer, key and revision, in path order; empty when there are none or when
-    /// [`ConfigOptions::unknown_keys`](crate::ConfigOptions::unknown_keys) is `Ignore`. serde
+    /// [`ConfigOptions::with_unknown_keys`](crate::ConfigOptions::with_unknown_keys) is `Ignore`. serde
     /// ignored them: they had no effect on the value.
     pub fn unknown_keys(&self) -> &[UnknownKey] {
         &self.unknown_keys

@@ -17,12 +17,12 @@ pub enum WatchState {
     /// Bound without reaching etcd (cold start): the snapshot comes from defaults, the file,
     /// the last-known-good cache and the environment; etcd is retried in the background.
     Stale,
-    /// Made by [`Config::fixed`](crate::Config::fixed): no etcd; the value changes only through
-    /// [`Config::set_fixed`](crate::Config::set_fixed).
+    /// Made by [`ConfigHandle::fixed`](crate::ConfigHandle::fixed): no etcd; the value changes only through
+    /// [`ConfigHandle::set_fixed`](crate::ConfigHandle::set_fixed).
     Fixed,
 }
 
-/// A handle's status, from [`Config::status`](crate::Config::status) and
+/// A handle's status, from [`ConfigHandle::status`](crate::ConfigHandle::status) and
 /// [`ConfigEvent::Status`](crate::ConfigEvent::Status) (sent on every change of state).
 #[derive(Clone, Debug)]
 pub struct ConfigStatus {

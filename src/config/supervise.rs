@@ -6,7 +6,7 @@
 //! - A batch (one etcd revision) is applied as one snapshot.
 //! - A resync (first contact after a cold start, compaction, a catch-up too large for one
 //!   message, a restored cluster) replaces the etcd layer and is applied as one
-//!   [`Change::Resync`](super::Change::Resync) naming its [`ResyncReason`](super::ResyncReason).
+//!   [`ReloadCause::Resync`](super::ReloadCause::Resync) naming its [`ResyncReason`](super::ResyncReason).
 //! - The status turns live only when the follower has caught up with what etcd had when the
 //!   watch opened, so a backlog after a partition never counts as live.
 

@@ -9,7 +9,7 @@ use super::value::StringFields;
 use crate::provenance::{Source, Sources};
 
 /// A key in some layer that sets no field of the bound type (see
-/// [`ConfigOptions::unknown_keys`](crate::ConfigOptions::unknown_keys)).
+/// [`ConfigOptions::with_unknown_keys`](crate::ConfigOptions::with_unknown_keys)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownKey {
     /// The dotted field path the key names, e.g. `database.hots`.

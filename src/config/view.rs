@@ -1,7 +1,7 @@
 //! [`ConfigView`]: one part of a bound config, for a component that needs only that part.
 //!
 //! A config reloads as a whole; a component (the database pool, the HTTP client) usually cares
-//! about one sub-struct. [`Config::map`] gives it a handle that loads only its part, at the
+//! about one sub-struct. [`ConfigHandle::map`] gives it a handle that loads only its part, at the
 //! cost of one extra function call per read, and whose subscription reports only changes of
 //! that part, with the field paths that changed (relative to the part).
 
@@ -14,23 +14,23 @@ use serde_json::Value;
 
 use super::coord_config::CoordConfig;
 use super::event::{ConfigEvent, Subscription};
-use super::handle::{Config, SnapshotGuard};
+use super::handle::{ConfigHandle, SnapshotGuard};
 use super::snapshot::Snapshot;
 
 /// The projection a view reads through.
 type Project<T, U> = dyn Fn(&T) -> &U + Send + Sync;
 
-/// One part `U` of a bound config `T`, from [`Config::map`]. Cheap to clone; reads are as
-/// lock-free as [`Config::load`].
+/// One part `U` of a bound config `T`, from [`ConfigHandle::map`]. Cheap to clone; reads are as
+/// lock-free as [`ConfigHandle::load`].
 ///
 /// ```no_run
-/// # use coordination::{CoordConfig, Config};
+/// # use coordination::{CoordConfig, ConfigHandle};
 /// # #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema, CoordConfig)]
 /// # #[coord(prefix = "/apps/chat/config")]
 /// # struct ChatConfig { database: Database }
 /// # #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 /// # struct Database { host: String, pool: u32 }
-/// # async fn run(cfg: Config<ChatConfig>) {
+/// # async fn run(cfg: ConfigHandle<ChatConfig>) {
 /// let db = cfg.map(|c| &c.database);
 /// println!("pool {}", db.load().pool);
 /// let mut changes = db.subscribe();
@@ -40,7 +40,7 @@ type Project<T, U> = dyn Fn(&T) -> &U + Send + Sync;
 /// # }
 /// ```
 pub struct ConfigView<T: CoordConfig, U: ?Sized> {
-    config: Config<T>,
+    config: ConfigHandle<T>,
     project: Arc<Project<T, U>>,
 }
 
@@ -61,7 +61,7 @@ impl<T: CoordConfig, U: ?Sized> fmt::Debug for ConfigView<T, U> {
     }
 }
 
-impl<T: CoordConfig> Config<T> {
+impl<T: CoordConfig> ConfigHandle<T> {
     /// A view of one part of the config: `cfg.map(|c| &c.database)`. The view follows every
     /// reload of the whole; [`ConfigView::subscribe`] reports only the reloads that change
     /// its part.
@@ -78,7 +78,7 @@ impl<T: CoordConfig> Config<T> {
 
 impl<T: CoordConfig, U: ?Sized> ConfigView<T, U> {
     /// The part, as of the current snapshot: a lock-free read plus one call of the projection.
-    /// Don't hold the guard across an `.await` (see [`Config::load`]).
+    /// Don't hold the guard across an `.await` (see [`ConfigHandle::load`]).
     #[inline]
     pub fn load(&self) -> ViewGuard<'_, T, U> {
         ViewGuard {
@@ -103,7 +103,7 @@ impl<T: CoordConfig, U: ?Sized> ConfigView<T, U> {
     }
 
     /// The whole config this view reads from.
-    pub fn config(&self) -> &Config<T> {
+    pub fn config(&self) -> &ConfigHandle<T> {
         &self.config
     }
 }
@@ -217,7 +217,7 @@ impl<T: CoordConfig, U: ?Sized + Serialize> ViewSubscription<T, U> {
     /// Cancel-safe: a change not yet returned stays queued.
     pub async fn next(&mut self) -> Option<ViewChange<T, U>> {
         loop {
-            let snapshot = match self.events.recv().await? {
+            let snapshot = match self.events.next().await? {
                 ConfigEvent::Applied(snapshot) => snapshot,
                 ConfigEvent::Lagged { .. } => self.view.config.load_full(),
                 _ => continue,

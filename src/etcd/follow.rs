@@ -102,8 +102,8 @@ impl Change {
 }
 
 /// Why a prefix was read again instead of followed by events: in
-/// [`Change::Resync`](crate::Change::Resync), [`ConfigStatus::last_resync`](crate::ConfigStatus::last_resync)
-/// and [`PrefixChange::resync`](crate::PrefixChange::resync).
+/// [`Change::Resync`](crate::config::ReloadCause::Resync), [`ConfigStatus::last_resync`](crate::config::ConfigStatus::last_resync)
+/// and [`PrefixChange::resync`](crate::history::PrefixChange::resync).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ResyncReason {

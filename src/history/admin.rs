@@ -12,7 +12,7 @@ use super::layout::is_segment;
 use super::options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
 use super::patch::{self, FieldPatch};
 use super::publish::target_for;
-use super::record::{Meta, Version, VersionSource};
+use super::record::{Meta, Version, VersionKind};
 use super::schema::{self, SchemaCheck};
 use super::store::{Kvs, Store};
 use super::watch::PrefixChanges;
@@ -27,13 +27,13 @@ const PAGE: i64 = 1000;
 
 /// The history of one config prefix, without its Rust type: list versions, read any version's
 /// document, diff, and publish or roll back with the same guarded, recorded writes as
-/// [`Config::publish_at`](crate::Config::publish_at) and
-/// [`Config::rollback_to`](crate::Config::rollback_to).
+/// [`ConfigHandle::publish_at`](crate::ConfigHandle::publish_at) and
+/// [`ConfigHandle::rollback_to`](crate::ConfigHandle::rollback_to).
 ///
 /// Values are checked against the JSON Schema that bound instances publish at
 /// `/__coordination/schema/<prefix>`, and the secret fields it names show as `***` in
 /// documents and diffs. Get one with [`ConfigHistory::open`], or from a typed handle with
-/// [`Config::history_admin`](crate::Config::history_admin). Cheap to clone.
+/// [`ConfigHandle::history_admin`](crate::ConfigHandle::history_admin). Cheap to clone.
 #[derive(Clone)]
 pub struct ConfigHistory {
     store: Store,
@@ -109,7 +109,7 @@ impl ConfigHistory {
 
     /// Writes [`apply`](Self::apply) and [`put`](Self::put) without checking the published
     /// schema (e.g. to seed a prefix before any instance has bound it).
-    pub fn skip_validation(mut self) -> Self {
+    pub fn without_validation(mut self) -> Self {
         self.validate = false;
         self
     }
@@ -117,7 +117,7 @@ impl ConfigHistory {
     /// Lets [`put`](Self::put) write a field path the published schema does not know (by
     /// default refused: the service would ignore such a key, or reject it). Values are still
     /// checked against the schema.
-    pub fn allow_unknown_fields(mut self) -> Self {
+    pub fn with_unknown_fields_allowed(mut self) -> Self {
         self.allow_unknown = true;
         self
     }
@@ -300,7 +300,7 @@ impl ConfigHistory {
     /// Publishes a whole document (e.g. a YAML file's content): checks it against the published
     /// schema (required fields included), writes one key per leaf field and deletes every
     /// other key under the prefix, guarded and recorded like
-    /// [`Config::publish_at`](crate::Config::publish_at). `None` if nothing changed.
+    /// [`ConfigHandle::publish_at`](crate::ConfigHandle::publish_at). `None` if nothing changed.
     ///
     /// # Errors
     /// [`ErrorKind::Validation`] naming the field; [`ErrorKind::NotFound`] if no schema is
@@ -319,7 +319,7 @@ impl ConfigHistory {
             DEFAULT_MAX_VALUE_BYTES,
             &self.secrets,
         )?;
-        self.write(target, Meta::new(VersionSource::Publish, author, comment))
+        self.write(target, Meta::new(VersionKind::Publish, author, comment))
             .await
     }
 
@@ -330,8 +330,8 @@ impl ConfigHistory {
     /// [`apply`](Self::apply), which makes the prefix hold exactly one whole document. The
     /// resulting etcd document is checked against the published schema (fields other layers may
     /// supply can be missing), and `path` must be a field the schema knows (unless
-    /// [`allow_unknown_fields`](Self::allow_unknown_fields) or
-    /// [`skip_validation`](Self::skip_validation)). Guarded and recorded as a `publish`. `None`
+    /// [`allow_unknown_fields`](Self::with_unknown_fields_allowed) or
+    /// [`skip_validation`](Self::without_validation)). Guarded and recorded as a `publish`. `None`
     /// if nothing changed.
     ///
     /// # Errors
@@ -399,7 +399,7 @@ impl ConfigHistory {
             revision,
             &current,
             &target,
-            Meta::new(VersionSource::Publish, author, comment),
+            Meta::new(VersionKind::Publish, author, comment),
             None,
             self.recording(),
         )
@@ -407,7 +407,7 @@ impl ConfigHistory {
     }
 
     /// Restores version `version`'s exact key set, guarded and recorded like
-    /// [`Config::rollback_to`](crate::Config::rollback_to). `None` if nothing changed.
+    /// [`ConfigHandle::rollback_to`](crate::ConfigHandle::rollback_to). `None` if nothing changed.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for a pruned or unknown version; [`ErrorKind::Conflict`] if the
@@ -419,7 +419,7 @@ impl ConfigHistory {
         comment: &str,
     ) -> Result<Option<Version>> {
         let (_, target) = self.store.state_at(version).await?;
-        let mut meta = Meta::new(VersionSource::Rollback, author, comment);
+        let mut meta = Meta::new(VersionKind::Rollback, author, comment);
         meta.restored_from = Some(version);
         self.write(target, meta).await
     }

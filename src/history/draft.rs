@@ -5,17 +5,17 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use super::record::Version;
-use crate::config::{Config, CoordConfig, Snapshot};
+use crate::config::{ConfigHandle, CoordConfig, Snapshot};
 use crate::error::Result;
 
 /// A change to a bound config in the making: a copy of the value of the snapshot it was taken
-/// from ([`Config::draft`]), which it derefs to, and that snapshot.
+/// from ([`ConfigHandle::draft`]), which it derefs to, and that snapshot.
 ///
 /// [`publish`](Draft::publish) writes only the fields that differ from the snapshot, guarded by
 /// the snapshot's revision: if anyone changed the prefix after it, the publish fails with
 /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) and writes nothing, so a read-modify-write
 /// never silently reverts a change it did not see. Take a new draft then (or use
-/// [`Config::update`], which does that for you).
+/// [`ConfigHandle::update`], which does that for you).
 ///
 /// ```no_run
 /// # use coordination::CoordConfig;
@@ -24,7 +24,7 @@ use crate::error::Result;
 /// # #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
 /// # #[coord(prefix = "/apps/chat/config")]
 /// # struct ChatConfig { port: u16, pool: u32 }
-/// # async fn run(cfg: coordination::Config<ChatConfig>) -> coordination::Result<()> {
+/// # async fn run(cfg: coordination::ConfigHandle<ChatConfig>) -> coordination::Result<()> {
 /// let mut draft = cfg.draft();
 /// draft.pool += 10;
 /// match draft.publish("alice", "more connections").await {
@@ -35,13 +35,13 @@ use crate::error::Result;
 /// # Ok(()) }
 /// ```
 pub struct Draft<T: CoordConfig> {
-    config: Config<T>,
+    config: ConfigHandle<T>,
     base: Arc<Snapshot<T>>,
     value: T,
 }
 
 impl<T: CoordConfig + Clone> Draft<T> {
-    pub(crate) fn new(config: Config<T>, base: Arc<Snapshot<T>>) -> Self {
+    pub(crate) fn new(config: ConfigHandle<T>, base: Arc<Snapshot<T>>) -> Self {
         let value = base.value().clone();
         Draft {
             config,
@@ -70,7 +70,7 @@ impl<T: CoordConfig> Draft<T> {
     /// `docs/history.md`); a field that is gone (a removed map entry) has its keys deleted; no
     /// other key is touched. Fields the draft did not change keep coming from wherever they
     /// come from on each instance (etcd, the instance's file, the default): unlike
-    /// [`Config::publish_at`], a patch does not copy this instance's file values and defaults
+    /// [`ConfigHandle::publish_at`], a patch does not copy this instance's file values and defaults
     /// into etcd. A changed field that this instance's environment layer sets still shows the
     /// environment's value here.
     ///

@@ -6,12 +6,12 @@ use super::admin::ConfigHistory;
 use super::diff::{self, FieldChange};
 use super::publish::tracker;
 use super::record::Version;
-use crate::config::{Config, CoordConfig, Snapshot, StringFields};
+use crate::config::{ConfigHandle, CoordConfig, Snapshot, StringFields};
 use crate::error::Result;
 
-impl<T: CoordConfig> Config<T> {
+impl<T: CoordConfig> ConfigHandle<T> {
     /// Every recorded version of the prefix, oldest first (audit metadata, no values). At most
-    /// the configured retention ([`HistoryOptions::keep_versions`](crate::HistoryOptions::keep_versions),
+    /// the configured retention ([`HistoryOptions::with_max_versions`](crate::history::HistoryOptions::with_max_versions),
     /// 100 by default) is kept.
     ///
     /// # Errors
@@ -23,7 +23,7 @@ impl<T: CoordConfig> Config<T> {
     }
 
     /// The fields that changed from version `from` to version `to` (revisions from
-    /// [`history`](Config::history)), in path order, with old and new values as the etcd layer
+    /// [`history`](ConfigHandle::history)), in path order, with old and new values as the etcd layer
     /// reads them for `T` (string fields keep their text). Secret fields show `***`.
     ///
     /// # Errors
@@ -40,7 +40,7 @@ impl<T: CoordConfig> Config<T> {
     }
 
     /// The last applied snapshots this handle kept in memory, oldest first, the current one
-    /// last ([`HistoryOptions::keep_snapshots`](crate::HistoryOptions::keep_snapshots), 16 by
+    /// last ([`HistoryOptions::with_recent_snapshots`](crate::history::HistoryOptions::with_recent_snapshots), 16 by
     /// default). Instant: no etcd request.
     pub fn recent(&self) -> Vec<Arc<Snapshot<T>>> {
         match tracker(self) {

@@ -1,27 +1,25 @@
 //! Versioned history of a config prefix: every revision recorded in etcd under
 //! `/__coordination/history/…`, validated publish, diff, and fleet-wide rollback.
 //!
-//! - [`keys`]: where history lives in etcd (records, chunks, the audit intent, the schema).
-//! - [`record`]: the JSON record format (`etcdctl get` readable), its encoding, and the public
-//!   [`Version`].
-//! - [`store`]: create-if-absent recording, full records and deltas for big prefixes.
-//! - [`chunks`]: the content of big records, in chunk keys.
-//! - [`read`]: reading versions back (one record, the listing, a version's key set).
-//! - [`retention`]: pruning to the configured number and age of versions.
-//! - [`options`]: [`HistoryOptions`], a handle's history settings.
-//! - [`recorder`]: the handle's history part ([`Tracker`]): the task that records every
-//!   revision the handle processes, and the in-memory snapshot ring.
-//! - [`layout`]: a serialized struct as keys under the prefix (publish's key layout).
-//! - [`write`]: the guarded transaction(s) shared by publish and rollback.
-//! - [`publish`], [`draft`], [`rollback`]: the typed [`Config`](crate::Config) API.
-//! - [`patch`]: the fields that changed, as keys written over the key set as it is.
-//! - [`diff`]: documents from key sets, field-level diffs, secret masking.
-//! - [`fields`]: which field paths a published schema knows (for tools' writes).
-//! - [`schema`]: publishing the bound type's JSON Schema next to the config.
-//! - [`admin`]: [`ConfigHistory`], the untyped API that tools (and `coordctl`) use.
-//! - [`watch`]: [`PrefixChanges`], a field-level change stream for tools.
+//! | concept | entry points |
+//! |---|---|
+//! | a handle's history part: one record per revision it processes, the last snapshots in memory | [`HistoryOptions`], [`ConfigHandle::history`](crate::ConfigHandle::history), [`ConfigHandle::recent`](crate::ConfigHandle::recent) |
+//! | a version: audit metadata (who, when, why, publish or rollback or external) | [`Version`], [`VersionKind`], [`VersionStorage`] |
+//! | validated, revision-guarded publish | [`ConfigHandle::update`](crate::ConfigHandle::update), [`ConfigHandle::draft`](crate::ConfigHandle::draft) and [`Draft`], [`ConfigHandle::publish_at`](crate::ConfigHandle::publish_at), [`ConfigHandle::overwrite`](crate::ConfigHandle::overwrite) |
+//! | fleet-wide rollback | [`ConfigHandle::rollback_to`](crate::ConfigHandle::rollback_to) |
+//! | field-level diffs, secrets masked | [`ConfigHandle::diff`](crate::ConfigHandle::diff), [`FieldChange`] |
+//! | the untyped API tools use (`coordctl`) | [`ConfigHistory`] |
+//! | a prefix's changes as they happen, as changed fields | [`ConfigHistory::changes`], [`PrefixChanges`], [`PrefixChange`] |
 //!
-//! The layout and retention rules are documented in `docs/history.md`.
+//! Inside: `keys.rs` (where history lives in etcd), `record.rs` (the JSON record, readable with
+//! `etcdctl get`), `store.rs` (create-if-absent recording, full records and deltas),
+//! `chunks.rs` (big records in chunk keys), `read.rs`, `retention.rs` (pruning), `options.rs`,
+//! `recorder.rs` (the task behind a handle's history), `layout.rs` (a struct as keys),
+//! `write.rs` (guarded transactions shared by publish and rollback), `publish.rs`, `draft.rs`,
+//! `rollback.rs`, `patch.rs`, `diff.rs`, `fields.rs`, `schema.rs`, `admin.rs`, `inspect.rs`,
+//! `watch.rs`, `time.rs`.
+//!
+//! The layout and retention rules are in [the history guide](crate::docs::history).
 
 mod admin;
 mod chunks;
@@ -51,6 +49,6 @@ pub use diff::FieldChange;
 pub use draft::Draft;
 pub use options::{HistoryOptions, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS};
 pub(crate) use options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
-pub use record::{Version, VersionSource};
+pub use record::{Version, VersionKind, VersionStorage};
 pub(crate) use recorder::Tracker;
 pub use watch::{PrefixChange, PrefixChanges};

@@ -1,13 +1,13 @@
 //! [`HistoryOptions`]: the versioned history of one bound handle, given to
-//! [`ConfigOptions::history`](crate::ConfigOptions::history).
+//! [`ConfigOptions::with_history`](crate::ConfigOptions::with_history).
 
 use std::time::Duration;
 
-/// Default number of versions kept in etcd per prefix ([`HistoryOptions::keep_versions`]).
+/// Default number of versions kept in etcd per prefix ([`HistoryOptions::with_max_versions`]).
 pub const DEFAULT_HISTORY_KEEP: usize = 100;
 
 /// Default number of applied snapshots a handle keeps in memory
-/// ([`HistoryOptions::keep_snapshots`], [`Config::recent`](crate::Config::recent)).
+/// ([`HistoryOptions::with_recent_snapshots`], [`ConfigHandle::recent`](crate::ConfigHandle::recent)).
 pub const DEFAULT_KEEP_SNAPSHOTS: usize = 16;
 
 /// etcd's default `--max-txn-ops`.
@@ -19,19 +19,20 @@ pub(crate) const MIN_TXN_OPS: usize = 8;
 
 /// Versioned history of one bound handle: whether it records versions, how many (and how old)
 /// are kept in etcd, and how many applied snapshots it keeps in memory. Given to
-/// [`ConfigOptions::history`](crate::ConfigOptions::history); the defaults record every
+/// [`ConfigOptions::with_history`](crate::ConfigOptions::with_history); the defaults record every
 /// version and keep [`DEFAULT_HISTORY_KEEP`] (100) of any age and [`DEFAULT_KEEP_SNAPSHOTS`]
 /// (16) snapshots.
 ///
 /// ```
 /// use std::time::Duration;
-/// use coordination::{ConfigOptions, HistoryOptions};
+/// use coordination::history::HistoryOptions;
+/// use coordination::ConfigOptions;
 ///
-/// let options = ConfigOptions::new().history(
+/// let options = ConfigOptions::new().with_history(
 ///     HistoryOptions::new()
-///         .keep_versions(500)
-///         .max_age(Duration::from_secs(30 * 24 * 3600))
-///         .keep_snapshots(4),
+///         .with_max_versions(500)
+///         .with_max_age(Duration::from_secs(30 * 24 * 3600))
+///         .with_recent_snapshots(4),
 /// );
 /// # let _ = options;
 /// ```
@@ -67,22 +68,22 @@ impl HistoryOptions {
     /// How many versions of the prefix to keep in etcd (default [`DEFAULT_HISTORY_KEEP`], 100;
     /// at least 1). Older ones are pruned by whichever instance records a new version. Use the
     /// same setting on every instance bound to the prefix: the smallest one wins.
-    pub fn keep_versions(mut self, versions: usize) -> Self {
+    pub fn with_max_versions(mut self, versions: usize) -> Self {
         self.keep = versions.max(1);
         self
     }
 
     /// Also prune versions recorded more than `age` ago (by the recording instance's clock).
     /// The newest version is always kept. Default: no age limit.
-    pub fn max_age(mut self, age: Duration) -> Self {
+    pub fn with_max_age(mut self, age: Duration) -> Self {
         self.max_age = Some(age);
         self
     }
 
     /// How many applied snapshots the handle keeps in memory for
-    /// [`Config::recent`](crate::Config::recent) (default [`DEFAULT_KEEP_SNAPSHOTS`], 16; at
+    /// [`ConfigHandle::recent`](crate::ConfigHandle::recent) (default [`DEFAULT_KEEP_SNAPSHOTS`], 16; at
     /// least 1). Kept whether or not the handle records.
-    pub fn keep_snapshots(mut self, snapshots: usize) -> Self {
+    pub fn with_recent_snapshots(mut self, snapshots: usize) -> Self {
         self.snapshots = snapshots.max(1);
         self
     }
@@ -90,7 +91,7 @@ impl HistoryOptions {
     /// Whether this handle writes history records and publishes the JSON Schema (default
     /// `true`). Off is for clients without write access to `/__coordination/`; publish and
     /// rollback still work.
-    pub fn record(mut self, record: bool) -> Self {
+    pub fn with_recording(mut self, record: bool) -> Self {
         self.record = record;
         self
     }

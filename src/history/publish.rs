@@ -1,6 +1,6 @@
-//! Typed writes through a [`Config`] handle: [`Config::update`] and [`Config::draft`] (only the
-//! changed fields, guarded by the snapshot they were derived from), [`Config::publish_at`] and
-//! [`Config::overwrite`] (a whole value). All validate first, write as keys under the prefix and
+//! Typed writes through a [`ConfigHandle`] handle: [`ConfigHandle::update`] and [`ConfigHandle::draft`] (only the
+//! changed fields, guarded by the snapshot they were derived from), [`ConfigHandle::publish_at`] and
+//! [`ConfigHandle::overwrite`] (a whole value). All validate first, write as keys under the prefix and
 //! record the version.
 
 use std::sync::Arc;
@@ -11,11 +11,11 @@ use serde_json::Value;
 use super::diff::{self, MASK};
 use super::layout::layout;
 use super::patch::{self, FieldPatch};
-use super::record::{Meta, Version, VersionSource};
+use super::record::{Meta, Version, VersionKind};
 use super::recorder::Shared;
 use super::store::{Kvs, Prev};
 use super::write::{write_guarded, Recording};
-use crate::config::{Config, CoordConfig, Snapshot, StringFields};
+use crate::config::{ConfigHandle, CoordConfig, Snapshot, StringFields};
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::read_range;
 
@@ -26,12 +26,12 @@ pub(crate) const CATCH_UP: Duration = Duration::from_secs(5);
 /// The handle's history state.
 ///
 /// # Errors
-/// [`ErrorKind::InvalidArgument`] for a [fixed](Config::fixed) handle, which has no etcd.
-pub(crate) fn tracker<T: CoordConfig>(config: &Config<T>) -> Result<&Arc<Shared<T>>> {
+/// [`ErrorKind::InvalidArgument`] for a [fixed](ConfigHandle::fixed) handle, which has no etcd.
+pub(crate) fn tracker<T: CoordConfig>(config: &ConfigHandle<T>) -> Result<&Arc<Shared<T>>> {
     config.tracker().map(|t| t.shared()).ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidArgument,
-            "a fixed config (Config::fixed) has no etcd prefix, so no history, publish or rollback",
+            "a fixed config (ConfigHandle::fixed) has no etcd prefix, so no history, publish or rollback",
         )
     })
 }
@@ -83,7 +83,7 @@ pub(crate) fn target_for(
     Ok(target)
 }
 
-/// How many times [`Config::update`] re-runs its closure after a conflict.
+/// How many times [`ConfigHandle::update`] re-runs its closure after a conflict.
 pub(crate) const UPDATE_ATTEMPTS: u32 = 10;
 
 /// What a guarded write starts from: the revision it is guarded by, the key set at that
@@ -101,7 +101,7 @@ async fn publish_over<T: CoordConfig>(
         base.revision,
         &base.kvs,
         target,
-        Meta::new(VersionSource::Publish, author, comment),
+        Meta::new(VersionKind::Publish, author, comment),
         base.prev,
         recording(shared),
     )
@@ -114,14 +114,14 @@ struct Base {
     prev: Option<Prev>,
 }
 
-impl<T: CoordConfig + Clone> Config<T> {
+impl<T: CoordConfig + Clone> ConfigHandle<T> {
     /// Publishes only the fields `change` changes, re-running it on the fresh snapshot after a
     /// conflict, like etcd's STM: `cfg.update(|c| c.database.pool = 20, "alice", "more
     /// connections")`.
     ///
     /// Each attempt takes the current snapshot, applies `change` to a copy of its value,
     /// validates the result as a reload would (JSON Schema, `T::validate`) and writes the keys of
-    /// the fields that differ from the snapshot (see [`Draft::publish`](crate::Draft::publish)),
+    /// the fields that differ from the snapshot (see [`Draft::publish`](crate::history::Draft::publish)),
     /// guarded by the snapshot's revision. If the prefix changed since, the attempt writes
     /// nothing; `update` waits until the handle has processed the newer revision and tries
     /// again, up to 10 attempts. `change` may thus run several times: keep it a pure function of
@@ -139,7 +139,7 @@ impl<T: CoordConfig + Clone> Config<T> {
     ///
     /// # Cancel safety
     /// Not cancel safe: dropped after its transaction was sent, the change may or may not have
-    /// been written (look at [`history`](Config::history)).
+    /// been written (look at [`history`](ConfigHandle::history)).
     pub async fn update<F>(
         &self,
         mut change: F,
@@ -176,23 +176,23 @@ impl<T: CoordConfig + Clone> Config<T> {
     }
 
     /// A copy of the current snapshot's value to change and then
-    /// [`publish`](crate::Draft::publish): `let mut d = cfg.draft(); d.port = 9000;
+    /// [`publish`](crate::history::Draft::publish): `let mut d = cfg.draft(); d.port = 9000;
     /// d.publish("alice", "move").await?`. The draft remembers the snapshot it was taken from,
     /// so a change to the prefix after it fails the publish with [`ErrorKind::Conflict`] instead
-    /// of being overwritten. (`draft` and [`update`](Config::update) need `T: Clone`: the draft
+    /// of being overwritten. (`draft` and [`update`](ConfigHandle::update) need `T: Clone`: the draft
     /// is a copy.)
-    pub fn draft(&self) -> crate::Draft<T> {
-        crate::Draft::new(self.clone(), self.load_full())
+    pub fn draft(&self) -> crate::history::Draft<T> {
+        crate::history::Draft::new(self.clone(), self.load_full())
     }
 }
 
-impl<T: CoordConfig> Config<T> {
+impl<T: CoordConfig> ConfigHandle<T> {
     /// Publishes `value` as a whole, guarded by `revision`: typically `snapshot.revision()` of
     /// the snapshot `value` was derived from, so a change made after it by anyone (even one this
     /// handle rejected) fails the publish with [`ErrorKind::Conflict`] instead of being
     /// overwritten.
     ///
-    /// Unlike [`update`](Config::update) and [`Draft::publish`](crate::Draft::publish), this
+    /// Unlike [`update`](ConfigHandle::update) and [`Draft::publish`](crate::history::Draft::publish), this
     /// writes **every** leaf field of `value` as a key under the prefix (one key per leaf, see
     /// `docs/history.md`), defaults and values that came from this instance's file or
     /// environment layer included, and deletes every other key. Those keys then set the fields
@@ -213,7 +213,7 @@ impl<T: CoordConfig> Config<T> {
     ///
     /// # Cancel safety
     /// Not cancel safe: dropped after its transaction was sent, the value may or may not have
-    /// been written (look at [`history`](Config::history)).
+    /// been written (look at [`history`](ConfigHandle::history)).
     pub async fn publish_at(
         &self,
         revision: i64,
@@ -225,19 +225,19 @@ impl<T: CoordConfig> Config<T> {
             .await
     }
 
-    /// Publishes `value` as a whole like [`publish_at`](Config::publish_at), but guarded only by
+    /// Publishes `value` as a whole like [`publish_at`](ConfigHandle::publish_at), but guarded only by
     /// the last revision this handle processed when the call is made, **not** by the snapshot
     /// `value` came from: a change the handle applied between reading the value and this call is
     /// overwritten without a conflict. For replacing whatever is there (a value from a file, a
     /// bad value sitting in etcd: "last processed" includes rejected revisions). To change a
-    /// config, use [`update`](Config::update) or [`draft`](Config::draft).
+    /// config, use [`update`](ConfigHandle::update) or [`draft`](ConfigHandle::draft).
     ///
     /// # Errors
-    /// As [`publish_at`](Config::publish_at); [`ErrorKind::Conflict`] only for a change racing
+    /// As [`publish_at`](ConfigHandle::publish_at); [`ErrorKind::Conflict`] only for a change racing
     /// the call itself.
     ///
     /// # Cancel safety
-    /// As [`publish_at`](Config::publish_at).
+    /// As [`publish_at`](ConfigHandle::publish_at).
     pub async fn overwrite(
         &self,
         value: &T,
@@ -270,7 +270,7 @@ impl<T: CoordConfig> Config<T> {
     }
 
     /// Publishes the fields of `value` that differ from `snapshot`'s value, guarded by the
-    /// snapshot's revision (what [`Draft::publish`](crate::Draft::publish) does).
+    /// snapshot's revision (what [`Draft::publish`](crate::history::Draft::publish) does).
     pub(crate) async fn publish_patch(
         &self,
         snapshot: &Snapshot<T>,

@@ -18,6 +18,7 @@
 //! ([`Content`], [`absolute_kvs`]), and the errors of reading and writing records.
 
 use std::fmt;
+use std::time::SystemTime;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -35,44 +36,43 @@ pub(crate) const FORMAT: u32 = 1;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
-pub enum VersionSource {
-    /// Written by [`Config::update`](crate::Config::update), a [`Draft`](crate::Draft),
-    /// [`Config::publish_at`](crate::Config::publish_at), [`Config::overwrite`](crate::Config::overwrite)
+pub enum VersionKind {
+    /// Written by [`ConfigHandle::update`](crate::ConfigHandle::update), a [`Draft`](crate::history::Draft),
+    /// [`ConfigHandle::publish_at`](crate::ConfigHandle::publish_at), [`ConfigHandle::overwrite`](crate::ConfigHandle::overwrite)
     /// or `coordctl config put|apply`.
     Publish,
-    /// Written by [`Config::rollback_to`](crate::Config::rollback_to) or `coordctl config rollback`.
+    /// Written by [`ConfigHandle::rollback_to`](crate::ConfigHandle::rollback_to) or `coordctl config rollback`.
     Rollback,
     /// Written by any other client (`etcdctl`, another library), or found at bind.
     #[default]
     External,
 }
 
-impl fmt::Display for VersionSource {
+impl fmt::Display for VersionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            VersionSource::Publish => "publish",
-            VersionSource::Rollback => "rollback",
-            VersionSource::External => "external",
+            VersionKind::Publish => "publish",
+            VersionKind::Rollback => "rollback",
+            VersionKind::External => "external",
         })
     }
 }
 
-/// One version of a config prefix, as listed by [`Config::history`](crate::Config::history)
-/// and [`ConfigHistory::versions`](crate::ConfigHistory::versions): audit metadata only, no
-/// values (see [`ConfigHistory::document`](crate::ConfigHistory::document) for those).
+/// One version of a config prefix, as listed by [`ConfigHandle::history`](crate::ConfigHandle::history)
+/// and [`ConfigHistory::versions`](crate::history::ConfigHistory::versions): audit metadata only, no
+/// values (see [`ConfigHistory::document`](crate::history::ConfigHistory::document) for those).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Version {
     /// The etcd revision of the version (the version's id): the prefix was exactly as recorded
     /// at this revision.
     pub revision: i64,
-    /// When it was recorded, RFC 3339 UTC with ms (`2025-01-01T12:00:00.123Z`), by the clock of
-    /// the instance (or tool) that wrote the record.
-    pub time: String,
-    /// The same instant in ms since the Unix epoch.
-    pub unix_ms: i64,
+    /// When it was recorded (ms precision), by the clock of the instance (or tool) that wrote
+    /// the record. In JSON: RFC 3339 UTC with ms (`2025-01-01T12:00:00.123Z`).
+    #[serde(serialize_with = "serialize_time")]
+    pub time: SystemTime,
     /// Publish, rollback or external.
-    pub source: VersionSource,
+    pub kind: VersionKind,
     /// Who made the change (`None` for external changes).
     pub author: Option<String>,
     /// Why (`None` for external changes).
@@ -84,13 +84,40 @@ pub struct Version {
     pub batch: Option<(u32, u32)>,
     /// Number of keys under the prefix at this version.
     pub keys: usize,
-    /// Total size of those keys and values, in bytes (keys relative to the prefix).
+    storage: VersionStorage,
+}
+
+/// How a [`Version`]'s record is stored in etcd, from [`Version::storage`]: for operators
+/// looking at the history's cost; see `docs/history.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct VersionStorage {
+    /// Total size of the version's keys and values, in bytes (keys relative to the prefix).
     pub bytes: u64,
-    /// Storage: `None` when the record holds the whole key/value set, `Some(b)` when it holds
-    /// only the writes since version `b` (big prefixes; see `docs/history.md`).
+    /// `None` when the record holds the whole key/value set, `Some(b)` when it holds only the
+    /// writes since version `b` (big prefixes).
     pub base: Option<i64>,
-    /// Storage: number of chunk keys holding the record's content (0: inline).
+    /// Number of chunk keys holding the record's content (0: inline in the record).
     pub chunks: u32,
+}
+
+impl Version {
+    /// How the record is stored (size, delta base, chunks).
+    pub fn storage(&self) -> &VersionStorage {
+        &self.storage
+    }
+
+    /// [`time`](Self::time) as RFC 3339 UTC with ms (`2025-01-01T12:00:00.123Z`).
+    pub fn time_rfc3339(&self) -> String {
+        super::time::rfc3339(super::time::to_ms(self.time))
+    }
+}
+
+fn serialize_time<S: serde::Serializer>(
+    time: &SystemTime,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.serialize_str(&super::time::rfc3339(super::time::to_ms(*time)))
 }
 
 impl fmt::Display for Version {
@@ -98,7 +125,9 @@ impl fmt::Display for Version {
         write!(
             f,
             "version {} ({}, {}",
-            self.revision, self.time, self.source
+            self.revision,
+            self.time_rfc3339(),
+            self.kind
         )?;
         if let Some(author) = &self.author {
             write!(f, " by {author}")?;
@@ -189,7 +218,7 @@ pub(crate) enum Op {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Meta {
     #[serde(default)]
-    pub(crate) source: VersionSource,
+    pub(crate) source: VersionKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) author: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,7 +231,7 @@ pub(crate) struct Meta {
 
 impl Meta {
     /// A change made through this crate.
-    pub(crate) fn new(source: VersionSource, author: &str, comment: &str) -> Self {
+    pub(crate) fn new(source: VersionKind, author: &str, comment: &str) -> Self {
         let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
         Meta {
             source,
@@ -283,20 +312,21 @@ impl Head {
     pub(crate) fn version(&self) -> Version {
         Version {
             revision: self.revision,
-            time: self.time.clone(),
-            unix_ms: self.unix_ms,
-            source: self.meta.source,
+            time: super::time::from_ms(self.unix_ms),
+            kind: self.meta.source,
             author: self.meta.author.clone(),
             comment: self.meta.comment.clone(),
             restored_from: self.meta.restored_from,
             batch: self.meta.batch.map(|[n, of]| (n, of)),
             keys: self.keys,
-            bytes: self.bytes,
-            base: match self.kind {
-                Kind::Full => None,
-                Kind::Delta => self.base,
+            storage: VersionStorage {
+                bytes: self.bytes,
+                base: match self.kind {
+                    Kind::Full => None,
+                    Kind::Delta => self.base,
+                },
+                chunks: self.chunks.as_ref().map_or(0, |c| c.count),
             },
-            chunks: self.chunks.as_ref().map_or(0, |c| c.count),
         }
     }
 
@@ -431,7 +461,7 @@ mod tests {
     #[test]
     fn meta_is_flattened_and_sparse() {
         let intent = Intent {
-            meta: Meta::new(VersionSource::Rollback, "alice", ""),
+            meta: Meta::new(VersionKind::Rollback, "alice", ""),
             time: "t".into(),
             unix_ms: 1,
         };

@@ -36,7 +36,7 @@ use crate::etcd::{read_prefix, read_range};
 /// Attempts at recording one revision before leaving it to the other instances.
 const RECORD_ATTEMPTS: u32 = 3;
 
-/// The history part of one [`Config`](crate::Config) handle, made at bind with the handle (see
+/// The history part of one [`ConfigHandle`](crate::ConfigHandle) handle, made at bind with the handle (see
 /// [`Tracker::start`]): the recorder task and what it shares with the handle's publish,
 /// rollback and inspection calls. Dropping it stops the task.
 pub(crate) struct Tracker<T: CoordConfig> {
@@ -115,7 +115,7 @@ impl<T: CoordConfig> Shared<T> {
     /// the current one if its announcement is still under way (the reload task swaps the
     /// snapshot in before it tells subscribers).
     fn catch_up(&self, ring: &mut Ring<T>) {
-        while let Some(event) = ring.events.try_recv() {
+        while let Some(event) = ring.events.try_next() {
             if let ConfigEvent::Applied(snapshot) = event {
                 self.push(ring, snapshot);
             }
@@ -167,7 +167,7 @@ impl<T: CoordConfig> Tracker<T> {
         let live = reloader.status().load().state == WatchState::Live;
         let mut history = options.history.clone();
         if Keys::is_reserved(namespace, prefix) {
-            history = history.record(false);
+            history = history.with_recording(false);
         }
         let schema_doc = history.record.then(|| {
             schema::document(

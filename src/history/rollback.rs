@@ -1,15 +1,15 @@
-//! [`Config::rollback_to`]: restore an earlier version's exact key set on every instance.
+//! [`ConfigHandle::rollback_to`]: restore an earlier version's exact key set on every instance.
 
 use super::publish::{recording, tracker, CATCH_UP};
-use super::record::{Meta, Version, VersionSource};
+use super::record::{Meta, Version, VersionKind};
 use super::write::write_guarded;
-use crate::config::{Config, CoordConfig};
+use crate::config::{ConfigHandle, CoordConfig};
 use crate::error::Result;
 
-impl<T: CoordConfig> Config<T> {
-    /// Restores version `version` (a revision from [`history`](Config::history)): puts every
+impl<T: CoordConfig> ConfigHandle<T> {
+    /// Restores version `version` (a revision from [`history`](ConfigHandle::history)): puts every
     /// key it had with its exact bytes and deletes every key it did not have, in one etcd
-    /// transaction guarded like [`overwrite`](Config::overwrite). It is recorded as a new version
+    /// transaction guarded like [`overwrite`](ConfigHandle::overwrite). It is recorded as a new version
     /// with source `rollback` and [`Version::restored_from`] = `version`; every instance
     /// hot-reloads it through its watch (and, like any change, rejects it if it is invalid
     /// for that instance).
@@ -33,7 +33,7 @@ impl<T: CoordConfig> Config<T> {
         let view = shared
             .view_at_least(self.load().revision(), CATCH_UP)
             .await?;
-        let mut meta = Meta::new(VersionSource::Rollback, author, comment);
+        let mut meta = Meta::new(VersionKind::Rollback, author, comment);
         meta.restored_from = Some(version);
         write_guarded(
             &shared.store,

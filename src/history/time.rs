@@ -15,6 +15,24 @@ pub(crate) fn ms_ago(age: Duration) -> i64 {
     now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// `time` in ms since the Unix epoch (negative before 1970, saturating).
+pub(crate) fn to_ms(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    }
+}
+
+/// `ms` since the Unix epoch as a `SystemTime`.
+pub(crate) fn from_ms(ms: i64) -> SystemTime {
+    let magnitude = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
 /// `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub(crate) fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

@@ -36,7 +36,7 @@ pub struct PrefixChange {
     pub resync: Option<ResyncReason>,
 }
 
-/// The changes of a prefix from [`ConfigHistory::changes`](crate::ConfigHistory::changes) on,
+/// The changes of a prefix from [`ConfigHistory::changes`](crate::history::ConfigHistory::changes) on,
 /// in revision order. Holds an etcd watch; drop it to stop.
 pub struct PrefixChanges {
     keys: Keys,
@@ -91,16 +91,17 @@ impl PrefixChanges {
     }
 
     /// The next change. While etcd is unreachable this waits (the watch is re-opened with
-    /// backoff in the background of this call); it never returns `None` or an error today,
-    /// both are kept for a stream that can end. Cancel-safe.
+    /// backoff inside this call); it heals through restarts, compaction and restores, so it
+    /// returns `None` only if the stream can no longer run (never today).
     ///
-    /// # Errors
-    /// None at present (see above).
-    pub async fn next(&mut self) -> Result<Option<PrefixChange>> {
+    /// # Cancel safety
+    /// Cancel-safe: a change not yet returned stays queued, and the follower under it loses
+    /// nothing when a call is dropped.
+    pub async fn next(&mut self) -> Option<PrefixChange> {
         loop {
             if let Some(change) = self.pending.pop_front() {
                 self.revision = change.revision;
-                return Ok(Some(change));
+                return Some(change);
             }
             match self.follower.next().await {
                 Followed::Batch { revision, changes } => {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use coordination::{Config, ConfigEvent, ConfigOptions};
+use coordination::{ConfigEvent, ConfigHandle, ConfigOptions};
 
 use super::*;
 use crate::support::{free_port, Etcd};
@@ -405,8 +405,8 @@ async fn coordctl_refuses_bad_input_and_writes_nothing() {
     let etcd = Etcd::start().await;
     seed(&etcd);
     let coord = etcd.coordinator().await;
-    let cfg: Config<Corpus> = coord
-        .config_with(ConfigOptions::new().no_file().no_env())
+    let cfg: ConfigHandle<Corpus> = coord
+        .config_with(ConfigOptions::new().without_file().without_env())
         .await
         .unwrap();
     // The handle publishes the schema coordctl validates against.
@@ -446,7 +446,7 @@ async fn coordctl_refuses_bad_input_and_writes_nothing() {
             revision,
             "{what}: etcd was written"
         );
-        assert!(sub.try_recv().is_none(), "{what}: the handle saw a change");
+        assert!(sub.try_next().is_none(), "{what}: the handle saw a change");
     }
     assert_eq!(crate::support::read_prefix_raw(&etcd, P).await, before);
     assert!(std::sync::Arc::ptr_eq(&cfg.load_full(), &good));

@@ -2,7 +2,7 @@
 //! bind with a validation error naming the layer and the variable (there is no older snapshot
 //! to keep serving); variables of other prefixes are ignored whatever their bytes; and the
 //! process never panics. UTF-8 cases bind in this process with
-//! [`ConfigOptions::env_vars`]; the rest bind in a child process (this test binary re-run as
+//! [`ConfigOptions::with_env_vars`]; the rest bind in a child process (this test binary re-run as
 //! the `bind_worker` test, which does nothing unless `BAD_INPUT_ENV_ETCD` is set) whose real
 //! environment holds the bytes, non-UTF-8 names and values included.
 
@@ -11,7 +11,8 @@ use std::os::unix::ffi::OsStringExt;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use coordination::{Config, ConfigOptions, ErrorKind, Layer};
+use coordination::provenance::Layer;
+use coordination::{ConfigHandle, ConfigOptions, ErrorKind};
 use serde_json::{json, Value};
 
 use super::*;
@@ -257,7 +258,7 @@ pub(crate) fn case_count() -> usize {
 }
 
 fn options() -> ConfigOptions {
-    ConfigOptions::new().env_prefix(PREFIX).no_file()
+    ConfigOptions::new().with_env_prefix(PREFIX).without_file()
 }
 
 /// Binds with the process environment and prints the outcome as one `@@ <json>` line. Does
@@ -305,8 +306,8 @@ async fn a_bad_variable_fails_the_bind_naming_it() {
     for (n, case) in cases.iter().enumerate() {
         let what = format!("case {n} ({})", case.what);
         let started = Instant::now();
-        let bound: coordination::Result<Config<Corpus>> = coord
-            .config_with(options().env_vars(case.vars.clone()))
+        let bound: coordination::Result<ConfigHandle<Corpus>> = coord
+            .config_with(options().with_env_vars(case.vars.clone()))
             .await;
         let took = started.elapsed();
         let e = match bound {
@@ -327,8 +328,10 @@ async fn a_bad_variable_fails_the_bind_naming_it() {
         }
     }
     // The process is up, and a good environment binds and wins over etcd.
-    let cfg: Config<Corpus> = coord
-        .config_with(options().env_vars([("CHAT_PORT", "9000"), ("CHAT_LIMITS__MAX_CONNS", "7")]))
+    let cfg: ConfigHandle<Corpus> = coord
+        .config_with(
+            options().with_env_vars([("CHAT_PORT", "9000"), ("CHAT_LIMITS__MAX_CONNS", "7")]),
+        )
         .await
         .unwrap();
     assert_eq!((cfg.load().port, cfg.load().limits.max_conns), (9000, 7));

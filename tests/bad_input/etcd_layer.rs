@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use coordination::{Config, ConfigEvent, ConfigOptions, ErrorKind, Layer, Snapshot};
+use coordination::provenance::Layer;
+use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, ErrorKind, Snapshot};
 use etcd_client::{Txn, TxnOp};
 
 use super::*;
@@ -753,8 +754,8 @@ pub(crate) fn corpus() -> Vec<Case> {
     ]
 }
 
-/// The default [`ConfigOptions::max_value_bytes`] (256 KiB), which the handle here uses.
-const DEFAULT_LIMIT: usize = coordination::DEFAULT_MAX_VALUE_BYTES;
+/// The default [`ConfigOptions::with_max_value_bytes`] (256 KiB), which the handle here uses.
+const DEFAULT_LIMIT: usize = coordination::config::DEFAULT_MAX_VALUE_BYTES;
 
 /// The relative key of a full key, lossily decoded.
 fn rel_of(full: &[u8]) -> String {
@@ -796,8 +797,8 @@ async fn every_bad_etcd_write_is_rejected_and_the_next_valid_change_applies() {
     let etcd = Etcd::start().await;
     seed(&etcd);
     let coord = etcd.coordinator().await;
-    let cfg: Config<Corpus> = coord
-        .config_with(ConfigOptions::new().no_env())
+    let cfg: ConfigHandle<Corpus> = coord
+        .config_with(ConfigOptions::new().without_env())
         .await
         .unwrap();
     let good: Arc<Snapshot<Corpus>> = cfg.load_full();
@@ -940,5 +941,5 @@ async fn every_bad_etcd_write_is_rejected_and_the_next_valid_change_applies() {
         slowest.0, slowest.1
     );
     assert_eq!(cfg.load().value(), good.value());
-    assert!(cfg.status().state == coordination::WatchState::Live);
+    assert!(cfg.status().state == coordination::config::WatchState::Live);
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coordination::{Config, ConfigEvent, ConfigOptions, ErrorKind, Layer, WatchState};
+use coordination::config::WatchState;
+use coordination::provenance::Layer;
+use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, ErrorKind};
 
 use super::*;
 use crate::support::Etcd;
@@ -59,7 +61,7 @@ fn corpus() -> Vec<Case> {
         quick: true,
     };
     let seed = SEED_YAML.as_bytes();
-    let over = coordination::DEFAULT_MAX_VALUE_BYTES + 1;
+    let over = coordination::config::DEFAULT_MAX_VALUE_BYTES + 1;
     vec![
         c(
             "truncated file",
@@ -348,7 +350,7 @@ fn replace(path: &Path, content: &[u8]) {
 struct Bound {
     path: PathBuf,
     good: Vec<u8>,
-    cfg: Config<Corpus>,
+    cfg: ConfigHandle<Corpus>,
     sub: Subscription<Corpus>,
 }
 
@@ -360,8 +362,13 @@ impl Bound {
         prefix: &str,
     ) -> Bound {
         replace(&path, good);
-        let cfg: Config<Corpus> = coord
-            .config_with(ConfigOptions::new().prefix(prefix).file(&path).no_env())
+        let cfg: ConfigHandle<Corpus> = coord
+            .config_with(
+                ConfigOptions::new()
+                    .with_prefix(prefix)
+                    .with_file(&path)
+                    .without_env(),
+            )
             .await
             .unwrap();
         let sub = cfg.subscribe();
@@ -374,7 +381,7 @@ impl Bound {
     }
 
     /// Waits for the next rejection of this file, with the error's checks.
-    async fn rejected(&mut self, what: &str, says: &str) -> Arc<coordination::Rejection> {
+    async fn rejected(&mut self, what: &str, says: &str) -> Arc<coordination::config::Rejection> {
         let serving = self.cfg.load_full();
         let rejection = match next(&mut self.sub).await {
             ConfigEvent::Rejected(r) => r,
@@ -395,9 +402,9 @@ impl Bound {
         assert!(Arc::ptr_eq(&self.cfg.load_full(), &serving), "{what}");
         assert_eq!(rejection.serving_revision, serving.revision());
         assert!(
-            matches!(&rejection.change, coordination::Change::File { path } if *path == self.path),
+            matches!(&rejection.cause, coordination::config::ReloadCause::File { path } if *path == self.path),
             "{what}: {:?}",
-            rejection.change
+            rejection.cause
         );
         rejection
     }
@@ -499,7 +506,7 @@ async fn every_bad_file_is_rejected_and_the_repaired_file_applies() {
             "rename storm: serving port {}",
             yaml.cfg.load().port
         );
-        while let Some(event) = yaml.sub.try_recv() {
+        while let Some(event) = yaml.sub.try_next() {
             assert!(
                 matches!(event, ConfigEvent::Applied(_)),
                 "rename storm: {event:?}"
@@ -529,7 +536,7 @@ async fn every_bad_file_is_rejected_and_the_repaired_file_applies() {
             yaml.cfg.load().value()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
-        while let Some(event) = yaml.sub.try_recv() {
+        while let Some(event) = yaml.sub.try_next() {
             if let ConfigEvent::Rejected(r) = &event {
                 assert_eq!(
                     r.error.key(),
