@@ -92,6 +92,8 @@ mod lock;
 mod provenance;
 mod registry;
 mod secrets;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use config::{
     Change, Config, ConfigEvent, ConfigOptions, ConfigStatus, ConfigView, CoordConfig, Rejection,

@@ -5,6 +5,8 @@
 
 pub mod cluster;
 pub mod proxy;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
