@@ -253,8 +253,8 @@ impl SecureEtcd {
                 return;
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.data.path().join("etcd.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.data.path().join("etcd.log")).unwrap_or_default();
                 panic!(
                     "TLS etcd did not become ready in 30 s: {}\nlog:\n{log}",
                     String::from_utf8_lossy(&out.stderr)
@@ -319,7 +319,11 @@ impl SecureEtcd {
 
     /// `etcdctl put KEY VALUE` as root, returning the revision of the write.
     pub fn put(&self, key: &str, value: &str) -> i64 {
-        header_revision(&self.etcdctl(&["put", "-w", "json", "--", key, value]).stdout)
+        header_revision(
+            &self
+                .etcdctl(&["put", "-w", "json", "--", key, value])
+                .stdout,
+        )
     }
 
     /// A user `name` with password `password` and a new role `name` holding `grants`, each
