@@ -403,6 +403,149 @@ mod cli {
 
     use super::*;
 
+    #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
+    #[coord(prefix = "/apps/chat/config")]
+    struct ChatConfig {
+        port: u16,
+    }
+
+    /// The `etcdctl` lines of the ```sh block of `docs/security.md` that adds `role`, as
+    /// arguments, every `"$PASSWORD"` replaced by `pw`.
+    fn documented_role(role: &str) -> Vec<Vec<String>> {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md"))
+            .expect("docs/security.md");
+        let block = doc
+            .split("```sh\n")
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap_or(""))
+            .find(|block| block.contains(&format!("etcdctl role add {role}\n")))
+            .unwrap_or_else(|| panic!("no block adds role {role}"));
+        block
+            .lines()
+            .filter_map(|line| line.strip_prefix("etcdctl "))
+            .map(|line| {
+                line.split_whitespace()
+                    .map(|arg| match arg.split_once("=\"$") {
+                        Some((flag, _)) => format!("{flag}=pw"),
+                        None => arg.to_string(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn run_documented(etcd: &SecureEtcd, role: &str) {
+        let lines = documented_role(role);
+        assert!(lines.len() >= 4, "{lines:?}");
+        for args in lines {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            etcd.etcdctl(&args);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_documented_roles_work_for_a_service_an_operator_and_ci() {
+        init_tracing();
+        let etcd = SecureEtcd::start().await;
+        etcd.put("/apps/chat/config/port", "8080");
+        for role in ["chat-service", "config-operator", "chat-deploy"] {
+            run_documented(&etcd, role);
+        }
+        let as_user = |name: &str| etcd.tls_options().with_user(name, "pw");
+
+        // The service: reads its config with history off, registers, takes its locks.
+        let service = Coordinator::connect(as_user("chat-service"))
+            .await
+            .expect("service");
+        let cfg = service
+            .config_with::<ChatConfig>(no_history())
+            .await
+            .expect("service binds");
+        assert_eq!(cfg.load().port, 8080);
+        let registration = service
+            .registry()
+            .register(ServiceInstance::new("chat", "chat-1", "127.0.0.1:7001"))
+            .ttl(Duration::from_secs(10))
+            .await
+            .expect("service registers");
+        let guard = service
+            .lock("locks/chat/rebalance")
+            .acquire()
+            .await
+            .expect("service locks");
+        let e = service
+            .lock("jobs/other")
+            .try_acquire()
+            .await
+            .expect_err("a lock outside its prefix");
+        assert_eq!(e.kind(), ErrorKind::Auth, "{e:#}");
+
+        // The operator: binds with history, publishes and rolls back.
+        let operator = Coordinator::connect(as_user("alice"))
+            .await
+            .expect("operator");
+        let recorded = ChatConfig::bind(&operator).await.expect("operator binds");
+        assert!(
+            recorded.history_refused().is_none(),
+            "{:?}",
+            recorded.history_refused()
+        );
+        recorded
+            .update(|c| c.port = 8181, "alice", "raise")
+            .await
+            .expect("operator updates")
+            .expect("a version");
+        assert!(eventually(Duration::from_secs(10), || cfg.load().port == 8181).await);
+
+        // CI: applies a file with coordctl, validated against the published schema.
+        let file = etcd.pki.path("chat.yaml");
+        std::fs::write(&file, "port: 9000\n").unwrap();
+        let out = coordctl(
+            &etcd,
+            Some("ci-chat:pw"),
+            &[
+                "config",
+                "apply",
+                "/apps/chat/config",
+                "-f",
+                &file.display().to_string(),
+                "-m",
+                "deploy",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(eventually(Duration::from_secs(10), || cfg.load().port == 9000).await);
+        let versions = recorded.history().await.expect("history");
+        assert!(
+            versions
+                .iter()
+                .any(|v| v.comment.as_deref() == Some("deploy")),
+            "CI's publish is recorded: {versions:?}"
+        );
+        // ... and nothing else.
+        let out = coordctl(
+            &etcd,
+            Some("ci-chat:pw"),
+            &[
+                "config",
+                "put",
+                "/apps/other/config",
+                "port",
+                "1",
+                "--no-validate",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("permission"),
+            "{}",
+            text(&out)
+        );
+
+        guard.unlock().await.expect("unlock");
+        registration.deregister().await.expect("deregister");
+    }
+
     fn coordctl(etcd: &SecureEtcd, user: Option<&str>, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
         cmd.arg("--endpoints")
