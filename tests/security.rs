@@ -42,6 +42,13 @@ async fn connect_err(options: CoordinatorOptions) -> coordination::Error {
     }
 }
 
+/// A coordinator over mTLS authenticated as `user`.
+async fn connect_as(etcd: &SecureEtcd, user: &str, password: &str) -> Coordinator {
+    Coordinator::connect(etcd.tls_options().with_user(user, password))
+        .await
+        .unwrap_or_else(|e| panic!("connect as {user}: {e:#}"))
+}
+
 /// Waits until `cfg` serves `port`.
 async fn reloads_to(cfg: &coordination::Config<SecConfig>, port: u16) -> bool {
     eventually(Duration::from_secs(10), || cfg.load().port == port).await
@@ -220,9 +227,8 @@ async fn a_missing_permission_is_auth_naming_the_key_and_the_permission() {
     etcd.put("/apps/other/config/port", "9090");
     // A service: read on its own config prefix, nothing else.
     etcd.add_user_with_role("svc", "svc-pw", &[("read", PREFIX, true)]);
-    let coord = Coordinator::connect(etcd.tls_options().with_user("svc", "svc-pw"))
-        .await
-        .expect("a user who may not read the probe key still connects");
+    // It may not read the key `Coordinator::connect` probes, and connects all the same.
+    let coord = connect_as(&etcd, "svc", "svc-pw").await;
 
     // History off: the bind needs nothing but read on the prefix.
     let cfg = coord
@@ -290,9 +296,7 @@ async fn an_operator_role_on_the_prefix_and_the_history_can_do_everything() {
             ("readwrite", "/__coordination/", true),
         ],
     );
-    let coord = Coordinator::connect(etcd.tls_options().with_user("operator", "op-pw"))
-        .await
-        .expect("connect");
+    let coord = connect_as(&etcd, "operator", "op-pw").await;
     let cfg = SecConfig::bind(&coord).await.expect("bind");
     assert!(
         cfg.history_refused().is_none(),
@@ -336,9 +340,7 @@ async fn watches_and_leases_carry_on_past_the_auth_token_ttl_and_an_etcd_restart
             ("readwrite", "/__coordination/registry/", true),
         ],
     );
-    let coord = Coordinator::connect(etcd.tls_options().with_user("svc", "svc-pw"))
-        .await
-        .expect("connect");
+    let coord = connect_as(&etcd, "svc", "svc-pw").await;
     let cfg = coord
         .config_with::<SecConfig>(no_history())
         .await
@@ -451,12 +453,8 @@ mod cli {
         for role in ["chat-service", "config-operator", "chat-deploy"] {
             run_documented(&etcd, role);
         }
-        let as_user = |name: &str| etcd.tls_options().with_user(name, "pw");
-
         // The service: reads its config with history off, registers, takes its locks.
-        let service = Coordinator::connect(as_user("chat-service"))
-            .await
-            .expect("service");
+        let service = connect_as(&etcd, "chat-service", "pw").await;
         let cfg = service
             .config_with::<ChatConfig>(no_history())
             .await
@@ -481,9 +479,7 @@ mod cli {
         assert_eq!(e.kind(), ErrorKind::Auth, "{e:#}");
 
         // The operator: binds with history, publishes and rolls back.
-        let operator = Coordinator::connect(as_user("alice"))
-            .await
-            .expect("operator");
+        let operator = connect_as(&etcd, "alice", "pw").await;
         let recorded = ChatConfig::bind(&operator).await.expect("operator binds");
         assert!(
             recorded.history_refused().is_none(),
@@ -535,25 +531,32 @@ mod cli {
                 "--no-validate",
             ],
         );
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("permission"),
-            "{}",
-            text(&out)
-        );
+        assert_exit(&out, 1, "permission");
 
         guard.unlock().await.expect("unlock");
         registration.deregister().await.expect("deregister");
     }
 
     fn coordctl(etcd: &SecureEtcd, user: Option<&str>, args: &[&str]) -> Output {
+        coordctl_env(etcd, user, &[], args)
+    }
+
+    /// `coordctl --endpoints <etcd> <TLS flags> [--user USER] ARGS` with `env` set, standard
+    /// input not a terminal.
+    fn coordctl_env(
+        etcd: &SecureEtcd,
+        user: Option<&str>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
         cmd.arg("--endpoints")
             .arg(etcd.endpoint())
             .args(etcd.tls_args())
             .env_remove("ETCD_USER")
             .env_remove("ETCD_PASSWORD")
-            .env("COORDCTL_AUTHOR", "ci");
+            .env("COORDCTL_AUTHOR", "ci")
+            .envs(env.iter().copied());
         if let Some(user) = user {
             cmd.arg(format!("--user={user}"));
         }
@@ -561,6 +564,12 @@ mod cli {
             .stdin(Stdio::null())
             .output()
             .expect("run coordctl")
+    }
+
+    /// Asserts the exit code and that stdout or stderr contains `needle`.
+    fn assert_exit(out: &Output, code: i32, needle: &str) {
+        assert_eq!(out.status.code(), Some(code), "{}", text(out));
+        assert!(text(out).contains(needle), "no `{needle}` in {}", text(out));
     }
 
     fn text(out: &Output) -> String {
@@ -579,12 +588,7 @@ mod cli {
         let root = format!("root:{ROOT_PASSWORD}");
 
         let out = coordctl(&etcd, Some(&root), &["config", "get", PREFIX, "--keys"]);
-        assert!(out.status.success(), "{}", text(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("8080"),
-            "{}",
-            text(&out)
-        );
+        assert_exit(&out, 0, "8080");
 
         let out = coordctl(
             &etcd,
@@ -605,30 +609,20 @@ mod cli {
         assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "8181");
 
         // `--user NAME` with the password from ETCD_PASSWORD.
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
-        let out = cmd
-            .arg("--endpoints")
-            .arg(etcd.endpoint())
-            .args(etcd.tls_args())
-            .args(["--user", "root", "config", "get", PREFIX])
-            .env("ETCD_PASSWORD", ROOT_PASSWORD)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = coordctl_env(
+            &etcd,
+            Some("root"),
+            &[("ETCD_PASSWORD", ROOT_PASSWORD)],
+            &["config", "get", PREFIX],
+        );
         assert!(out.status.success(), "{}", text(&out));
 
         // A wrong password is an error naming the failure; no password and no terminal is
         // bad usage.
         let out = coordctl(&etcd, Some("root:wrong"), &["config", "get", PREFIX]);
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("authentication failed"));
+        assert_exit(&out, 1, "authentication failed");
         let out = coordctl(&etcd, Some("root"), &["config", "get", PREFIX]);
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("no password for etcd user `root`"),
-            "{}",
-            text(&out)
-        );
+        assert_exit(&out, 2, "no password for etcd user `root`");
 
         // Certificate verification cannot be turned off.
         let out = coordctl(
@@ -636,11 +630,6 @@ mod cli {
             Some(&root),
             &["--insecure-skip-tls-verify", "config", "get", PREFIX],
         );
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("not supported"),
-            "{}",
-            text(&out)
-        );
+        assert_exit(&out, 2, "not supported");
     }
 }
