@@ -222,7 +222,7 @@ async fn bind_reload_lock_and_registration_work_over_mtls_and_auth() {
 #[tokio::test]
 async fn a_missing_permission_is_auth_naming_the_key_and_the_permission() {
     init_tracing();
-    let etcd = SecureEtcd::start().await;
+    let mut etcd = SecureEtcd::start().await;
     etcd.put(&format!("{PREFIX}port"), "8080");
     etcd.put("/apps/other/config/port", "9090");
     // A service: read on its own config prefix, nothing else.
@@ -281,6 +281,22 @@ async fn a_missing_permission_is_auth_naming_the_key_and_the_permission() {
             .contains("needs readwrite permission on the prefix `/apps/sec/config/`"),
         "{e}"
     );
+
+    // The read permission revoked: etcd keeps open watches, but once they must re-open (here
+    // after a restart), the refusal shows in the handle's status while it serves the last
+    // snapshot.
+    etcd.etcdctl(&["role", "revoke-permission", "--prefix=true", "svc", PREFIX]);
+    etcd.restart().await;
+    let refused = eventually(Duration::from_secs(15), || {
+        cfg.status().last_error.as_ref().is_some_and(|e| {
+            e.kind() == ErrorKind::Auth
+                && e.message()
+                    .contains("needs read permission on the prefix `/apps/sec/config/`")
+        })
+    })
+    .await;
+    assert!(refused, "{:?}", cfg.status());
+    assert_eq!(cfg.load().port, 8082, "the last snapshot keeps serving");
 }
 
 #[tokio::test]
