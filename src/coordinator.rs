@@ -10,6 +10,8 @@ use crate::config::{ConfigHandle, ConfigOptions, CoordConfig, Reloader};
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::Etcd;
 use crate::history::Tracker;
+#[cfg(feature = "tls")]
+use crate::tls::{Pem, TlsSettings};
 
 /// How to reach etcd. Build with [`CoordinatorOptions::new`] and the `with_*` methods.
 #[derive(Clone)]
@@ -21,19 +23,23 @@ pub struct CoordinatorOptions {
     keep_alive: Option<(Duration, Duration)>,
     namespace: String,
     max_decode_bytes: usize,
+    #[cfg(feature = "tls")]
+    tls: TlsSettings,
 }
 
 impl fmt::Debug for CoordinatorOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CoordinatorOptions")
-            .field("endpoints", &self.endpoints)
+        let mut d = f.debug_struct("CoordinatorOptions");
+        d.field("endpoints", &self.endpoints)
             .field("user", &self.user.as_ref().map(|(u, _)| u))
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("keep_alive", &self.keep_alive)
             .field("namespace", &self.namespace)
-            .field("max_decode_bytes", &self.max_decode_bytes)
-            .finish()
+            .field("max_decode_bytes", &self.max_decode_bytes);
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls);
+        d.finish()
     }
 }
 
@@ -51,12 +57,83 @@ impl CoordinatorOptions {
             keep_alive: Some((Duration::from_secs(10), Duration::from_secs(5))),
             namespace: String::new(),
             max_decode_bytes: crate::etcd::DEFAULT_MAX_DECODE_BYTES,
+            #[cfg(feature = "tls")]
+            tls: TlsSettings::default(),
         }
     }
 
-    /// Authenticates as `user` (checked at connect).
+    /// Authenticates as `user` (checked at connect). etcd's auth token expires after the
+    /// server's `--auth-token-ttl` of disuse (300 s by default); the coordinator
+    /// authenticates again when a request is refused for an expired token, and re-opens a
+    /// watch etcd cancelled for it, so long-running watches and leases carry on.
     pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Trusts the CA certificates in the PEM file at `path` (one or more
+    /// `-----BEGIN CERTIFICATE-----` blocks) to sign etcd's server certificate. Required for
+    /// `https://` endpoints: the platform's root store is not used. The file is read at
+    /// connect. Replaces an earlier [`with_ca_pem`](Self::with_ca_pem).
+    ///
+    /// Available with the `tls` feature (on by default).
+    #[cfg(feature = "tls")]
+    pub fn with_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.ca = Some(Pem::file(path));
+        self
+    }
+
+    /// Like [`with_ca_file`](Self::with_ca_file), with the PEM text itself.
+    ///
+    /// Available with the `tls` feature (on by default).
+    #[cfg(feature = "tls")]
+    pub fn with_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca = Some(Pem::bytes(pem));
+        self
+    }
+
+    /// Presents the client certificate in the PEM file `cert` (the leaf first, then any
+    /// intermediates) with its private key in the PEM file `key` (PKCS#8, PKCS#1 or SEC1):
+    /// mutual TLS, for an etcd started with `--client-cert-auth`. Both files are read at
+    /// connect. Replaces an earlier [`with_client_identity_pem`](Self::with_client_identity_pem).
+    ///
+    /// With `--client-cert-auth`, etcd takes the certificate's common name (CN) as the user
+    /// of a request that carries no auth token, i.e. when no [`with_user`](Self::with_user)
+    /// is given: see `docs/security.md`.
+    ///
+    /// Available with the `tls` feature (on by default).
+    #[cfg(feature = "tls")]
+    pub fn with_client_identity_files(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls.identity = Some((Pem::file(cert), Pem::file(key)));
+        self
+    }
+
+    /// Like [`with_client_identity_files`](Self::with_client_identity_files), with the PEM
+    /// text of the certificate (chain) and of the private key.
+    ///
+    /// Available with the `tls` feature (on by default).
+    #[cfg(feature = "tls")]
+    pub fn with_client_identity_pem(
+        mut self,
+        cert: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.identity = Some((Pem::bytes(cert), Pem::bytes(key)));
+        self
+    }
+
+    /// The name etcd's server certificate must carry (a DNS name, or an IP address), instead
+    /// of each endpoint's host: for endpoints given by address whose certificate names the
+    /// service, e.g. `https://10.0.0.5:2379` with a certificate for `etcd.internal`.
+    ///
+    /// Available with the `tls` feature (on by default).
+    #[cfg(feature = "tls")]
+    pub fn with_tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls.server_name = Some(name.into());
         self
     }
 
@@ -107,6 +184,67 @@ impl CoordinatorOptions {
     }
 }
 
+/// Adds what a connection failure without a TLS diagnosis may mean: a plaintext client at a
+/// TLS port, or a TLS client without the certificate etcd requires (TLS 1.3 servers refuse a
+/// client certificate after the handshake, so the client only sees the connection close).
+fn transport_hint(options: &CoordinatorOptions, error: Error) -> Error {
+    if error.kind() != ErrorKind::Connection || error.message().contains("TLS") {
+        return error;
+    }
+    let https = options.endpoints.iter().any(|e| {
+        e.get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    });
+    let hint = if https {
+        "; if etcd runs with --client-cert-auth, it closes connections that present no client certificate signed by its --trusted-ca-file (CoordinatorOptions::with_client_identity_files)"
+    } else {
+        "; if etcd serves TLS, it closes plaintext connections: give https:// endpoints and a CA"
+    };
+    let message = format!("{}{hint}", error.message());
+    error.with_message(message)
+}
+
+/// Checks the endpoints against the TLS options and reads the CA and client identity.
+#[cfg(feature = "tls")]
+fn tls_options(options: &CoordinatorOptions) -> Result<Option<etcd_client::TlsOptions>> {
+    let scheme = |e: &str, s: &str| e.len() >= s.len() && e[..s.len()].eq_ignore_ascii_case(s);
+    if options.tls.is_set() {
+        if let Some(plain) = options.endpoints.iter().find(|e| scheme(e, "http://")) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("endpoint `{plain}` is plaintext (http://) but TLS options are set: give https:// endpoints"),
+            ));
+        }
+        if options.tls.ca.is_none() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "TLS to etcd needs the CA that signed its certificate: CoordinatorOptions::with_ca_file or with_ca_pem (the platform's root store is not used)",
+            ));
+        }
+    } else if let Some(https) = options.endpoints.iter().find(|e| scheme(e, "https://")) {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("endpoint `{https}` is https:// but no CA is set: CoordinatorOptions::with_ca_file or with_ca_pem (the platform's root store is not used)"),
+        ));
+    }
+    options.tls.options()
+}
+
+/// Without the `tls` feature, `https://` endpoints are refused.
+#[cfg(not(feature = "tls"))]
+fn refuse_https(options: &CoordinatorOptions) -> Result<()> {
+    if let Some(https) = options.endpoints.iter().find(|e| {
+        e.get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    }) {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("endpoint `{https}` is https://, but coordination was built without its `tls` feature"),
+        ));
+    }
+    Ok(())
+}
+
 /// One etcd connection shared by the config, lock and registry modules. Cheap to clone.
 #[derive(Clone)]
 pub struct Coordinator {
@@ -139,15 +277,27 @@ impl Coordinator {
         let coord = Self::connect_lazy(options).await?;
         let shown = coord.inner.options.endpoints.join(",");
         let probe = format!("{}/", coord.inner.options.namespace);
-        coord
+        let answer = coord
             .client()
             .get(
                 probe,
                 Some(GetOptions::new().with_count_only().with_limit(1)),
             )
-            .await
-            .map_err(|e| Error::etcd(format_args!("etcd at {shown} did not answer"), e))?;
-        Ok(coord)
+            .await;
+        match answer {
+            Ok(_) => Ok(coord),
+            // A user granted only its own prefixes may not read this key: etcd answered all
+            // the same, and what the user may do is checked by each request.
+            Err(etcd_client::Error::GRpcStatus(status))
+                if status.code() == tonic::Code::PermissionDenied =>
+            {
+                Ok(coord)
+            }
+            Err(e) => Err(transport_hint(
+                &coord.inner.options,
+                Error::etcd(format_args!("etcd at {shown} did not answer"), e),
+            )),
+        }
     }
 
     /// Like [`connect`](Self::connect) but without checking that etcd answers: for services
@@ -175,13 +325,28 @@ impl Coordinator {
                 .with_keep_alive(interval, timeout)
                 .with_keep_alive_while_idle(true);
         }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = tls_options(&options)? {
+            connect = connect.with_tls(tls);
+        }
+        #[cfg(not(feature = "tls"))]
+        refuse_https(&options)?;
         if let Some((user, password)) = &options.user {
-            connect = connect.with_user(user.clone(), password.clone());
+            // A simple token expires after `--auth-token-ttl` of disuse: authenticate again
+            // and retry when a request is refused for it (watches: see `etcd::follow`).
+            connect = connect
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
         let shown = options.endpoints.join(",");
         let client = Client::connect(&options.endpoints, Some(connect))
             .await
-            .map_err(|e| Error::etcd(format_args!("connecting to etcd at {shown}"), e))?;
+            .map_err(|e| {
+                transport_hint(
+                    &options,
+                    Error::etcd(format_args!("connecting to etcd at {shown}"), e),
+                )
+            })?;
         let etcd = Etcd::new(client.clone(), options.max_decode_bytes);
         Ok(Coordinator {
             inner: Arc::new(Inner {

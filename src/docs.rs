@@ -4,6 +4,8 @@
 //! - [`lock_safety`]: the lock's safety model, fencing tokens and interop with Go and `etcdctl`.
 //! - [`history`]: the versioned history's layout in etcd, retention, publish and rollback.
 //! - [`registry`]: the service registry's keys, the gRPC naming format and the balancers.
+//! - [`security`]: TLS, mutual TLS, users and tokens, the etcd permissions each part needs,
+//!   roles for a service, an operator and CI, and the threat model.
 
 pub mod failure {
     #![doc = include_str!("../docs/failure.md")]
@@ -19,4 +21,8 @@ pub mod history {
 
 pub mod registry {
     #![doc = include_str!("../docs/registry.md")]
+}
+
+pub mod security {
+    #![doc = include_str!("../docs/security.md")]
 }

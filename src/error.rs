@@ -217,9 +217,6 @@ impl Error {
         use etcd_client::Error as E;
         let kind = match &err {
             E::GRpcStatus(status) => match status.code() {
-                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Aborted => {
-                    ErrorKind::Unavailable
-                }
                 tonic::Code::DeadlineExceeded => ErrorKind::Timeout,
                 tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => ErrorKind::Auth,
                 // etcd answers a bad password or token with InvalidArgument.
@@ -238,8 +235,25 @@ impl Error {
                 tonic::Code::Unknown if status.message().contains("timed out") => {
                     ErrorKind::Timeout
                 }
+                tonic::Code::Cancelled if status.message().contains("Timeout expired") => {
+                    ErrorKind::Timeout
+                }
+                // Made on this side from a transport failure (refused, reset, TLS): etcd never
+                // answered. Statuses etcd sends carry no source.
+                tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+                    if std::error::Error::source(status).is_some() =>
+                {
+                    ErrorKind::Connection
+                }
+                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Aborted => {
+                    ErrorKind::Unavailable
+                }
                 _ => ErrorKind::Etcd,
             },
+            // Building the TLS connector refused the client key: not a connection problem.
+            E::TransportError(e) if format!("{e:?}").contains("KeyMismatch") => {
+                ErrorKind::InvalidArgument
+            }
             E::TransportError(_) | E::IoError(_) => ErrorKind::Connection,
             E::InvalidArgs(_) | E::InvalidUri(_) | E::InvalidMetadataValue(_) => {
                 ErrorKind::InvalidArgument
@@ -248,7 +262,87 @@ impl Error {
             E::WatchError(_) | E::LeaseKeepAliveError(_) => ErrorKind::Unavailable,
             _ => ErrorKind::Etcd,
         };
-        Error::new(kind, format!("{doing}: {}", kind_detail(&err))).with_source(err)
+        let message = match tls_failure(&err) {
+            Some(hint) => format!("{doing}: {hint}: {}", kind_detail(&err)),
+            None => format!("{doing}: {}", kind_detail(&err)),
+        };
+        Error::new(kind, message).with_source(err)
+    }
+
+    /// For an etcd "permission denied": says which `permission` on which key or range the
+    /// request needed (`what`, e.g. ``the prefix `/apps/chat/config/` ``), and records `key`
+    /// as the error's key. Other errors are returned as they are.
+    pub(crate) fn needs(mut self, permission: Permission, what: &str, key: &str) -> Self {
+        if self.is_permission_denied() {
+            self.message = format!(
+                "{}: the etcd user needs {permission} permission on {what}",
+                self.message
+            );
+            self.provenance.key.get_or_insert_with(|| key.to_string());
+        }
+        self
+    }
+
+    /// Whether etcd refused the request for a missing permission (as opposed to a bad
+    /// password or an expired token).
+    pub(crate) fn is_permission_denied(&self) -> bool {
+        self.kind == ErrorKind::Auth
+            && (self.message.contains("permission denied")
+                || self.source.as_deref().is_some_and(|source| {
+                    matches!(
+                        source.downcast_ref::<etcd_client::Error>(),
+                        Some(etcd_client::Error::GRpcStatus(status))
+                            if status.code() == tonic::Code::PermissionDenied
+                    )
+                }))
+    }
+}
+
+/// A permission of an etcd role, as `etcdctl role grant-permission` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Permission {
+    /// `read`: get, watch.
+    Read,
+    /// `write`: put, delete (and the puts of a transaction).
+    Write,
+    /// `readwrite`: a transaction that compares (reads) and writes.
+    ReadWrite,
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::ReadWrite => "readwrite",
+        })
+    }
+}
+
+/// What a transport failure says about TLS, if it is a TLS failure: the hint that goes in
+/// front of the message.
+fn tls_failure(err: &etcd_client::Error) -> Option<&'static str> {
+    let text = match err {
+        etcd_client::Error::GRpcStatus(status) => {
+            format!(
+                "{} {:?}",
+                status.message(),
+                std::error::Error::source(status)
+            )
+        }
+        etcd_client::Error::TransportError(e) => format!("{e:?}"),
+        _ => return None,
+    };
+    if text.contains("invalid peer certificate") || text.contains("InvalidCertificate") {
+        Some("TLS handshake failed: etcd's server certificate was not accepted (check the CA and the server name)")
+    } else if text.contains("received fatal alert") {
+        Some("TLS handshake failed: etcd refused this client (with --client-cert-auth it needs a client certificate signed by its --trusted-ca-file)")
+    } else if text.contains("tls handshake eof") || text.contains("InvalidContentType") {
+        Some("TLS handshake failed: the endpoint does not speak TLS (is it an http:// endpoint?)")
+    } else if text.contains("KeyMismatch") || text.contains("InconsistentKeys") {
+        Some("the TLS client key does not belong to the client certificate")
+    } else {
+        None
     }
 }
 
@@ -256,10 +350,31 @@ impl Error {
 fn kind_detail(err: &etcd_client::Error) -> String {
     match err {
         etcd_client::Error::GRpcStatus(status) => {
-            format!("{:?}: {}", status.code(), status.message())
+            let mut detail = format!("{:?}: {}", status.code(), status.message());
+            // A transport failure's status says little ("transport error"): add its cause.
+            if let Some(cause) = innermost(std::error::Error::source(status)) {
+                if !detail.contains(&cause) {
+                    detail = format!("{detail} ({cause})");
+                }
+            }
+            detail
         }
+        etcd_client::Error::TransportError(e) => match innermost(std::error::Error::source(e)) {
+            Some(cause) => format!("transport error ({cause})"),
+            None => format!("transport error ({e:?})"),
+        },
         other => other.to_string(),
     }
+}
+
+/// The message of the last error in a source chain.
+fn innermost(mut next: Option<&(dyn std::error::Error + 'static)>) -> Option<String> {
+    let mut last = None;
+    while let Some(cause) = next {
+        last = Some(cause.to_string());
+        next = cause.source();
+    }
+    last
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! - [The prefix ↔ struct rule](#the-prefix--struct-rule)
 //! - [Reloads and validation](#reloads-and-validation)
 //! - [Errors](#errors)
+//! - [Security](#security)
 //! - [Feature flags](#feature-flags)
 //!
 //! # Quick start
@@ -76,11 +77,21 @@
 //! [`Provenance`](provenance::Provenance) of a bad value (layer, field path, etcd key, revision) and the underlying
 //! error as `source()`.
 //!
+//! # Security
+//! `https://` endpoints with a CA ([`CoordinatorOptions::with_ca_file`]), a client certificate
+//! for etcd's `--client-cert-auth` ([`CoordinatorOptions::with_client_identity_files`]) and a
+//! user ([`CoordinatorOptions::with_user`]; its auth token is renewed as it expires). A TLS
+//! handshake failure is [`ErrorKind::Connection`]; a wrong password or a missing etcd
+//! permission is [`ErrorKind::Auth`], naming the key and the permission. [`docs::security`]
+//! lists the permissions each part needs, roles for a service, an operator and CI, and the
+//! threat model.
+//!
 //! # Feature flags
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `derive` | yes | `#[derive(CoordConfig)]` (the `coordination-derive` proc-macro crate) |
-//! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap) |
+//! | `tls` | yes | TLS and mutual TLS to etcd: `https://` endpoints, [`CoordinatorOptions::with_ca_file`] and the other TLS options (etcd-client's rustls with the *ring* provider). See [`docs::security`] |
+//! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap, rpassword); implies `tls` |
 
 pub mod config;
 mod coordinator;
@@ -92,6 +103,8 @@ pub mod lock;
 pub mod provenance;
 pub mod registry;
 mod secrets;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use config::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig, Snapshot};
 pub use coordinator::{Coordinator, CoordinatorOptions};

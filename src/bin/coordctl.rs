@@ -6,7 +6,14 @@
 //! coordctl config apply /apps/chat/config -f chat.yaml -m "raise the pool"
 //! coordctl config diff /apps/chat/config 42 current
 //! coordctl config rollback /apps/chat/config 42 -m "bad deploy"
+//! coordctl --endpoints https://etcd-1:2379 --cacert ca.pem --cert me.pem --key me-key.pem \
+//!          --user alice config get /apps/chat/config
 //! ```
+//!
+//! TLS and auth flags are etcdctl's: `--cacert`, `--cert`, `--key` (also ETCDCTL_CACERT,
+//! ETCDCTL_CERT, ETCDCTL_KEY), `--user NAME[:PASSWORD]`, `--password` (also ETCD_PASSWORD);
+//! without a password coordctl prompts on the terminal. `--insecure-skip-tls-verify` is
+//! refused: etcd-client's TLS cannot skip verification.
 //!
 //! Exit codes: 0 success; 1 etcd or I/O failure; 2 bad usage; 3 invalid input refused (the
 //! message names the field); 4 conflict (the prefix changed meanwhile); 5 version or schema
@@ -42,12 +49,26 @@ struct Cli {
     /// Key namespace the services use (`CoordinatorOptions::with_namespace`), e.g. `/tenant-a`.
     #[arg(long, default_value = "", global = true)]
     namespace: String,
-    /// etcd user (with --password).
-    #[arg(long, env = "ETCD_USER", global = true)]
+    /// etcd user, `NAME` or `NAME:PASSWORD` (etcdctl's form). Without a password here, in
+    /// --password or in ETCD_PASSWORD, coordctl asks for it when standard input is a terminal.
+    #[arg(long, env = "ETCD_USER", value_name = "NAME[:PASSWORD]", global = true)]
     user: Option<String>,
-    /// etcd password.
+    /// etcd password (then --user is taken whole as the name, as etcdctl does).
     #[arg(long, env = "ETCD_PASSWORD", hide_env_values = true, global = true)]
     password: Option<String>,
+    /// Verify etcd's server certificate with the CA certificates in this PEM file (required
+    /// for https:// endpoints).
+    #[arg(long, env = "ETCDCTL_CACERT", value_name = "FILE", global = true)]
+    cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --key.
+    #[arg(long, env = "ETCDCTL_CERT", value_name = "FILE", global = true)]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM), with --cert.
+    #[arg(long, env = "ETCDCTL_KEY", value_name = "FILE", global = true)]
+    key: Option<PathBuf>,
+    /// Not supported: always refused (see the message it prints).
+    #[arg(long, global = true)]
+    insecure_skip_tls_verify: bool,
     /// Machine-readable JSON output instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -216,12 +237,57 @@ async fn main() -> ExitCode {
 
 async fn connect(cli: &Cli) -> Result<Coordinator, Failure> {
     let mut options = CoordinatorOptions::new(cli.endpoints.clone()).with_namespace(&cli.namespace);
-    match (&cli.user, &cli.password) {
-        (Some(user), Some(password)) => options = options.with_user(user, password),
+    if cli.insecure_skip_tls_verify {
+        return Err(fail(
+            2,
+            "--insecure-skip-tls-verify is not supported: coordctl speaks TLS through etcd-client, \
+             whose TLS options (a CA, a client identity, a server name) have no way to turn \
+             certificate verification off. Give --cacert with the CA that signed etcd's server \
+             certificate instead.",
+        ));
+    }
+    if let Some(ca) = &cli.cacert {
+        options = options.with_ca_file(ca);
+    }
+    match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => options = options.with_client_identity_files(cert, key),
         (None, None) => {}
-        _ => return Err(fail(2, "--user and --password go together")),
+        _ => return Err(fail(2, "--cert and --key go together")),
+    }
+    if let Some((user, password)) = credentials(cli)? {
+        options = options.with_user(user, password);
     }
     Ok(Coordinator::connect(options).await?)
+}
+
+/// The user and password, etcdctl's way: `--user NAME:PASSWORD`; or `--user NAME` with
+/// `--password` (or ETCD_PASSWORD), the name then taken whole; or a prompt on the terminal.
+fn credentials(cli: &Cli) -> Result<Option<(String, String)>, Failure> {
+    use std::io::IsTerminal;
+    let Some(user) = &cli.user else {
+        if cli.password.is_some() {
+            return Err(fail(2, "--password (or ETCD_PASSWORD) needs --user"));
+        }
+        return Ok(None);
+    };
+    if let Some(password) = &cli.password {
+        return Ok(Some((user.clone(), password.clone())));
+    }
+    if let Some((name, password)) = user.split_once(':') {
+        return Ok(Some((name.to_string(), password.to_string())));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(fail(
+            2,
+            format!(
+                "no password for etcd user `{user}`: give --user {user}:PASSWORD, --password or \
+                 ETCD_PASSWORD (standard input is not a terminal to ask on)"
+            ),
+        ));
+    }
+    let password = rpassword::prompt_password(format!("Password for etcd user {user}: "))
+        .map_err(|e| fail(1, format!("reading the password from the terminal: {e}")))?;
+    Ok(Some((user.clone(), password)))
 }
 
 async fn open(cli: &Cli, prefix: &str, validate: bool) -> Result<ConfigHistory, Failure> {

@@ -44,7 +44,7 @@ use etcd_client::{
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::{is_too_large, prefix_end, read_range, Backoff, Etcd};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Permission};
 
 /// etcd's `mvccpb.Event.EventType` of a put.
 const PUT: i32 = 0;
@@ -224,6 +224,10 @@ pub(crate) struct PrefixFollower {
     pending: VecDeque<Followed>,
     /// How many watches were opened (the first included).
     opens: u64,
+    /// Authenticate again before the next open: etcd refused the stream's auth token.
+    reauthenticate: bool,
+    /// A denial already led to authenticating again, with no progress since.
+    reauthenticated: bool,
 }
 
 impl std::fmt::Debug for PrefixFollower {
@@ -273,6 +277,8 @@ impl PrefixFollower {
             retry_at: None,
             pending: VecDeque::new(),
             opens: 0,
+            reauthenticate: false,
+            reauthenticated: false,
         }
     }
 
@@ -365,6 +371,28 @@ impl PrefixFollower {
     /// Opens the watch at the last delivered revision + 1.
     async fn open(&mut self) {
         let limit = self.options.probe_timeout;
+        if self.reauthenticate {
+            // A watch is refused inside an open stream, where etcd-client's automatic token
+            // refresh does not look: authenticate again here (a no-op without a user).
+            match timeout(limit, self.etcd.client().refresh_token()).await {
+                Ok(Ok(())) => {
+                    self.reauthenticate = false;
+                    self.reauthenticated = true;
+                }
+                Ok(Err(e)) => {
+                    return self.fail(Error::etcd(
+                        format_args!("authenticating again to watch `{}`", self.label),
+                        e,
+                    ))
+                }
+                Err(_) => {
+                    return self.fail(timed_out(
+                        &format!("authenticating again to watch `{}`", self.label),
+                        limit,
+                    ))
+                }
+            }
+        }
         let options = WatchOptions::new()
             .with_range(self.end.clone())
             .with_start_revision(self.revision + 1);
@@ -461,16 +489,40 @@ impl PrefixFollower {
                 );
                 return self.reread(ResyncReason::Compacted { compact_revision });
             }
+            let reason = response.cancel_reason();
+            let token = reason.contains("invalid auth token");
+            let denied = reason.contains("permission denied");
+            if token || (denied && !self.reauthenticated) {
+                // An expired token (`--auth-token-ttl` of disuse), or one etcd forgot in a
+                // restart; etcd 3.4 may report either as a denial. Authenticate again before
+                // the next open.
+                self.reauthenticate = true;
+                self.fail(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "etcd refused the watch of `{}` ({reason}); authenticating again",
+                        self.label
+                    ),
+                ));
+                return;
+            }
+            if denied {
+                let what = super::range::range_label(&self.start, &self.end);
+                return self.fail(
+                    Error::new(
+                        ErrorKind::Auth,
+                        format!("etcd refused the watch of `{}`: {reason}", self.label),
+                    )
+                    .needs(Permission::Read, &what, &self.label),
+                );
+            }
             return self.fail(Error::new(
                 ErrorKind::Unavailable,
-                format!(
-                    "etcd cancelled the watch of `{}`: {}",
-                    self.label,
-                    response.cancel_reason()
-                ),
+                format!("etcd cancelled the watch of `{}`: {reason}", self.label),
             ));
         }
         if response.created() {
+            self.reauthenticated = false;
             let created = header.map_or(0, |(now, _, _)| now);
             if created <= self.revision {
                 self.set_live();

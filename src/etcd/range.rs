@@ -4,7 +4,7 @@ use etcd_client::{GetOptions, KeyValue};
 
 use super::Etcd;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Permission, Result};
 
 /// The range end that covers every key starting with `prefix` (etcd's `WithPrefix` rule: the
 /// last byte below 0xff incremented, trailing 0xff dropped; `\0` means "to the end").
@@ -56,7 +56,7 @@ pub(crate) async fn read_range(
     let mut client = etcd.kv();
     let page = page.max(1);
     let mut limit = page;
-    let mut from = start;
+    let mut from = start.clone();
     let mut revision = at.unwrap_or(0);
     let mut out = Vec::new();
     loop {
@@ -75,10 +75,12 @@ pub(crate) async fn read_range(
                 continue;
             }
             Err(e) => {
-                return Err(Error::etcd(
-                    format_args!("reading `{}`", String::from_utf8_lossy(&from)),
-                    e,
-                ))
+                let key = String::from_utf8_lossy(&start).into_owned();
+                return Err(Error::etcd(format_args!("reading `{key}`"), e).needs(
+                    Permission::Read,
+                    &range_label(&start, &end),
+                    &key,
+                ));
             }
         };
         limit = (limit.saturating_mul(2)).min(page);
@@ -98,6 +100,19 @@ pub(crate) async fn read_range(
             }
         }
         out.extend(kvs);
+    }
+}
+
+/// How an error names `[start, end)`: ``the prefix `/a/` ``, `` `/a/b` `` for one key, or
+/// ``the range `/a` to `/b` ``.
+pub(crate) fn range_label(start: &[u8], end: &[u8]) -> String {
+    let shown = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if end == prefix_end(start).as_slice() {
+        format!("the prefix `{}`", shown(start))
+    } else if end.len() == start.len() + 1 && end.starts_with(start) && end.last() == Some(&0) {
+        format!("`{}`", shown(start))
+    } else {
+        format!("the range `{}` to `{}`", shown(start), shown(end))
     }
 }
 
@@ -122,5 +137,12 @@ mod tests {
         assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
         assert_eq!(prefix_end(&[b'a', 0xff]), b"b".to_vec());
         assert_eq!(prefix_end(&[0xff]), vec![0]);
+    }
+
+    #[test]
+    fn range_labels_name_prefixes_keys_and_ranges() {
+        assert_eq!(range_label(b"/a/", b"/a0"), "the prefix `/a/`");
+        assert_eq!(range_label(b"/a/b", b"/a/b\0"), "`/a/b`");
+        assert_eq!(range_label(b"/a", b"/c"), "the range `/a` to `/c`");
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::record::{corrupt, encode_error, ChunkRef, Content, Head, Kind, Op, Raw};
 use super::store::Store;
-use crate::error::{Error, Result};
+use crate::error::{Error, Permission, Result};
 use crate::etcd::read_range;
 
 /// Content up to this size (as JSON) is inline in the record.
@@ -42,7 +42,11 @@ impl Store {
                 .put(self.keys().chunk(revision, &id, n), text.as_str(), None)
                 .await
                 .map_err(|e| {
-                    Error::etcd(format_args!("writing chunk {n} of version {revision}"), e)
+                    Error::etcd(format_args!("writing chunk {n} of version {revision}"), e).needs(
+                        Permission::Write,
+                        &self.keys().root_label(),
+                        self.keys().root(),
+                    )
                 })?;
         }
         head.chunks = Some(ChunkRef {

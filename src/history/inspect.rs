@@ -39,6 +39,20 @@ impl<T: CoordConfig> ConfigHandle<T> {
         Ok(diff::diff(&a, &b, T::SECRETS))
     }
 
+    /// Why this handle records no history although its options say it should: etcd refused
+    /// the writes for a missing permission (an [`ErrorKind::Auth`](crate::ErrorKind::Auth)
+    /// error naming the key and the permission: recording needs readwrite on
+    /// `<namespace>/__coordination/`). `None` while recording works, and when
+    /// [`HistoryOptions::record`](crate::HistoryOptions::record) is off.
+    ///
+    /// A refusal does not fail the bind: config keeps loading and reloading, and
+    /// [`update`](Config::update) and [`rollback_to`](Config::rollback_to) still work where
+    /// the user may write both the prefix and the history. The refusal is logged once, at
+    /// `warn`; the handle does not try again (bind again after granting the permission).
+    pub fn history_refused(&self) -> Option<crate::Error> {
+        tracker(self).refused.get().cloned()
+    }
+
     /// The last applied snapshots this handle kept in memory, oldest first, the current one
     /// last ([`HistoryOptions::with_recent_snapshots`](crate::history::HistoryOptions::with_recent_snapshots), 16 by
     /// default). Instant: no etcd request.

@@ -21,6 +21,8 @@ const PAD: usize = 20;
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
     prefix: String,
+    reserved: String,
+    root: String,
     versions: String,
     chunks: String,
     intent: String,
@@ -41,6 +43,8 @@ impl Keys {
         let root = format!("{namespace}/__coordination/history{relative}/");
         Keys {
             prefix: prefix.to_string(),
+            reserved: format!("{namespace}{RESERVED}"),
+            root: root.clone(),
             versions: format!("{root}versions/"),
             chunks: format!("{root}chunks/"),
             intent: format!("{root}intent"),
@@ -64,6 +68,21 @@ impl Keys {
     /// The end of the bound prefix's key range.
     pub(crate) fn prefix_end(&self) -> Vec<u8> {
         prefix_end(self.prefix.as_bytes())
+    }
+
+    /// The crate's own keys in this namespace: `<ns>/__coordination/`.
+    pub(crate) fn reserved(&self) -> &str {
+        &self.reserved
+    }
+
+    /// Everything recorded for the bound prefix: records, chunks, the intent (ends with `/`).
+    pub(crate) fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// How a permission error names the history keys: ``the prefix `<root>` ``.
+    pub(crate) fn root_label(&self) -> String {
+        format!("the prefix `{}`", self.root)
     }
 
     /// The directory of version records (ends with `/`).

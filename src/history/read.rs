@@ -8,7 +8,7 @@ use etcd_client::{GetOptions, SortOrder, SortTarget};
 
 use super::record::{absolute_kvs, corrupt, parse_head, Content, Head, Intent, Kind, Op};
 use super::store::{Kvs, Store};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::etcd::read_range;
 
 /// Records per page when listing (a record is at most ~33 KiB; tonic decodes up to 4 MiB).
@@ -82,7 +82,13 @@ impl Store {
                 ),
             )
             .await
-            .map_err(|e| Error::etcd("reading the latest version", e))?;
+            .map_err(|e| {
+                Error::etcd("reading the latest version", e).needs(
+                    Permission::Read,
+                    &self.keys().root_label(),
+                    self.keys().root(),
+                )
+            })?;
         for kv in resp.kvs() {
             if self.keys().parse_version(kv.key()).is_some() {
                 return parse_head(kv.value()).map(Some);

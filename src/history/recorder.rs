@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -62,6 +62,8 @@ pub(crate) struct Shared<T: CoordConfig> {
     ring: Mutex<Ring<T>>,
     /// The handle's snapshot slot, so [`recent`](Shared::recent) ends with what `load()` returns.
     current: Arc<ArcSwap<Snapshot<T>>>,
+    /// Why etcd refused to let this handle record (set once; recording then stops).
+    pub(crate) refused: OnceLock<Error>,
 }
 
 /// The last applied snapshots, and the handle's events not yet taken into them.
@@ -194,6 +196,7 @@ impl<T: CoordConfig> Tracker<T> {
                 events,
             }),
             current: Arc::clone(reloader.current()),
+            refused: OnceLock::new(),
         });
         let recorder = Recorder {
             shared: Arc::clone(&shared),
@@ -245,7 +248,9 @@ impl<T: CoordConfig> Recorder<T> {
         }
         let _ = bind_done.send(());
         if let Some(doc) = schema_doc {
-            self.publish_schema(&doc).await;
+            if self.recording() {
+                self.publish_schema(&doc).await;
+            }
         }
         if self.revision == 0 {
             self.resync().await;
@@ -264,6 +269,37 @@ impl<T: CoordConfig> Recorder<T> {
         }
     }
 
+    /// Whether this handle records: its options say so and etcd has not refused it.
+    fn recording(&self) -> bool {
+        self.shared.options.record && self.shared.refused.get().is_none()
+    }
+
+    /// If etcd refused `error`'s request for a missing permission, stops recording for this
+    /// handle (the view for publish's guard is still kept), says so once, and returns `true`.
+    /// Config keeps loading: the history is the one thing lost, and the other instances, or
+    /// `coordctl`'s own writes, may still record it.
+    fn refuse(&self, error: &Error) -> bool {
+        if !error.is_permission_denied() {
+            return false;
+        }
+        let keys = self.shared.store.keys();
+        let refused = Error::new(
+            ErrorKind::Auth,
+            format!(
+                "the history of `{}` is not recorded by this handle: {}; recording needs readwrite permission on the prefix `{}` (grant it, or bind with HistoryOptions::record(false))",
+                keys.prefix(),
+                error.message(),
+                keys.reserved(),
+            ),
+        )
+        .with_key(error.key().unwrap_or(keys.reserved()))
+        .with_source(error.clone());
+        if self.shared.refused.set(refused.clone()).is_ok() {
+            tracing::warn!(prefix = %keys.prefix(), error = %refused, "history recording refused by etcd");
+        }
+        true
+    }
+
     /// Writes the JSON Schema document unless it is already there. Returns whether it is in
     /// etcd now.
     async fn publish_schema(&self, doc: &Value) -> bool {
@@ -271,7 +307,9 @@ impl<T: CoordConfig> Recorder<T> {
         match schema::publish(&store.client(), store.keys().schema(), doc).await {
             Ok(_) => true,
             Err(error) => {
-                tracing::warn!(key = store.keys().schema(), error = %error, "could not publish the JSON Schema");
+                if !self.refuse(&error) {
+                    tracing::warn!(key = store.keys().schema(), error = %error, "could not publish the JSON Schema");
+                }
                 false
             }
         }
@@ -295,7 +333,7 @@ impl<T: CoordConfig> Recorder<T> {
                 self.kvs = Arc::new(kvs.into_iter().map(|kv| kv.into_key_value()).collect());
                 self.revision = revision;
                 self.publish_view();
-                if self.shared.options.record {
+                if self.recording() {
                     self.record_state().await;
                     self.publish_view();
                 }
@@ -336,7 +374,7 @@ impl<T: CoordConfig> Recorder<T> {
         self.revision = revision;
         self.prev = None;
         self.publish_view();
-        if self.shared.options.record {
+        if self.recording() {
             self.record_state().await;
             self.publish_view();
         }
@@ -349,7 +387,9 @@ impl<T: CoordConfig> Recorder<T> {
         let latest = match store.latest().await {
             Ok(latest) => latest,
             Err(error) => {
-                tracing::warn!(prefix = %store.keys().prefix(), error = %error, "cannot read the latest version");
+                if !self.refuse(&error) {
+                    tracing::warn!(prefix = %store.keys().prefix(), error = %error, "cannot read the latest version");
+                }
                 return;
             }
         };
@@ -414,7 +454,7 @@ impl<T: CoordConfig> Recorder<T> {
             }
         };
         self.publish_view();
-        if !self.shared.options.record {
+        if !self.recording() {
             return;
         }
         let Some(ops) = delta else {
@@ -437,7 +477,7 @@ impl<T: CoordConfig> Recorder<T> {
                 )
                 .await;
             match outcome {
-                Err(error) if attempt < RECORD_ATTEMPTS => {
+                Err(error) if attempt < RECORD_ATTEMPTS && !error.is_permission_denied() => {
                     tracing::debug!(revision = self.revision, error = %error, attempt, "recording failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 }
@@ -465,6 +505,9 @@ impl<T: CoordConfig> Recorder<T> {
             Ok(Outcome::Superseded) => self.prev = None,
             Err(error) => {
                 self.prev = None;
+                if self.refuse(&error) {
+                    return;
+                }
                 tracing::warn!(prefix = %store.keys().prefix(), revision = self.revision, error = %error, "could not record a version; other instances may");
             }
         }

@@ -11,7 +11,7 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde_json::{json, Value};
 
 use crate::config::pointer_to_dotted;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::secrets::SecretPaths;
 
 /// The annotation keyword holding the type name, prefix and secret paths.
@@ -57,17 +57,25 @@ pub(crate) async fn publish(client: &Client, key: &str, doc: &Value) -> Result<b
                 .or_else([TxnOp::put(key, text, None)]),
         )
         .await
-        .map_err(|e| Error::etcd(format_args!("publishing the JSON Schema at `{key}`"), e))?;
+        .map_err(|e| {
+            Error::etcd(format_args!("publishing the JSON Schema at `{key}`"), e).needs(
+                Permission::ReadWrite,
+                &format!("`{key}`"),
+                key,
+            )
+        })?;
     Ok(!resp.succeeded())
 }
 
 /// The published document at `key`, if any.
 pub(crate) async fn read(client: &Client, key: &str) -> Result<Option<Value>> {
-    let resp = client
-        .clone()
-        .get(key, None)
-        .await
-        .map_err(|e| Error::etcd(format_args!("reading the JSON Schema at `{key}`"), e))?;
+    let resp = client.clone().get(key, None).await.map_err(|e| {
+        Error::etcd(format_args!("reading the JSON Schema at `{key}`"), e).needs(
+            Permission::Read,
+            &format!("`{key}`"),
+            key,
+        )
+    })?;
     resp.kvs()
         .first()
         .map(|kv| {

@@ -22,7 +22,7 @@ use super::chunks::INLINE_BYTES;
 use super::keys::Keys;
 use super::record::{encode_error, parse_head, Content, Head, Intent, Kind, Meta, FORMAT};
 use crate::config::RawOp;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::etcd::Etcd;
 
 /// A prefix's key set: full etcd keys (namespace and prefix included) to values.
@@ -223,12 +223,13 @@ impl Store {
                 .when(compares)
                 .and_then([TxnOp::put(key.as_str(), value, None)])
                 .or_else(otherwise);
-            let resp = self
-                .client
-                .clone()
-                .txn(txn)
-                .await
-                .map_err(|e| Error::etcd(format_args!("recording version {revision}"), e))?;
+            let resp = self.client.clone().txn(txn).await.map_err(|e| {
+                Error::etcd(format_args!("recording version {revision}"), e).needs(
+                    Permission::ReadWrite,
+                    &self.keys.root_label(),
+                    self.keys.root(),
+                )
+            })?;
             if resp.succeeded() {
                 return Ok(Outcome::Created(head));
             }

@@ -28,7 +28,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use super::record::{Head, Intent, Kind, Meta, Version, FORMAT};
 use super::store::{Kvs, MetaFrom, Outcome, Prev, Store};
 use crate::config::RawOp;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Permission, Result};
 
 /// Request bytes per transaction (etcd's default limit is 1.5 MiB).
 const MAX_TXN_BYTES: usize = 1024 * 1024;
@@ -174,7 +174,17 @@ pub(crate) async fn write_guarded(
         let resp = client
             .txn(Txn::new().when(compares).and_then(txn_ops))
             .await
-            .map_err(|e| Error::etcd(format_args!("writing `{}`", keys.prefix()), e))?;
+            .map_err(|e| {
+                Error::etcd(format_args!("writing `{}`", keys.prefix()), e).needs(
+                    Permission::ReadWrite,
+                    &format!(
+                        "the prefix `{}` and on {}",
+                        keys.prefix(),
+                        keys.root_label()
+                    ),
+                    keys.prefix(),
+                )
+            })?;
         if !resp.succeeded() {
             let message = if index == 0 {
                 format!(

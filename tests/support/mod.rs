@@ -18,6 +18,8 @@ pub mod etcd;
 pub mod etcdctl;
 pub mod process;
 pub mod proxy;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use etcd::{free_port, read_prefix_raw, Etcd};
 pub use process::{signal_pid, Proc};
