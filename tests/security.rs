@@ -3,18 +3,20 @@
 //! `support::tls`).
 #![cfg(feature = "tls")]
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
 
+use coordination::history::HistoryOptions;
 use coordination::{
-    ConfigOptions, CoordConfig, Coordinator, CoordinatorOptions, ErrorKind, HistoryOptions,
-    RegistrationState, ServiceInstance, Session, SessionOptions,
+    ConfigOptions, CoordConfig, Coordinator, CoordinatorOptions, ErrorKind, RegistrationState,
+    ServiceInstance, Session, SessionOptions,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use support::init_tracing;
 use support::tls::{Pki, Secure, SecureEtcd, ROOT_PASSWORD};
-use support::{eventually, init_tracing};
 
 const PREFIX: &str = "/apps/sec/config/";
 
@@ -32,7 +34,7 @@ struct OtherConfig {
 }
 
 fn no_history() -> ConfigOptions {
-    ConfigOptions::new().history(HistoryOptions::new().record(false))
+    ConfigOptions::new().with_history(HistoryOptions::new().with_recording(false))
 }
 
 async fn connect_err(options: CoordinatorOptions) -> coordination::Error {
@@ -50,8 +52,8 @@ async fn connect_as(etcd: &SecureEtcd, user: &str, password: &str) -> Coordinato
 }
 
 /// Waits until `cfg` serves `port`.
-async fn reloads_to(cfg: &coordination::Config<SecConfig>, port: u16) -> bool {
-    eventually(Duration::from_secs(10), || cfg.load().port == port).await
+async fn reloads_to(cfg: &coordination::ConfigHandle<SecConfig>, port: u16) -> bool {
+    eventually!(Duration::from_secs(10), cfg.load().port == port)
 }
 
 #[tokio::test]
@@ -287,14 +289,13 @@ async fn a_missing_permission_is_auth_naming_the_key_and_the_permission() {
     // snapshot.
     etcd.etcdctl(&["role", "revoke-permission", "--prefix=true", "svc", PREFIX]);
     etcd.restart().await;
-    let refused = eventually(Duration::from_secs(15), || {
+    let refused = eventually!(Duration::from_secs(15), {
         cfg.status().last_error.as_ref().is_some_and(|e| {
             e.kind() == ErrorKind::Auth
                 && e.message()
                     .contains("needs read permission on the prefix `/apps/sec/config/`")
         })
-    })
-    .await;
+    });
     assert!(refused, "{:?}", cfg.status());
     assert_eq!(cfg.load().port, 8082, "the last snapshot keeps serving");
 }
@@ -392,11 +393,10 @@ async fn watches_and_leases_carry_on_past_the_auth_token_ttl_and_an_etcd_restart
         "reload after the restart: {:?}",
         cfg.status()
     );
-    assert!(
-        eventually(Duration::from_secs(10), || cfg.status().state
-            == coordination::WatchState::Live)
-        .await
-    );
+    assert!(eventually!(
+        Duration::from_secs(10),
+        cfg.status().state == coordination::config::WatchState::Live
+    ));
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!guard.is_lost(), "{:?}", guard.lost_reason());
     let status = coord
@@ -408,11 +408,10 @@ async fn watches_and_leases_carry_on_past_the_auth_token_ttl_and_an_etcd_restart
         Some(guard.fencing_token()),
         "the lock is still held by its lease"
     );
-    assert!(
-        eventually(Duration::from_secs(10), || registration.status().state
-            == RegistrationState::Registered)
-        .await
-    );
+    assert!(eventually!(
+        Duration::from_secs(10),
+        registration.status().state == RegistrationState::Registered
+    ));
 }
 
 #[cfg(feature = "cli")]
@@ -507,7 +506,10 @@ mod cli {
             .await
             .expect("operator updates")
             .expect("a version");
-        assert!(eventually(Duration::from_secs(10), || cfg.load().port == 8181).await);
+        assert!(eventually!(
+            Duration::from_secs(10),
+            cfg.load().port == 8181
+        ));
 
         // CI: applies a file with coordctl, validated against the published schema.
         let file = etcd.pki.path("chat.yaml");
@@ -526,7 +528,10 @@ mod cli {
             ],
         );
         assert!(out.status.success(), "{}", text(&out));
-        assert!(eventually(Duration::from_secs(10), || cfg.load().port == 9000).await);
+        assert!(eventually!(
+            Duration::from_secs(10),
+            cfg.load().port == 9000
+        ));
         let versions = recorded.history().await.expect("history");
         assert!(
             versions

@@ -43,14 +43,14 @@ impl<T: CoordConfig> ConfigHandle<T> {
     /// the writes for a missing permission (an [`ErrorKind::Auth`](crate::ErrorKind::Auth)
     /// error naming the key and the permission: recording needs readwrite on
     /// `<namespace>/__coordination/`). `None` while recording works, and when
-    /// [`HistoryOptions::record`](crate::HistoryOptions::record) is off.
+    /// [`HistoryOptions::with_recording`](crate::history::HistoryOptions::with_recording) is off.
     ///
     /// A refusal does not fail the bind: config keeps loading and reloading, and
-    /// [`update`](Config::update) and [`rollback_to`](Config::rollback_to) still work where
+    /// [`update`](ConfigHandle::update) and [`rollback_to`](ConfigHandle::rollback_to) still work where
     /// the user may write both the prefix and the history. The refusal is logged once, at
     /// `warn`; the handle does not try again (bind again after granting the permission).
     pub fn history_refused(&self) -> Option<crate::Error> {
-        tracker(self).refused.get().cloned()
+        tracker(self).ok()?.refused.get().cloned()
     }
 
     /// The last applied snapshots this handle kept in memory, oldest first, the current one

@@ -276,7 +276,7 @@ impl<T: CoordConfig> Recorder<T> {
 
     /// If etcd refused `error`'s request for a missing permission, stops recording for this
     /// handle (the view for publish's guard is still kept), says so once, and returns `true`.
-    /// Config keeps loading: the history is the one thing lost, and the other instances, or
+    /// ConfigHandle keeps loading: the history is the one thing lost, and the other instances, or
     /// `coordctl`'s own writes, may still record it.
     fn refuse(&self, error: &Error) -> bool {
         if !error.is_permission_denied() {
@@ -286,7 +286,7 @@ impl<T: CoordConfig> Recorder<T> {
         let refused = Error::new(
             ErrorKind::Auth,
             format!(
-                "the history of `{}` is not recorded by this handle: {}; recording needs readwrite permission on the prefix `{}` (grant it, or bind with HistoryOptions::record(false))",
+                "the history of `{}` is not recorded by this handle: {}; recording needs readwrite permission on the prefix `{}` (grant it, or bind with HistoryOptions::with_recording(false))",
                 keys.prefix(),
                 error.message(),
                 keys.reserved(),

@@ -192,7 +192,7 @@ pub(crate) fn corpus(dir: &Path) -> Vec<Case> {
             "user without a password",
             &["--user", "ops", "config", "get", P],
             2,
-            "--user and --password go together",
+            "no password for etcd user",
         ),
         case(
             "non-numeric --max-txn-ops",

@@ -94,7 +94,7 @@ impl Etcd {
     }
 }
 
-fn header_revision(json: &[u8]) -> i64 {
+pub(crate) fn header_revision(json: &[u8]) -> i64 {
     let v: serde_json::Value = serde_json::from_slice(json).expect("etcdctl -w json output");
     v["header"]["revision"]
         .as_i64()

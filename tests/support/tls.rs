@@ -12,7 +12,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use super::{free_port, header_revision, kill_with_parent};
+use super::etcd::free_port;
+use super::etcdctl::header_revision;
+use super::process::kill_with_parent;
 
 /// The root user's password on every [`SecureEtcd`].
 pub const ROOT_PASSWORD: &str = "root-s3cret";
