@@ -273,6 +273,9 @@ impl Coordinator {
     /// [`ErrorKind::InvalidArgument`] for no endpoints or a bad URL; [`ErrorKind::Connection`],
     /// [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] if no endpoint answers;
     /// [`ErrorKind::Auth`] for rejected credentials.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping the future keeps no connection.
     pub async fn connect(options: CoordinatorOptions) -> Result<Self> {
         let coord = Self::connect_lazy(options).await?;
         let shown = coord.inner.options.endpoints.join(",");
@@ -307,6 +310,9 @@ impl Coordinator {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for no endpoints or a bad URL; [`ErrorKind::Auth`] for
     /// rejected credentials (authentication happens at connect when a user is set).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping the future keeps no connection.
     pub async fn connect_lazy(options: CoordinatorOptions) -> Result<Self> {
         if options.endpoints.is_empty() {
             return Err(Error::new(
@@ -381,6 +387,10 @@ impl Coordinator {
     ///
     /// # Errors
     /// As [`config_with`](Self::config_with).
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes binds nothing and leaves no task running (the
+    /// history part may already have recorded the bound revision, which is harmless).
     pub async fn config<T: CoordConfig>(&self) -> Result<ConfigHandle<T>> {
         self.config_with(ConfigOptions::new()).await
     }
@@ -393,6 +403,10 @@ impl Coordinator {
     /// layer, key and revision); [`ErrorKind::Io`] if the file cannot be read or watched;
     /// the etcd error kinds if the prefix cannot be read; [`ErrorKind::InvalidArgument`] for an
     /// empty prefix.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes binds nothing and leaves no task running (the
+    /// history part may already have recorded the bound revision, which is harmless).
     pub async fn config_with<T: CoordConfig>(
         &self,
         options: ConfigOptions,

@@ -64,6 +64,9 @@ impl ConfigHistory {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for an empty prefix; [`ErrorKind::Validation`] if the
     /// published schema is not a valid JSON Schema; etcd errors.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn open(coord: &Coordinator, prefix: &str) -> Result<Self> {
         let prefix = prefix.trim_end_matches('/');
         if prefix.is_empty() {
@@ -146,6 +149,9 @@ impl ConfigHistory {
     ///
     /// # Errors
     /// etcd errors.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn versions(&self) -> Result<Vec<Version>> {
         let (_, heads) = self.store.list(None).await?;
         Ok(heads.into_iter().map(|(h, _)| h.version()).collect())
@@ -155,6 +161,9 @@ impl ConfigHistory {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for a pruned or unknown version; etcd errors.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn version(&self, revision: i64) -> Result<Version> {
         match self.store.head_at(revision, None).await? {
             Some((head, _)) => Ok(head.version()),
@@ -190,6 +199,9 @@ impl ConfigHistory {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for a pruned or unknown version; etcd errors.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn document(&self, at: Option<i64>) -> Result<(i64, Value)> {
         let (revision, kvs) = self.state(at).await?;
         let doc = diff::document(self.prefix(), &kvs, &self.fields);
@@ -212,6 +224,9 @@ impl ConfigHistory {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for a pruned or unknown version; etcd errors.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn kvs(&self, at: Option<i64>) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
         let (revision, kvs) = self.state(at).await?;
         let keys = self.store.keys();
@@ -228,6 +243,9 @@ impl ConfigHistory {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for a pruned or unknown version; etcd errors.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn diff(&self, from: Option<i64>, to: Option<i64>) -> Result<Vec<FieldChange>> {
         let (_, a) = self.state(from).await?;
         let (_, b) = self.state(to).await?;
@@ -305,6 +323,12 @@ impl ConfigHistory {
     /// # Errors
     /// [`ErrorKind::Validation`] naming the field; [`ErrorKind::NotFound`] if no schema is
     /// published; [`ErrorKind::Conflict`] if the prefix changed during the call; etcd errors.
+    ///
+    /// # Cancel safety
+    /// Dropping the future after the write was sent leaves its outcome unknown: the change is one
+    /// etcd transaction (or, over the transaction limit, a sequence of guarded batches) that may
+    /// or may not have committed. Read the history or the handle's snapshot to find out; a retry
+    /// is guarded by the revision, so it cannot apply the change twice.
     pub async fn apply(
         &self,
         document: &Value,
@@ -339,6 +363,12 @@ impl ConfigHistory {
     /// (the message names the fields it has there); [`ErrorKind::Validation`] naming the
     /// field; [`ErrorKind::NotFound`] if no schema is published; [`ErrorKind::Conflict`] if
     /// the prefix changed during the call; etcd errors.
+    ///
+    /// # Cancel safety
+    /// Dropping the future after the write was sent leaves its outcome unknown: the change is one
+    /// etcd transaction (or, over the transaction limit, a sequence of guarded batches) that may
+    /// or may not have committed. Read the history or the handle's snapshot to find out; a retry
+    /// is guarded by the revision, so it cannot apply the change twice.
     pub async fn put(
         &self,
         path: &str,
@@ -412,6 +442,12 @@ impl ConfigHistory {
     /// # Errors
     /// [`ErrorKind::NotFound`] for a pruned or unknown version; [`ErrorKind::Conflict`] if the
     /// prefix changed during the call; etcd errors.
+    ///
+    /// # Cancel safety
+    /// Dropping the future after the write was sent leaves its outcome unknown: the change is one
+    /// etcd transaction (or, over the transaction limit, a sequence of guarded batches) that may
+    /// or may not have committed. Read the history or the handle's snapshot to find out; a retry
+    /// is guarded by the revision, so it cannot apply the change twice.
     pub async fn rollback_to(
         &self,
         version: i64,
@@ -430,6 +466,9 @@ impl ConfigHistory {
     ///
     /// # Errors
     /// etcd errors of the first read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn changes(&self) -> Result<PrefixChanges> {
         PrefixChanges::open(
             self.store.etcd().clone(),

@@ -16,6 +16,9 @@ impl<T: CoordConfig> ConfigHandle<T> {
     ///
     /// # Errors
     /// etcd errors.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn history(&self) -> Result<Vec<Version>> {
         let shared = tracker(self)?;
         let (_, heads) = shared.store.list(None).await?;
@@ -29,6 +32,9 @@ impl<T: CoordConfig> ConfigHandle<T> {
     /// # Errors
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a pruned or unknown version;
     /// etcd errors.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn diff(&self, from: i64, to: i64) -> Result<Vec<FieldChange>> {
         let shared = tracker(self)?;
         let (_, a) = shared.store.state_at(from).await?;

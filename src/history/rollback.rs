@@ -22,6 +22,12 @@ impl<T: CoordConfig> ConfigHandle<T> {
     /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) if the prefix changed concurrently;
     /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) if the handle's history has not
     /// caught up within 5 s; etcd errors.
+    ///
+    /// # Cancel safety
+    /// Dropping the future after the write was sent leaves its outcome unknown: the change is one
+    /// etcd transaction (or, over the transaction limit, a sequence of guarded batches) that may
+    /// or may not have committed. Read the history or the handle's snapshot to find out; a retry
+    /// is guarded by the revision, so it cannot apply the change twice.
     pub async fn rollback_to(
         &self,
         version: i64,
