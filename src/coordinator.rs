@@ -1,7 +1,9 @@
 //! [`Coordinator`]: one etcd connection shared by every module (config, lock, registry).
 
+use std::any::TypeId;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
@@ -254,6 +256,9 @@ pub struct Coordinator {
 struct Inner {
     client: Client,
     etcd: Etcd,
+    /// Handles bound through this coordinator, to share (see
+    /// [`ConfigOptions::without_sharing`]).
+    bound: BoundHandles,
     options: CoordinatorOptions,
 }
 
@@ -358,6 +363,7 @@ impl Coordinator {
             inner: Arc::new(Inner {
                 client,
                 etcd,
+                bound: BoundHandles::default(),
                 options,
             }),
         })
@@ -420,11 +426,63 @@ impl Coordinator {
             ));
         }
         let full = format!("{}{}/", self.inner.options.namespace, prefix);
+        if options.shared {
+            if let Some(bound) = self.inner.bound.find::<T>(&full, &options) {
+                return Ok(bound);
+            }
+        }
         let started = Reloader::<T>::start(self.etcd().clone(), full.clone(), &options).await?;
         let (history, bound) = Tracker::start(self.namespace(), &full, &started.reloader, &options);
-        let config = ConfigHandle::spawn(started, full, history);
+        let config = ConfigHandle::spawn(started, full.clone(), history);
         // The schema and the bound revision are in etcd before the handle is handed out.
         bound.await;
+        if options.shared {
+            self.inner.bound.insert(&full, options, &config);
+        }
         Ok(config)
+    }
+}
+
+/// The handles bound through one coordinator: by type, full prefix and options, each held
+/// weakly (a handle lives as long as its users keep it).
+#[derive(Default)]
+struct BoundHandles {
+    by_prefix: Mutex<HashMap<(TypeId, String), Vec<BoundEntry>>>,
+}
+
+/// One bound handle: the options it was bound with, and its state.
+type BoundEntry = (ConfigOptions, WeakShared);
+
+/// A bound handle's state, type-erased.
+type WeakShared = std::sync::Weak<dyn std::any::Any + Send + Sync>;
+
+impl BoundHandles {
+    /// A live handle of `T` on `prefix` bound with `options`.
+    fn find<T: CoordConfig>(
+        &self,
+        prefix: &str,
+        options: &ConfigOptions,
+    ) -> Option<ConfigHandle<T>> {
+        let map = self.by_prefix.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = map.get(&(TypeId::of::<T>(), prefix.to_string()))?;
+        entries
+            .iter()
+            .filter(|(o, _)| o == options)
+            .find_map(|(_, weak)| ConfigHandle::<T>::upgrade(weak))
+    }
+
+    /// Remembers `handle`, dropping entries whose handles are gone.
+    fn insert<T: CoordConfig>(
+        &self,
+        prefix: &str,
+        options: ConfigOptions,
+        handle: &ConfigHandle<T>,
+    ) {
+        let mut map = self.by_prefix.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = map
+            .entry((TypeId::of::<T>(), prefix.to_string()))
+            .or_default();
+        entries.retain(|(_, weak)| weak.strong_count() > 0);
+        entries.push((options, handle.downgrade()));
     }
 }

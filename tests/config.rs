@@ -2,6 +2,7 @@
 //! Every test runs its own etcd; changes are made with the `etcdctl` binary where an operator
 //! would use it.
 
+#[macro_use]
 mod support;
 
 use std::path::Path;
@@ -982,4 +983,68 @@ async fn a_fixed_config_serves_and_checks_values_without_etcd() {
         cfg.history().await.unwrap_err().kind(),
         ErrorKind::InvalidArgument
     );
+}
+
+/// The watchers etcd holds (`etcd_debugging_mvcc_watcher_total` from its `/metrics`).
+fn etcd_watchers(etcd: &Etcd) -> f64 {
+    use std::io::{Read, Write};
+    let addr = etcd.endpoint().trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("etcd_debugging_mvcc_watcher_total in /metrics")
+}
+
+/// A hundred binds of one type and prefix with equal options share one handle: one watch in
+/// etcd, one snapshot for all. `without_sharing` makes a handle of its own.
+#[tokio::test]
+async fn binds_with_equal_options_share_one_watch_and_snapshot() {
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let coord = etcd.coordinator().await;
+    let before = etcd_watchers(&etcd);
+    let mut handles = Vec::new();
+    for _ in 0..100 {
+        let cfg: ConfigHandle<ChatConfig> = coord.config_with(options()).await.unwrap();
+        handles.push(cfg);
+    }
+    etcd.put(&key("port"), "9191");
+    for cfg in &handles {
+        assert!(eventually!(
+            Duration::from_secs(10),
+            cfg.load().port == 9191
+        ));
+    }
+    let first = handles[0].load_full();
+    assert!(handles.iter().all(|h| Arc::ptr_eq(&h.load_full(), &first)));
+    let shared_watchers = etcd_watchers(&etcd) - before;
+    assert!(
+        shared_watchers <= 2.0,
+        "{shared_watchers} watchers for 100 binds of one prefix"
+    );
+
+    let own: ConfigHandle<ChatConfig> = coord
+        .config_with(options().without_sharing())
+        .await
+        .unwrap();
+    assert!(eventually!(Duration::from_secs(5), own.load().port == 9191));
+    assert!(!Arc::ptr_eq(&own.load_full(), &handles[0].load_full()));
+    assert!(eventually!(
+        Duration::from_secs(5),
+        etcd_watchers(&etcd) - before >= shared_watchers + 1.0
+    ));
+    // Other options: another handle.
+    let other: ConfigHandle<ChatConfig> = coord
+        .config_with(options().with_event_capacity(7))
+        .await
+        .unwrap();
+    assert!(!Arc::ptr_eq(&other.load_full(), &handles[0].load_full()));
 }

@@ -144,6 +144,18 @@ impl<T: CoordConfig> ConfigHandle<T> {
         }
     }
 
+    /// The shared state, for the coordinator's table of bound handles.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<dyn std::any::Any + Send + Sync> {
+        let weak: std::sync::Weak<Shared<T>> = Arc::downgrade(&self.shared);
+        weak
+    }
+
+    /// A handle on state from [`downgrade`](Self::downgrade), if it is still alive and of `T`.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<dyn std::any::Any + Send + Sync>) -> Option<Self> {
+        let shared = weak.upgrade()?.downcast::<Shared<T>>().ok()?;
+        Some(ConfigHandle { shared })
+    }
+
     /// A handle with no reload task and no history (see [`ConfigHandle::fixed`]).
     pub(crate) fn without_etcd(
         snapshot: Snapshot<T>,

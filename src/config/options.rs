@@ -7,7 +7,7 @@ use crate::history::{HistoryOptions, DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
 
 /// Options for [`Coordinator::config_with`](crate::Coordinator::config_with). Every setting
 /// defaults to what the type's `#[coord(...)]` attributes say.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConfigOptions {
     pub(crate) prefix: Option<String>,
     pub(crate) file: Setting<PathBuf>,
@@ -26,9 +26,10 @@ pub struct ConfigOptions {
     pub(crate) max_backoff: Duration,
     pub(crate) history: HistoryOptions,
     pub(crate) max_txn_ops: usize,
+    pub(crate) shared: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Setting<T> {
     FromType,
     Set(T),
@@ -77,6 +78,7 @@ impl Default for ConfigOptions {
             max_backoff: Duration::from_secs(5),
             history: HistoryOptions::default(),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            shared: true,
         }
     }
 }
@@ -236,6 +238,17 @@ impl ConfigOptions {
     /// double, with jitter).
     pub fn with_max_backoff(mut self, delay: Duration) -> Self {
         self.max_backoff = delay.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Binds a handle of its own instead of sharing one. By default, binding the same type to
+    /// the same prefix with equal options through one [`Coordinator`](crate::Coordinator)
+    /// returns a handle that shares the first one's snapshot, watch stream, merged tree and
+    /// history part, as long as that first handle (or a clone) is alive: a hundred components
+    /// binding the same config cost one watch and one reload per change. A separate handle
+    /// has its own watch, reload task and history part.
+    pub fn without_sharing(mut self) -> Self {
+        self.shared = false;
         self
     }
 }
