@@ -99,6 +99,14 @@ pub struct Subscription<T> {
     rx: broadcast::Receiver<ConfigEvent<T>>,
 }
 
+impl<T> std::fmt::Debug for Subscription<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("queued", &self.rx.len())
+            .finish()
+    }
+}
+
 impl<T> Subscription<T> {
     pub(crate) fn new(rx: broadcast::Receiver<ConfigEvent<T>>) -> Self {
         Subscription { rx }
