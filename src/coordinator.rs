@@ -17,6 +17,7 @@ use crate::tls::{Pem, TlsSettings};
 
 /// How to reach etcd. Build with [`CoordinatorOptions::new`] and the `with_*` methods.
 #[derive(Clone)]
+#[must_use = "options do nothing until they are passed on"]
 pub struct CoordinatorOptions {
     endpoints: Vec<String>,
     user: Option<(String, String)>,

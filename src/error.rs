@@ -127,24 +127,28 @@ impl Error {
     }
 
     /// Attaches the underlying cause, returned by [`source()`](std::error::Error::source).
+    #[must_use]
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(Arc::from(source.into()));
         self
     }
 
     /// Sets the layer the bad value came from.
+    #[must_use]
     pub fn with_layer(mut self, layer: Layer) -> Self {
         self.provenance.layer = Some(layer);
         self
     }
 
     /// Sets the dotted field path of the bad value.
+    #[must_use]
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.provenance.field = Some(field.into());
         self
     }
 
     /// Sets the etcd key, file path or environment variable the bad value came from.
+    #[must_use]
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.provenance.key = Some(key.into());
         self
@@ -153,12 +157,14 @@ impl Error {
     /// Sets the layer and key to those of `origin` (no key for [`Origin::Default`]), the way
     /// a snapshot's [`Source`](crate::provenance::Source) names the same value. The revision is left as it
     /// is: an error's revision is the one being applied, not the key's `mod_revision`.
+    #[must_use]
     pub fn with_origin(mut self, origin: &Origin) -> Self {
         self.provenance.set_origin(origin);
         self
     }
 
     /// Sets the etcd revision being applied.
+    #[must_use]
     pub fn with_revision(mut self, revision: i64) -> Self {
         self.provenance.revision = Some(revision);
         self

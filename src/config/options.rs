@@ -8,6 +8,7 @@ use crate::history::{HistoryOptions, DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
 /// Options for [`Coordinator::config_with`](crate::Coordinator::config_with). Every setting
 /// defaults to what the type's `#[coord(...)]` attributes say.
 #[derive(Clone, Debug, PartialEq)]
+#[must_use = "options do nothing until they are passed on"]
 pub struct ConfigOptions {
     pub(crate) prefix: Option<String>,
     pub(crate) file: Setting<PathBuf>,

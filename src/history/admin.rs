@@ -105,6 +105,7 @@ impl ConfigHistory {
 
     /// The etcd server's `--max-txn-ops` (default 128): changes of more keys are written in
     /// several guarded batches.
+    #[must_use]
     pub fn with_max_txn_ops(mut self, ops: usize) -> Self {
         self.max_txn_ops = ops.max(MIN_TXN_OPS);
         self
@@ -112,6 +113,7 @@ impl ConfigHistory {
 
     /// Writes [`apply`](Self::apply) and [`put`](Self::put) without checking the published
     /// schema (e.g. to seed a prefix before any instance has bound it).
+    #[must_use]
     pub fn without_validation(mut self) -> Self {
         self.validate = false;
         self
@@ -120,6 +122,7 @@ impl ConfigHistory {
     /// Lets [`put`](Self::put) write a field path the published schema does not know (by
     /// default refused: the service would ignore such a key, or reject it). Values are still
     /// checked against the schema.
+    #[must_use]
     pub fn with_unknown_fields_allowed(mut self) -> Self {
         self.allow_unknown = true;
         self

@@ -37,6 +37,7 @@ pub(crate) const MIN_TXN_OPS: usize = 8;
 /// # let _ = options;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "options do nothing until they are passed on"]
 pub struct HistoryOptions {
     /// Record versions and publish the schema (off: publish and rollback still work).
     pub(crate) record: bool,
