@@ -110,8 +110,8 @@ pub use history::{
     VersionSource, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS,
 };
 pub use lock::{
-    Election, Fence, FencedTxn, FencedTxnResponse, LeaderInfo, Leadership, LockBuilder, LockEntry,
-    LockGuard, LockStatus, LostReason, Observer, Session, SessionOptions, DEFAULT_LOCK_TTL,
+    Campaign, Election, Fence, FencedTxn, FencedTxnResponse, LeaderInfo, Leadership, LockBuilder,
+    LockEntry, LockGuard, LockStatus, LostReason, Observer, Session, SessionOptions,
 };
 pub use provenance::{Layer, Origin, Provenance, Source, Sources};
 pub use registry::{

@@ -162,7 +162,7 @@ async fn go_mutex_holder_excludes_us_and_we_get_it_after() {
 
     let waiter = {
         let coord = coord.clone();
-        tokio::spawn(async move { coord.lock("jobs").acquire().await })
+        tokio::spawn(async move { coord.lock("jobs").await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!waiter.is_finished(), "we wait while Go holds");
@@ -189,7 +189,7 @@ async fn our_holder_excludes_go_mutex_and_both_agree_on_its_token() {
     probe();
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
-    let guard = coord.lock("jobs").acquire().await.unwrap();
+    let guard = coord.lock("jobs").await.unwrap();
     let mut go_lock = go(&etcd, &["mutex", "jobs"], "go mutex");
     assert_eq!(
         try_event(&mut go_lock, Duration::from_millis(1500)).await,
@@ -229,7 +229,7 @@ async fn our_holder_excludes_go_mutex_and_both_agree_on_its_token() {
     event(&mut go_lock, "unlocked", Duration::from_secs(5)).await;
     let again = coord
         .lock("jobs")
-        .acquire_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(5))
         .await
         .unwrap();
     assert!(again.fencing_token() > go_token);
@@ -242,7 +242,7 @@ async fn etcdctl_lock_waiter_gets_its_token_from_its_key_not_from_etcd_lock_rev(
     let coord = etcd.coordinator().await;
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
-    let guard = coord.lock("fenced").acquire().await.unwrap();
+    let guard = coord.lock("fenced").await.unwrap();
 
     // What docs/lock-safety.md tells a child of `etcdctl lock` to do: read its key.
     let script = format!(

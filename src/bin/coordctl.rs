@@ -501,7 +501,7 @@ async fn run_lock(cli: &Cli, command: &LockCommand) -> Result<(), Failure> {
             "key": e.key,
             "lease": format!("{:x}", e.lease),
             "create_revision": e.create_revision,
-            "ttl_secs": e.ttl.map(|t| t.as_secs()),
+            "ttl_secs": e.remaining_ttl.map(|t| t.as_secs()),
         })
     };
     match command {
@@ -531,7 +531,8 @@ async fn run_lock(cli: &Cli, command: &LockCommand) -> Result<(), Failure> {
                             e.key.clone(),
                             format!("{:x}", e.lease),
                             e.create_revision.to_string(),
-                            e.ttl.map_or("-".into(), |t| format!("{} s", t.as_secs())),
+                            e.remaining_ttl
+                                .map_or("-".into(), |t| format!("{} s", t.as_secs())),
                         ]
                     })
                     .collect();
