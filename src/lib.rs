@@ -81,6 +81,7 @@
 //! |---|---|---|
 //! | `derive` | yes | `#[derive(CoordConfig)]` (the `coordination-derive` proc-macro crate) |
 //! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap) |
+//! | `stream` | no | `futures_core::Stream` for [`RegistryWatch`], [`StatusWatch`], [`LiveUpdates`] and [`Observer`] (the `futures-core` crate) |
 
 mod config;
 mod coordinator;
@@ -115,9 +116,9 @@ pub use lock::{
 };
 pub use provenance::{Layer, Origin, Provenance, Source, Sources};
 pub use registry::{
-    Balancer, Health, HealthCheck, Instance, LiveSet, LiveSnapshot, Register, Registration,
-    RegistrationState, RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch,
-    ServiceInstance, StatusWatch, DEFAULT_RESOLVER_PREFIX, DEFAULT_STATUS_PREFIX, DEFAULT_WEIGHT,
+    Balancer, Health, HealthCheck, Instance, InstanceSpec, LiveInstances, LiveSet, LiveUpdates,
+    Registration, RegistrationBuilder, RegistrationState, RegistrationStatus, Registry,
+    RegistryEvent, RegistryOptions, RegistryWatch, StatusWatch,
 };
 
 /// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes (the

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use coordination::{ErrorKind, Fence, Health, Registration, ServiceInstance};
+use coordination::{ErrorKind, Fence, Health, InstanceSpec, Registration};
 use etcd_client::TxnOp;
 use serde_json::{json, Value};
 use support::{read_prefix_raw, Etcd, Proc};
@@ -423,8 +423,8 @@ async fn go_observes_our_election_and_we_observe_go_campaigns() {
 
 // ---- registry ----
 
-fn instance(service: &str, id: &str, addr: &str) -> ServiceInstance {
-    ServiceInstance::new(service, id, addr)
+fn instance(service: &str, id: &str, addr: &str) -> InstanceSpec {
+    InstanceSpec::new(service, id, addr)
         .with_zone("eu-1a")
         .with_version("1.4.2")
         .with_metadata(json!({"proto": "v2", "shard": 3}))
@@ -450,7 +450,9 @@ async fn go_endpoints_manager_lists_our_registrations() {
         ("chat", "chat-3", "127.0.0.1:7003"),
         ("chatty", "chatty-1", "127.0.0.1:7101"),
     ] {
-        let reg = registry.register(instance(service, id, addr)).ttl(TTL);
+        let reg = registry
+            .register(instance(service, id, addr))
+            .with_lease_ttl(TTL);
         regs.push(reg.await.unwrap());
     }
     regs[2].set_health(Health::Draining).await.unwrap();
@@ -558,7 +560,7 @@ async fn grpc_go_pick_first_and_round_robin_reach_every_registered_instance() {
         let service = id.split('-').next().unwrap();
         let reg = registry
             .register(instance(service, id, addr))
-            .ttl(TTL)
+            .with_lease_ttl(TTL)
             .await
             .unwrap();
         regs.insert(id.clone(), reg);

@@ -12,8 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use coordination::{
-    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, ResyncReason, ServiceInstance,
-    WatchState,
+    Change, Config, ConfigEvent, ConfigOptions, CoordConfig, InstanceSpec, ResyncReason, WatchState,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -102,7 +101,7 @@ async fn registry_live_view_follows_a_restore() {
     let coord = etcd.coordinator().await;
     let registry = coord.registry();
     let _a = registry
-        .register(ServiceInstance::new("sub", "a", "127.0.0.1:1"))
+        .register(InstanceSpec::new("sub", "a", "127.0.0.1:1"))
         .await
         .unwrap();
     let live = registry.live("sub").await.unwrap();
@@ -118,7 +117,7 @@ async fn registry_live_view_follows_a_restore() {
     let _c = loop {
         // The registration may race the client's reconnection; retry until etcd answers.
         match registry
-            .register(ServiceInstance::new("sub", "c", "127.0.0.1:3"))
+            .register(InstanceSpec::new("sub", "c", "127.0.0.1:3"))
             .await
         {
             Ok(c) => break c,
@@ -128,7 +127,7 @@ async fn registry_live_view_follows_a_restore() {
     assert!(
         eventually!(
             Duration::from_secs(20),
-            live.snapshot().instances().iter().any(|i| i.id() == "c")
+            live.current().instances().iter().any(|i| i.id() == "c")
         ),
         "the live view missed a registration made after the restore"
     );
