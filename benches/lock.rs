@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coordination::{Coordinator, Session, SessionOptions};
+use coordination::lock::SessionOptions;
+use coordination::Coordinator;
 use etcd_client::{Client, LockOptions};
 
 const ROUND: usize = 100;
@@ -45,7 +46,8 @@ async fn run() {
         .unwrap_or(2000);
     let etcd = support::Etcd::start().await;
     let coord = etcd.coordinator().await;
-    let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(30)))
+    let session = coord
+        .session(SessionOptions::new().with_lease_ttl(Duration::from_secs(30)))
         .await
         .unwrap();
     let raw = coord.client();
@@ -61,7 +63,7 @@ async fn run() {
             Box::new(move || {
                 let session = session.clone();
                 Box::pin(async move {
-                    let guard = session.lock("bench/b").acquire().await.unwrap();
+                    let guard = session.lock("bench/b").await.unwrap();
                     guard.unlock().await.unwrap();
                 })
             })
@@ -79,7 +81,7 @@ async fn run() {
             Box::new(move || {
                 let coord = coord.clone();
                 Box::pin(async move {
-                    let guard = coord.lock("bench/e").acquire().await.unwrap();
+                    let guard = coord.lock("bench/e").await.unwrap();
                     guard.unlock().await.unwrap();
                 })
             })
@@ -190,7 +192,8 @@ async fn contended(etcd: &support::Etcd, raw_rpc: bool) -> f64 {
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let coord: Coordinator = etcd.coordinator().await;
-        let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(30)))
+        let session = coord
+            .session(SessionOptions::new().with_lease_ttl(Duration::from_secs(30)))
             .await
             .unwrap();
         let (stop, count) = (stop.clone(), count.clone());
@@ -202,7 +205,7 @@ async fn contended(etcd: &support::Etcd, raw_rpc: bool) -> f64 {
                     let resp = client.lock(name, Some(options)).await.unwrap();
                     client.unlock(resp.key()).await.unwrap();
                 } else {
-                    let guard = session.lock(name).acquire().await.unwrap();
+                    let guard = session.lock(name).await.unwrap();
                     guard.unlock().await.unwrap();
                 }
                 count.fetch_add(1, Ordering::Relaxed);

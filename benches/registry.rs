@@ -15,7 +15,7 @@ mod support;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use coordination::{Balancer, LiveSet, Registration, ServiceInstance};
+use coordination::registry::{Balancer, InstanceSpec, LiveSet, Registration};
 use etcd_client::{EventType, WatchOptions};
 
 const PICKS: usize = 100_000;
@@ -88,14 +88,13 @@ fn main() {
         // ---- 1. pick() cost ----
         let mut pool: Vec<Registration> = Vec::new();
         for i in 0..10u32 {
-            let spec =
-                ServiceInstance::new("pool", format!("node-{i}"), format!("10.0.0.{i}:50051"))
-                    .with_weight(100 * (1 + i % 3))
-                    .with_zone(format!("z{}", i % 3));
+            let spec = InstanceSpec::new("pool", format!("node-{i}"), format!("10.0.0.{i}:50051"))
+                .with_weight(100 * (1 + i % 3))
+                .with_zone(format!("z{}", i % 3));
             pool.push(
                 registry
                     .register(spec)
-                    .ttl(Duration::from_secs(30))
+                    .with_lease_ttl(Duration::from_secs(30))
                     .await
                     .unwrap(),
             );
@@ -171,8 +170,8 @@ fn main() {
             let id = format!("lat-{i}");
             let start = Instant::now();
             let reg = registry
-                .register(ServiceInstance::new("lat", id.as_str(), "10.0.0.1:1"))
-                .ttl(Duration::from_secs(10))
+                .register(InstanceSpec::new("lat", id.as_str(), "10.0.0.1:1"))
+                .with_lease_ttl(Duration::from_secs(10))
                 .await
                 .unwrap();
             let d_reg = start.elapsed();

@@ -48,14 +48,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let a = node_a
         .election(ELECTION)
-        .ttl(Duration::from_secs(5))
+        .with_lease_ttl(Duration::from_secs(5))
         .campaign("node-a")
         .await?;
     println!("node-a: elected, token {}", a.fencing_token());
     let b_campaign = tokio::spawn(async move {
         node_b
             .election(ELECTION)
-            .ttl(Duration::from_secs(5))
+            .with_lease_ttl(Duration::from_secs(5))
             .campaign("node-b")
             .await
     });

@@ -14,7 +14,8 @@
 use std::error::Error;
 use std::time::Duration;
 
-use coordination::{Coordinator, CoordinatorOptions, ErrorKind, Fence, LockGuard};
+use coordination::lock::{Fence, LockGuard};
+use coordination::{Coordinator, CoordinatorOptions, ErrorKind};
 use etcd_client::TxnOp;
 
 const NAMESPACE: &str = "/coordination-demo";
@@ -37,8 +38,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // Alice takes the lock first; Bob queues behind her, then they alternate (FIFO).
     let first = alice
         .lock(LOCK)
-        .ttl(Duration::from_secs(10))
-        .acquire()
+        .with_lease_ttl(Duration::from_secs(10))
         .await?;
     let bob_task = tokio::spawn(holder("bob", bob.clone(), None));
     while alice.lock_status(LOCK).await?.waiters.is_empty() {
@@ -56,8 +56,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .chain(status.waiters.iter().map(|e| ("waiter", e)))
     {
         println!(
-            "  {role}: {} lease {:x} create_revision {} ttl {:?}",
-            entry.key, entry.lease, entry.create_revision, entry.ttl
+            "  {role}: {} lease {:x} create_revision {} remaining_ttl {:?}",
+            entry.key, entry.lease, entry.create_revision, entry.remaining_ttl
         );
     }
     let alice_task = tokio::spawn(holder("alice", alice.clone(), Some(first)));
@@ -96,7 +96,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
 
     // An operator force-releases a stuck holder; the holder's lost() fires.
-    let stuck = bob.lock(LOCK).acquire().await?;
+    let stuck = bob.lock(LOCK).await?;
     let released = alice.force_unlock(LOCK).await?;
     println!("force-released {:?}", released.map(|e| e.key));
     println!("bob's guard: lost ({})", stuck.lost().await);
@@ -118,8 +118,7 @@ async fn holder(
             None => {
                 coord
                     .lock(LOCK)
-                    .ttl(Duration::from_secs(10))
-                    .acquire()
+                    .with_lease_ttl(Duration::from_secs(10))
                     .await?
             }
         };

@@ -13,10 +13,10 @@ use std::error::Error;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coordination::{
-    Balancer, Coordinator, CoordinatorOptions, Health, LiveSet, LiveSnapshot, RegistryEvent,
-    ServiceInstance,
+use coordination::registry::{
+    Balancer, Health, InstanceSpec, LiveInstances, LiveSet, RegistryEvent,
 };
+use coordination::{Coordinator, CoordinatorOptions};
 use serde_json::json;
 
 const NAMESPACE: &str = "/coordination-demo";
@@ -45,18 +45,18 @@ async fn run_instance(coord: Coordinator, id: &str) -> Result<(), Box<dyn Error>
     let reg = coord
         .registry()
         .register(
-            ServiceInstance::new("chat", id, "10.0.0.8:50051")
+            InstanceSpec::new("chat", id, "10.0.0.8:50051")
                 .with_weight(300)
                 .with_zone("eu-1b")
                 .with_version("1.4.2"),
         )
-        .ttl(TTL)
+        .with_lease_ttl(TTL)
         .await?;
     println!(
         "[{id} pid {}] registered on lease {:x} (TTL {} s)",
         std::process::id(),
         reg.lease_id(),
-        reg.status().ttl_secs
+        reg.status().granted_ttl.as_secs()
     );
     tokio::task::spawn_blocking(|| {
         use std::io::Read;
@@ -76,8 +76,8 @@ async fn pause() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
-fn show(snapshot: &LiveSnapshot) -> String {
-    let parts: Vec<String> = snapshot
+fn show(view: &LiveInstances) -> String {
+    let parts: Vec<String> = view
         .instances()
         .iter()
         .map(|i| {
@@ -137,7 +137,7 @@ async fn run_demo(coord: Coordinator) -> Result<(), Box<dyn Error>> {
     // Every change, as the watch reports it.
     let mut watch = registry.watch("chat");
     tokio::spawn(async move {
-        while let Some(event) = watch.recv().await {
+        while let Some(event) = watch.next().await {
             let what = match &event {
                 RegistryEvent::Added { instance, .. } => {
                     format!(
@@ -171,13 +171,13 @@ async fn run_demo(coord: Coordinator) -> Result<(), Box<dyn Error>> {
     );
     let chat1 = registry
         .register(
-            ServiceInstance::new("chat", "chat-1", "10.0.0.7:50051")
+            InstanceSpec::new("chat", "chat-1", "10.0.0.7:50051")
                 .with_weight(100)
                 .with_zone("eu-1a")
                 .with_version("1.4.2")
                 .with_metadata(json!({"proto": "v2"})),
         )
-        .ttl(TTL)
+        .with_lease_ttl(TTL)
         .await?;
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--instance", "chat-2"])
@@ -250,7 +250,7 @@ async fn run_demo(coord: Coordinator) -> Result<(), Box<dyn Error>> {
     pause().await;
     println!("[{:>5} ms] deregistering chat-1", ms());
     chat1.deregister().await?;
-    let view = set.wait_for(LiveSnapshot::is_empty).await?;
+    let view = set.wait_for(LiveInstances::is_empty).await?;
     println!("[{:>5} ms] [live] {}", ms(), show(&view));
     tokio::time::sleep(Duration::from_millis(100)).await;
     println!("[{:>5} ms] done", ms());

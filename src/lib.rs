@@ -92,6 +92,7 @@
 //! | `derive` | yes | `#[derive(CoordConfig)]` (the `coordination-derive` proc-macro crate) |
 //! | `tls` | yes | TLS and mutual TLS to etcd: `https://` endpoints, [`CoordinatorOptions::with_ca_file`] and the other TLS options (etcd-client's rustls with the *ring* provider). See [`docs::security`] |
 //! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap, rpassword); implies `tls` |
+//! | `stream` | no | `futures_core::Stream` for [`config::Subscription`], [`registry::RegistryWatch`], [`registry::StatusWatch`], [`registry::LiveUpdates`] and [`lock::Observer`] (the `futures-core` crate) |
 
 pub mod config;
 mod coordinator;
@@ -113,17 +114,6 @@ pub use etcd::DEFAULT_MAX_DECODE_BYTES;
 /// The etcd client this crate is built on, re-exported so that [`Coordinator::client`] and the
 /// fenced transactions' `Compare`/`TxnOp` types need no separately pinned dependency.
 pub use etcd_client;
-#[doc(hidden)]
-pub use lock::{
-    Election, Fence, FencedTxn, FencedTxnResponse, LeaderInfo, Leadership, LockBuilder, LockEntry,
-    LockGuard, LockStatus, LostReason, Observer, Session, SessionOptions, DEFAULT_LOCK_TTL,
-};
-#[doc(hidden)]
-pub use registry::{
-    Balancer, Health, HealthCheck, Instance, LiveSet, LiveSnapshot, Register, Registration,
-    RegistrationState, RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch,
-    ServiceInstance, StatusWatch, DEFAULT_RESOLVER_PREFIX, DEFAULT_STATUS_PREFIX, DEFAULT_WEIGHT,
-};
 
 /// `#[derive(CoordConfig)]`: implements [`CoordConfig`] from `#[coord(...)]` attributes (the
 /// table below); see the trait for an example with secret fields.

@@ -197,6 +197,7 @@ pub(crate) struct Count {
 /// all, every layer represented.
 #[test]
 fn corpus_covers_every_layer() {
+    #[cfg_attr(not(feature = "cli"), allow(unused_mut))]
     let mut counts = vec![
         Count {
             layer: "etcd (puts, raw bytes, transactions)",

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use coordination::{Balancer, Health, LiveSet, Registration, Registry, ServiceInstance};
+use coordination::registry::{Balancer, Health, InstanceSpec, LiveSet, Registration, Registry};
 use support::{init_tracing, Etcd};
 
 const PICKS: usize = 10_000;
@@ -21,11 +21,11 @@ async fn register(
 ) -> Registration {
     registry
         .register(
-            ServiceInstance::new(service, id, format!("{id}.local:50051"))
+            InstanceSpec::new(service, id, format!("{id}.local:50051"))
                 .with_weight(weight)
                 .with_zone(zone),
         )
-        .ttl(TTL)
+        .with_lease_ttl(TTL)
         .await
         .expect("register")
 }

@@ -1048,3 +1048,34 @@ async fn binds_with_equal_options_share_one_watch_and_snapshot() {
         .unwrap();
     assert!(!Arc::ptr_eq(&other.load_full(), &handles[0].load_full()));
 }
+
+/// With the `stream` feature a subscription and a view's subscription are `Stream`s.
+#[cfg(feature = "stream")]
+#[tokio::test]
+async fn subscriptions_are_streams() {
+    use futures_util::StreamExt;
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let coord = etcd.coordinator().await;
+    let cfg: ConfigHandle<ChatConfig> = coord.config_with(options()).await.unwrap();
+    let mut events = cfg.subscribe();
+    let mut pool = cfg.map(|c| &c.database).subscribe();
+    let revision = etcd.put(&key("database/pool"), "30");
+    let applied = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(ConfigEvent::Applied(s)) = events.next().await {
+                break s;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(applied.revision(), revision);
+    let change = tokio::time::timeout(Duration::from_secs(10), StreamExt::next(&mut pool))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(change.paths(), ["pool"]);
+    // try_next finds nothing more queued.
+    assert!(cfg.subscribe().try_next().is_none());
+}

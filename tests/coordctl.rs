@@ -280,7 +280,7 @@ async fn coordctl_lists_and_releases_locks() {
     let coord = etcd.coordinator().await;
     let waiter = {
         let coord = coord.clone();
-        tokio::spawn(async move { coord.lock("jobs/cli").acquire().await })
+        tokio::spawn(async move { coord.lock("jobs/cli").await })
     };
     let listed = loop {
         let v = json(&etcd, &["lock", "ls", "jobs/cli"]);

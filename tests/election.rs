@@ -7,9 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use coordination::{
-    Coordinator, CoordinatorOptions, ErrorKind, LostReason, Session, SessionOptions,
-};
+use coordination::lock::{LostReason, SessionOptions};
+use coordination::{Coordinator, CoordinatorOptions, ErrorKind};
 use etcd_client::TxnOp;
 use support::{Etcd, Proc};
 
@@ -50,7 +49,7 @@ async fn worker() {
     });
     let leadership = coord
         .election("service")
-        .ttl(TTL)
+        .with_lease_ttl(TTL)
         .campaign(id.clone())
         .await
         .unwrap();
@@ -215,7 +214,8 @@ async fn campaign_proclaim_resign_observe_in_process() {
     assert_eq!(election.leader().await.unwrap(), None);
     let mut observer = election.observe().unwrap();
 
-    let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(10)))
+    let session = coord
+        .session(SessionOptions::new().with_lease_ttl(Duration::from_secs(10)))
         .await
         .unwrap();
     let first = session.election("svc/leader").campaign("a").await.unwrap();
@@ -235,7 +235,8 @@ async fn campaign_proclaim_resign_observe_in_process() {
     // A second candidate waits; a timed-out campaign leaves no key behind.
     let err = coord
         .election("svc/leader")
-        .campaign_timeout("b", Duration::from_millis(300))
+        .campaign("b")
+        .with_timeout(Duration::from_millis(300))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
@@ -276,7 +277,10 @@ async fn campaign_proclaim_resign_observe_in_process() {
     assert_eq!(election.leader().await.unwrap(), None);
 }
 
-fn first_token_lower(second: &coordination::Leadership, first: &coordination::LeaderInfo) -> bool {
+fn first_token_lower(
+    second: &coordination::lock::Leadership,
+    first: &coordination::lock::LeaderInfo,
+) -> bool {
     second.fencing_token() > first.create_revision
 }
 
@@ -362,4 +366,27 @@ async fn interoperates_with_etcdctl_elect() {
     listener.signal("INT");
     candidate.wait_exit(Duration::from_secs(5)).await;
     listener.wait_exit(Duration::from_secs(5)).await;
+}
+
+/// With the `stream` feature an observer is a `Stream` of leaders with the same items as its
+/// `next()`: the leader, then each value it proclaims.
+#[cfg(feature = "stream")]
+#[tokio::test]
+async fn an_observer_is_a_stream_of_leaders() {
+    use futures_util::StreamExt;
+
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let election = coord.election("streamed");
+    let mut values = election
+        .observe()
+        .unwrap()
+        .map(|leader| leader.value_str().map(str::to_string));
+    let leadership = election.campaign("a").await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), values.next()).await;
+    assert_eq!(first.unwrap(), Some(Some("a".to_string())));
+    leadership.proclaim("a2").await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), values.next()).await;
+    assert_eq!(second.unwrap(), Some(Some("a2".to_string())));
+    leadership.resign().await.unwrap();
 }

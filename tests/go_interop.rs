@@ -19,7 +19,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use coordination::{ErrorKind, Fence, Health, Registration, ServiceInstance};
+use coordination::lock::Fence;
+use coordination::registry::{Health, InstanceSpec, Registration};
+use coordination::ErrorKind;
 use etcd_client::TxnOp;
 use serde_json::{json, Value};
 use support::{read_prefix_raw, Etcd, Proc};
@@ -162,7 +164,7 @@ async fn go_mutex_holder_excludes_us_and_we_get_it_after() {
 
     let waiter = {
         let coord = coord.clone();
-        tokio::spawn(async move { coord.lock("jobs").acquire().await })
+        tokio::spawn(async move { coord.lock("jobs").await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!waiter.is_finished(), "we wait while Go holds");
@@ -189,7 +191,7 @@ async fn our_holder_excludes_go_mutex_and_both_agree_on_its_token() {
     probe();
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
-    let guard = coord.lock("jobs").acquire().await.unwrap();
+    let guard = coord.lock("jobs").await.unwrap();
     let mut go_lock = go(&etcd, &["mutex", "jobs"], "go mutex");
     assert_eq!(
         try_event(&mut go_lock, Duration::from_millis(1500)).await,
@@ -229,7 +231,7 @@ async fn our_holder_excludes_go_mutex_and_both_agree_on_its_token() {
     event(&mut go_lock, "unlocked", Duration::from_secs(5)).await;
     let again = coord
         .lock("jobs")
-        .acquire_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(5))
         .await
         .unwrap();
     assert!(again.fencing_token() > go_token);
@@ -242,7 +244,7 @@ async fn etcdctl_lock_waiter_gets_its_token_from_its_key_not_from_etcd_lock_rev(
     let coord = etcd.coordinator().await;
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
-    let guard = coord.lock("fenced").acquire().await.unwrap();
+    let guard = coord.lock("fenced").await.unwrap();
 
     // What docs/lock-safety.md tells a child of `etcdctl lock` to do: read its key.
     let script = format!(
@@ -319,9 +321,9 @@ async fn etcdctl_lock_waiter_gets_its_token_from_its_key_not_from_etcd_lock_rev(
 
 /// Our observer's next leader that satisfies `want`, within 5 s.
 async fn observed(
-    observer: &mut coordination::Observer,
-    want: impl Fn(&coordination::LeaderInfo) -> bool,
-) -> coordination::LeaderInfo {
+    observer: &mut coordination::lock::Observer,
+    want: impl Fn(&coordination::lock::LeaderInfo) -> bool,
+) -> coordination::lock::LeaderInfo {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let leader = observer.next().await.expect("observer open");
@@ -423,8 +425,8 @@ async fn go_observes_our_election_and_we_observe_go_campaigns() {
 
 // ---- registry ----
 
-fn instance(service: &str, id: &str, addr: &str) -> ServiceInstance {
-    ServiceInstance::new(service, id, addr)
+fn instance(service: &str, id: &str, addr: &str) -> InstanceSpec {
+    InstanceSpec::new(service, id, addr)
         .with_zone("eu-1a")
         .with_version("1.4.2")
         .with_metadata(json!({"proto": "v2", "shard": 3}))
@@ -450,7 +452,9 @@ async fn go_endpoints_manager_lists_our_registrations() {
         ("chat", "chat-3", "127.0.0.1:7003"),
         ("chatty", "chatty-1", "127.0.0.1:7101"),
     ] {
-        let reg = registry.register(instance(service, id, addr)).ttl(TTL);
+        let reg = registry
+            .register(instance(service, id, addr))
+            .with_lease_ttl(TTL);
         regs.push(reg.await.unwrap());
     }
     regs[2].set_health(Health::Draining).await.unwrap();
@@ -558,7 +562,7 @@ async fn grpc_go_pick_first_and_round_robin_reach_every_registered_instance() {
         let service = id.split('-').next().unwrap();
         let reg = registry
             .register(instance(service, id, addr))
-            .ttl(TTL)
+            .with_lease_ttl(TTL)
             .await
             .unwrap();
         regs.insert(id.clone(), reg);

@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coordination::{
-    Coordinator, CoordinatorOptions, ErrorKind, LockGuard, LostReason, Session, SessionOptions,
-};
+use coordination::lock::{LockGuard, LostReason, Session, SessionOptions};
+use coordination::{Coordinator, CoordinatorOptions, ErrorKind};
 use etcd_client::TxnOp;
 use support::proxy::Proxy;
 use support::{Etcd, Proc};
@@ -51,9 +50,12 @@ async fn counter_worker(coord: &Coordinator, name: &str) {
     let shared_session = std::env::var("COORD_LOCK_MODE").unwrap() == "session";
     let session = if shared_session {
         Some(
-            Session::open(coord, SessionOptions::new(Duration::from_secs(10)))
-                .await
-                .unwrap(),
+            Session::open(
+                coord,
+                SessionOptions::new().with_lease_ttl(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap(),
         )
     } else {
         None
@@ -64,8 +66,8 @@ async fn counter_worker(coord: &Coordinator, name: &str) {
     let mut tokens_increase = true;
     for _ in 0..iterations {
         let guard = match &session {
-            Some(session) => session.lock(name).acquire().await,
-            None => coord.lock(name).acquire().await,
+            Some(session) => session.lock(name).await,
+            None => coord.lock(name).await,
         }
         .expect("acquire");
         tokens_increase &= guard.fencing_token() > last_token;
@@ -109,8 +111,7 @@ async fn counter_worker(coord: &Coordinator, name: &str) {
 async fn paused_holder_worker(coord: &Coordinator, name: &str) {
     let guard = coord
         .lock(name)
-        .ttl(Duration::from_secs(3))
-        .acquire()
+        .with_lease_ttl(Duration::from_secs(3))
         .await
         .unwrap();
     println!("@@ held {} {}", guard.key(), guard.fencing_token());
@@ -213,13 +214,13 @@ async fn four_processes_increment_a_fenced_counter_exactly() {
 async fn waiters_acquire_in_arrival_order_with_increasing_tokens() {
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
-    let holder = coord.lock("fifo").acquire().await.unwrap();
+    let holder = coord.lock("fifo").await.unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..5 {
         let (waiter, order) = (coord.clone(), order.clone());
         tasks.push(tokio::spawn(async move {
-            let guard = waiter.lock("fifo").acquire().await.unwrap();
+            let guard = waiter.lock("fifo").await.unwrap();
             order.lock().unwrap().push((i, guard.fencing_token()));
             tokio::time::sleep(Duration::from_millis(20)).await;
             guard.unlock().await.unwrap();
@@ -284,7 +285,7 @@ async fn etcdctl_holder_excludes_us_and_we_get_it_after() {
 
     let waiter = {
         let coord = coord.clone();
-        tokio::spawn(async move { coord.lock("interop").acquire().await })
+        tokio::spawn(async move { coord.lock("interop").await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!waiter.is_finished(), "we wait while etcdctl holds");
@@ -304,7 +305,7 @@ async fn etcdctl_holder_excludes_us_and_we_get_it_after() {
 async fn our_holder_excludes_etcdctl_and_it_gets_it_after() {
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
-    let guard = coord.lock("interop").acquire().await.unwrap();
+    let guard = coord.lock("interop").await.unwrap();
     let mut etcdctl = etcdctl_lock(&etcd, "interop", None);
     assert_eq!(
         etcdctl.try_line(Duration::from_millis(1500)).await,
@@ -348,7 +349,7 @@ async fn paused_holder_loses_the_lock_and_its_fenced_write_is_rejected() {
     let stopped = Instant::now();
     let guard = coord
         .lock("paused")
-        .acquire_timeout(Duration::from_secs(20))
+        .with_timeout(Duration::from_secs(20))
         .await
         .expect("the lock is free once the paused holder's lease expires");
     assert!(
@@ -392,7 +393,7 @@ async fn etcd_restart_keeps_one_holder_and_waiters_still_acquire() {
     let holders = Arc::new(AtomicUsize::new(0));
     let overlaps = Arc::new(AtomicUsize::new(0));
 
-    let first = a.lock("restart").acquire().await.unwrap();
+    let first = a.lock("restart").await.unwrap();
     holders.fetch_add(1, Ordering::SeqCst);
     assert!(!first.is_lost()); // starts the key watch, which must survive the restart
 
@@ -401,7 +402,7 @@ async fn etcd_restart_keeps_one_holder_and_waiters_still_acquire() {
         let coord = etcd.coordinator().await;
         let (holders, overlaps) = (holders.clone(), overlaps.clone());
         waiters.push(tokio::spawn(async move {
-            let guard = coord.lock("restart").acquire().await.unwrap();
+            let guard = coord.lock("restart").await.unwrap();
             if holders.fetch_add(1, Ordering::SeqCst) != 0 {
                 overlaps.fetch_add(1, Ordering::SeqCst);
             }
@@ -459,8 +460,9 @@ async fn etcd_restart_keeps_one_holder_and_waiters_still_acquire() {
 async fn try_acquire_and_timeouts_leave_no_waiter_key_and_drop_frees_fast() {
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
-    let holder = coord.lock("cleanup").acquire().await.unwrap();
-    let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(10)))
+    let holder = coord.lock("cleanup").await.unwrap();
+    let session = coord
+        .session(SessionOptions::new().with_lease_ttl(Duration::from_secs(10)))
         .await
         .unwrap();
 
@@ -480,7 +482,7 @@ async fn try_acquire_and_timeouts_leave_no_waiter_key_and_drop_frees_fast() {
     for builder in [coord.lock("cleanup"), session.lock("cleanup")] {
         let started = Instant::now();
         let err = builder
-            .acquire_timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_millis(300))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
@@ -494,18 +496,14 @@ async fn try_acquire_and_timeouts_leave_no_waiter_key_and_drop_frees_fast() {
     assert!(!session.is_lost(), "the shared session is still usable");
 
     // An acquisition abandoned mid-wait removes its key in the background.
-    let abandoned = tokio::time::timeout(
-        Duration::from_millis(300),
-        session.lock("cleanup").acquire(),
-    )
-    .await;
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), session.lock("cleanup")).await;
     assert!(abandoned.is_err());
     wait_for_keys(&etcd, "cleanup/", 1).await;
 
     // Dropping the holder frees the lock in about one round trip, not a TTL.
     let waiter = {
         let session = session.clone();
-        tokio::spawn(async move { session.lock("cleanup").acquire().await.unwrap() })
+        tokio::spawn(async move { session.lock("cleanup").await.unwrap() })
     };
     wait_for_keys(&etcd, "cleanup/", 2).await;
     let holder_lease = holder.lease_id();
@@ -530,10 +528,11 @@ async fn try_acquire_and_timeouts_leave_no_waiter_key_and_drop_frees_fast() {
 async fn same_session_reacquires_with_the_same_key_and_token() {
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
-    let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(10)))
+    let session = coord
+        .session(SessionOptions::new().with_lease_ttl(Duration::from_secs(10)))
         .await
         .unwrap();
-    let outer = session.lock("reentrant").acquire().await.unwrap();
+    let outer = session.lock("reentrant").await.unwrap();
     let inner = session
         .lock("reentrant")
         .try_acquire()
@@ -568,18 +567,53 @@ async fn same_session_reacquires_with_the_same_key_and_token() {
     assert!(other.is_some(), "free after the last unlock");
 }
 
+/// An `unlock()` or `resign()` whose future is dropped before etcd answered still releases:
+/// the release runs in a task of its own, so the key does not stay behind on a session that
+/// lives on (which would hold the lock until the session closes).
+#[tokio::test]
+async fn an_unlock_or_resign_dropped_midway_still_releases() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let session = coord.session(SessionOptions::new()).await.unwrap();
+
+    let guard = session.lock("dropped-unlock").await.unwrap();
+    // Poll the unlock once (it sends nothing before its first poll), then drop it.
+    let _ = tokio::time::timeout(Duration::ZERO, guard.unlock()).await;
+    wait_for_keys(&etcd, "dropped-unlock/", 0).await;
+    let other = coord
+        .lock("dropped-unlock")
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free after the dropped unlock");
+    other.unlock().await.unwrap();
+
+    let leadership = session
+        .election("dropped-resign")
+        .campaign("a")
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::ZERO, leadership.resign()).await;
+    wait_for_keys(&etcd, "dropped-resign/", 0).await;
+    assert_eq!(
+        coord.election("dropped-resign").leader().await.unwrap(),
+        None
+    );
+    assert!(!session.is_lost(), "the session lives on");
+    assert!(session.remaining_ttl().await.unwrap() > Duration::ZERO);
+}
+
 #[tokio::test]
 async fn admin_lists_queue_and_force_release_fires_lost() {
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
     let holder = coord
         .lock("admin")
-        .ttl(Duration::from_secs(10))
-        .acquire()
+        .with_lease_ttl(Duration::from_secs(10))
         .await
         .unwrap();
     assert!(!holder.is_lost());
-    let remaining = holder.ttl().await.unwrap();
+    let remaining = holder.remaining_ttl().await.unwrap();
     assert!(remaining > Duration::from_secs(5) && remaining <= Duration::from_secs(10));
     let before = holder.valid_until();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -588,7 +622,7 @@ async fn admin_lists_queue_and_force_release_fires_lost() {
 
     let waiter = {
         let coord = coord.clone();
-        tokio::spawn(async move { coord.lock("admin").acquire().await.unwrap() })
+        tokio::spawn(async move { coord.lock("admin").await.unwrap() })
     };
     wait_for_waiters(&coord, "admin", 1).await;
     let status = coord.lock_status("admin").await.unwrap();
@@ -596,7 +630,7 @@ async fn admin_lists_queue_and_force_release_fires_lost() {
     assert_eq!(top.key, holder.key());
     assert_eq!(top.lease, holder.lease_id());
     assert_eq!(top.create_revision, holder.fencing_token());
-    assert!(top.ttl.unwrap() > Duration::from_secs(5));
+    assert!(top.remaining_ttl.unwrap() > Duration::from_secs(5));
     assert!(status.waiters[0].create_revision > top.create_revision);
     assert_eq!(status.prefix, "admin/");
 
@@ -655,7 +689,7 @@ async fn fenced_txn_runs_own_compares_only_while_the_lock_holds() {
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
     etcd.put(STATE, "idle");
-    let guard = coord.lock("fenced").acquire().await.unwrap();
+    let guard = coord.lock("fenced").await.unwrap();
     let start = || {
         coord
             .kv_txn_fenced(&guard)
@@ -708,7 +742,7 @@ async fn namespaced_locks_live_under_the_namespace() {
         Coordinator::connect(CoordinatorOptions::new([etcd.endpoint()]).with_namespace("/tenant"))
             .await
             .unwrap();
-    let guard = tenant.lock("jobs/x").acquire().await.unwrap();
+    let guard = tenant.lock("jobs/x").await.unwrap();
     assert!(
         guard.key().starts_with("/tenant/jobs/x/"),
         "{}",
@@ -748,12 +782,12 @@ async fn nested_lock_names_do_not_act_on_each_other() {
     let coord = etcd.coordinator().await;
     let rebalance = coord
         .lock("jobs/rebalance")
-        .acquire_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(3))
         .await
         .expect("jobs/rebalance is free");
     let backfill = coord
         .lock("jobs/backfill")
-        .acquire_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(3))
         .await
         .expect("jobs/backfill is free");
     // Both nested keys are older than any key of `jobs`: a prefix rule would queue behind them.
@@ -765,7 +799,7 @@ async fn nested_lock_names_do_not_act_on_each_other() {
         .expect("`jobs` is free although nested locks are held");
     let jobs_timed = coord
         .lock("jobs")
-        .acquire_timeout(Duration::from_millis(300))
+        .with_timeout(Duration::from_millis(300))
         .await;
     assert_eq!(
         jobs_timed.unwrap_err().kind(),
@@ -774,7 +808,7 @@ async fn nested_lock_names_do_not_act_on_each_other() {
     );
     let nested_after = coord
         .lock("jobs/rebalance/eu")
-        .acquire_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(3))
         .await
         .expect("a lock nested under a held nested lock is free");
     assert_eq!(count_prefix(&etcd, "jobs/").await, 4);
@@ -789,7 +823,7 @@ async fn nested_lock_names_do_not_act_on_each_other() {
     // A waiter on `jobs` queues behind `jobs`'s holder only.
     let waiter = {
         let coord = coord.clone();
-        tokio::spawn(async move { coord.lock("jobs").acquire().await.unwrap() })
+        tokio::spawn(async move { coord.lock("jobs").await.unwrap() })
     };
     wait_for_waiters(&coord, "jobs", 1).await;
     let status = coord.lock_status("jobs").await.unwrap();
@@ -846,10 +880,10 @@ async fn nested_lock_names_do_not_act_on_each_other() {
 async fn coordctl_release_leaves_nested_locks_held() {
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
-    let rebalance = coord.lock("jobs/rebalance").acquire().await.unwrap();
+    let rebalance = coord.lock("jobs/rebalance").await.unwrap();
     let jobs = coord
         .lock("jobs")
-        .acquire_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(3))
         .await
         .unwrap();
     let coordctl = |args: &[&str]| {
@@ -898,7 +932,7 @@ async fn first_is_lost_after_a_release_already_says_lost() {
     let other = etcd.coordinator().await;
 
     // Force-release from another coordinator.
-    let guard = coord.lock("first-lost/a").acquire().await.unwrap();
+    let guard = coord.lock("first-lost/a").await.unwrap();
     other.force_unlock("first-lost/a").await.unwrap().unwrap();
     assert!(!key_exists(&etcd, guard.key()).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -906,7 +940,7 @@ async fn first_is_lost_after_a_release_already_says_lost() {
     assert_eq!(guard.lost_reason(), Some(LostReason::KeyDeleted));
 
     // `etcdctl del` of the key.
-    let guard = coord.lock("first-lost/b").acquire().await.unwrap();
+    let guard = coord.lock("first-lost/b").await.unwrap();
     etcd.del(guard.key());
     assert!(!key_exists(&etcd, guard.key()).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -915,8 +949,7 @@ async fn first_is_lost_after_a_release_already_says_lost() {
     // Revoking the lease (with a TTL long enough that no keepalive runs meanwhile).
     let guard = coord
         .lock("first-lost/c")
-        .ttl(Duration::from_secs(30))
-        .acquire()
+        .with_lease_ttl(Duration::from_secs(30))
         .await
         .unwrap();
     etcd.etcdctl(&["lease", "revoke", &format!("{:x}", guard.lease_id())]);
@@ -928,7 +961,7 @@ async fn first_is_lost_after_a_release_already_says_lost() {
     );
 
     // `lost()` called for the first time after the delete resolves at once.
-    let guard = coord.lock("first-lost/d").acquire().await.unwrap();
+    let guard = coord.lock("first-lost/d").await.unwrap();
     etcd.del(guard.key());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reason = tokio::time::timeout(Duration::from_millis(50), guard.lost())
@@ -937,7 +970,7 @@ async fn first_is_lost_after_a_release_already_says_lost() {
     assert_eq!(reason, LostReason::KeyDeleted);
 
     // A held guard is not reported lost.
-    let held = coord.lock("first-lost/e").acquire().await.unwrap();
+    let held = coord.lock("first-lost/e").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!held.is_lost());
 }
@@ -954,7 +987,8 @@ async fn lease_exists(etcd: &Etcd, lease: i64) -> bool {
 async fn a_session_keeps_its_lease_through_an_etcd_restart() {
     let mut etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
-    let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(10)))
+    let session = coord
+        .session(SessionOptions::new().with_lease_ttl(Duration::from_secs(10)))
         .await
         .unwrap();
     let lease = session.lease_id();
@@ -984,8 +1018,8 @@ async fn a_session_keeps_its_lease_through_an_etcd_restart() {
     assert!(session.valid_until() > before);
     assert!(!session.is_lost());
     assert!(lease_exists(&etcd, lease).await);
-    assert!(session.time_to_live().await.unwrap() > Duration::ZERO);
-    let guard = session.lock("restarted").acquire().await.unwrap();
+    assert!(session.remaining_ttl().await.unwrap() > Duration::ZERO);
+    let guard = session.lock("restarted").await.unwrap();
     assert_eq!(guard.lease_id(), lease);
     guard.unlock().await.unwrap();
     session.close().await.unwrap();
@@ -1000,11 +1034,12 @@ async fn a_session_cut_off_longer_than_its_ttl_is_lost_and_its_lease_is_gone() {
     let etcd = Etcd::start().await;
     let proxy = Proxy::to(&etcd).await;
     let coord = proxy.coordinator().await;
-    let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(5)))
+    let session = coord
+        .session(SessionOptions::new().with_lease_ttl(Duration::from_secs(5)))
         .await
         .unwrap();
     let lease = session.lease_id();
-    let guard = session.lock("cut-off").acquire().await.unwrap();
+    let guard = session.lock("cut-off").await.unwrap();
 
     proxy.cut();
     // An answer already on its way when the connections were reset may still land.
@@ -1040,6 +1075,6 @@ async fn a_session_cut_off_longer_than_its_ttl_is_lost_and_its_lease_is_gone() {
     let err = session.renew().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert_eq!(session.lost_reason(), Some(LostReason::Unconfirmed));
-    let err = session.lock("cut-off").acquire().await.unwrap_err();
+    let err = session.lock("cut-off").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
 }

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coordination::{
-    Coordinator, CoordinatorOptions, ErrorKind, Health, HealthCheck, Instance, RegistrationState,
-    RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch, ServiceInstance,
+use coordination::registry::{
+    Health, HealthCheck, Instance, InstanceSpec, LiveInstances, LiveSet, LiveUpdates,
+    RegistrationState, RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch,
     StatusWatch,
 };
+use coordination::{Coordinator, CoordinatorOptions, ErrorKind};
 use serde_json::json;
 use support::proxy::Proxy;
 use support::{init_tracing, read_prefix_raw, Etcd, Proc};
@@ -24,12 +25,12 @@ use tokio::task::JoinHandle;
 /// The lease TTL used by the tests (etcd's minimum is 2 s with default election settings).
 const TTL: Duration = Duration::from_secs(2);
 
-fn chat(id: &str) -> ServiceInstance {
-    ServiceInstance::new("chat", id, format!("10.0.0.7:{}", 50_000 + id.len()))
+fn chat(id: &str) -> InstanceSpec {
+    InstanceSpec::new("chat", id, format!("10.0.0.7:{}", 50_000 + id.len()))
 }
 
-fn full_chat_1() -> ServiceInstance {
-    ServiceInstance {
+fn full_chat_1() -> InstanceSpec {
+    InstanceSpec {
         service: "chat".into(),
         id: "chat-1".into(),
         addr: "10.0.0.7:50051".into(),
@@ -41,14 +42,14 @@ fn full_chat_1() -> ServiceInstance {
 }
 
 async fn next_event(watch: &mut RegistryWatch) -> RegistryEvent {
-    tokio::time::timeout(Duration::from_secs(15), watch.recv())
+    tokio::time::timeout(Duration::from_secs(15), watch.next())
         .await
         .expect("a registry event within 15 s")
         .expect("watch open")
 }
 
 async fn assert_quiet(watch: &mut RegistryWatch, for_: Duration) {
-    if let Ok(event) = tokio::time::timeout(for_, watch.recv()).await {
+    if let Ok(event) = tokio::time::timeout(for_, watch.next()).await {
         panic!("unexpected extra event: {event:?}");
     }
 }
@@ -110,12 +111,12 @@ async fn register_discover_deregister_and_the_watch_reports_each_change_once_in_
 
     let a = registry
         .register(full_chat_1())
-        .ttl(TTL)
+        .with_lease_ttl(TTL)
         .await
         .expect("register chat-1");
     let b = registry
         .register(chat("chat-2"))
-        .ttl(TTL)
+        .with_lease_ttl(TTL)
         .await
         .expect("register chat-2");
     assert_eq!(a.status().state, RegistrationState::Registered);
@@ -204,8 +205,8 @@ fn registry_worker_process() {
             .expect("worker connects");
         let _registration = coord
             .registry()
-            .register(ServiceInstance::new("chat", "worker-1", "127.0.0.1:1"))
-            .ttl(TTL)
+            .register(InstanceSpec::new("chat", "worker-1", "127.0.0.1:1"))
+            .with_lease_ttl(TTL)
             .await
             .expect("worker registers");
         // Wait to be SIGKILLed; exit by ourselves if the parent goes away (stdin closes) or
@@ -243,7 +244,7 @@ async fn a_sigkilled_process_disappears_within_ttl_plus_1s() {
         "the worker process registers"
     );
     let live = registry.live("chat").await.unwrap();
-    assert!(live.snapshot().contains("worker-1"));
+    assert!(live.current().contains("worker-1"));
 
     child.signal("KILL");
     let killed = Instant::now();
@@ -276,7 +277,11 @@ async fn a_lost_lease_is_replaced_by_itself_and_the_watch_sees_it_once() {
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
     let registry = coord.registry();
-    let reg = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let reg = registry
+        .register(chat("chat-1"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
     let mut watch = registry.watch("chat");
     expect_added(&next_event(&mut watch).await, "chat-1");
     let old_lease = reg.lease_id();
@@ -317,7 +322,11 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
     let mut etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
     let registry = coord.registry();
-    let reg = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let reg = registry
+        .register(chat("chat-1"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
     // chat-3 is kept by no registration here (as if written by a process that is gone; a live
     // registration would write its keys back): its record sits on a long lease, and is deleted
     // below while the watches are down.
@@ -346,7 +355,7 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
     )
     .await;
     assert_eq!(
-        live.snapshot().len(),
+        live.current().len(),
         2,
         "the live view keeps serving during the outage"
     );
@@ -359,7 +368,7 @@ async fn after_etcd_is_down_longer_than_the_ttl_the_instance_and_live_view_recov
     let newcomer = other
         .registry()
         .register(chat("chat-2"))
-        .ttl(TTL)
+        .with_lease_ttl(TTL)
         .await
         .unwrap();
     let mut raw = etcd.client().await;
@@ -445,8 +454,16 @@ async fn draining_and_unhealthy_instances_leave_the_resolver_prefix() {
     assert_eq!(resolver_prefix, "/services/chat/");
     assert_eq!(registry.resolver_target("chat"), "etcd:////services/chat/");
 
-    let reg = registry.register(full_chat_1()).ttl(TTL).await.unwrap();
-    let other = registry.register(chat("chat-2")).ttl(TTL).await.unwrap();
+    let reg = registry
+        .register(full_chat_1())
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
+    let other = registry
+        .register(chat("chat-2"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
 
     let resolver = read_prefix_raw(&etcd, &resolver_prefix).await;
     assert_eq!(resolver.len(), 2);
@@ -527,7 +544,11 @@ async fn draining_and_unhealthy_instances_leave_the_resolver_prefix() {
         custom.resolver_target("chat"),
         "etcd:////tenant-a/grpc/naming/chat/"
     );
-    let t = custom.register(chat("chat-9")).ttl(TTL).await.unwrap();
+    let t = custom
+        .register(chat("chat-9"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
     assert_eq!(t.resolver_key(), "/tenant-a/grpc/naming/chat/chat-9");
     assert_eq!(
         t.status_key(),
@@ -552,7 +573,8 @@ async fn invalid_arguments_are_rejected_and_a_taken_over_id_is_reported() {
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
     let registry = coord.registry();
-    let kind = |r: coordination::Result<coordination::Registration>| r.unwrap_err().kind();
+    let kind =
+        |r: coordination::Result<coordination::registry::Registration>| r.unwrap_err().kind();
     assert_eq!(
         kind(registry.register(chat("a/b")).await),
         ErrorKind::InvalidArgument
@@ -561,7 +583,7 @@ async fn invalid_arguments_are_rejected_and_a_taken_over_id_is_reported() {
         kind(
             registry
                 .register(chat("x"))
-                .ttl(Duration::from_millis(500))
+                .with_lease_ttl(Duration::from_millis(500))
                 .await
         ),
         ErrorKind::InvalidArgument
@@ -570,7 +592,7 @@ async fn invalid_arguments_are_rejected_and_a_taken_over_id_is_reported() {
         kind(
             registry
                 .register(chat("x"))
-                .health_check(HealthCheck::http("https://127.0.0.1/"))
+                .with_health_check(HealthCheck::http("https://127.0.0.1/"))
                 .await
         ),
         ErrorKind::InvalidArgument
@@ -589,10 +611,18 @@ async fn invalid_arguments_are_rejected_and_a_taken_over_id_is_reported() {
 
     // Registering an id again replaces the first registration; the old handle sees its status
     // key written on another lease and stops at once, without a write of its own.
-    let first = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let first = registry
+        .register(chat("chat-1"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
     let first_write = first.status().revision;
     let first_lease = first.lease_id();
-    let second = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let second = registry
+        .register(chat("chat-1"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
     let superseded = wait_status(
         &mut first.status_watch(),
         Duration::from_secs(5),
@@ -668,10 +698,10 @@ fn http_server(listener: TcpListener, up: Arc<AtomicBool>) -> JoinHandle<()> {
 
 fn fast(check: HealthCheck) -> HealthCheck {
     check
-        .interval(Duration::from_millis(50))
-        .timeout(Duration::from_millis(500))
-        .unhealthy_after(2)
-        .healthy_after(2)
+        .with_interval(Duration::from_millis(50))
+        .with_timeout(Duration::from_millis(500))
+        .with_unhealthy_after(2)
+        .with_healthy_after(2)
 }
 
 async fn wait_health(registry: &Registry, id: &str, want: Health) {
@@ -709,8 +739,8 @@ async fn health_checks_flip_status_on_real_tcp_and_http_listeners() {
     let server = accept_loop(listener);
     let tcp = registry
         .register(chat("tcp-1"))
-        .ttl(TTL)
-        .health_check(fast(HealthCheck::tcp(addr.to_string())))
+        .with_lease_ttl(TTL)
+        .with_health_check(fast(HealthCheck::tcp(addr.to_string())))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -742,8 +772,8 @@ async fn health_checks_flip_status_on_real_tcp_and_http_listeners() {
     let server = http_server(listener, Arc::clone(&up));
     let _http = registry
         .register(chat("http-1"))
-        .ttl(TTL)
-        .health_check(fast(HealthCheck::http(format!("http://{addr}/healthz"))))
+        .with_lease_ttl(TTL)
+        .with_health_check(fast(HealthCheck::http(format!("http://{addr}/healthz"))))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -761,8 +791,8 @@ async fn health_checks_flip_status_on_real_tcp_and_http_listeners() {
     let flag = Arc::clone(&passing);
     let custom = registry
         .register(chat("fn-1"))
-        .ttl(TTL)
-        .health_check(fast(HealthCheck::custom(move || {
+        .with_lease_ttl(TTL)
+        .with_health_check(fast(HealthCheck::custom(move || {
             let ok = flag.load(Ordering::SeqCst);
             async move {
                 if ok {
@@ -796,7 +826,7 @@ async fn a_registration_cut_off_longer_than_its_ttl_registers_again_on_a_new_lea
     let reg = coord
         .registry()
         .register(chat("chat-1"))
-        .ttl(TTL)
+        .with_lease_ttl(TTL)
         .await
         .unwrap();
     let old_lease = reg.lease_id();
@@ -856,7 +886,11 @@ async fn keys_deleted_under_a_live_lease_are_written_back_and_counted() {
     let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
     let registry = coord.registry();
-    let reg = registry.register(chat("chat-1")).ttl(TTL).await.unwrap();
+    let reg = registry
+        .register(chat("chat-1"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
     let lease = reg.lease_id();
     let status = reg.status_watch();
     let restored = |n: u64| {
@@ -905,4 +939,129 @@ async fn keys_deleted_under_a_live_lease_are_written_back_and_counted() {
     let now = status.current();
     assert_eq!(now.restored_keys, 3, "no write-back of its own delete");
     assert_eq!((now.lease_id, now.reregistrations), (lease, 0));
+}
+
+/// The view after the next change that satisfies `want`, within 10 s (views coalesce, so
+/// intermediate ones may be skipped).
+async fn next_view(
+    updates: &mut LiveUpdates,
+    mut want: impl FnMut(&LiveInstances) -> bool,
+) -> Arc<LiveInstances> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let view = updates.next().await.expect("the live view is running");
+            if want(&view) {
+                return view;
+            }
+        }
+    })
+    .await
+    .expect("a matching live view within 10 s")
+}
+
+/// Everything that follows changes has one shape, `next() -> Option<_>`: the live updates and
+/// the status watch return the state after each change, and `None` once nothing more can come
+/// (a deregistered registration's task has ended; a fixed view never changes).
+#[tokio::test]
+async fn live_updates_and_the_status_watch_return_each_change_then_none() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let live = registry.live("chat").await.unwrap();
+    let mut updates = live.updates();
+    let reg = registry
+        .register(chat("chat-1"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
+    let view = next_view(&mut updates, |v| v.contains("chat-1")).await;
+    assert!(view.get("chat-1").unwrap().is_serving());
+    assert!(view.revision() >= reg.status().revision);
+
+    let mut status = reg.status_watch();
+    let current = status.current();
+    assert_eq!(current.state, RegistrationState::Registered);
+    assert!(current.granted_ttl >= TTL, "{:?}", current.granted_ttl);
+
+    reg.set_health(Health::Draining).await.unwrap();
+    let changed = tokio::time::timeout(Duration::from_secs(5), status.next())
+        .await
+        .expect("a status change within 5 s")
+        .expect("the registration's task is running");
+    assert_eq!(changed.health, Health::Draining);
+    let view = next_view(&mut updates, |v| {
+        v.get("chat-1")
+            .is_some_and(|i| i.health == Health::Draining)
+    })
+    .await;
+    assert!(view.serving().is_empty());
+
+    reg.deregister().await.unwrap();
+    let mut last = None;
+    while let Some(s) = tokio::time::timeout(Duration::from_secs(5), status.next())
+        .await
+        .expect("the status watch ends within 5 s of deregistration")
+    {
+        last = Some(s);
+    }
+    assert_eq!(last.unwrap().state, RegistrationState::Deregistered);
+    assert!(status.next().await.is_none(), "still ended");
+    next_view(&mut updates, |v| v.is_empty()).await;
+
+    let fixed = LiveSet::from_instances("chat", std::iter::empty());
+    assert!(fixed.updates().next().await.is_none());
+}
+
+/// With the `stream` feature the registry watch, the status watch and the live updates are
+/// `Stream`s with the same items as their `next()`.
+#[cfg(feature = "stream")]
+#[tokio::test]
+async fn the_registry_watch_status_watch_and_live_updates_are_streams() {
+    use futures_util::StreamExt;
+
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let registry = coord.registry();
+    let mut watch = registry.watch("chat");
+    let live = registry.live("chat").await.unwrap();
+    let mut serving = live.updates().map(|view| {
+        view.serving()
+            .iter()
+            .map(|i| i.id().to_string())
+            .collect::<Vec<_>>()
+    });
+    let reg = registry
+        .register(chat("chat-1"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
+    let status = reg.status_watch();
+
+    let event = tokio::time::timeout(Duration::from_secs(15), StreamExt::next(&mut watch))
+        .await
+        .expect("a registry event within 15 s")
+        .expect("watch open");
+    expect_added(&event, "chat-1");
+    let ids = tokio::time::timeout(Duration::from_secs(10), serving.next())
+        .await
+        .expect("a live view within 10 s")
+        .expect("the live view is running");
+    assert_eq!(ids, ["chat-1"]);
+
+    reg.set_health(Health::Draining).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(15), StreamExt::next(&mut watch)).await {
+        Ok(Some(RegistryEvent::Updated { instance, .. })) => {
+            assert_eq!(instance.health, Health::Draining)
+        }
+        other => panic!("expected the health update, got {other:?}"),
+    }
+    reg.deregister().await.unwrap();
+    let states: Vec<RegistrationState> =
+        tokio::time::timeout(Duration::from_secs(5), status.map(|s| s.state).collect())
+            .await
+            .expect("the status stream ends within 5 s of deregistration");
+    assert_eq!(states.last(), Some(&RegistrationState::Deregistered));
+
+    let fixed = LiveSet::from_instances("chat", std::iter::empty());
+    assert!(StreamExt::next(&mut fixed.updates()).await.is_none());
 }

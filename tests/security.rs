@@ -9,10 +9,9 @@ mod support;
 use std::time::Duration;
 
 use coordination::history::HistoryOptions;
-use coordination::{
-    ConfigOptions, CoordConfig, Coordinator, CoordinatorOptions, ErrorKind, RegistrationState,
-    ServiceInstance, Session, SessionOptions,
-};
+use coordination::lock::{Session, SessionOptions};
+use coordination::registry::{InstanceSpec, RegistrationState};
+use coordination::{ConfigOptions, CoordConfig, Coordinator, CoordinatorOptions, ErrorKind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use support::init_tracing;
@@ -198,7 +197,7 @@ async fn bind_reload_lock_and_registration_work_over_mtls_and_auth() {
     let versions = cfg.history().await.expect("history");
     assert!(!versions.is_empty(), "root records history");
 
-    let guard = coord.lock("jobs/nightly").acquire().await.expect("lock");
+    let guard = coord.lock("jobs/nightly").await.expect("lock");
     let status = coord
         .lock_status("jobs/nightly")
         .await
@@ -211,8 +210,8 @@ async fn bind_reload_lock_and_registration_work_over_mtls_and_auth() {
 
     let registry = coord.registry();
     let registration = registry
-        .register(ServiceInstance::new("chat", "chat-1", "127.0.0.1:7001"))
-        .ttl(Duration::from_secs(5))
+        .register(InstanceSpec::new("chat", "chat-1", "127.0.0.1:7001"))
+        .with_lease_ttl(Duration::from_secs(5))
         .await
         .expect("register");
     assert_eq!(registration.status().state, RegistrationState::Registered);
@@ -364,14 +363,17 @@ async fn watches_and_leases_carry_on_past_the_auth_token_ttl_and_an_etcd_restart
         .expect("bind");
     // Leases longer than the restart below takes (the keepalive cannot confirm a lease while
     // etcd is down), far longer than the token TTL.
-    let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(10)))
-        .await
-        .expect("session");
-    let guard = session.lock("jobs/nightly").acquire().await.expect("lock");
+    let session = Session::open(
+        &coord,
+        SessionOptions::new().with_lease_ttl(Duration::from_secs(10)),
+    )
+    .await
+    .expect("session");
+    let guard = session.lock("jobs/nightly").await.expect("lock");
     let registration = coord
         .registry()
-        .register(ServiceInstance::new("chat", "chat-1", "127.0.0.1:7001"))
-        .ttl(Duration::from_secs(10))
+        .register(InstanceSpec::new("chat", "chat-1", "127.0.0.1:7001"))
+        .with_lease_ttl(Duration::from_secs(10))
         .await
         .expect("register");
 
@@ -477,13 +479,12 @@ mod cli {
         assert_eq!(cfg.load().port, 8080);
         let registration = service
             .registry()
-            .register(ServiceInstance::new("chat", "chat-1", "127.0.0.1:7001"))
-            .ttl(Duration::from_secs(10))
+            .register(InstanceSpec::new("chat", "chat-1", "127.0.0.1:7001"))
+            .with_lease_ttl(Duration::from_secs(10))
             .await
             .expect("service registers");
         let guard = service
             .lock("locks/chat/rebalance")
-            .acquire()
             .await
             .expect("service locks");
         let e = service

@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use coordination::config::{ReloadCause, ResyncReason, WatchState};
-use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig, ServiceInstance};
+use coordination::registry::InstanceSpec;
+use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use support::Etcd;
@@ -100,7 +101,7 @@ async fn registry_live_view_follows_a_restore() {
     let coord = etcd.coordinator().await;
     let registry = coord.registry();
     let _a = registry
-        .register(ServiceInstance::new("sub", "a", "127.0.0.1:1"))
+        .register(InstanceSpec::new("sub", "a", "127.0.0.1:1"))
         .await
         .unwrap();
     let live = registry.live("sub").await.unwrap();
@@ -116,7 +117,7 @@ async fn registry_live_view_follows_a_restore() {
     let _c = loop {
         // The registration may race the client's reconnection; retry until etcd answers.
         match registry
-            .register(ServiceInstance::new("sub", "c", "127.0.0.1:3"))
+            .register(InstanceSpec::new("sub", "c", "127.0.0.1:3"))
             .await
         {
             Ok(c) => break c,
@@ -126,7 +127,7 @@ async fn registry_live_view_follows_a_restore() {
     assert!(
         eventually!(
             Duration::from_secs(20),
-            live.snapshot().instances().iter().any(|i| i.id() == "c")
+            live.current().instances().iter().any(|i| i.id() == "c")
         ),
         "the live view missed a registration made after the restore"
     );

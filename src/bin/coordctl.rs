@@ -562,19 +562,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 async fn run_lock(cli: &Cli, command: &LockCommand) -> Result<(), Failure> {
     let coord = connect(cli).await?;
-    let entry_json = |e: &coordination::LockEntry, role: &str| {
+    let entry_json = |e: &coordination::lock::LockEntry, role: &str| {
         json!({
             "role": role,
             "key": e.key,
             "lease": format!("{:x}", e.lease),
             "create_revision": e.create_revision,
-            "ttl_secs": e.ttl.map(|t| t.as_secs()),
+            "ttl_secs": e.remaining_ttl.map(|t| t.as_secs()),
         })
     };
     match command {
         LockCommand::Ls { name } => {
             let status = coord.lock_status(name).await?;
-            let entries: Vec<(&str, &coordination::LockEntry)> = status
+            let entries: Vec<(&str, &coordination::lock::LockEntry)> = status
                 .holder
                 .iter()
                 .map(|h| ("holder", h))
@@ -598,7 +598,8 @@ async fn run_lock(cli: &Cli, command: &LockCommand) -> Result<(), Failure> {
                             e.key.clone(),
                             format!("{:x}", e.lease),
                             e.create_revision.to_string(),
-                            e.ttl.map_or("-".into(), |t| format!("{} s", t.as_secs())),
+                            e.remaining_ttl
+                                .map_or("-".into(), |t| format!("{} s", t.as_secs())),
                         ]
                     })
                     .collect();

@@ -3,7 +3,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use tokio::sync::broadcast;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::Stream as _;
 
 use super::snapshot::Snapshot;
 use super::status::ConfigStatus;
@@ -96,20 +102,20 @@ impl<T> Clone for ConfigEvent<T> {
 /// A stream of [`ConfigEvent`]s from one [`ConfigHandle`](crate::ConfigHandle) handle, in the order the
 /// changes were processed (etcd revision order; file changes in between where they happened).
 pub struct Subscription<T> {
-    rx: broadcast::Receiver<ConfigEvent<T>>,
+    events: BroadcastStream<ConfigEvent<T>>,
 }
 
 impl<T> std::fmt::Debug for Subscription<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("queued", &self.rx.len())
-            .finish()
+        f.debug_struct("Subscription").finish_non_exhaustive()
     }
 }
 
-impl<T> Subscription<T> {
+impl<T: Send + Sync + 'static> Subscription<T> {
     pub(crate) fn new(rx: broadcast::Receiver<ConfigEvent<T>>) -> Self {
-        Subscription { rx }
+        Subscription {
+            events: BroadcastStream::new(rx),
+        }
     }
 
     /// Waits for the next event. `None` once the handle's background task has stopped and every
@@ -118,23 +124,35 @@ impl<T> Subscription<T> {
     /// # Cancel safety
     /// Cancel-safe: an event not yet returned stays queued for the next call.
     pub async fn next(&mut self) -> Option<ConfigEvent<T>> {
-        match self.rx.recv().await {
-            Ok(event) => Some(event),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                Some(ConfigEvent::Lagged { missed })
-            }
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// The next event if one is waiting, without blocking.
     pub fn try_next(&mut self) -> Option<ConfigEvent<T>> {
-        match self.rx.try_recv() {
-            Ok(event) => Some(event),
-            Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                Some(ConfigEvent::Lagged { missed })
-            }
-            Err(_) => None,
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_event(&mut cx) {
+            Poll::Ready(event) => event,
+            Poll::Pending => None,
         }
+    }
+
+    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<ConfigEvent<T>>> {
+        Pin::new(&mut self.events)
+            .poll_next(cx)
+            .map(|event| match event? {
+                Ok(event) => Some(event),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    Some(ConfigEvent::Lagged { missed })
+                }
+            })
+    }
+}
+
+#[cfg(feature = "stream")]
+impl<T: Send + Sync + 'static> futures_core::Stream for Subscription<T> {
+    type Item = ConfigEvent<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ConfigEvent<T>>> {
+        self.get_mut().poll_event(cx)
     }
 }

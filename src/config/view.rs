@@ -216,11 +216,19 @@ impl<T: CoordConfig, U: ?Sized + Serialize> ViewSubscription<T, U> {
     /// # Cancel safety
     /// Cancel-safe: a change not yet returned stays queued.
     pub async fn next(&mut self) -> Option<ViewChange<T, U>> {
+        std::future::poll_fn(|cx| self.poll_change(cx)).await
+    }
+
+    fn poll_change(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ViewChange<T, U>>> {
         loop {
-            let snapshot = match self.events.next().await? {
-                ConfigEvent::Applied(snapshot) => snapshot,
-                ConfigEvent::Lagged { .. } => self.view.config.load_full(),
-                _ => continue,
+            let snapshot = match std::task::ready!(self.events.poll_event(cx)) {
+                None => return std::task::Poll::Ready(None),
+                Some(ConfigEvent::Applied(snapshot)) => snapshot,
+                Some(ConfigEvent::Lagged { .. }) => self.view.config.load_full(),
+                Some(_) => continue,
             };
             let now = to_value((self.view.project)(&snapshot));
             if now == self.seen {
@@ -228,12 +236,24 @@ impl<T: CoordConfig, U: ?Sized + Serialize> ViewSubscription<T, U> {
             }
             let paths = crate::history::changed_paths(&self.seen, &now);
             self.seen = now;
-            return Some(ViewChange {
+            return std::task::Poll::Ready(Some(ViewChange {
                 snapshot,
                 project: Arc::clone(&self.view.project),
                 paths,
-            });
+            }));
         }
+    }
+}
+
+#[cfg(feature = "stream")]
+impl<T: CoordConfig, U: ?Sized + Serialize> futures_core::Stream for ViewSubscription<T, U> {
+    type Item = ViewChange<T, U>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ViewChange<T, U>>> {
+        self.get_mut().poll_change(cx)
     }
 }
 

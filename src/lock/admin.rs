@@ -19,9 +19,10 @@ pub struct LockEntry {
     pub lease: i64,
     /// The key's create_revision: its place in the queue, and the holder's fencing token.
     pub create_revision: i64,
-    /// The lease's remaining TTL (whole seconds) when read; `None` without a lease or when the
-    /// lease is already gone.
-    pub ttl: Option<Duration>,
+    /// The lease's remaining TTL when read (whole seconds, rounded down); `None` without a
+    /// lease, when the lease is already gone, or when not read
+    /// ([`Coordinator::force_unlock`] does not read it).
+    pub remaining_ttl: Option<Duration>,
     /// The key's value: empty for locks, the proclaimed value for elections.
     pub value: Vec<u8>,
 }
@@ -50,18 +51,21 @@ impl Coordinator {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for an empty name; the etcd error kinds if the prefix
     /// cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: reads only.
     pub async fn lock_status(&self, name: &str) -> Result<LockStatus> {
         let prefix = prefix_for(self, "lock", name)?;
         let client = self.client();
         let (revision, kvs) = read_members(self.etcd(), &prefix).await?;
         let mut entries = Vec::with_capacity(kvs.len());
         for kv in &kvs {
-            let ttl = if kv.lease() == 0 {
+            let remaining_ttl = if kv.lease() == 0 {
                 None
             } else {
                 remaining_ttl(&client, kv.lease()).await?
             };
-            entries.push(entry(kv, ttl));
+            entries.push(entry(kv, remaining_ttl));
         }
         let mut entries = entries.into_iter();
         Ok(LockStatus {
@@ -76,13 +80,18 @@ impl Coordinator {
     /// create_revision, so a new holder is never hit). The holder is the direct child
     /// `NAME/{lease:x}` with the lowest create_revision; a nested lock such as `NAME/rebalance`
     /// is never touched. The holder's
-    /// [`lost`](crate::LockGuard::lost) fires, its fenced writes fail, and the next waiter gets
+    /// [`lost`](crate::lock::LockGuard::lost) fires, its fenced writes fail, and the next waiter gets
     /// the lock. The holder's lease is left alone. Returns the released entry, `None` if the
     /// lock was free. `coordctl lock release NAME` runs this.
     ///
     /// # Errors
     /// [`ErrorKind::Conflict`] if the holder changed between the read and the delete (retry);
     /// [`ErrorKind::InvalidArgument`] for an empty name; the etcd error kinds.
+    ///
+    /// # Cancel safety
+    /// The delete is one guarded transaction: if the future is dropped after it was sent, the
+    /// holder may or may not have been released (read [`lock_status`](Self::lock_status) to
+    /// know); it never releases a later holder.
     pub async fn force_unlock(&self, name: &str) -> Result<Option<LockEntry>> {
         let prefix = prefix_for(self, "lock", name)?;
         let mut client = self.client();
@@ -114,12 +123,12 @@ impl Coordinator {
     }
 }
 
-fn entry(kv: &KeyValue, ttl: Option<Duration>) -> LockEntry {
+fn entry(kv: &KeyValue, remaining_ttl: Option<Duration>) -> LockEntry {
     LockEntry {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
         lease: kv.lease(),
         create_revision: kv.create_revision(),
-        ttl,
+        remaining_ttl,
         value: kv.value().to_vec(),
     }
 }

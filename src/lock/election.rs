@@ -6,6 +6,8 @@
 //! names such as `NAME/eu/{lease:x}` belong to the election `NAME/eu`).
 
 use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
@@ -25,8 +27,23 @@ use crate::etcd::Etcd;
 impl Coordinator {
     /// The election named `name`: keys `name/{lease:x}` as `etcdctl elect name` writes them
     /// (`{namespace}/name/{lease:x}` with a namespace).
-    /// Without [`Election::session`] each campaign opens its own lease (TTL 10 s unless
-    /// [`Election::ttl`] says otherwise).
+    /// Without [`Election::with_session`] each campaign opens its own lease (TTL
+    /// [`DEFAULT_TTL`](super::DEFAULT_TTL), 10 s, unless [`Election::with_lease_ttl`] says
+    /// otherwise).
+    ///
+    /// ```no_run
+    /// # async fn run(coord: coordination::Coordinator) -> coordination::Result<()> {
+    /// let election = coord.election("chat/leader");
+    /// let mut observer = election.observe()?;
+    /// let leadership = election.campaign("chat-1").await?;
+    /// leadership.proclaim("chat-1 (warm)").await?;
+    /// while let Some(leader) = observer.next().await {
+    ///     println!("leader: {:?}", leader.value_str());
+    /// #   break;
+    /// }
+    /// leadership.resign().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn election(&self, name: &str) -> Election {
         Election {
             coord: self.clone(),
@@ -41,11 +58,16 @@ impl Session {
     /// The election named `name`, campaigning on this session's lease (see
     /// [`Coordinator::election`]).
     pub fn election(&self, name: &str) -> Election {
-        self.coordinator().election(name).session(self)
+        self.coordinator().election(name).with_session(self)
     }
 }
 
-/// An election: campaign for leadership, or read and observe the leader. Cheap to clone.
+/// An election: campaign for leadership ([`campaign`](Self::campaign)), or read
+/// ([`leader`](Self::leader)) and follow ([`observe`](Self::observe)) the leader. Made by
+/// [`Coordinator::election`] or [`Session::election`]; cheap to clone.
+///
+/// Defaults for campaigns: a lease of their own with TTL [`DEFAULT_TTL`](super::DEFAULT_TTL)
+/// (10 s) and a margin of TTL/5.
 #[derive(Clone, Debug)]
 pub struct Election {
     coord: Coordinator,
@@ -88,23 +110,24 @@ impl LeaderInfo {
 }
 
 impl Election {
-    /// The TTL of the lease opened for a campaign (default 10 s, whole seconds): a crashed
-    /// leader is replaced after at most this long. Ignored with [`session`](Self::session).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.options = self.options.with_ttl(ttl);
+    /// The TTL of the lease opened for a campaign (default
+    /// [`DEFAULT_TTL`](super::DEFAULT_TTL), 10 s; whole seconds, rounded up): a crashed leader
+    /// is replaced after at most this long. Ignored with [`with_session`](Self::with_session).
+    pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
+        self.options = self.options.with_lease_ttl(lease_ttl);
         self
     }
 
     /// The safety margin of the lease opened for a campaign (default TTL/5; see
-    /// [`SessionOptions::with_margin`]). Ignored with [`session`](Self::session).
-    pub fn margin(mut self, margin: Duration) -> Self {
+    /// [`SessionOptions::with_margin`]). Ignored with [`with_session`](Self::with_session).
+    pub fn with_margin(mut self, margin: Duration) -> Self {
         self.options = self.options.with_margin(margin);
         self
     }
 
     /// Campaigns on `session`'s lease. Campaigning again on a session that already
     /// campaigns (or leads) joins the same key, proclaiming the new value if it differs.
-    pub fn session(mut self, session: &Session) -> Self {
+    pub fn with_session(mut self, session: &Session) -> Self {
         self.session = Some(session.clone());
         self
     }
@@ -114,29 +137,16 @@ impl Election {
         &self.name
     }
 
-    /// Campaigns with `value` and waits until elected (candidates are elected in the order they
-    /// started campaigning). Survives etcd restarts while waiting.
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidArgument`] for an empty name; the etcd error kinds if the lease or
-    /// key cannot be created; [`ErrorKind::NotFound`] / [`ErrorKind::Unavailable`] if the
-    /// session is lost or our key deleted while waiting. Our key is removed on every error.
-    pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
-        self.run(value.into(), None).await
-    }
-
-    /// As [`campaign`](Self::campaign), giving up after `timeout`.
-    ///
-    /// # Errors
-    /// [`ErrorKind::Timeout`] when `timeout` passes (our key has been removed); otherwise as
-    /// [`campaign`](Self::campaign).
-    pub async fn campaign_timeout(
-        &self,
-        value: impl Into<Vec<u8>>,
-        timeout: Duration,
-    ) -> Result<Leadership> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        self.run(value.into(), Some(deadline)).await
+    /// A campaign with `value` (the leader key's value, what observers see): `.await` the
+    /// returned [`Campaign`] to wait until elected, optionally with
+    /// [`Campaign::with_timeout`]. Candidates are elected in the order they started
+    /// campaigning.
+    pub fn campaign(&self, value: impl Into<Vec<u8>>) -> Campaign {
+        Campaign {
+            election: self.clone(),
+            value: value.into(),
+            timeout: None,
+        }
     }
 
     async fn run(
@@ -191,10 +201,13 @@ impl Election {
         })
     }
 
-    /// The current leader, `None` if nobody leads.
+    /// The current leader, `None` if nobody leads (one linearizable read).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for an empty name; the etcd error kinds.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a read.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
         let prefix = prefix_for(&self.coord, "election", &self.name)?;
         let (_, members) = read_members(self.coord.etcd(), &prefix).await?;
@@ -220,6 +233,56 @@ impl Election {
     }
 }
 
+/// A campaign for leadership: made by [`Election::campaign`], `.await` it for the
+/// [`Leadership`].
+///
+/// # Awaiting
+/// Awaiting creates our candidate key (or joins the session's existing one, proclaiming the new
+/// value if it differs) and waits until every earlier candidate is gone. Waiting survives etcd
+/// restarts.
+///
+/// # Errors
+/// Awaiting returns [`ErrorKind::InvalidArgument`] for an empty name; the etcd error kinds if
+/// the lease or key cannot be created; [`ErrorKind::NotFound`] / [`ErrorKind::Unavailable`] if
+/// the session is lost or our key deleted while waiting; [`ErrorKind::Timeout`] when the
+/// [timeout](Self::with_timeout) passes. Our key is removed on every error.
+///
+/// # Cancel safety
+/// Dropping the future before it resolves leaves nothing behind: our candidate key is deleted
+/// in the background (or the lease opened for the campaign is revoked).
+#[derive(Clone, Debug)]
+#[must_use = "a Campaign does nothing until awaited"]
+pub struct Campaign {
+    election: Election,
+    value: Vec<u8>,
+    timeout: Option<Duration>,
+}
+
+impl Campaign {
+    /// Gives up after `timeout`, counted from the moment the campaign is awaited: the error is
+    /// then [`ErrorKind::Timeout`] and our candidate key has been removed. Default: wait as
+    /// long as the session lives.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn run(self) -> Result<Leadership> {
+        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        self.election.run(self.value, deadline).await
+    }
+}
+
+impl IntoFuture for Campaign {
+    type Output = Result<Leadership>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Leadership>> + Send>>;
+
+    /// Campaigns and waits until elected; see the [type docs](Campaign).
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
 async fn proclaim(client: &mut Client, key: &str, token: i64, value: &[u8]) -> Result<()> {
     let txn = Txn::new()
         .when([Compare::create_revision(key, CompareOp::Equal, token)])
@@ -242,10 +305,10 @@ async fn proclaim(client: &mut Client, key: &str, token: i64, value: &[u8]) -> R
     Ok(())
 }
 
-/// Leadership of an election, from [`Election::campaign`]. Resign with
+/// Leadership of an election, from awaiting a [`Campaign`]. Resign with
 /// [`resign`](Self::resign); dropping it resigns in the background.
 ///
-/// As with a [`LockGuard`](crate::LockGuard), leadership is a claim that can be lost (lease
+/// As with a [`LockGuard`](crate::lock::LockGuard), leadership is a claim that can be lost (lease
 /// expiry, process pause, force-release): watch [`lost`](Self::lost) and fence writes with
 /// [`fence`](Self::fence).
 pub struct Leadership {
@@ -295,7 +358,7 @@ impl Leadership {
         self.held.session.valid_until()
     }
 
-    /// Why leadership is lost, or `None` (see [`LockGuard::lost_reason`](crate::LockGuard::lost_reason)).
+    /// Why leadership is lost, or `None` (see [`LockGuard::lost_reason`](crate::lock::LockGuard::lost_reason)).
     pub fn lost_reason(&self) -> Option<LostReason> {
         self.held.lost_reason()
     }
@@ -306,7 +369,9 @@ impl Leadership {
     }
 
     /// Resolves when leadership is lost: lease gone or unconfirmed, or our key deleted.
-    /// Cancel-safe.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only observes (see [`LockGuard::lost`](crate::lock::LockGuard::lost)).
     pub async fn lost(&self) -> LostReason {
         self.held.lost().await
     }
@@ -315,6 +380,10 @@ impl Leadership {
     ///
     /// # Errors
     /// [`ErrorKind::Conflict`] if we no longer lead; the etcd error kinds.
+    ///
+    /// # Cancel safety
+    /// One transaction: if the future is dropped after it was sent, the value may or may not
+    /// have been written (observers tell which); nothing else changes.
     pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
         let mut client = self.held.session.inner().client.clone();
         proclaim(&mut client, &self.held.key, self.held.token, &value.into()).await
@@ -325,12 +394,18 @@ impl Leadership {
     ///
     /// # Errors
     /// The etcd error kinds; the delete is then retried in the background.
+    ///
+    /// # Cancel safety
+    /// The resignation runs in a task of its own: dropping the future does not stop it, only
+    /// the result is lost (as when the leadership is dropped).
     pub async fn resign(self) -> Result<()> {
         self.held.release().await
     }
 }
 
-/// A stream of leaders from [`Election::observe`]. Dropping it stops the watch.
+/// A stream of leaders from [`Election::observe`]: read it with [`next`](Self::next) (or, with
+/// the `stream` feature, as a `futures_core::Stream` of [`LeaderInfo`]). Dropping it stops the
+/// watch.
 #[derive(Debug)]
 pub struct Observer {
     rx: mpsc::Receiver<LeaderInfo>,
@@ -338,10 +413,25 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// The next leader or proclaimed value. `None` only if the runtime is shutting down.
-    /// Cancel-safe.
+    /// The next leader or proclaimed value (a new key, or a new `mod_revision` of the same
+    /// key). `None` only if the runtime is shutting down.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a leader not yet returned stays buffered for the next call.
     pub async fn next(&mut self) -> Option<LeaderInfo> {
         self.rx.recv().await
+    }
+}
+
+#[cfg(feature = "stream")]
+impl futures_core::Stream for Observer {
+    type Item = LeaderInfo;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<LeaderInfo>> {
+        self.get_mut().rx.poll_recv(cx)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// Inside etcd, compare with [`compare`](Self::compare) (or use
 /// [`Coordinator::kv_txn_fenced`]). For a resource outside etcd, send the
 /// [`token`](Self::token) with each write and have the resource keep the highest token it has
-/// seen, rejecting lower ones (see `docs/lock-safety.md`).
+/// seen, rejecting lower ones (see the [lock safety guide](crate::docs::lock_safety)).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Fence {
     key: String,
@@ -75,7 +75,7 @@ impl Coordinator {
     /// ```no_run
     /// # async fn run(coord: coordination::Coordinator) -> coordination::Result<()> {
     /// use etcd_client::TxnOp;
-    /// let guard = coord.lock("jobs/rebalance").acquire().await?;
+    /// let guard = coord.lock("jobs/rebalance").await?;
     /// coord
     ///     .kv_txn_fenced(&guard)
     ///     .and_then([TxnOp::put("/jobs/rebalance/state", "done", None)])
@@ -144,6 +144,11 @@ impl FencedTxn {
     /// [`ErrorKind::Conflict`] if the fence no longer holds (the lock was released, lost or
     /// force-released, and nothing was written); the etcd error kinds if the request fails
     /// (e.g. [`ErrorKind::InvalidArgument`] for more than 128 operations).
+    ///
+    /// # Cancel safety
+    /// One transaction: if the future is dropped after it was sent, it may or may not have
+    /// committed (as with any etcd write whose answer is lost); it never commits without the
+    /// fence holding.
     pub async fn commit(mut self) -> Result<FencedTxnResponse> {
         let fence = self.fence.clone();
         let nested = !self.compares.is_empty() || !self.failure.is_empty();

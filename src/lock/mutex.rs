@@ -1,6 +1,8 @@
 //! [`LockBuilder`] and [`LockGuard`]: the distributed mutex.
 
 use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use super::fence::Fence;
@@ -13,18 +15,33 @@ impl Coordinator {
     /// A lock named `name`: keys `name/{lease:x}`, the layout of `etcdctl lock name` and Go's
     /// `concurrency.NewMutex(s, "name")`. With a namespace the keys are
     /// `{namespace}/name/{lease:x}` (for etcdctl, name the lock `{namespace}/name`). Configure
-    /// it, then call
-    /// [`acquire`](LockBuilder::acquire), [`try_acquire`](LockBuilder::try_acquire) or
-    /// [`acquire_timeout`](LockBuilder::acquire_timeout).
+    /// the returned [`LockBuilder`] with its `with_*` methods, then `.await` it to wait for the
+    /// lock, or call [`try_acquire`](LockBuilder::try_acquire) to take it only if it is free.
     ///
-    /// Without [`LockBuilder::session`] each acquisition opens its own lease (TTL 10 s unless
-    /// [`LockBuilder::ttl`] says otherwise), kept alive until the guard is released.
+    /// Without [`LockBuilder::with_session`] each acquisition opens its own lease (TTL
+    /// [`DEFAULT_TTL`](super::DEFAULT_TTL), 10 s, unless [`LockBuilder::with_lease_ttl`] says
+    /// otherwise), kept alive until the guard is released.
+    ///
+    /// ```no_run
+    /// # async fn run(coord: coordination::Coordinator) -> coordination::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let guard = coord
+    ///     .lock("jobs/rebalance")
+    ///     .with_lease_ttl(Duration::from_secs(5))
+    ///     .with_timeout(Duration::from_secs(30))
+    ///     .await?;
+    /// // ... critical section, fenced with guard.fencing_token() ...
+    /// guard.unlock().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn lock(&self, name: &str) -> LockBuilder {
         LockBuilder {
             coord: self.clone(),
             name: name.to_string(),
             options: SessionOptions::default(),
             session: None,
+            timeout: None,
         }
     }
 }
@@ -33,18 +50,45 @@ impl Session {
     /// A lock named `name` on this session's lease (see [`Coordinator::lock`]). Acquiring a lock
     /// the session already holds succeeds at once with the same key and fencing token.
     pub fn lock(&self, name: &str) -> LockBuilder {
-        self.coordinator().lock(name).session(self)
+        self.coordinator().lock(name).with_session(self)
     }
 }
 
-/// How to acquire a lock: made by [`Coordinator::lock`] or [`Session::lock`].
+/// How to acquire a lock: made by [`Coordinator::lock`] or [`Session::lock`]. `.await` it to
+/// wait for the lock (a [`LockGuard`]), or call [`try_acquire`](Self::try_acquire).
+///
+/// Defaults: a lease of its own with TTL [`DEFAULT_TTL`](super::DEFAULT_TTL) (10 s) and a
+/// margin of TTL/5, no timeout.
+///
+/// # Awaiting
+/// Awaiting the builder waits until the lock is ours. Waiters are served in arrival order (the
+/// order their keys were created). Waiting survives etcd restarts and connection loss (watches
+/// are re-opened); it ends with an error if the session is lost, or when the
+/// [timeout](Self::with_timeout) passes.
+///
+/// # Errors
+/// Awaiting returns [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for an
+/// empty name; the etcd error kinds if the lease cannot be granted or the key cannot be
+/// created; [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) if our key was deleted or the
+/// lease expired while waiting; [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) if
+/// keepalives could not be confirmed while waiting;
+/// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when the timeout passes. Our key is
+/// removed on every error.
+///
+/// # Cancel safety
+/// Dropping the future before it resolves leaves nothing behind: our waiter key is deleted in
+/// the background (or the lease opened for this acquisition is revoked), so a cancelled
+/// acquisition neither holds nor blocks the lock. Use [`with_timeout`](Self::with_timeout)
+/// rather than `tokio::time::timeout` when the error should say what timed out; both are
+/// safe.
 #[derive(Clone, Debug)]
-#[must_use = "a LockBuilder does nothing until acquired"]
+#[must_use = "a LockBuilder does nothing until awaited"]
 pub struct LockBuilder {
     coord: Coordinator,
     name: String,
     options: SessionOptions,
     session: Option<Session>,
+    timeout: Option<Duration>,
 }
 
 enum Mode {
@@ -53,61 +97,55 @@ enum Mode {
 }
 
 impl LockBuilder {
-    /// The TTL of the lease opened for this lock (default 10 s; whole seconds, rounded up).
-    /// If the holder stops renewing (crash, pause, partition) others get the lock after at
-    /// most this long. Ignored with [`session`](Self::session).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.options = self.options.with_ttl(ttl);
+    /// The TTL of the lease opened for this lock (default [`DEFAULT_TTL`](super::DEFAULT_TTL),
+    /// 10 s; whole seconds, rounded up). If the holder stops renewing (crash, pause, partition)
+    /// others get the lock after at most this long. Ignored with
+    /// [`with_session`](Self::with_session).
+    pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
+        self.options = self.options.with_lease_ttl(lease_ttl);
         self
     }
 
     /// The safety margin of the lease opened for this lock (default TTL/5; see
-    /// [`SessionOptions::with_margin`]). Ignored with [`session`](Self::session).
-    pub fn margin(mut self, margin: Duration) -> Self {
+    /// [`SessionOptions::with_margin`]). Ignored with [`with_session`](Self::with_session).
+    pub fn with_margin(mut self, margin: Duration) -> Self {
         self.options = self.options.with_margin(margin);
         self
     }
 
     /// Uses `session`'s lease instead of opening one per acquisition: acquire and release are
     /// then one request each, and re-acquiring a lock the session holds is re-entrant.
-    pub fn session(mut self, session: &Session) -> Self {
+    pub fn with_session(mut self, session: &Session) -> Self {
         self.session = Some(session.clone());
         self
     }
 
-    /// Waits until the lock is ours. Waiters are served in arrival order (the order their keys
-    /// were created). Waiting survives etcd restarts and connection loss (watches are
-    /// re-opened); it ends with an error if the session is lost.
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for an empty name;
-    /// the etcd error kinds if the lease cannot be granted or the key cannot be created;
-    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) if our key was deleted or the lease
-    /// expired while waiting; [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) if
-    /// keepalives could not be confirmed while waiting. Our key is removed on every error.
-    pub async fn acquire(self) -> Result<LockGuard> {
-        let guard = self.run(Mode::Wait(None)).await?;
-        Ok(guard.expect("a waiting acquisition returns a guard"))
+    /// Gives up waiting after `timeout`, counted from the moment the builder is awaited (the
+    /// lease grant and the queueing request are not cut short). The error is then
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) and our waiter key has been removed.
+    /// Default: wait as long as the session lives. Does not apply to
+    /// [`try_acquire`](Self::try_acquire), which never waits for another holder.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// Takes the lock if it is free (or already held by this session), without waiting:
     /// `Ok(None)` when someone else holds it. Our key is removed before returning `None`.
     ///
     /// # Errors
-    /// As [`acquire`](Self::acquire), without the waiting errors.
+    /// As awaiting the builder (see the [type docs](Self)), without the waiting errors.
+    ///
+    /// # Cancel safety
+    /// As awaiting the builder: a dropped future leaves no key behind.
     pub async fn try_acquire(self) -> Result<Option<LockGuard>> {
         self.run(Mode::Try).await
     }
 
-    /// As [`acquire`](Self::acquire), giving up after `timeout` (counted from the call; the
-    /// lease grant and the queueing request are not cut short).
-    ///
-    /// # Errors
-    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when `timeout` passes; our waiter key
-    /// has been removed when it is returned. Otherwise as [`acquire`](Self::acquire).
-    pub async fn acquire_timeout(self, timeout: Duration) -> Result<LockGuard> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let guard = self.run(Mode::Wait(Some(deadline))).await?;
+    /// Waits for the lock (what awaiting the builder does).
+    async fn acquire(self) -> Result<LockGuard> {
+        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        let guard = self.run(Mode::Wait(deadline)).await?;
         Ok(guard.expect("a waiting acquisition returns a guard"))
     }
 
@@ -160,6 +198,16 @@ impl LockBuilder {
             name: self.name,
             held,
         }))
+    }
+}
+
+impl IntoFuture for LockBuilder {
+    type Output = Result<LockGuard>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<LockGuard>> + Send>>;
+
+    /// Waits for the lock; see the [type docs](LockBuilder).
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.acquire())
     }
 }
 
@@ -244,26 +292,38 @@ impl LockGuard {
 
     /// Resolves when the lock is lost: the lease expired or was revoked, keepalives could not
     /// be confirmed before [`valid_until`](Self::valid_until), or our key was deleted
-    /// (force-release). Cancel-safe; use it in `tokio::select!` next to the critical section.
+    /// (force-release). Use it in `tokio::select!` next to the critical section.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only observes the guard (the key watch runs in the background from the
+    /// moment the lock was acquired), so it can be dropped and called again without missing
+    /// the loss.
     pub async fn lost(&self) -> LostReason {
         self.held.lost().await
     }
 
-    /// The lease's remaining TTL as etcd reports it (whole seconds).
+    /// The lease's remaining TTL as etcd reports it now (see [`Session::remaining_ttl`]; whole
+    /// seconds, rounded down).
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) if the lease is gone; the etcd error
     /// kinds if etcd cannot be reached.
-    pub async fn ttl(&self) -> Result<Duration> {
-        self.held.session.time_to_live().await
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a read.
+    pub async fn remaining_ttl(&self) -> Result<Duration> {
+        self.held.session.remaining_ttl().await
     }
 
     /// Renews the lease now and waits for etcd's confirmation (see [`Session::renew`]);
-    /// returns the granted TTL.
+    /// returns the granted TTL (whole seconds).
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) if the lease is gone; the etcd error
     /// kinds if etcd cannot be reached.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (see [`Session::renew`]).
     pub async fn renew(&self) -> Result<Duration> {
         self.held.session.renew().await
     }
@@ -275,6 +335,10 @@ impl LockGuard {
     /// # Errors
     /// The etcd error kinds if the request fails; it is then retried in the background until
     /// it succeeds or the lease is gone.
+    ///
+    /// # Cancel safety
+    /// The release runs in a task of its own: dropping the future does not stop it, only the
+    /// result is lost (as when the guard is dropped).
     pub async fn unlock(self) -> Result<()> {
         self.held.release().await
     }

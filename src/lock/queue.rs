@@ -373,21 +373,28 @@ impl Held {
         }
     }
 
-    /// Releases now (see the type docs).
+    /// Releases now (see the type docs). The release runs in a task of its own, so dropping
+    /// this future does not leave the key (or the user count) half released.
     ///
     /// # Errors
     /// The etcd error kinds if the delete or revoke fails; it is then retried in the
-    /// background until it succeeds or the lease is gone.
+    /// background until it succeeds or the lease is gone. [`ErrorKind::Closed`] if the
+    /// runtime shut down before the release finished.
     pub(crate) async fn release(mut self) -> Result<()> {
         self.released = true;
         self.monitor.take();
-        release(
+        let task = release(
             self.session.clone(),
             self.owned,
             self.key_ref.clone(),
-            self.key.clone(),
-        )
-        .await
+            std::mem::take(&mut self.key),
+        );
+        tokio::spawn(task).await.unwrap_or_else(|error| {
+            Err(Error::new(
+                ErrorKind::Closed,
+                format!("releasing a lock or leader key: the release task ended: {error}"),
+            ))
+        })
     }
 }
 

@@ -19,8 +19,9 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::lease::{Lease, LeaseLost, LeaseOptions, Unconfirmed};
 
-/// The lease TTL used when none is given: 10 s, as `etcdctl lock` uses.
-pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
+/// The lease TTL of a [`Session`], lock or campaign when none is given: 10 s, as `etcdctl lock`
+/// uses.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
 /// Why a session, lock or leadership is no longer safe to act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,34 +74,41 @@ impl LostReason {
     }
 }
 
-/// Options for [`Session::open`]: the lease TTL and the safety margin.
+/// Options for [`Session::open`] and [`Coordinator::session`]: the lease TTL and the safety
+/// margin. Build with [`SessionOptions::new`] and the `with_*` methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionOptions {
-    ttl: Duration,
+    lease_ttl: Duration,
     margin: Option<Duration>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions::new(DEFAULT_LOCK_TTL)
+        SessionOptions::new()
     }
 }
 
 impl SessionOptions {
-    /// A lease of `ttl`, rounded up to whole seconds and at least 1 s (etcd's unit; the server
-    /// may raise tiny TTLs to its minimum, about 2 s). The default margin is a fifth of the granted TTL.
-    pub fn new(ttl: Duration) -> Self {
-        SessionOptions { ttl, margin: None }
+    /// Defaults: a lease TTL of [`DEFAULT_TTL`] (10 s) and a margin of a fifth of the granted
+    /// TTL.
+    pub fn new() -> Self {
+        SessionOptions {
+            lease_ttl: DEFAULT_TTL,
+            margin: None,
+        }
     }
 
-    /// The requested TTL.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
+    /// The requested lease TTL (see [`with_lease_ttl`](Self::with_lease_ttl)).
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
     }
 
-    /// Sets the TTL (see [`new`](Self::new)).
-    pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+    /// Sets the lease TTL to request: rounded up to whole seconds and at least 1 s (etcd's
+    /// unit; the server may raise tiny TTLs to its minimum, about 2 s, and
+    /// [`Session::granted_ttl`] says what it granted). If this process stops renewing (crash,
+    /// pause, partition), its keys are deleted after at most this long.
+    pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
+        self.lease_ttl = lease_ttl;
         self
     }
 
@@ -125,11 +133,12 @@ impl SessionOptions {
 ///
 /// ```no_run
 /// # async fn run(coord: coordination::Coordinator) -> coordination::Result<()> {
-/// use coordination::{Session, SessionOptions};
+/// use coordination::lock::SessionOptions;
 /// use std::time::Duration;
 ///
-/// let session = Session::open(&coord, SessionOptions::new(Duration::from_secs(10))).await?;
-/// let guard = session.lock("jobs/rebalance").acquire().await?;
+/// let options = SessionOptions::new().with_lease_ttl(Duration::from_secs(10));
+/// let session = coord.session(options).await?;
+/// let guard = session.lock("jobs/rebalance").await?;
 /// // ... critical section ...
 /// guard.unlock().await?;
 /// session.close().await?;
@@ -157,25 +166,43 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("lease", &format_args!("{:x}", self.lease_id()))
-            .field("ttl", &self.granted_ttl())
+            .field("granted_ttl", &self.granted_ttl())
             .field("margin", &self.margin())
             .field("lost", &self.lost_reason())
             .finish()
     }
 }
 
+impl Coordinator {
+    /// Opens a [`Session`] on this connection: the same as [`Session::open`]`(self, options)`.
+    ///
+    /// # Errors
+    /// As [`Session::open`].
+    ///
+    /// # Cancel safety
+    /// As [`Session::open`]: a lease granted before the future is dropped is not kept alive and
+    /// expires within its TTL.
+    pub async fn session(&self, options: SessionOptions) -> Result<Session> {
+        Session::open(self, options).await
+    }
+}
+
 impl Session {
-    /// Grants a lease of `options.ttl` and starts keeping it alive (every TTL/3, re-opening the
-    /// keepalive stream after errors with backoff).
+    /// Grants a lease of [`options.lease_ttl()`](SessionOptions::lease_ttl) and starts keeping
+    /// it alive (every TTL/3, re-opening the keepalive stream after errors with backoff).
     ///
     /// # Errors
     /// The etcd error kinds if the lease cannot be granted ([`ErrorKind::Unavailable`],
     /// [`ErrorKind::Connection`], [`ErrorKind::Timeout`], [`ErrorKind::Auth`]).
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves no session behind: a lease etcd granted before that is not
+    /// kept alive, holds no keys and expires within its TTL.
     pub async fn open(coord: &Coordinator, options: SessionOptions) -> Result<Session> {
         let lease = Lease::grant(
             coord.etcd(),
             LeaseOptions {
-                ttl: options.ttl,
+                ttl: options.lease_ttl,
                 margin: options.margin,
                 unconfirmed: Unconfirmed::Lose,
             },
@@ -196,7 +223,8 @@ impl Session {
         self.inner.lease.id()
     }
 
-    /// The TTL etcd granted (whole seconds; may exceed the requested one).
+    /// The lease TTL etcd granted (whole seconds; may exceed the requested
+    /// [`lease_ttl`](SessionOptions::lease_ttl)). Fixed for the session's life.
     pub fn granted_ttl(&self) -> Duration {
         self.inner.lease.ttl()
     }
@@ -227,29 +255,41 @@ impl Session {
 
     /// Resolves when the session is lost: the lease is known gone, keepalives could not be
     /// confirmed before [`valid_until`](Self::valid_until), or the session was closed.
-    /// Cancel-safe; resolves at once if already lost.
+    /// Resolves at once if already lost, and keeps resolving with the same reason after that.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only observes the session, so it can be dropped (e.g. as the losing
+    /// branch of `tokio::select!`) and called again without missing the loss.
     pub async fn lost(&self) -> LostReason {
         self.inner.lease.lost().await.into()
     }
 
     /// Sends one keepalive now and waits for etcd's answer, moving
-    /// [`valid_until`](Self::valid_until) forward. Returns the granted TTL.
+    /// [`valid_until`](Self::valid_until) forward. Returns the granted TTL (whole seconds).
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] if the lease is gone (the session is then lost);
     /// [`ErrorKind::Closed`] if the session was closed; [`ErrorKind::Unavailable`] if it was
     /// lost unconfirmed; the etcd error kinds if etcd cannot be reached.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping the future may leave the keepalive unsent or its answer unread,
+    /// which only means `valid_until` does not move for it; the background keepalive goes on.
     pub async fn renew(&self) -> Result<Duration> {
         self.on_lease("renewing the session lease", self.inner.lease.renew())
             .await
     }
 
-    /// The lease's remaining TTL as etcd reports it (whole seconds, rounded down).
+    /// The lease's remaining TTL as etcd reports it now (one request; whole seconds, rounded
+    /// down; at most [`granted_ttl`](Self::granted_ttl)).
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] if the lease is gone (the session is then lost); the etcd error
     /// kinds if etcd cannot be reached.
-    pub async fn time_to_live(&self) -> Result<Duration> {
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a read, nothing changes.
+    pub async fn remaining_ttl(&self) -> Result<Duration> {
         self.on_lease(
             "reading the session lease TTL",
             self.inner.lease.time_to_live(),
@@ -278,6 +318,11 @@ impl Session {
     /// # Errors
     /// The etcd error kinds if the revoke fails; the lease then expires on its own within the
     /// TTL (keepalives have stopped).
+    ///
+    /// # Cancel safety
+    /// The session is closed from the first poll on (keepalives stop, guards report
+    /// [`LostReason::Closed`]) whether or not the future completes; if it is dropped before etcd
+    /// answered, the revoke may not have arrived and the keys expire within the TTL instead.
     pub async fn close(self) -> Result<()> {
         self.inner.revoke().await
     }

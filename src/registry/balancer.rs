@@ -4,13 +4,13 @@
 //! round-robin sequence, per-zone sequences, the consistent-hash ring), so a pick is one
 //! `ArcSwap` load, at most one atomic increment or a binary search, and one `Arc` clone.
 //!
-//! [`LiveSet::pick`]: crate::LiveSet::pick
+//! [`LiveSet::pick`]: crate::registry::LiveSet::pick
 
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
-/// How [`LiveSet::pick`](crate::LiveSet::pick) chooses among the serving instances (healthy,
+/// How [`LiveSet::pick`](crate::registry::LiveSet::pick) chooses among the serving instances (healthy,
 /// weight above 0).
 ///
 /// | policy | picks | state |

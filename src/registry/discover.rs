@@ -20,6 +20,9 @@ impl Registry {
     /// name or one containing `/`; the etcd error kinds
     /// ([`Unavailable`](crate::ErrorKind::Unavailable), [`Timeout`](crate::ErrorKind::Timeout),
     /// …) if the read fails.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a read.
     pub async fn discover(&self, service: &str) -> Result<Vec<Instance>> {
         Ok(self.discover_at(service).await?.1)
     }

@@ -23,23 +23,28 @@ enum Probe {
     Custom(CustomProbe),
 }
 
-/// A health check run by a [`Registration`](crate::Registration) in the background.
+/// A health check run by a [`Registration`](crate::registry::Registration) in the background: made by
+/// [`tcp`](Self::tcp), [`http`](Self::http) or [`custom`](Self::custom), configured with the
+/// `with_*` methods, attached with
+/// [`RegistrationBuilder::with_health_check`](crate::registry::RegistrationBuilder::with_health_check).
 ///
-/// Every `interval` (default 5000 ms) the probe runs with a `timeout` (default 1000 ms). After
-/// `unhealthy_after` consecutive failures (default 3) the instance is marked
-/// [`Health::Unhealthy`](crate::Health::Unhealthy) (it leaves the resolver key space and every
-/// live view's picks); after `healthy_after` consecutive successes (default 2) it is healthy
-/// again. The check starts out assuming success and probes at once. A manual
-/// [`Health::Draining`](crate::Health::Draining) or `Unhealthy` set with
-/// [`set_health`](crate::Registration::set_health) wins over a passing check.
+/// Every [interval](Self::with_interval) (default 5 s) the probe runs with a
+/// [timeout](Self::with_timeout) (default 1 s). After
+/// [`with_unhealthy_after`](Self::with_unhealthy_after) consecutive failures (default 3) the
+/// instance is marked [`Health::Unhealthy`](crate::registry::Health::Unhealthy) (it leaves the resolver
+/// key space and every live view's picks); after
+/// [`with_healthy_after`](Self::with_healthy_after) consecutive successes (default 2) it is
+/// healthy again. The check starts out assuming success and probes at once. A manual
+/// [`Health::Draining`](crate::registry::Health::Draining) or `Unhealthy` set with
+/// [`set_health`](crate::registry::Registration::set_health) wins over a passing check.
 ///
 /// ```no_run
 /// # use std::time::Duration;
-/// use coordination::HealthCheck;
+/// use coordination::registry::HealthCheck;
 /// let check = HealthCheck::http("http://127.0.0.1:8080/healthz")
-///     .interval(Duration::from_secs(2))
-///     .unhealthy_after(3)
-///     .healthy_after(2);
+///     .with_interval(Duration::from_secs(2))
+///     .with_unhealthy_after(3)
+///     .with_healthy_after(2);
 /// ```
 #[derive(Clone)]
 pub struct HealthCheck {
@@ -68,7 +73,7 @@ impl fmt::Debug for HealthCheck {
 }
 
 impl HealthCheck {
-    fn with_probe(probe: Probe) -> Self {
+    fn from_probe(probe: Probe) -> Self {
         HealthCheck {
             probe,
             interval: Duration::from_secs(5),
@@ -80,13 +85,13 @@ impl HealthCheck {
 
     /// Succeeds when a TCP connection to `addr` (`host:port`) opens within the timeout.
     pub fn tcp(addr: impl Into<String>) -> Self {
-        Self::with_probe(Probe::Tcp(addr.into()))
+        Self::from_probe(Probe::Tcp(addr.into()))
     }
 
     /// Succeeds when `GET url` answers with a 2xx or 3xx status within the timeout. Only plain
     /// `http://host:port/path` URLs are supported (no TLS); the port defaults to 80.
     pub fn http(url: impl Into<String>) -> Self {
-        Self::with_probe(Probe::Http(url.into()))
+        Self::from_probe(Probe::Http(url.into()))
     }
 
     /// Succeeds when `probe()` resolves to `Ok(())` within the timeout; an `Err` is logged with
@@ -101,29 +106,29 @@ impl HealthCheck {
             let fut = probe();
             Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
         });
-        Self::with_probe(Probe::Custom(probe))
+        Self::from_probe(Probe::Custom(probe))
     }
 
-    /// Time between probes (default 5000 ms; at least 10 ms).
-    pub fn interval(mut self, interval: Duration) -> Self {
+    /// Time between probes (default 5 s; at least 10 ms).
+    pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval.max(Duration::from_millis(10));
         self
     }
 
-    /// How long one probe may take before it counts as failed (default 1000 ms).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    /// How long one probe may take before it counts as failed (default 1 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
     /// Consecutive failures that mark the instance unhealthy (default 3, at least 1).
-    pub fn unhealthy_after(mut self, failures: u32) -> Self {
+    pub fn with_unhealthy_after(mut self, failures: u32) -> Self {
         self.unhealthy_after = failures.max(1);
         self
     }
 
     /// Consecutive successes that mark it healthy again (default 2, at least 1).
-    pub fn healthy_after(mut self, successes: u32) -> Self {
+    pub fn with_healthy_after(mut self, successes: u32) -> Self {
         self.healthy_after = successes.max(1);
         self
     }

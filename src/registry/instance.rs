@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The weight [`ServiceInstance::new`] gives an instance (and the weight assumed when a stored
+/// The weight [`InstanceSpec::new`] gives an instance (and the weight assumed when a stored
 /// record has none).
 pub const DEFAULT_WEIGHT: u32 = 100;
 
@@ -21,7 +21,7 @@ fn default_weight() -> u32 {
 ///
 /// Stored as JSON in the status key space (with its [`Health`]) and, while it should get
 /// traffic, as gRPC-naming JSON carrying only `addr` in the resolver key space (see the
-/// [module docs](crate::Registry)).
+/// [module docs](crate::registry::Registry)).
 ///
 /// - `service` and `id` must be non-empty and contain no `/` (they are key segments);
 /// - `addr` is passed to gRPC clients as is, normally `host:port`;
@@ -29,18 +29,18 @@ fn default_weight() -> u32 {
 ///   resolver-visible);
 /// - `metadata` is any JSON value, kept as given.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ServiceInstance {
+pub struct InstanceSpec {
     /// The service name, e.g. `chat`.
     pub service: String,
     /// The instance id, unique within the service, e.g. `chat-1`.
     pub id: String,
     /// The address clients connect to, e.g. `10.0.0.7:50051`.
     pub addr: String,
-    /// Relative weight for [`Balancer::WeightedRoundRobin`](crate::Balancer::WeightedRoundRobin)
+    /// Relative weight for [`Balancer::WeightedRoundRobin`](crate::registry::Balancer::WeightedRoundRobin)
     /// and zone affinity; `0` takes the instance out of traffic.
     #[serde(default = "default_weight")]
     pub weight: u32,
-    /// Availability zone, used by [`Balancer::ZoneAffinity`](crate::Balancer::ZoneAffinity).
+    /// Availability zone, used by [`Balancer::ZoneAffinity`](crate::registry::Balancer::ZoneAffinity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     /// Free-form version string, e.g. `1.4.2`.
@@ -51,11 +51,11 @@ pub struct ServiceInstance {
     pub metadata: serde_json::Value,
 }
 
-impl ServiceInstance {
+impl InstanceSpec {
     /// An instance of `service` named `id` at `addr`, with weight [`DEFAULT_WEIGHT`], no zone,
     /// no version and `null` metadata.
     pub fn new(service: impl Into<String>, id: impl Into<String>, addr: impl Into<String>) -> Self {
-        ServiceInstance {
+        InstanceSpec {
             service: service.into(),
             id: id.into(),
             addr: addr.into(),
@@ -124,8 +124,8 @@ pub(crate) fn validate_segment(what: &str, value: &str) -> Result<()> {
 /// Whether an instance should get traffic.
 ///
 /// Only [`Health::Healthy`] instances with a non-zero weight are resolver-visible and picked by
-/// a [`LiveSet`](crate::LiveSet); the others stay visible to [`discover`](crate::Registry::discover)
-/// and [`watch`](crate::Registry::watch) with their status. Stored as `"healthy"`,
+/// a [`LiveSet`](crate::registry::LiveSet); the others stay visible to [`discover`](crate::registry::Registry::discover)
+/// and [`watch`](crate::registry::Registry::watch) with their status. Stored as `"healthy"`,
 /// `"unhealthy"` or `"draining"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -133,7 +133,7 @@ pub enum Health {
     /// Serving: gets traffic.
     #[default]
     Healthy,
-    /// Failing (set by hand or by a [`HealthCheck`](crate::HealthCheck)): no traffic.
+    /// Failing (set by hand or by a [`HealthCheck`](crate::registry::HealthCheck)): no traffic.
     Unhealthy,
     /// Finishing in-flight work before shutting down: no new traffic.
     Draining,
@@ -154,7 +154,7 @@ impl fmt::Display for Health {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Instance {
     /// What the instance registered.
-    pub spec: ServiceInstance,
+    pub spec: InstanceSpec,
     /// Its current health.
     pub health: Health,
     /// The etcd lease its keys live on (`0` for instances built by hand).
@@ -166,9 +166,9 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// An instance built by hand (for [`LiveSet::from_instances`](crate::LiveSet::from_instances)
+    /// An instance built by hand (for [`LiveSet::from_instances`](crate::registry::LiveSet::from_instances)
     /// and tests): lease and revisions are `0`.
-    pub fn new(spec: ServiceInstance, health: Health) -> Self {
+    pub fn new(spec: InstanceSpec, health: Health) -> Self {
         Instance {
             spec,
             health,
@@ -243,17 +243,17 @@ pub(crate) fn serving(health: Health, weight: u32) -> bool {
     health == Health::Healthy && weight > 0
 }
 
-/// The JSON in a status key: every [`ServiceInstance`] field plus `health`.
+/// The JSON in a status key: every [`InstanceSpec`] field plus `health`.
 #[derive(Serialize, Deserialize)]
 struct Record {
     #[serde(flatten)]
-    spec: ServiceInstance,
+    spec: InstanceSpec,
     #[serde(default)]
     health: Health,
 }
 
 /// The status key's value for `spec` at `health`.
-pub(crate) fn record_json(spec: &ServiceInstance, health: Health) -> String {
+pub(crate) fn record_json(spec: &InstanceSpec, health: Health) -> String {
     serde_json::to_string(&Record {
         spec: spec.clone(),
         health,
@@ -281,7 +281,7 @@ struct NamingUpdate<'a> {
 
 /// The resolver key's value for `spec`: gRPC naming JSON with `Op` 0 (add), its `addr`, and
 /// `null` metadata.
-pub(crate) fn naming_json(spec: &ServiceInstance) -> String {
+pub(crate) fn naming_json(spec: &InstanceSpec) -> String {
     serde_json::to_string(&NamingUpdate {
         op: 0,
         addr: &spec.addr,
@@ -295,8 +295,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn chat() -> ServiceInstance {
-        ServiceInstance::new("chat", "chat-1", "10.0.0.7:50051")
+    fn chat() -> InstanceSpec {
+        InstanceSpec::new("chat", "chat-1", "10.0.0.7:50051")
             .with_zone("eu-1a")
             .with_version("1.4.2")
             .with_metadata(json!({"proto": "v2"}))
@@ -333,10 +333,10 @@ mod tests {
 
     #[test]
     fn segments_must_be_plain() {
-        assert!(ServiceInstance::new("chat", "a/b", "x").validate().is_err());
-        assert!(ServiceInstance::new("", "a", "x").validate().is_err());
-        assert!(ServiceInstance::new("chat", "a", "").validate().is_err());
-        assert!(ServiceInstance::new("chat", "a", "x").validate().is_ok());
+        assert!(InstanceSpec::new("chat", "a/b", "x").validate().is_err());
+        assert!(InstanceSpec::new("", "a", "x").validate().is_err());
+        assert!(InstanceSpec::new("chat", "a", "").validate().is_err());
+        assert!(InstanceSpec::new("chat", "a", "x").validate().is_ok());
     }
 
     #[test]

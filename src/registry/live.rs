@@ -1,5 +1,6 @@
-//! [`LiveSet`]: a service's instances in an arc-swap snapshot, kept current by the registry
-//! watch, with lock-free load-balanced picks.
+//! [`LiveSet`]: a service's instances as an immutable [`LiveInstances`] view in an `ArcSwap`,
+//! kept current by the registry watch, with lock-free load-balanced picks, and
+//! [`LiveUpdates`] to follow the views.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,14 +12,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::balancer::{build_ring, random_below, ring_lookup, smooth_wrr_sequence, Balancer};
+use super::changes::Changes;
 use super::instance::{validate_segment, Instance};
 use super::watch::Follower;
 use super::Registry;
 use crate::error::{Error, ErrorKind, Result};
 
 /// One immutable view of a service: every instance (by id) with the balancing tables for the
-/// serving ones (healthy, weight > 0). Obtained from [`LiveSet::snapshot`].
-pub struct LiveSnapshot {
+/// serving ones (healthy, weight > 0). From [`LiveSet::current`], [`LiveSet::wait_for`] and
+/// [`LiveUpdates`].
+pub struct LiveInstances {
     service: String,
     revision: i64,
     all: Vec<Arc<Instance>>,
@@ -39,14 +42,14 @@ struct ZoneGroup {
     next: AtomicUsize,
 }
 
-impl fmt::Debug for LiveSnapshot {
+impl fmt::Debug for LiveInstances {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ids: Vec<String> = self
             .all
             .iter()
             .map(|i| format!("{}({})", i.id(), i.health))
             .collect();
-        f.debug_struct("LiveSnapshot")
+        f.debug_struct("LiveInstances")
             .field("service", &self.service)
             .field("revision", &self.revision)
             .field("instances", &ids)
@@ -55,14 +58,14 @@ impl fmt::Debug for LiveSnapshot {
     }
 }
 
-impl LiveSnapshot {
+impl LiveInstances {
     /// Builds the view and its tables; counters continue from `previous` so that a change
     /// does not restart every round robin at the first instance.
     pub(crate) fn build(
         service: &str,
         revision: i64,
         instances: impl IntoIterator<Item = Arc<Instance>>,
-        previous: Option<&LiveSnapshot>,
+        previous: Option<&LiveInstances>,
     ) -> Self {
         let mut all: Vec<Arc<Instance>> = instances.into_iter().collect();
         all.sort_by(|a, b| a.id().cmp(b.id()));
@@ -98,10 +101,10 @@ impl LiveSnapshot {
             .collect();
         zones.sort_by(|a, b| a.0.cmp(&b.0));
         let ring = build_ring(serving.iter().map(|i| i.id()));
-        let carry = |f: fn(&LiveSnapshot) -> &AtomicUsize| {
+        let carry = |f: fn(&LiveInstances) -> &AtomicUsize| {
             AtomicUsize::new(previous.map_or(0, |p| f(p).load(Ordering::Relaxed)))
         };
-        LiveSnapshot {
+        LiveInstances {
             service: service.to_string(),
             revision,
             rr_next: carry(|p| &p.rr_next),
@@ -195,21 +198,25 @@ impl LiveSnapshot {
 
 /// A service's instances, kept current by a background watch, with lock-free
 /// [`pick`](Self::pick)s. From [`Registry::live`]. Cheap to clone; the watch stops when the
-/// last clone is dropped.
+/// last clone (and the last [`LiveUpdates`]) is dropped.
 ///
-/// The view follows every change in revision order (one new snapshot per etcd watch response),
-/// heals like [`RegistryWatch`](crate::RegistryWatch) (re-opens after etcd restarts, re-reads
-/// after compaction) and keeps serving the last known instances while etcd is unreachable. It
-/// never shows an id twice and drops an instance as soon as its key is deleted or its lease
-/// expires.
+/// The view follows every change in revision order (one new [`LiveInstances`] per etcd watch
+/// response), heals like [`RegistryWatch`](crate::registry::RegistryWatch) (re-opens after etcd
+/// restarts, re-reads after compaction) and keeps serving the last known instances while etcd
+/// is unreachable. It never shows an id twice and drops an instance as soon as its key is
+/// deleted or its lease expires.
+///
+/// Read it with [`current`](Self::current) and [`pick`](Self::pick); wait for a condition with
+/// [`wait_for`](Self::wait_for); follow each new view with [`updates`](Self::updates).
 #[derive(Clone)]
 pub struct LiveSet {
     inner: Arc<LiveInner>,
 }
 
 struct LiveInner {
-    current: Arc<ArcSwap<LiveSnapshot>>,
-    changes: watch::Receiver<i64>,
+    current: Arc<ArcSwap<LiveInstances>>,
+    /// The same views as `current`, for waiting; the sender is gone for a fixed view.
+    changes: watch::Receiver<Arc<LiveInstances>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -231,85 +238,120 @@ impl fmt::Debug for LiveSet {
 
 impl LiveSet {
     /// A fixed view of `instances` that never changes (for static endpoint lists and tests).
-    /// Revisions are `0`; [`wait_for`](Self::wait_for) fails unless the condition already holds.
+    /// Revisions are `0`; [`wait_for`](Self::wait_for) fails unless the condition already
+    /// holds, and [`updates`](Self::updates) ends at once.
     pub fn from_instances(
         service: impl Into<String>,
         instances: impl IntoIterator<Item = Instance>,
     ) -> Self {
         let service = service.into();
-        let snapshot = LiveSnapshot::build(&service, 0, instances.into_iter().map(Arc::new), None);
-        let (_tx, changes) = watch::channel(0);
+        let view = Arc::new(LiveInstances::build(
+            &service,
+            0,
+            instances.into_iter().map(Arc::new),
+            None,
+        ));
+        let (_tx, changes) = watch::channel(Arc::clone(&view));
         LiveSet {
             inner: Arc::new(LiveInner {
-                current: Arc::new(ArcSwap::from_pointee(snapshot)),
+                current: Arc::new(ArcSwap::new(view)),
                 changes,
                 task: None,
             }),
         }
     }
 
-    /// Chooses a serving instance by `balancer` from the current snapshot; `None` if none is
+    /// Chooses a serving instance by `balancer` from the current view; `None` if none is
     /// serving. Lock-free and allocation-free: an `ArcSwap` load, at most one atomic increment
     /// or a binary search, and an `Arc` clone.
     pub fn pick(&self, balancer: &Balancer<'_>) -> Option<Arc<Instance>> {
         self.inner.current.load().pick(balancer).cloned()
     }
 
-    /// The current snapshot (every instance with its health, the serving ones, the revision).
-    pub fn snapshot(&self) -> Arc<LiveSnapshot> {
+    /// The current view (every instance with its health, the serving ones, the revision).
+    pub fn current(&self) -> Arc<LiveInstances> {
         self.inner.current.load_full()
     }
 
-    /// The etcd revision of the current snapshot.
+    /// The etcd revision of the current view.
     pub fn revision(&self) -> i64 {
         self.inner.current.load().revision()
     }
 
-    /// Waits until `condition` holds for the current snapshot and returns that snapshot
-    /// (at once if it already holds).
+    /// Waits until `condition` holds for the current view and returns that view (at once if
+    /// it already holds).
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] if the view can no longer change (a fixed view, or the runtime is
     /// shutting down) and the condition does not hold.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only observes the view.
     pub async fn wait_for(
         &self,
-        mut condition: impl FnMut(&LiveSnapshot) -> bool,
-    ) -> Result<Arc<LiveSnapshot>> {
+        mut condition: impl FnMut(&LiveInstances) -> bool,
+    ) -> Result<Arc<LiveInstances>> {
         let mut changes = self.inner.changes.clone();
-        loop {
-            let snapshot = self.snapshot();
-            if condition(&snapshot) {
-                return Ok(snapshot);
-            }
-            if changes.changed().await.is_err() {
-                return Err(Error::new(
-                    ErrorKind::Closed,
-                    format!(
-                        "live view of `{}` no longer changes and the condition does not hold",
-                        snapshot.service()
-                    ),
-                ));
-            }
+        let result = changes.wait_for(|view| condition(view)).await;
+        match result {
+            Ok(view) => Ok(Arc::clone(&view)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Closed,
+                format!(
+                    "live view of `{}` no longer changes and the condition does not hold",
+                    self.current().service()
+                ),
+            )),
         }
     }
 
-    /// Waits for the next change after this call and returns the new snapshot.
-    ///
-    /// # Errors
-    /// [`ErrorKind::Closed`] if the view can no longer change.
-    pub async fn changed(&self) -> Result<Arc<LiveSnapshot>> {
+    /// The views that follow this call, one [`LiveUpdates::next`] at a time (or, with the
+    /// `stream` feature, as a `futures_core::Stream`). The updates keep the view's watch
+    /// running while they live.
+    pub fn updates(&self) -> LiveUpdates {
         let mut changes = self.inner.changes.clone();
         changes.borrow_and_update();
-        changes.changed().await.map_err(|_| {
-            Error::new(
-                ErrorKind::Closed,
-                format!(
-                    "live view of `{}` no longer changes",
-                    self.snapshot().service()
-                ),
-            )
-        })?;
-        Ok(self.snapshot())
+        LiveUpdates {
+            _set: self.clone(),
+            changes: Changes::new(changes),
+        }
+    }
+}
+
+/// The views a [`LiveSet`] moves to, from [`LiveSet::updates`].
+///
+/// [`next`](Self::next) returns the view after the next change (after the last view it
+/// returned, or after `updates()` was called). Views produced faster than they are read
+/// coalesce: `next` returns the latest, so a slow reader skips views but never falls behind.
+/// With the `stream` feature it is also a `futures_core::Stream` of `Arc<LiveInstances>`.
+#[derive(Debug)]
+pub struct LiveUpdates {
+    /// Keeps the watch task running.
+    _set: LiveSet,
+    changes: Changes<Arc<LiveInstances>>,
+}
+
+impl LiveUpdates {
+    /// Waits for the next change of the view and returns the view after it; `None` if the view
+    /// can no longer change (a fixed view from [`LiveSet::from_instances`], or the runtime is
+    /// shutting down).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a dropped call loses no change; the next call returns it.
+    pub async fn next(&mut self) -> Option<Arc<LiveInstances>> {
+        self.changes.next().await
+    }
+}
+
+#[cfg(feature = "stream")]
+impl futures_core::Stream for LiveUpdates {
+    type Item = Arc<LiveInstances>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Arc<LiveInstances>>> {
+        self.get_mut().changes.poll_next(cx)
     }
 }
 
@@ -322,18 +364,22 @@ impl Registry {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for an empty service name or one containing `/`; the etcd
     /// error kinds if the first read fails (later failures are healed in the background).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: nothing is started until the first read succeeded.
     pub async fn live(&self, service: &str) -> Result<LiveSet> {
         validate_segment("service name", service)?;
         let mut follower = Follower::new(self, service);
         follower.resync().await?;
-        let first = LiveSnapshot::build(
+        let first = LiveInstances::build(
             service,
             follower.revision,
             follower.instances.values().cloned(),
             None,
         );
-        let current = Arc::new(ArcSwap::from_pointee(first));
-        let (tx, changes) = watch::channel(follower.revision);
+        let first = Arc::new(first);
+        let current = Arc::new(ArcSwap::new(Arc::clone(&first)));
+        let (tx, changes) = watch::channel(first);
         let task = tokio::spawn({
             let current = Arc::clone(&current);
             let service = service.to_string();
@@ -342,7 +388,7 @@ impl Registry {
                     let batch = follower.next_batch().await;
                     let next = {
                         let previous = current.load();
-                        LiveSnapshot::build(
+                        LiveInstances::build(
                             &service,
                             follower.revision,
                             follower.instances.values().cloned(),
@@ -357,8 +403,9 @@ impl Registry {
                         serving = next.serving().len(),
                         "live view updated"
                     );
-                    current.store(Arc::new(next));
-                    tx.send_replace(follower.revision);
+                    let next = Arc::new(next);
+                    current.store(Arc::clone(&next));
+                    tx.send_replace(next);
                 }
             }
         });
@@ -375,10 +422,10 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::instance::{Health, ServiceInstance};
+    use crate::registry::instance::{Health, InstanceSpec};
 
     fn inst(id: &str, weight: u32, zone: Option<&str>, health: Health) -> Instance {
-        let mut spec = ServiceInstance::new("svc", id, format!("{id}:1")).with_weight(weight);
+        let mut spec = InstanceSpec::new("svc", id, format!("{id}:1")).with_weight(weight);
         spec.zone = zone.map(str::to_string);
         Instance::new(spec, health)
     }
@@ -405,8 +452,8 @@ mod tests {
                 assert_eq!(set.pick(&balancer).unwrap().id(), "a");
             }
         }
-        assert_eq!(set.snapshot().len(), 4);
-        assert_eq!(set.snapshot().serving().len(), 1);
+        assert_eq!(set.current().len(), 4);
+        assert_eq!(set.current().serving().len(), 1);
     }
 
     #[test]
@@ -463,6 +510,6 @@ mod tests {
                 inst("a", 100, None, Health::Healthy),
             ],
         );
-        assert_eq!(set.snapshot().len(), 1);
+        assert_eq!(set.current().len(), 1);
     }
 }

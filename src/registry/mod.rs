@@ -1,23 +1,64 @@
 //! Service registry: lease-kept registrations, discovery, a live watch, load balancing, and a
 //! key layout that Go's gRPC `etcd:///` resolver reads directly.
 //!
-//! - `instance`: what is registered ([`ServiceInstance`], [`Health`]) and what is read back
-//!   ([`Instance`]), and the two JSON formats.
-//! - `register`: [`Register`], the builder of a registration, and its first write.
-//! - `registration`: [`Registration`], the handle, and the commands it sends its task.
-//! - `status`: [`RegistrationState`], [`RegistrationStatus`] and [`StatusWatch`].
-//! - `registrar`: the background task of a registration: keepalive (on the crate's lease),
-//!   guarded writes, re-registration on a new lease, write-back of deleted keys, takeover.
-//! - `own_keys`: a registration's two keys, their guarded transactions and their watch.
-//! - `discover`: one-shot linearizable reads.
-//! - `watch`: the self-healing watch engine and [`RegistryWatch`].
-//! - `live`: [`LiveSet`], an arc-swap view kept current by that watch.
-//! - `balancer`: [`Balancer`] policies, precomputed per view so picks are lock-free.
-//! - `health`: optional [`HealthCheck`]s.
+//! # Concepts
 //!
-//! See `docs/registry.md` for the layout and behaviour in full.
+//! | concept | type | made by | file |
+//! |---|---|---|---|
+//! | where the keys live and how they are read | [`Registry`], [`RegistryOptions`] | [`Coordinator::registry`](crate::Coordinator::registry), [`Coordinator::registry_with`](crate::Coordinator::registry_with) | `mod.rs` |
+//! | what an instance registers, and its health | [`InstanceSpec`], [`Health`] | [`InstanceSpec::new`] | `instance.rs` |
+//! | a registered instance as read back (spec, health, lease, revisions) | [`Instance`] | [`Registry::discover`], [`RegistryWatch`], [`LiveSet`] | `instance.rs` |
+//! | how to register (`.await` it) | [`RegistrationBuilder`] | [`Registry::register`] | `register.rs` |
+//! | a registration's handle: health, weight, metadata, deregistration | [`Registration`] | awaiting a [`RegistrationBuilder`] | `registration.rs` |
+//! | where a registration stands, once or as it changes | [`RegistrationStatus`], [`RegistrationState`], [`StatusWatch`] | [`Registration::status`], [`Registration::status_watch`] | `status.rs` |
+//! | a background probe that flips health | [`HealthCheck`] | [`HealthCheck::tcp`], [`HealthCheck::http`], [`HealthCheck::custom`] | `health.rs` |
+//! | every change of a service, in revision order | [`RegistryWatch`], [`RegistryEvent`] | [`Registry::watch`] | `watch.rs` |
+//! | a service's instances kept current, with lock-free picks | [`LiveSet`], [`LiveInstances`], [`LiveUpdates`] | [`Registry::live`], [`LiveSet::updates`] | `live.rs` |
+//! | how a pick chooses among the serving instances | [`Balancer`] | — | `balancer.rs` |
+//!
+//! Private files: `registrar.rs` is the background task of a registration (keepalive on the
+//! crate's etcd lease, guarded writes, re-registration on a new lease, write-back of keys
+//! deleted under its live lease, takeover); `own_keys.rs` holds a registration's two keys,
+//! their guarded transactions and their watch; `discover.rs` the one-shot paged reads;
+//! `changes.rs` the one-change-at-a-time reading behind [`StatusWatch`] and [`LiveUpdates`].
+//!
+//! Times are [`Duration`](std::time::Duration)s. A registration's requested lease TTL is
+//! [`RegistrationBuilder::with_lease_ttl`] (whole seconds, default 10 s); what etcd granted is
+//! [`RegistrationStatus::granted_ttl`].
+//!
+//! # Waiting for changes
+//!
+//! Everything that follows changes has one shape, `async fn next(&mut self) -> Option<Item>`,
+//! cancel-safe, `None` only when nothing more can come: [`RegistryWatch::next`] (every event),
+//! [`StatusWatch::next`] and [`LiveUpdates::next`] (the latest state; changes made faster than
+//! they are read coalesce). With the `stream` feature each of them is also a
+//! `futures_core::Stream` of the same items.
+//!
+//! ```no_run
+//! # async fn run(coord: coordination::Coordinator) -> coordination::Result<()> {
+//! use coordination::registry::{Balancer, InstanceSpec};
+//!
+//! let registry = coord.registry();
+//! let reg = registry.register(InstanceSpec::new("chat", "chat-1", "10.0.0.7:50051")).await?;
+//! let live = registry.live("chat").await?;
+//! let mut updates = live.updates();
+//! let mut events = registry.watch("chat");
+//! if let Some(event) = events.next().await {
+//!     println!("{} at revision {}", event.id(), event.revision());
+//! }
+//! if let Some(view) = updates.next().await {
+//!     println!("{} serving", view.serving().len());
+//! }
+//! let instance = live.pick(&Balancer::WeightedRoundRobin);
+//! # drop(instance);
+//! reg.deregister().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! See the [registry guide](crate::docs::registry) for the layout and behaviour in full.
 
 mod balancer;
+mod changes;
 mod discover;
 mod health;
 mod instance;
@@ -34,9 +75,9 @@ use std::sync::Arc;
 
 pub use balancer::Balancer;
 pub use health::HealthCheck;
-pub use instance::{Health, Instance, ServiceInstance, DEFAULT_WEIGHT};
-pub use live::{LiveSet, LiveSnapshot};
-pub use register::Register;
+pub use instance::{Health, Instance, InstanceSpec, DEFAULT_WEIGHT};
+pub use live::{LiveInstances, LiveSet, LiveUpdates};
+pub use register::RegistrationBuilder;
 pub use registration::Registration;
 pub use status::{RegistrationState, RegistrationStatus, StatusWatch};
 pub use watch::{RegistryEvent, RegistryWatch};
@@ -59,7 +100,7 @@ pub const DEFAULT_STATUS_PREFIX: &str = "/__coordination/registry";
 pub struct RegistryOptions {
     resolver_prefix: String,
     status_prefix: String,
-    page_size: i64,
+    page_size: u32,
     event_capacity: usize,
 }
 
@@ -97,7 +138,7 @@ impl RegistryOptions {
     }
 
     /// Keys per page when reading a service (default 1000, at least 1).
-    pub fn with_page_size(mut self, page_size: i64) -> Self {
+    pub fn with_page_size(mut self, page_size: u32) -> Self {
         self.page_size = page_size.max(1);
         self
     }
@@ -144,7 +185,7 @@ impl Layout {
         Ok(Layout {
             resolver_root,
             status_root,
-            page_size: options.page_size,
+            page_size: i64::from(options.page_size),
             event_capacity: options.event_capacity,
         })
     }
@@ -169,7 +210,7 @@ impl Layout {
 /// | key | value | present |
 /// |---|---|---|
 /// | `<ns>/services/<service>/<id>` | gRPC naming JSON `{"Op":0,"Addr":"host:port","Metadata":null}` | only while the instance is healthy with weight > 0 |
-/// | `<ns>/__coordination/registry/<service>/<id>` | the full record: [`ServiceInstance`] fields + `"health"` | while registered |
+/// | `<ns>/__coordination/registry/<service>/<id>` | the full record: [`InstanceSpec`] fields + `"health"` | while registered |
 ///
 /// A Go gRPC client dialing [`resolver_target`](Self::resolver_target) (e.g.
 /// `etcd:////services/chat/`) therefore sees exactly the instances that should get traffic;
@@ -183,12 +224,12 @@ impl Layout {
 /// ```no_run
 /// # async fn run(coord: coordination::Coordinator) -> coordination::Result<()> {
 /// use std::time::Duration;
-/// use coordination::{Balancer, Health, ServiceInstance};
+/// use coordination::registry::{Balancer, Health, InstanceSpec};
 ///
 /// let reg = coord
 ///     .registry()
-///     .register(ServiceInstance::new("chat", "chat-1", "10.0.0.7:50051").with_zone("eu-1a"))
-///     .ttl(Duration::from_secs(10))
+///     .register(InstanceSpec::new("chat", "chat-1", "10.0.0.7:50051").with_zone("eu-1a"))
+///     .with_lease_ttl(Duration::from_secs(10))
 ///     .await?;
 /// let set = coord.registry().live("chat").await?;
 /// if let Some(instance) = set.pick(&Balancer::WeightedRoundRobin) {

@@ -3,7 +3,7 @@
 
 use etcd_client::{Client, Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
 
-use super::instance::{naming_json, record_json, serving, Health, ServiceInstance};
+use super::instance::{naming_json, record_json, serving, Health, InstanceSpec};
 use crate::etcd::follow::{Change, FollowOptions, Followed, PrefixFollower};
 use crate::etcd::Etcd;
 
@@ -37,7 +37,7 @@ pub(super) enum Written {
 impl OwnKeys {
     /// The transaction's writes for `spec` with `health` on `lease`: the status record put, and
     /// the resolver entry put (serving) or deleted (not serving).
-    fn ops(&self, spec: &ServiceInstance, health: Health, lease: i64) -> Vec<TxnOp> {
+    fn ops(&self, spec: &InstanceSpec, health: Health, lease: i64) -> Vec<TxnOp> {
         let on_lease = || Some(PutOptions::new().with_lease(lease));
         let mut ops = vec![TxnOp::put(
             self.status.as_bytes(),
@@ -62,7 +62,7 @@ impl OwnKeys {
     pub(super) async fn replace(
         &self,
         client: &mut Client,
-        spec: &ServiceInstance,
+        spec: &InstanceSpec,
         health: Health,
         lease: i64,
     ) -> Result<(i64, Option<KeyValue>), etcd_client::Error> {
@@ -85,7 +85,7 @@ impl OwnKeys {
         &self,
         client: &mut Client,
         guard: Guard,
-        spec: &ServiceInstance,
+        spec: &InstanceSpec,
         health: Health,
         lease: i64,
     ) -> Result<Written, etcd_client::Error> {

@@ -1,5 +1,5 @@
-//! [`Register`]: the builder of a registration (TTL, initial health, health check) and the
-//! first write; `.await` it for a [`Registration`].
+//! [`RegistrationBuilder`]: the builder of a registration (lease TTL, initial health, health
+//! check) and the first write; `.await` it for a [`Registration`].
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::health::HealthCheck;
-use super::instance::{Health, ServiceInstance};
+use super::instance::{Health, InstanceSpec};
 use super::own_keys::OwnKeys;
 use super::registrar::{lease_options, Registered, Registrar};
 use super::registration::{Command, Registration};
@@ -17,23 +17,40 @@ use super::Registry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::lease::Lease;
 
+/// The lease TTL of a registration when none is given.
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
 /// A builder for a registration, from [`Registry::register`]; `.await` it to register.
 ///
-/// Defaults: TTL 10 s, [`Health::Healthy`], no health check.
+/// Defaults: lease TTL 10 s, [`Health::Healthy`], no health check.
+///
+/// # Awaiting
+/// Awaiting grants the lease, writes both keys in one transaction, and starts the background
+/// task (keepalive, re-registration, the watch of the instance's own keys). It resolves to the
+/// [`Registration`] handle once the keys are in etcd.
+///
+/// # Errors
+/// Awaiting returns [`ErrorKind::InvalidArgument`] for an empty or `/`-containing service or
+/// id, an empty addr, a lease TTL under 1 s or a bad health-check target; the etcd error kinds
+/// if the lease cannot be granted or the keys written (the lease is then revoked).
+///
+/// # Cancel safety
+/// Dropping the future before it resolves leaves nothing registered: a lease already granted
+/// is revoked in the background, taking any keys written on it along.
 #[must_use = "a registration happens only when the builder is awaited"]
-pub struct Register {
+pub struct RegistrationBuilder {
     registry: Registry,
-    instance: ServiceInstance,
-    ttl: Duration,
+    instance: InstanceSpec,
+    lease_ttl: Duration,
     health: Health,
     check: Option<HealthCheck>,
 }
 
-impl fmt::Debug for Register {
+impl fmt::Debug for RegistrationBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Register")
+        f.debug_struct("RegistrationBuilder")
             .field("instance", &self.instance)
-            .field("ttl", &self.ttl)
+            .field("lease_ttl", &self.lease_ttl)
             .field("health", &self.health)
             .field("check", &self.check)
             .finish()
@@ -41,69 +58,68 @@ impl fmt::Debug for Register {
 }
 
 impl Registry {
-    /// Registers `instance`; set options on the returned builder, then `.await` it.
+    /// Registers `instance`; set options on the returned [`RegistrationBuilder`], then `.await`
+    /// it (see the builder for the errors and cancel safety).
     ///
     /// ```no_run
     /// # async fn run(coord: coordination::Coordinator) -> coordination::Result<()> {
     /// # use std::time::Duration;
-    /// use coordination::ServiceInstance;
+    /// use coordination::registry::{Health, InstanceSpec};
     /// let reg = coord
     ///     .registry()
-    ///     .register(ServiceInstance::new("chat", "chat-1", "10.0.0.7:50051"))
-    ///     .ttl(Duration::from_secs(10))
+    ///     .register(InstanceSpec::new("chat", "chat-1", "10.0.0.7:50051"))
+    ///     .with_lease_ttl(Duration::from_secs(10))
+    ///     .with_health(Health::Draining)
     ///     .await?;
+    /// // ... warm up ...
+    /// reg.set_health(Health::Healthy).await?;
     /// # Ok(()) }
     /// ```
     ///
     /// Registering an id that is already registered replaces that registration: the old
     /// handle sees its status key written on another lease and becomes
     /// [`RegistrationState::Superseded`](super::RegistrationState::Superseded) at once.
-    pub fn register(&self, instance: ServiceInstance) -> Register {
-        Register {
+    pub fn register(&self, instance: InstanceSpec) -> RegistrationBuilder {
+        RegistrationBuilder {
             registry: self.clone(),
             instance,
-            ttl: Duration::from_secs(10),
+            lease_ttl: DEFAULT_LEASE_TTL,
             health: Health::Healthy,
             check: None,
         }
     }
 }
 
-impl Register {
-    /// The lease TTL (default 10 s; rounded up to whole seconds, at least 1 s). The lease is
-    /// kept alive every TTL/3; if the process dies, the instance disappears within about the
-    /// TTL.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+impl RegistrationBuilder {
+    /// The lease TTL to request (default 10 s; rounded up to whole seconds, at least 1 s;
+    /// [`RegistrationStatus::granted_ttl`](super::RegistrationStatus::granted_ttl) says what
+    /// etcd granted). The lease is kept alive every TTL/3; if the process dies, the instance
+    /// disappears within about the TTL.
+    pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
+        self.lease_ttl = lease_ttl;
         self
     }
 
     /// The initial manual health (default [`Health::Healthy`]); e.g. register as
     /// [`Health::Draining`] and switch to healthy once warmed up.
-    pub fn health(mut self, health: Health) -> Self {
+    pub fn with_health(mut self, health: Health) -> Self {
         self.health = health;
         self
     }
 
     /// Runs `check` in the background; its result flips the instance between healthy and
     /// unhealthy (see [`HealthCheck`]).
-    pub fn health_check(mut self, check: HealthCheck) -> Self {
+    pub fn with_health_check(mut self, check: HealthCheck) -> Self {
         self.check = Some(check);
         self
     }
 
-    /// Grants the lease, writes the keys in one transaction, and starts the background task
-    /// (keepalive, re-registration, the watch of the instance's own keys).
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidArgument`] for an empty or `/`-containing service or id, an empty
-    /// addr, a TTL under 1 s or a bad health-check target; the etcd error kinds if the lease
-    /// cannot be granted or the keys written (the lease is then revoked).
-    pub async fn start(self) -> Result<Registration> {
-        let Register {
+    /// Registers (what awaiting the builder does; see the type docs).
+    async fn start(self) -> Result<Registration> {
+        let RegistrationBuilder {
             registry,
             instance,
-            ttl,
+            lease_ttl: ttl,
             health,
             check,
         } = self;
@@ -114,7 +130,7 @@ impl Register {
         if ttl < Duration::from_secs(1) {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
-                format!("registration TTL {} ms is under 1 s", ttl.as_millis()),
+                format!("registration lease TTL {} ms is under 1 s", ttl.as_millis()),
             ));
         }
         let layout = registry.layout();
@@ -164,7 +180,7 @@ impl Register {
             etcd,
             spec: instance,
             keys: keys.clone(),
-            ttl,
+            lease_ttl: ttl,
             lease,
             health,
             revision,
@@ -186,10 +202,11 @@ impl Register {
     }
 }
 
-impl IntoFuture for Register {
+impl IntoFuture for RegistrationBuilder {
     type Output = Result<Registration>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Registration>> + Send>>;
 
+    /// Registers; see the [type docs](RegistrationBuilder).
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.start())
     }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::instance::{serving, Health, ServiceInstance};
+use super::instance::{serving, Health, InstanceSpec};
 use super::own_keys::{Guard, KeyWatch, OwnKeys, Seen, Which, Written};
 use super::registration::{closed, Command, Update};
 use super::status::{RegistrationState, RegistrationStatus};
@@ -21,9 +21,9 @@ use crate::etcd::{sleep_until_some, Backoff, Etcd};
 /// How a registration's lease is granted: a registration's keys should stay while the lease
 /// can be kept, so an unconfirmed window only makes it [`RegistrationState::Reconnecting`]
 /// and the same lease is renewed until etcd confirms it or reports it gone.
-pub(super) fn lease_options(ttl: Duration) -> LeaseOptions {
+pub(super) fn lease_options(lease_ttl: Duration) -> LeaseOptions {
     LeaseOptions {
-        ttl,
+        ttl: lease_ttl,
         margin: None,
         unconfirmed: Unconfirmed::KeepTrying,
     }
@@ -32,9 +32,10 @@ pub(super) fn lease_options(ttl: Duration) -> LeaseOptions {
 /// What [`Registrar::new`] needs: the registration as first written.
 pub(super) struct Registered {
     pub(super) etcd: Etcd,
-    pub(super) spec: ServiceInstance,
+    pub(super) spec: InstanceSpec,
     pub(super) keys: OwnKeys,
-    pub(super) ttl: Duration,
+    /// The requested lease TTL.
+    pub(super) lease_ttl: Duration,
     pub(super) lease: Lease,
     pub(super) health: Health,
     /// The revision of the first write.
@@ -45,11 +46,11 @@ pub(super) struct Registered {
 pub(super) struct Registrar {
     etcd: Etcd,
     client: Client,
-    spec: ServiceInstance,
+    spec: InstanceSpec,
     label: String,
     keys: OwnKeys,
-    /// The requested TTL, for new leases.
-    ttl: Duration,
+    /// The requested lease TTL, for new leases.
+    lease_ttl: Duration,
     lease: Lease,
     lease_state: watch::Receiver<LeaseState>,
     /// A lease granted for a re-registration whose write has not been confirmed yet.
@@ -81,7 +82,7 @@ impl Registrar {
             etcd,
             spec,
             keys,
-            ttl,
+            lease_ttl,
             lease,
             health,
             revision,
@@ -89,7 +90,7 @@ impl Registrar {
         let (status, status_rx) = watch::channel(RegistrationStatus {
             state: RegistrationState::Registered,
             lease_id: lease.id(),
-            ttl_secs: secs(lease.ttl()),
+            granted_ttl: lease.ttl(),
             health,
             reregistrations: 0,
             restored_keys: 0,
@@ -103,7 +104,7 @@ impl Registrar {
             etcd,
             spec,
             keys,
-            ttl,
+            lease_ttl,
             lease,
             pending: None,
             manual: health,
@@ -162,7 +163,7 @@ impl Registrar {
         self.status.send_replace(RegistrationStatus {
             state: self.state,
             lease_id: self.lease.id(),
-            ttl_secs: secs(self.lease.ttl()),
+            granted_ttl: self.lease.ttl(),
             health: self.effective_health(),
             reregistrations: self.reregistrations,
             restored_keys: self.restored_keys,
@@ -391,7 +392,7 @@ impl Registrar {
         }
         let lease = match self.pending.take() {
             Some(lease) if lease.lost_reason().is_none() => lease,
-            _ => match Lease::grant(&self.etcd, lease_options(self.ttl)).await {
+            _ => match Lease::grant(&self.etcd, lease_options(self.lease_ttl)).await {
                 Ok(lease) => lease,
                 Err(error) => return self.retry_reregister(&error),
             },
@@ -529,11 +530,6 @@ impl Registrar {
             }
         }
     }
-}
-
-/// A TTL in whole seconds, as [`RegistrationStatus::ttl_secs`] shows it.
-fn secs(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// Resolves when the lease state changes; never if its sender is gone (it lives as long as the

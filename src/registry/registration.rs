@@ -65,14 +65,20 @@ impl Registration {
     /// reachable again); [`ErrorKind::Unavailable`] while the lease is lost and being replaced
     /// (the change goes in with the new registration); [`ErrorKind::Conflict`] if another
     /// registration took the id over; [`ErrorKind::Closed`] after deregistration.
+    ///
+    /// # Cancel safety
+    /// The change is handed to the registration's background task at the first poll; dropping
+    /// the future after that does not stop the write, only the result is lost.
     pub async fn set_health(&self, health: Health) -> Result<()> {
         self.update(Update::Health(health)).await
     }
 
-    /// Sets the weight (`0` = no traffic) and writes it. Errors as
-    /// [`set_health`](Self::set_health).
+    /// Sets the weight (relative; `0` = no traffic) and writes it.
     ///
     /// # Errors
+    /// As [`set_health`](Self::set_health).
+    ///
+    /// # Cancel safety
     /// As [`set_health`](Self::set_health).
     pub async fn set_weight(&self, weight: u32) -> Result<()> {
         self.update(Update::Weight(weight)).await
@@ -81,6 +87,9 @@ impl Registration {
     /// Replaces the metadata and writes it.
     ///
     /// # Errors
+    /// As [`set_health`](Self::set_health).
+    ///
+    /// # Cancel safety
     /// As [`set_health`](Self::set_health).
     pub async fn set_metadata(&self, metadata: serde_json::Value) -> Result<()> {
         self.update(Update::Metadata(metadata)).await
@@ -92,6 +101,11 @@ impl Registration {
     /// # Errors
     /// The etcd error kinds if the revoke fails; keepalives have stopped, so the keys then
     /// expire within the TTL. [`ErrorKind::Closed`] if the background task is gone.
+    ///
+    /// # Cancel safety
+    /// Deregistration happens whether or not the future completes: from the first poll the
+    /// background task has been told to deregister (and an unpolled future drops the handle,
+    /// which deregisters too); dropping the future only loses the result.
     pub async fn deregister(mut self) -> Result<()> {
         self.done = true;
         let (tx, rx) = oneshot::channel();
@@ -111,11 +125,12 @@ impl Registration {
         self.status.borrow().lease_id
     }
 
-    /// A watch on [`status`](Self::status), to react to re-registrations or health flips.
+    /// A watch on [`status`](Self::status), to react to re-registrations or health flips:
+    /// its [`next`](StatusWatch::next) returns the changes made after this call.
     pub fn status_watch(&self) -> StatusWatch {
-        StatusWatch {
-            status: self.status.clone(),
-        }
+        let mut status = self.status.clone();
+        status.borrow_and_update();
+        StatusWatch::new(status)
     }
 
     /// The status key: `<ns><status prefix>/<service>/<id>`.

@@ -1,5 +1,5 @@
 //! Following a service's status keys, shared by [`RegistryWatch`] and
-//! [`LiveSet`](crate::LiveSet), and the event type.
+//! [`LiveSet`](crate::registry::LiveSet), and the event type.
 //!
 //! It stands on the crate's prefix follower, as the config reload does: read the prefix at
 //! revision R, watch from R + 1, re-open with backoff after failures, and re-read the prefix
@@ -79,7 +79,8 @@ impl RegistryEvent {
 }
 
 /// A live stream of [`RegistryEvent`]s for one service, from
-/// [`Registry::watch`](crate::Registry::watch).
+/// [`Registry::watch`](crate::registry::Registry::watch): read it with [`next`](Self::next) (or, with the
+/// `stream` feature, as a `futures_core::Stream` of [`RegistryEvent`]).
 ///
 /// It first reports every instance already registered as `Added`, then each change as it
 /// happens. It heals itself (re-opens after etcd restarts, resyncs after compaction) and never
@@ -101,13 +102,28 @@ impl Drop for RegistryWatch {
 impl RegistryWatch {
     /// The next change, in revision order. `None` only if the watch cannot run: an invalid
     /// service name (logged as an error) or a runtime shutting down.
-    pub async fn recv(&mut self) -> Option<RegistryEvent> {
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: an event not yet returned stays buffered for the next call.
+    pub async fn next(&mut self) -> Option<RegistryEvent> {
         self.events.recv().await
     }
 
-    /// The next change if one is already buffered (`None` if not).
-    pub fn try_recv(&mut self) -> Option<RegistryEvent> {
+    /// The next change if one is already buffered, without waiting (`None` if not).
+    pub fn try_next(&mut self) -> Option<RegistryEvent> {
         self.events.try_recv().ok()
+    }
+}
+
+#[cfg(feature = "stream")]
+impl futures_core::Stream for RegistryWatch {
+    type Item = RegistryEvent;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<RegistryEvent>> {
+        self.get_mut().events.poll_recv(cx)
     }
 }
 
@@ -117,7 +133,7 @@ impl Registry {
     ///
     /// Returns at once; the first read happens in the background (and is retried with backoff
     /// while etcd is unreachable). Must be called inside a Tokio runtime. An invalid service
-    /// name (empty or containing `/`) yields a watch whose [`recv`](RegistryWatch::recv)
+    /// name (empty or containing `/`) yields a watch whose [`next`](RegistryWatch::next)
     /// returns `None` at once.
     pub fn watch(&self, service: &str) -> RegistryWatch {
         let (tx, rx) = mpsc::channel(self.layout().event_capacity.max(1));
