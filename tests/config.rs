@@ -840,9 +840,10 @@ async fn a_key_ten_thousand_segments_deep_is_rejected_not_a_crash() {
     assert!(e.to_string().contains("10000 path segments"), "{e}");
     assert!(Arc::ptr_eq(&cfg.load_full(), &serving));
 
-    // While it is in etcd, a new bind fails with the same error instead of aborting.
+    // While it is in etcd, a new bind (not sharing the live handle) fails with the same error
+    // instead of aborting.
     let err = coord
-        .config_with::<ChatConfig>(options())
+        .config_with::<ChatConfig>(options().without_sharing())
         .await
         .expect_err("bind reports the deep key");
     assert_eq!(err.key(), Some(deep.as_str()), "{err}");
