@@ -24,10 +24,11 @@ use tokio::task::JoinHandle;
 use super::keys::Keys;
 use super::options::HistoryOptions;
 use super::schema;
+use super::sealing::Sealing;
 use super::store::{Kvs, MetaFrom, Outcome, Prev, Store};
 use crate::config::{
     ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Reloader, Snapshot,
-    Subscription, WatchState,
+    StringFields, Subscription, WatchState,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::Backoff;
@@ -180,8 +181,15 @@ impl<T: CoordConfig> Tracker<T> {
             )
         });
         let (seen, _) = watch::channel(0);
+        let sealing = Sealing::new(
+            T::SECRETS.iter().map(|s| s.to_string()).collect(),
+            history.keys.clone(),
+            StringFields::new(reloader.checker().schema().clone()),
+        );
+        let store =
+            Store::new(reloader.etcd().clone(), Keys::new(namespace, prefix)).with_sealing(sealing);
         let shared = Arc::new(Shared {
-            store: Store::new(reloader.etcd().clone(), Keys::new(namespace, prefix)),
+            store,
             options: history,
             max_txn_ops: options.max_txn_ops,
             max_value_bytes: options.max_value_bytes,
@@ -402,7 +410,11 @@ impl<T: CoordConfig> Recorder<T> {
             }
             if latest.keys == self.kvs.len() && latest.bytes == store.state_bytes(&self.kvs) {
                 match store.state_at(latest.revision).await {
-                    Ok((_, state)) if state == *self.kvs => {
+                    Ok((_, state))
+                        if store
+                            .sealing()
+                            .same_state(store.keys().prefix(), &state, &self.kvs) =>
+                    {
                         self.prev = Some(latest.prev());
                         return;
                     }

@@ -262,6 +262,7 @@ fn synthetic_version(store: &Store, revision: i64, intent: &Intent, state: &Kvs)
         base: None,
         checkpoint: revision,
         chain_bytes: 0,
+        secrets: Vec::new(),
         kvs: None,
         ops: None,
         chunks: None,
