@@ -16,7 +16,7 @@ use super::publish::target_for;
 use super::record::{Meta, Version, VersionKind};
 use super::schema::{self, SchemaCheck};
 use super::sealing::{mask_value, union, Sealing};
-use super::store::{Kvs, Store};
+use super::store::{revs_of, Kvs, Revs, Store};
 use super::watch::PrefixChanges;
 use super::write::{write_guarded, Recording};
 use crate::config::{StringFields, DEFAULT_MAX_VALUE_BYTES};
@@ -226,11 +226,13 @@ impl ConfigHistory {
     }
 
     /// The prefix now: its revision and key set.
-    async fn current(&self) -> Result<(i64, Kvs)> {
+    async fn current(&self) -> Result<(i64, Kvs, Revs)> {
         let (revision, kvs) = read_prefix(self.store.etcd(), self.prefix(), PAGE).await?;
+        let revs = revs_of(&kvs);
         Ok((
             revision,
             kvs.into_iter().map(|kv| kv.into_key_value()).collect(),
+            revs,
         ))
     }
 
@@ -244,7 +246,7 @@ impl ConfigHistory {
                 Ok((head.revision, kvs, self.secrets_with(&head.secrets)))
             }
             None => {
-                let (revision, kvs) = self.current().await?;
+                let (revision, kvs, _) = self.current().await?;
                 Ok((revision, kvs, self.secrets.clone()))
             }
         }
@@ -357,11 +359,12 @@ impl ConfigHistory {
     }
 
     async fn write(&self, target: Kvs, meta: Meta) -> Result<Option<Version>> {
-        let (revision, current) = self.current().await?;
+        let (revision, current, revs) = self.current().await?;
         write_guarded(
             &self.store,
             revision,
             &current,
+            &revs,
             &target,
             meta,
             None,
@@ -452,7 +455,7 @@ impl ConfigHistory {
                 };
                 Error::new(ErrorKind::Validation, message).with_field(path)
             })?;
-        let (revision, current) = self.current().await?;
+        let (revision, current, revs) = self.current().await?;
         let change = FieldPatch {
             path: segments.iter().map(|s| s.to_string()).collect(),
             value: Some(value),
@@ -471,6 +474,7 @@ impl ConfigHistory {
             &self.store,
             revision,
             &current,
+            &revs,
             &target,
             Meta::new(VersionKind::Publish, author, comment),
             None,
@@ -495,7 +499,7 @@ impl ConfigHistory {
         author: &str,
         comment: &str,
     ) -> Result<Option<Version>> {
-        let (revision, current) = self.current().await?;
+        let (revision, current, revs) = self.current().await?;
         let target = self.store.restore_at(version, &current).await?;
         let mut meta = Meta::new(VersionKind::Rollback, author, comment);
         meta.restored_from = Some(version);
@@ -503,6 +507,7 @@ impl ConfigHistory {
             &self.store,
             revision,
             &current,
+            &revs,
             &target,
             meta,
             None,

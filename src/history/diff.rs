@@ -118,6 +118,10 @@ fn walk<S: AsRef<str>>(
     let paths = SecretPaths::new(secrets);
     if let (Some(a), Some(b)) = (old, new) {
         if paths.is_secret(path) && (unreadable(a) || unreadable(b)) {
+            // The same placeholder naming the same write on both sides: unchanged.
+            if a == b && !untracked(a) {
+                return;
+            }
             out.push(FieldChange {
                 path: path.to_string(),
                 old: Some(paths.mask(path, a)),
@@ -158,12 +162,21 @@ fn walk<S: AsRef<str>>(
     }
 }
 
-/// Whether `value` is, or holds, a secret a view could not read.
+/// Whether `value` is, or holds, a secret a view could not read (see [`UNREADABLE`]).
 fn unreadable(value: &Value) -> bool {
+    any_string(value, &|s| s.starts_with(UNREADABLE))
+}
+
+/// Whether `value` holds a secret a view could not read whose write is not known either.
+fn untracked(value: &Value) -> bool {
+    any_string(value, &|s| s == UNREADABLE)
+}
+
+fn any_string(value: &Value, test: &dyn Fn(&str) -> bool) -> bool {
     match value {
-        Value::String(s) => s == UNREADABLE,
-        Value::Object(map) => map.values().any(unreadable),
-        Value::Array(items) => items.iter().any(unreadable),
+        Value::String(s) => test(s),
+        Value::Object(map) => map.values().any(|v| any_string(v, test)),
+        Value::Array(items) => items.iter().any(|v| any_string(v, test)),
         _ => false,
     }
 }
@@ -198,9 +211,11 @@ mod tests {
 
     #[test]
     fn secrets_the_history_cannot_read_are_unknown_not_changed() {
-        let secrets = ["database.password", "token"];
-        let a = json!({"database": {"password": UNREADABLE, "host": "a"}, "token": UNREADABLE});
-        let b = json!({"database": {"password": "now", "host": "b"}});
+        let secrets = ["database.password", "token", "unchanged"];
+        let same = format!("{UNREADABLE}@7");
+        let a = json!({"database": {"password": UNREADABLE, "host": "a"}, "token": UNREADABLE,
+                       "unchanged": same});
+        let b = json!({"database": {"password": "now", "host": "b"}, "unchanged": same});
         let changes = diff(&a, &b, &secrets);
         assert_eq!(changes.len(), 3, "{changes:?}");
         let pw = &changes[1];

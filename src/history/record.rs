@@ -31,7 +31,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::keys::Keys;
 use super::sealing::Sealing;
-use super::store::{Kvs, StoredKvs};
+use super::store::{Kvs, Revs, StoredKvs};
 use super::time::{now_ms, rfc3339};
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Result};
@@ -219,6 +219,11 @@ pub(crate) enum Stored {
 pub(crate) enum SecretValue {
     /// `{"secret": "omitted"}`: recorded without a secret key, so the value is not recorded.
     Omitted {
+        /// The key's `mod_revision`, where the writer knew it: two versions with the same one
+        /// hold the same value (so a diff can tell an unchanged secret from one that may have
+        /// changed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rev: Option<i64>,
         /// For a key holding a document: the document with its secret leaves shown as `***`
         /// (JSON text).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,6 +241,9 @@ pub(crate) enum SecretValue {
         data: B64,
         /// As for `Omitted`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        rev: Option<i64>,
+        /// As for `Omitted`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         shown: Option<String>,
     },
 }
@@ -244,7 +252,16 @@ impl SecretValue {
     /// The masked document, for a key holding one.
     pub(crate) fn shown(&self) -> Option<&str> {
         match self {
-            SecretValue::Omitted { shown } | SecretValue::Sealed { shown, .. } => shown.as_deref(),
+            SecretValue::Omitted { shown, .. } | SecretValue::Sealed { shown, .. } => {
+                shown.as_deref()
+            }
+        }
+    }
+
+    /// The key's `mod_revision` when recorded, if known.
+    pub(crate) fn rev(&self) -> Option<i64> {
+        match self {
+            SecretValue::Omitted { rev, .. } | SecretValue::Sealed { rev, .. } => *rev,
         }
     }
 }
@@ -469,15 +486,19 @@ pub(crate) enum Content {
 }
 
 impl Content {
-    /// The key set `state` (full keys) as a full record holds it, secrets kept out as
-    /// `sealing` says.
-    pub(crate) fn full(keys: &Keys, state: &Kvs, sealing: &Sealing) -> Self {
+    /// The key set `state` (full keys; `revs` their `mod_revision`s, where known) as a full
+    /// record holds it, secrets kept out as `sealing` says.
+    pub(crate) fn full(keys: &Keys, state: &Kvs, revs: &Revs, sealing: &Sealing) -> Self {
         Content::Full(
             state
                 .iter()
                 .map(|(k, v)| {
                     let rel = keys.relative(k);
-                    (Raw(rel.to_vec()), sealing.encode(keys.prefix(), rel, v))
+                    let rev = revs.get(k).copied();
+                    (
+                        Raw(rel.to_vec()),
+                        sealing.encode(keys.prefix(), rel, v, rev),
+                    )
                 })
                 .collect(),
         )
@@ -493,15 +514,15 @@ impl Content {
         )
     }
 
-    /// The writes `ops` (full keys) as a delta record holds them, secrets kept out as
-    /// `sealing` says.
-    pub(crate) fn delta(keys: &Keys, ops: &[RawOp], sealing: &Sealing) -> Self {
+    /// The writes `ops` (full keys) of `revision` as a delta record holds them, secrets kept
+    /// out as `sealing` says.
+    pub(crate) fn delta(keys: &Keys, ops: &[RawOp], revision: i64, sealing: &Sealing) -> Self {
         Content::Delta(
             ops.iter()
                 .map(|op| match op {
                     RawOp::Put(k, v) => Op::Put {
                         put: Raw(keys.relative(k).to_vec()),
-                        value: sealing.encode(keys.prefix(), keys.relative(k), v),
+                        value: sealing.encode(keys.prefix(), keys.relative(k), v, Some(revision)),
                     },
                     RawOp::Delete(k) => Op::Del {
                         del: Raw(keys.relative(k).to_vec()),
@@ -568,21 +589,26 @@ mod tests {
         let values = vec![
             Stored::Plain(Raw(b"db1".to_vec())),
             Stored::Plain(Raw(vec![0xff])),
-            Stored::Secret(SecretValue::Omitted { shown: None }),
             Stored::Secret(SecretValue::Omitted {
+                rev: None,
+                shown: None,
+            }),
+            Stored::Secret(SecretValue::Omitted {
+                rev: Some(7),
                 shown: Some(r#"{"password":"***"}"#.into()),
             }),
             Stored::Secret(SecretValue::Sealed {
                 key: "00112233aabbccdd".into(),
                 nonce: B64(vec![1, 2, 3]),
                 data: B64(vec![4, 5]),
+                rev: None,
                 shown: None,
             }),
         ];
         let text = serde_json::to_string(&values).unwrap();
         assert_eq!(
             text,
-            r#"["db1",{"hex":"ff"},{"secret":"omitted"},{"secret":"omitted","shown":"{\"password\":\"***\"}"},{"secret":"xchacha20poly1305","key":"00112233aabbccdd","nonce":"AQID","data":"BAU="}]"#
+            r#"["db1",{"hex":"ff"},{"secret":"omitted"},{"secret":"omitted","rev":7,"shown":"{\"password\":\"***\"}"},{"secret":"xchacha20poly1305","key":"00112233aabbccdd","nonce":"AQID","data":"BAU="}]"#
         );
         assert_eq!(serde_json::from_str::<Vec<Stored>>(&text).unwrap(), values);
         assert!(serde_json::from_str::<Stored>(r#"{"secret":"rot13"}"#).is_err());

@@ -49,6 +49,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
             &shared.store,
             view.revision,
             &view.kvs,
+            &view.revs,
             &target,
             meta,
             view.prev,

@@ -26,9 +26,19 @@ use crate::provenance::join_path as join;
 use crate::secrets::{SecretPaths, MASK};
 
 /// What a view of a version holds for a secret whose value it cannot read (not recorded, or
-/// encrypted with a key it does not have). Views mask it like any secret value; a diff reports
-/// the field with [`FieldChange::unknown`](super::FieldChange::unknown).
+/// encrypted with a key it does not have), followed by `@<mod_revision>` where the record
+/// names the key's. Views mask it like any secret value; a diff treats two equal ones (the
+/// same write) as unchanged and reports any other with
+/// [`FieldChange::unknown`](super::FieldChange::unknown).
 pub(crate) const UNREADABLE: &str = "__coordination_secret_not_in_history__";
+
+/// [`UNREADABLE`] for a value written at `rev`.
+fn unreadable(rev: Option<i64>) -> String {
+    match rev {
+        Some(rev) => format!("{UNREADABLE}@{rev}"),
+        None => UNREADABLE.to_string(),
+    }
+}
 
 /// Binds a ciphertext to its prefix and key, so it cannot be moved to another key.
 const AAD_TAG: &[u8] = b"coordination/history/secret/1\0";
@@ -205,8 +215,15 @@ impl Sealing {
         aad
     }
 
-    /// How a record holds `value` of the key `rel` (relative to `prefix`).
-    pub(crate) fn encode(&self, prefix: &str, rel: &[u8], value: &[u8]) -> Stored {
+    /// How a record holds `value` of the key `rel` (relative to `prefix`), whose
+    /// `mod_revision` is `rev` where known.
+    pub(crate) fn encode(
+        &self,
+        prefix: &str,
+        rel: &[u8],
+        value: &[u8],
+        rev: Option<i64>,
+    ) -> Stored {
         let shown = match form(
             &SecretPaths::new(&self.secrets),
             &self.fields,
@@ -222,9 +239,10 @@ impl Sealing {
                 key,
                 nonce: B64(nonce),
                 data: B64(data),
+                rev,
                 shown,
             },
-            None => SecretValue::Omitted { shown },
+            None => SecretValue::Omitted { rev, shown },
         })
     }
 
@@ -378,20 +396,20 @@ impl Sealing {
                 Err(OpenError::MissingKey) => {}
             }
         }
-        let unreadable = || UNREADABLE.as_bytes().to_vec();
+        let placeholder = unreadable(secret.rev());
         let Some(shown) = secret.shown() else {
-            return unreadable();
+            return placeholder.into_bytes();
         };
         let Ok(shown) = serde_json::from_str::<Value>(shown) else {
-            return unreadable();
+            return placeholder.into_bytes();
         };
         let all = union(recorded, &self.secrets);
         let path = path_of(rel);
         fill(&SecretPaths::new(&all), &path, &shown, &mut |_| {
-            Some(Value::String(UNREADABLE.to_string()))
+            Some(Value::String(placeholder.clone()))
         })
         .and_then(|doc| serde_json::to_vec(&doc).ok())
-        .unwrap_or_else(unreadable)
+        .unwrap_or_else(|| placeholder.into_bytes())
     }
 
     /// A version's `stored` key set as views see it (see [`view`](Self::view)).
@@ -425,7 +443,7 @@ impl Sealing {
             }) => self
                 .open(prefix, rel, key, nonce, data)
                 .is_ok_and(|p| p == plain),
-            Stored::Secret(SecretValue::Omitted { shown }) => {
+            Stored::Secret(SecretValue::Omitted { shown, .. }) => {
                 match form(
                     &SecretPaths::new(&self.secrets),
                     &self.fields,
@@ -496,15 +514,15 @@ mod tests {
     fn only_values_holding_a_secret_are_kept_out() {
         let s = sealing(KeyRing::default());
         assert_eq!(
-            s.encode(PREFIX, b"db/host", b"db1"),
+            s.encode(PREFIX, b"db/host", b"db1", None),
             Stored::Plain(Raw(b"db1".to_vec()))
         );
         assert_eq!(
-            text(&s.encode(PREFIX, b"db/password", b"hunter2")),
+            text(&s.encode(PREFIX, b"db/password", b"hunter2", None)),
             r#"{"secret":"omitted"}"#
         );
         assert_eq!(
-            text(&s.encode(PREFIX, b"token/a/b", b"x")),
+            text(&s.encode(PREFIX, b"token/a/b", b"x", None)),
             r#"{"secret":"omitted"}"#
         );
         // A document: its secret leaves are masked, the rest stays readable.
@@ -512,23 +530,24 @@ mod tests {
             PREFIX,
             b"db",
             b"host: db1\npassword: hunter2\nversion: 1.10\n",
+            Some(12),
         );
         assert_eq!(
             text(&doc),
-            r#"{"secret":"omitted","shown":"{\"host\":\"db1\",\"password\":\"***\",\"version\":\"1.10\"}"}"#
+            r#"{"secret":"omitted","rev":12,"shown":"{\"host\":\"db1\",\"password\":\"***\",\"version\":\"1.10\"}"}"#
         );
         // A document without the secret in it is recorded as it is.
         assert_eq!(
-            s.encode(PREFIX, b"db", b"{\"host\": \"db1\"}"),
+            s.encode(PREFIX, b"db", b"{\"host\": \"db1\"}", None),
             Stored::Plain(Raw(b"{\"host\": \"db1\"}".to_vec()))
         );
         // Unparseable, or a struct as a sequence: nothing is shown.
         assert_eq!(
-            text(&s.encode(PREFIX, b"db", b"a: [1")),
+            text(&s.encode(PREFIX, b"db", b"a: [1", None)),
             r#"{"secret":"omitted"}"#
         );
         assert_eq!(
-            text(&s.encode(PREFIX, b"db", b"[db1, hunter2]")),
+            text(&s.encode(PREFIX, b"db", b"[db1, hunter2]", None)),
             r#"{"secret":"omitted"}"#
         );
         for form in [&doc] {
@@ -541,7 +560,7 @@ mod tests {
         let a = SecretKey::from_bytes([1; 32]);
         let s = sealing(ring(&a));
         let doc = b"host: db1\npassword: hunter2 # yaml comment\n";
-        let sealed = s.encode(PREFIX, b"db", doc);
+        let sealed = s.encode(PREFIX, b"db", doc, None);
         let shown = text(&sealed);
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(
@@ -577,7 +596,7 @@ mod tests {
                 PREFIX,
                 &[],
                 b"db/password",
-                &s.encode(PREFIX, b"db/password", b"pw"),
+                &s.encode(PREFIX, b"db/password", b"pw", None),
                 true
             ),
             UNREADABLE.as_bytes()
@@ -587,7 +606,7 @@ mod tests {
     #[test]
     fn without_the_value_a_rollback_keeps_the_current_secret() {
         let s = sealing(KeyRing::default());
-        let whole = s.encode(PREFIX, b"db/password", b"old-pw");
+        let whole = s.encode(PREFIX, b"db/password", b"old-pw", None);
         assert_eq!(
             s.restore(PREFIX, 3, &[], b"db/password", &whole, Some(b"new-pw"))
                 .unwrap(),
@@ -640,14 +659,19 @@ mod tests {
     fn a_record_is_the_same_as_a_state_when_recording_it_again_adds_nothing() {
         let key = SecretKey::from_bytes([3; 32]);
         for s in [sealing(KeyRing::default()), sealing(ring(&key))] {
-            let stored = s.encode(PREFIX, b"db", b"{\"host\": \"db1\", \"password\": \"pw\"}");
+            let stored = s.encode(
+                PREFIX,
+                b"db",
+                b"{\"host\": \"db1\", \"password\": \"pw\"}",
+                None,
+            );
             let same = b"{\"host\": \"db1\", \"password\": \"pw\"}";
             assert!(s.same(PREFIX, b"db", &stored, same));
             assert!(!s.same(PREFIX, b"db", &stored, b"host: db2\npassword: pw"));
-            let whole = s.encode(PREFIX, b"token", b"t1");
+            let whole = s.encode(PREFIX, b"token", b"t1", None);
             assert!(s.same(PREFIX, b"token", &whole, b"t1"));
         }
-        let sealed = sealing(ring(&key)).encode(PREFIX, b"token", b"t1");
+        let sealed = sealing(ring(&key)).encode(PREFIX, b"token", b"t1", None);
         assert!(!sealing(ring(&key)).same(PREFIX, b"token", &sealed, b"t2"));
     }
 

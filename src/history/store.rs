@@ -31,6 +31,16 @@ use crate::etcd::Etcd;
 /// A prefix's key set: full etcd keys (namespace and prefix included) to values.
 pub(crate) type Kvs = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// The `mod_revision`s of (some of) a key set's keys, full keys.
+pub(crate) type Revs = BTreeMap<Vec<u8>, i64>;
+
+/// The `mod_revision`s of keys read from etcd.
+pub(crate) fn revs_of(kvs: &[KeyValue]) -> Revs {
+    kvs.iter()
+        .map(|kv| (kv.key().to_vec(), kv.mod_revision()))
+        .collect()
+}
+
 /// A key set as records hold it: full keys to values, secrets kept out (see
 /// [`sealing`](super::sealing)).
 pub(crate) type StoredKvs = BTreeMap<Vec<u8>, Stored>;
@@ -148,13 +158,15 @@ impl Store {
     }
 
     /// Creates the record of `revision` unless one exists: `state` is the whole key set at
-    /// `revision`; `delta` its writes at that revision, if known; `prev` the version `delta`
+    /// `revision` (`revs`: the `mod_revision`s of its keys, where known, recorded with the
+    /// secret values); `delta` its writes at that revision, if known; `prev` the version `delta`
     /// applies to, if known to be recorded. With `newer_than = Some(v)`, nothing is written if
     /// any version after `v` exists (for records of a state found at bind or after a resync).
     pub(crate) async fn record(
         &self,
         revision: i64,
         state: &Kvs,
+        revs: &Revs,
         delta: Option<&[RawOp]>,
         meta: MetaFrom,
         prev: Option<Prev>,
@@ -172,7 +184,7 @@ impl Store {
                     Some(p.revision),
                     p.checkpoint,
                     p.chain_bytes + self.delta_bytes(ops),
-                    Content::delta(&self.keys, ops, &self.sealing),
+                    Content::delta(&self.keys, ops, revision, &self.sealing),
                 )
             }
             _ => (
@@ -180,7 +192,7 @@ impl Store {
                 None,
                 revision,
                 0,
-                Content::full(&self.keys, state, &self.sealing),
+                Content::full(&self.keys, state, revs, &self.sealing),
             ),
         };
         let (intent, mut check_intent) = match meta {

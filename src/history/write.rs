@@ -26,7 +26,7 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use super::record::{Head, Intent, Kind, Meta, Version, FORMAT};
-use super::store::{Kvs, MetaFrom, Outcome, Prev, Store};
+use super::store::{Kvs, MetaFrom, Outcome, Prev, Revs, Store};
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Permission, Result};
 
@@ -108,8 +108,9 @@ fn batches(ops: Vec<RawOp>, per_txn: usize) -> Vec<Vec<RawOp>> {
     out
 }
 
-/// Turns `seen` (the key set at `seen_revision`; `prev` its version record, if known) into
-/// `target`, guarded as described in the module docs, and records the result with `meta`.
+/// Turns `seen` (the key set at `seen_revision`, `seen_revs` its keys' `mod_revision`s where
+/// known; `prev` its version record, if known) into `target`, guarded as described in the
+/// module docs, and records the result with `meta`.
 /// `Ok(None)` if they are equal (nothing is written).
 ///
 /// # Errors
@@ -118,6 +119,7 @@ pub(crate) async fn write_guarded(
     store: &Store,
     seen_revision: i64,
     seen: &Kvs,
+    seen_revs: &Revs,
     target: &Kvs,
     meta: Meta,
     prev: Option<Prev>,
@@ -132,6 +134,7 @@ pub(crate) async fn write_guarded(
     let batches = batches(ops, max_txn_ops.saturating_sub(1).max(1));
     let total = batches.len() as u32;
     let mut state = seen.clone();
+    let mut revs = seen_revs.clone();
     let mut base = seen_revision;
     let mut prev = prev;
     let mut last = None;
@@ -204,9 +207,11 @@ pub(crate) async fn write_guarded(
             match op {
                 RawOp::Put(k, v) => {
                     state.insert(k.clone(), v.clone());
+                    revs.insert(k.clone(), revision);
                 }
                 RawOp::Delete(k) => {
                     state.remove(k);
+                    revs.remove(k);
                 }
             }
         }
@@ -220,6 +225,7 @@ pub(crate) async fn write_guarded(
             .record(
                 revision,
                 &state,
+                &revs,
                 Some(&batch),
                 MetaFrom::Known(intent),
                 prev,
