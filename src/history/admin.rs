@@ -16,7 +16,7 @@ use super::publish::target_for;
 use super::record::{Meta, Version, VersionKind};
 use super::schema::{self, SchemaCheck};
 use super::sealing::{mask_value, union, Sealing};
-use super::store::{revs_of, Kvs, Revs, Store};
+use super::store::{revs_of, KeySet, Kvs, Revs, Store};
 use super::watch::PrefixChanges;
 use super::write::{write_guarded, Recording};
 use crate::config::{StringFields, DEFAULT_MAX_VALUE_BYTES};
@@ -363,8 +363,10 @@ impl ConfigHistory {
         write_guarded(
             &self.store,
             revision,
-            &current,
-            &revs,
+            KeySet {
+                kvs: &current,
+                revs: &revs,
+            },
             &target,
             meta,
             None,
@@ -473,8 +475,10 @@ impl ConfigHistory {
         write_guarded(
             &self.store,
             revision,
-            &current,
-            &revs,
+            KeySet {
+                kvs: &current,
+                revs: &revs,
+            },
             &target,
             Meta::new(VersionKind::Publish, author, comment),
             None,
@@ -506,8 +510,10 @@ impl ConfigHistory {
         write_guarded(
             &self.store,
             revision,
-            &current,
-            &revs,
+            KeySet {
+                kvs: &current,
+                revs: &revs,
+            },
             &target,
             meta,
             None,

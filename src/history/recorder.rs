@@ -25,7 +25,7 @@ use super::keys::Keys;
 use super::options::HistoryOptions;
 use super::schema;
 use super::sealing::Sealing;
-use super::store::{revs_of, Kvs, MetaFrom, Outcome, Prev, Revs, Store};
+use super::store::{revs_of, KeySet, Kvs, MetaFrom, Outcome, Prev, Revs, Store};
 use crate::config::{
     ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Reloader, Snapshot,
     StringFields, Subscription, WatchState,
@@ -438,8 +438,10 @@ impl<T: CoordConfig> Recorder<T> {
         let outcome = store
             .record(
                 self.revision,
-                &self.kvs,
-                &self.revs,
+                KeySet {
+                    kvs: &self.kvs,
+                    revs: &self.revs,
+                },
                 None,
                 MetaFrom::Lookup,
                 None,
@@ -502,8 +504,10 @@ impl<T: CoordConfig> Recorder<T> {
             let outcome = store
                 .record(
                     self.revision,
-                    &self.kvs,
-                    &self.revs,
+                    KeySet {
+                        kvs: &self.kvs,
+                        revs: &self.revs,
+                    },
                     Some(ops),
                     MetaFrom::Lookup,
                     prev,

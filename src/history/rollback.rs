@@ -2,6 +2,7 @@
 
 use super::publish::{recording, tracker, CATCH_UP};
 use super::record::{Meta, Version, VersionKind};
+use super::store::KeySet;
 use super::write::write_guarded;
 use crate::config::{ConfigHandle, CoordConfig};
 use crate::error::Result;
@@ -48,8 +49,10 @@ impl<T: CoordConfig> ConfigHandle<T> {
         write_guarded(
             &shared.store,
             view.revision,
-            &view.kvs,
-            &view.revs,
+            KeySet {
+                kvs: &view.kvs,
+                revs: &view.revs,
+            },
             &target,
             meta,
             view.prev,

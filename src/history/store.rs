@@ -41,6 +41,14 @@ pub(crate) fn revs_of(kvs: &[KeyValue]) -> Revs {
         .collect()
 }
 
+/// A key set and the `mod_revision`s of its keys, where known (recorded with secret values, so
+/// that a diff can tell an unchanged secret from one written since).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeySet<'a> {
+    pub(crate) kvs: &'a Kvs,
+    pub(crate) revs: &'a Revs,
+}
+
 /// A key set as records hold it: full keys to values, secrets kept out (see
 /// [`sealing`](super::sealing)).
 pub(crate) type StoredKvs = BTreeMap<Vec<u8>, Stored>;
@@ -158,20 +166,19 @@ impl Store {
     }
 
     /// Creates the record of `revision` unless one exists: `state` is the whole key set at
-    /// `revision` (`revs`: the `mod_revision`s of its keys, where known, recorded with the
-    /// secret values); `delta` its writes at that revision, if known; `prev` the version `delta`
+    /// `revision`; `delta` its writes at that revision, if known; `prev` the version `delta`
     /// applies to, if known to be recorded. With `newer_than = Some(v)`, nothing is written if
     /// any version after `v` exists (for records of a state found at bind or after a resync).
     pub(crate) async fn record(
         &self,
         revision: i64,
-        state: &Kvs,
-        revs: &Revs,
+        state: KeySet<'_>,
         delta: Option<&[RawOp]>,
         meta: MetaFrom,
         prev: Option<Prev>,
         newer_than: Option<i64>,
     ) -> Result<Outcome> {
+        let KeySet { kvs: state, revs } = state;
         let bytes = self.state_bytes(state);
         let (kind, base, checkpoint, chain_bytes, content) = match (delta, prev) {
             (Some(ops), Some(p))

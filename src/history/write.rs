@@ -26,7 +26,7 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use super::record::{Head, Intent, Kind, Meta, Version, FORMAT};
-use super::store::{Kvs, MetaFrom, Outcome, Prev, Revs, Store};
+use super::store::{KeySet, Kvs, MetaFrom, Outcome, Prev, Store};
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Permission, Result};
 
@@ -108,9 +108,8 @@ fn batches(ops: Vec<RawOp>, per_txn: usize) -> Vec<Vec<RawOp>> {
     out
 }
 
-/// Turns `seen` (the key set at `seen_revision`, `seen_revs` its keys' `mod_revision`s where
-/// known; `prev` its version record, if known) into `target`, guarded as described in the
-/// module docs, and records the result with `meta`.
+/// Turns `seen` (the key set at `seen_revision`; `prev` its version record, if known) into
+/// `target`, guarded as described in the module docs, and records the result with `meta`.
 /// `Ok(None)` if they are equal (nothing is written).
 ///
 /// # Errors
@@ -118,23 +117,22 @@ fn batches(ops: Vec<RawOp>, per_txn: usize) -> Vec<Vec<RawOp>> {
 pub(crate) async fn write_guarded(
     store: &Store,
     seen_revision: i64,
-    seen: &Kvs,
-    seen_revs: &Revs,
+    seen: KeySet<'_>,
     target: &Kvs,
     meta: Meta,
     prev: Option<Prev>,
     recording: Recording,
 ) -> Result<Option<Version>> {
     let max_txn_ops = recording.max_txn_ops;
-    let ops = plan(seen, target);
+    let ops = plan(seen.kvs, target);
     if ops.is_empty() {
         return Ok(None);
     }
     let keys = store.keys();
     let batches = batches(ops, max_txn_ops.saturating_sub(1).max(1));
     let total = batches.len() as u32;
-    let mut state = seen.clone();
-    let mut revs = seen_revs.clone();
+    let mut state = seen.kvs.clone();
+    let mut revs = seen.revs.clone();
     let mut base = seen_revision;
     let mut prev = prev;
     let mut last = None;
@@ -224,8 +222,10 @@ pub(crate) async fn write_guarded(
         match store
             .record(
                 revision,
-                &state,
-                &revs,
+                KeySet {
+                    kvs: &state,
+                    revs: &revs,
+                },
                 Some(&batch),
                 MetaFrom::Known(intent),
                 prev,
