@@ -348,17 +348,51 @@ fn seed_at_rest(etcd: &Etcd, password: &str, token: &str) {
     etcd.put(&ar("token"), token);
 }
 
-async fn bind_at_rest(etcd: &Etcd, history: HistoryOptions) -> ConfigHandle<AtRest> {
+async fn bind_with(etcd: &Etcd, options: ConfigOptions) -> ConfigHandle<AtRest> {
     etcd.coordinator()
         .await
-        .config_with(
-            ConfigOptions::new()
-                .without_file()
-                .without_env()
-                .with_history(history),
-        )
+        .config_with(options.without_file().without_env())
         .await
         .expect("bind")
+}
+
+async fn bind_at_rest(etcd: &Etcd, history: HistoryOptions) -> ConfigHandle<AtRest> {
+    bind_with(etcd, ConfigOptions::new().with_history(history)).await
+}
+
+/// Seeds the prefix, binds with `history` and waits until the bound version is recorded.
+async fn start_at_rest(
+    etcd: &Etcd,
+    history: HistoryOptions,
+    password: &str,
+    token: &str,
+) -> (ConfigHandle<AtRest>, i64) {
+    seed_at_rest(etcd, password, token);
+    let cfg = bind_at_rest(etcd, history).await;
+    let v0 = cfg.load().revision();
+    settled(&cfg, v0).await;
+    (cfg, v0)
+}
+
+/// Publishes port 9090 with a new password and token through `update`; the new version,
+/// recorded.
+async fn rotate(cfg: &ConfigHandle<AtRest>, password: &str, token: &str) -> i64 {
+    let v = cfg
+        .update(
+            |c| {
+                c.port = 9090;
+                c.db.password = password.into();
+                c.token = token.into();
+            },
+            "ops",
+            "rotate",
+        )
+        .await
+        .unwrap()
+        .expect("a new version")
+        .revision;
+    settled(cfg, v).await;
+    v
 }
 
 /// Waits until `cfg` has applied `revision` and its history has recorded it.
@@ -422,24 +456,8 @@ async fn without_a_key_no_secret_is_recorded_and_a_rollback_keeps_the_current_on
         "nokey-pw-doc-five",
     ];
     let etcd = Etcd::start().await;
-    seed_at_rest(&etcd, secrets[0], secrets[1]);
-    let cfg = bind_at_rest(&etcd, HistoryOptions::new()).await;
-    let v0 = cfg.load().revision();
-    settled(&cfg, v0).await;
-    let v1 = cfg
-        .update(
-            |c| {
-                c.port = 9090;
-                c.db.password = secrets[2].into();
-                c.token = secrets[3].into();
-            },
-            "ops",
-            "rotate",
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .revision;
+    let (cfg, v0) = start_at_rest(&etcd, HistoryOptions::new(), secrets[0], secrets[1]).await;
+    let v1 = rotate(&cfg, secrets[2], secrets[3]).await;
     let v2 = etcd.put(&ar("db/password"), secrets[4]);
     settled(&cfg, v2).await;
 
@@ -565,25 +583,9 @@ async fn with_a_key_a_rollback_restores_every_secret_exactly_and_none_rests_in_p
     let b = SecretKey::from_file(&b_file).unwrap();
     assert_ne!(a.id(), b.id());
 
-    seed_at_rest(&etcd, secrets[0], secrets[1]);
-    let cfg = bind_at_rest(&etcd, HistoryOptions::new().with_secret_key(a.clone())).await;
-    let v0 = cfg.load().revision();
-    settled(&cfg, v0).await;
-    let v1 = cfg
-        .update(
-            |c| {
-                c.port = 9090;
-                c.db.password = secrets[2].into();
-                c.token = secrets[3].into();
-            },
-            "ops",
-            "rotate",
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .revision;
-    settled(&cfg, v1).await;
+    let history = HistoryOptions::new().with_secret_key(a.clone());
+    let (cfg, v0) = start_at_rest(&etcd, history, secrets[0], secrets[1]).await;
+    let v1 = rotate(&cfg, secrets[2], secrets[3]).await;
     // A document, comments and spacing included, to come back byte for byte.
     etcd.del(&ar("db/password"));
     etcd.del(&ar("db/host"));
@@ -720,17 +722,7 @@ async fn the_last_known_good_cache_leaves_out_secret_keys_and_documents_with_a_s
     seed_at_rest(&etcd, "cache-pw-one", "cache-tok-one");
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("atrest.lkg.json");
-    let cfg: ConfigHandle<AtRest> = etcd
-        .coordinator()
-        .await
-        .config_with(
-            ConfigOptions::new()
-                .without_file()
-                .without_env()
-                .with_cache_file(&cache),
-        )
-        .await
-        .unwrap();
+    let cfg = bind_with(&etcd, ConfigOptions::new().with_cache_file(&cache)).await;
     let cached_at = |revision: i64| {
         std::fs::read(&cache).ok().and_then(|bytes| {
             let doc: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
@@ -778,11 +770,8 @@ async fn no_secret_reaches_a_debug_log_across_bind_reload_reject_publish_and_rol
         "logged-pw-four",
     ];
     let etcd = Etcd::start().await;
-    seed_at_rest(&etcd, secrets[0], secrets[1]);
-    let key = SecretKey::parse(KEY_A).unwrap();
-    let cfg = bind_at_rest(&etcd, HistoryOptions::new().with_secret_key(key)).await;
-    let v0 = cfg.load().revision();
-    settled(&cfg, v0).await;
+    let history = HistoryOptions::new().with_secret_key(SecretKey::parse(KEY_A).unwrap());
+    let (cfg, v0) = start_at_rest(&etcd, history, secrets[0], secrets[1]).await;
     let mut sub = cfg.subscribe();
     // Reload.
     let rev = etcd.put(&ar("db/password"), secrets[2]);
@@ -839,24 +828,9 @@ async fn coordctl_masks_recorded_secrets_without_a_schema_and_restores_with_the_
     let key_file = dir.path().join("history.key");
     std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
     let a = SecretKey::from_file(&key_file).unwrap();
-    seed_at_rest(&etcd, secrets[0], secrets[1]);
-    let cfg = bind_at_rest(&etcd, HistoryOptions::new().with_secret_key(a.clone())).await;
-    let v0 = cfg.load().revision();
-    settled(&cfg, v0).await;
-    let v1 = cfg
-        .update(
-            |c| {
-                c.db.password = secrets[2].into();
-                c.token = secrets[3].into();
-            },
-            "ops",
-            "rotate",
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .revision;
-    settled(&cfg, v1).await;
+    let history = HistoryOptions::new().with_secret_key(a.clone());
+    let (cfg, v0) = start_at_rest(&etcd, history, secrets[0], secrets[1]).await;
+    let v1 = rotate(&cfg, secrets[2], secrets[3]).await;
     let coordctl = |extra_env: &[(&str, &str)], args: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_coordctl"));
         cmd.arg("--endpoints")

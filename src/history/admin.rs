@@ -358,16 +358,20 @@ impl ConfigHistory {
         }
     }
 
-    async fn write(&self, target: Kvs, meta: Meta) -> Result<Option<Version>> {
-        let (revision, current, revs) = self.current().await?;
+    /// Writes `target` over the prefix as read now (`revision`, `current`, `revs`), guarded
+    /// by that read, and records it with `meta`.
+    async fn write_over(
+        &self,
+        (revision, current, revs): &(i64, Kvs, Revs),
+        target: &Kvs,
+        meta: Meta,
+    ) -> Result<Option<Version>> {
+        let seen = KeySet { kvs: current, revs };
         write_guarded(
             &self.store,
-            revision,
-            KeySet {
-                kvs: &current,
-                revs: &revs,
-            },
-            &target,
+            *revision,
+            seen,
+            target,
             meta,
             None,
             self.recording(),
@@ -397,8 +401,13 @@ impl ConfigHistory {
             DEFAULT_MAX_VALUE_BYTES,
             &self.secrets,
         )?;
-        self.write(target, Meta::new(VersionKind::Publish, author, comment))
-            .await
+        let now = self.current().await?;
+        self.write_over(
+            &now,
+            &target,
+            Meta::new(VersionKind::Publish, author, comment),
+        )
+        .await
     }
 
     /// Sets one field: `path` is dotted (`database.pool`), `raw` is read like an etcd value
@@ -457,14 +466,14 @@ impl ConfigHistory {
                 };
                 Error::new(ErrorKind::Validation, message).with_field(path)
             })?;
-        let (revision, current, revs) = self.current().await?;
+        let now = self.current().await?;
         let change = FieldPatch {
             path: segments.iter().map(|s| s.to_string()).collect(),
             value: Some(value),
         };
         let target = patch::apply(
             self.prefix(),
-            &current,
+            &now.1,
             &[change],
             &self.fields,
             DEFAULT_MAX_VALUE_BYTES,
@@ -472,17 +481,10 @@ impl ConfigHistory {
         )?;
         let doc = diff::document(self.prefix(), &target, &self.fields);
         self.check_doc(&doc, true)?;
-        write_guarded(
-            &self.store,
-            revision,
-            KeySet {
-                kvs: &current,
-                revs: &revs,
-            },
+        self.write_over(
+            &now,
             &target,
             Meta::new(VersionKind::Publish, author, comment),
-            None,
-            self.recording(),
         )
         .await
     }
@@ -503,23 +505,11 @@ impl ConfigHistory {
         author: &str,
         comment: &str,
     ) -> Result<Option<Version>> {
-        let (revision, current, revs) = self.current().await?;
-        let target = self.store.restore_at(version, &current).await?;
+        let now = self.current().await?;
+        let target = self.store.restore_at(version, &now.1).await?;
         let mut meta = Meta::new(VersionKind::Rollback, author, comment);
         meta.restored_from = Some(version);
-        write_guarded(
-            &self.store,
-            revision,
-            KeySet {
-                kvs: &current,
-                revs: &revs,
-            },
-            &target,
-            meta,
-            None,
-            self.recording(),
-        )
-        .await
+        self.write_over(&now, &target, meta).await
     }
 
     /// A stream of the prefix's changes from now on, one item per etcd revision, with the

@@ -173,15 +173,9 @@ impl Serialize for Raw {
 
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Text(String),
-            Hex { hex: String },
-        }
-        match Repr::deserialize(d)? {
-            Repr::Text(text) => Ok(Raw(text.into_bytes())),
-            Repr::Hex { hex } => from_hex(&hex).map(Raw).map_err(D::Error::custom),
+        match Stored::deserialize(d)? {
+            Stored::Plain(raw) => Ok(raw),
+            Stored::Secret(_) => Err(D::Error::custom("a secret value where bytes belong")),
         }
     }
 }
