@@ -86,6 +86,13 @@
 //! lists the permissions each part needs, roles for a service, an operator and CI, and the
 //! threat model.
 //!
+//! Secret fields (`#[coord(secret)]`, `#[coord(secrets = "a.b")]`) are masked in errors, logs,
+//! diffs and `coordctl`, left out of the last-known-good cache, and never rest in plaintext in
+//! the history: they are left out of its records, or encrypted there with a key you provide
+//! ([`HistoryOptions::with_secret_key`](history::HistoryOptions::with_secret_key),
+//! [`SecretKey`](history::SecretKey)), so that a rollback restores them (see the history guide's
+//! [Secrets at rest](docs::history#secrets-at-rest)).
+//!
 //! # Feature flags
 //! | feature | default | what it adds |
 //! |---|---|---|

@@ -78,6 +78,40 @@ impl<'a, S: AsRef<str>> SecretPaths<'a, S> {
         }
     }
 
+    /// Whether `value` (found at `path`) is or holds a secret field's value: `path` is secret,
+    /// or a secret path below it is present in `value`.
+    pub(crate) fn has_secret(&self, path: &str, value: &Value) -> bool {
+        if self.is_secret(path) {
+            return true;
+        }
+        match value {
+            Value::Object(map) if self.has_secret_below(path) => {
+                map.iter().any(|(k, v)| self.has_secret(&join(path, k), v))
+            }
+            Value::Array(items) if self.has_secret_below(path) => items
+                .iter()
+                .enumerate()
+                .any(|(i, v)| self.has_secret(&join(path, &i.to_string()), v)),
+            _ => false,
+        }
+    }
+
+    /// Whether [`mask`](Self::mask) hides every secret of `value` (found at `path`): not when an
+    /// array stands where an object holding a secret belongs, as serde also reads a struct from
+    /// a sequence, by position (see [`values_in`](Self::values_in)).
+    pub(crate) fn mask_covers(&self, path: &str, value: &Value) -> bool {
+        if self.is_secret(path) {
+            return true;
+        }
+        match value {
+            Value::Object(map) if self.has_secret_below(path) => {
+                map.iter().all(|(k, v)| self.mask_covers(&join(path, k), v))
+            }
+            Value::Array(_) => !self.has_secret_below(path),
+            _ => true,
+        }
+    }
+
     /// The text of a JSON Schema error, with the value it quotes shown as `***` where the
     /// value at the error's path is, contains or lies inside a secret. The constraint and the
     /// location stay.
@@ -214,6 +248,20 @@ mod tests {
             json!({"password": MASK, "port": 5})
         );
         assert_eq!(s.mask("db.port", &json!(5)), json!(5));
+    }
+
+    #[test]
+    fn a_value_holds_a_secret_only_where_one_is_present() {
+        let s = SecretPaths::new(PATHS);
+        assert!(s.has_secret("db", &json!({"password": "x", "port": 5})));
+        assert!(!s.has_secret("db", &json!({"port": 5})));
+        assert!(s.has_secret("token", &json!(null)));
+        assert!(!s.has_secret("x", &json!({"password": "x"})));
+        assert!(s.mask_covers("db", &json!({"password": "x", "port": 5})));
+        // A struct given as a sequence: masking by field name cannot find the password.
+        assert!(!s.mask_covers("db", &json!(["host", "x"])));
+        assert!(!s.mask_covers("", &json!({"db": ["host", "x"]})));
+        assert!(s.mask_covers("", &json!({"other": ["a"]})));
     }
 
     #[test]

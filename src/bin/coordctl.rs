@@ -15,6 +15,10 @@
 //! without a password coordctl prompts on the terminal. `--insecure-skip-tls-verify` is
 //! refused: etcd-client's TLS cannot skip verification.
 //!
+//! Secret values are never in the history in plaintext: with `--history-key-file FILE` (or
+//! `COORD_HISTORY_KEY` holding the key) the versions coordctl writes hold them encrypted and a
+//! rollback restores them; `--history-read-key-file` adds older keys after a rotation.
+//!
 //! Exit codes: 0 success; 1 etcd or I/O failure; 2 bad usage; 3 invalid input refused (the
 //! message names the field); 4 conflict (the prefix changed meanwhile); 5 version or schema
 //! not found.
@@ -27,7 +31,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use coordination::history::{ConfigHistory, Version};
+use coordination::history::{ConfigHistory, SecretKey, Version};
 use coordination::{Coordinator, CoordinatorOptions, ErrorKind};
 use serde_json::{json, Value};
 
@@ -78,6 +82,20 @@ struct Cli {
     /// The server's --max-txn-ops: bigger changes are written in guarded batches.
     #[arg(long, default_value_t = 128, global = true)]
     max_txn_ops: usize,
+    /// The history's secret key (32 bytes as 64 hex digits or base64, e.g. from
+    /// `openssl rand -hex 32`): secret values in the versions coordctl writes are encrypted
+    /// with it, and a rollback decrypts them. Without it (or COORD_HISTORY_KEY holding the key
+    /// itself), versions coordctl writes leave secret values out.
+    #[arg(
+        long,
+        env = "COORD_HISTORY_KEY_FILE",
+        value_name = "FILE",
+        global = true
+    )]
+    history_key_file: Option<PathBuf>,
+    /// An older history key to decrypt with after a rotation (may be repeated).
+    #[arg(long, value_name = "FILE", global = true)]
+    history_read_key_file: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -290,16 +308,34 @@ fn credentials(cli: &Cli) -> Result<Option<(String, String)>, Failure> {
     Ok(Some((user.clone(), password)))
 }
 
+/// The environment variable holding the history's secret key itself (hex or base64).
+const HISTORY_KEY_ENV: &str = "COORD_HISTORY_KEY";
+
 async fn open(cli: &Cli, prefix: &str, validate: bool) -> Result<ConfigHistory, Failure> {
     let coord = connect(cli).await?;
-    let history = ConfigHistory::open(&coord, prefix)
+    let mut history = ConfigHistory::open(&coord, prefix)
         .await?
         .with_max_txn_ops(cli.max_txn_ops);
+    if let Some(file) = &cli.history_key_file {
+        history = history.with_secret_key(SecretKey::from_file(file).map_err(key_failure)?);
+    } else if std::env::var_os(HISTORY_KEY_ENV).is_some() {
+        history =
+            history.with_secret_key(SecretKey::from_env(HISTORY_KEY_ENV).map_err(key_failure)?);
+    }
+    for file in &cli.history_read_key_file {
+        history = history.with_read_key(SecretKey::from_file(file).map_err(key_failure)?);
+    }
     Ok(if validate {
         history
     } else {
         history.without_validation()
     })
+}
+
+/// A key that cannot be read is bad usage (exit 2), or an I/O failure (exit 1).
+fn key_failure(e: coordination::Error) -> Failure {
+    let code = if e.kind() == ErrorKind::Io { 1 } else { 2 };
+    fail(code, e.to_string())
 }
 
 fn author(cli: &Cli) -> String {
@@ -352,18 +388,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let history = open(&cli, prefix, true).await?;
             if *keys {
+                // Values holding a secret come masked (a document: its secret fields).
                 let (revision, kvs) = history.kvs(*version).await?;
                 let shown: Vec<(String, String)> = kvs
                     .into_iter()
-                    .map(|(k, v)| {
-                        // A key holding a document hides the secrets inside it too.
-                        let value = if history.key_holds_secret(&k) {
-                            "***".to_string()
-                        } else {
-                            String::from_utf8_lossy(&v).into_owned()
-                        };
-                        (k, value)
-                    })
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
                     .collect();
                 if cli.json {
                     let map: serde_json::Map<String, Value> = shown
@@ -489,9 +518,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 let rows: Vec<Vec<String>> = changes
                     .iter()
-                    .map(|c| vec![c.path.clone(), cell(c.old.as_ref()), cell(c.new.as_ref())])
+                    .map(|c| {
+                        let (old, new) = (cell(c.old.as_ref()), cell(c.new.as_ref()));
+                        if c.unknown {
+                            // Not readable from the history: it may not have changed at all.
+                            vec![c.path.clone(), format!("{old}?"), format!("{new}?")]
+                        } else {
+                            vec![c.path.clone(), old, new]
+                        }
+                    })
                     .collect();
                 print!("{}", table(&["FIELD", "OLD", "NEW"], &rows));
+                if changes.iter().any(|c| c.unknown) {
+                    println!(
+                        "?: a secret the history does not hold readably (recorded without a history key, or with a key not given here): whether it changed is unknown"
+                    );
+                }
             }
         }
         ConfigCommand::Rollback {

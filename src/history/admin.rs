@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::diff::{self, FieldChange};
 use super::fields;
+use super::key::{KeyRing, SecretKey};
 use super::keys::Keys;
 use super::layout::is_segment;
 use super::options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
@@ -14,13 +15,15 @@ use super::patch::{self, FieldPatch};
 use super::publish::target_for;
 use super::record::{Meta, Version, VersionKind};
 use super::schema::{self, SchemaCheck};
-use super::store::{Kvs, Store};
+use super::sealing::{mask_value, union, Sealing};
+use super::store::{revs_of, KeySet, Kvs, Revs, Store};
 use super::watch::PrefixChanges;
 use super::write::{write_guarded, Recording};
 use crate::config::{StringFields, DEFAULT_MAX_VALUE_BYTES};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::read_prefix;
+use crate::secrets::SecretPaths;
 
 /// Keys per page when reading the current prefix.
 const PAGE: i64 = 1000;
@@ -31,9 +34,14 @@ const PAGE: i64 = 1000;
 /// [`ConfigHandle::rollback_to`](crate::ConfigHandle::rollback_to).
 ///
 /// Values are checked against the JSON Schema that bound instances publish at
-/// `/__coordination/schema/<prefix>`, and the secret fields it names show as `***` in
-/// documents and diffs. Get one with [`ConfigHistory::open`], or from a typed handle with
-/// [`ConfigHandle::history_admin`](crate::ConfigHandle::history_admin). Cheap to clone.
+/// `/__coordination/schema/<prefix>`. Secret fields show as `***` in documents, key listings
+/// and diffs: those the published schema names and those recorded with the versions (so they
+/// are masked even where no schema is published). History records never hold a secret value
+/// in plaintext; give the history's secret key ([`with_secret_key`](Self::with_secret_key))
+/// for a rollback to restore encrypted secrets, and for the versions this writes to hold them
+/// encrypted rather than not at all. Get one with [`ConfigHistory::open`], or from a typed
+/// handle with [`ConfigHandle::history_admin`](crate::ConfigHandle::history_admin). Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct ConfigHistory {
     store: Store,
@@ -59,7 +67,7 @@ impl std::fmt::Debug for ConfigHistory {
 impl ConfigHistory {
     /// The history of `prefix` (as in `#[coord(prefix = "/apps/chat/config")]`, no trailing
     /// `/`; the coordinator's namespace is put in front). Reads the published JSON Schema if
-    /// there is one.
+    /// there is one, and the secret field paths recorded with the newest version.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for an empty prefix; [`ErrorKind::Validation`] if the
@@ -76,21 +84,39 @@ impl ConfigHistory {
         let full = format!("{}{slash}{prefix}/", coord.namespace());
         let keys = Keys::new(coord.namespace(), &full);
         let doc = schema::read(&coord.client(), keys.schema()).await?;
-        Self::from_parts(
-            Store::new(coord.etcd().clone(), keys),
-            doc,
-            DEFAULT_MAX_TXN_OPS,
-        )
+        let store = Store::new(coord.etcd().clone(), keys);
+        // Secrets recorded with the newest version are masked even without a schema; a user
+        // who may not read the history just does without them.
+        let recorded = match store.latest().await {
+            Ok(latest) => latest.map(|h| h.secrets).unwrap_or_default(),
+            Err(e) if e.is_permission_denied() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Self::from_parts(store, doc, &recorded, DEFAULT_MAX_TXN_OPS)
     }
 
-    pub(crate) fn from_parts(store: Store, doc: Option<Value>, max_txn_ops: usize) -> Result<Self> {
+    /// From the history `store` (its keys are kept), the published schema `doc` and the secret
+    /// paths recorded with the newest version.
+    pub(crate) fn from_parts(
+        store: Store,
+        doc: Option<Value>,
+        recorded: &[String],
+        max_txn_ops: usize,
+    ) -> Result<Self> {
         let check = doc
             .as_ref()
             .map(SchemaCheck::new)
             .transpose()?
             .map(Arc::new);
-        let secrets = doc.as_ref().map(schema::secrets_of).unwrap_or_default();
+        let published = doc.as_ref().map(schema::secrets_of).unwrap_or_default();
+        let secrets = union(&published, recorded);
         let fields = StringFields::new(doc.clone().unwrap_or_else(|| serde_json::json!({})));
+        let sealing = Sealing::new(
+            secrets.clone(),
+            store.sealing().keys().clone(),
+            fields.clone(),
+        );
+        let store = store.with_sealing(sealing);
         Ok(ConfigHistory {
             store,
             schema: doc,
@@ -119,6 +145,29 @@ impl ConfigHistory {
         self
     }
 
+    /// Encrypts the secret values in the versions this writes ([`apply`](Self::apply),
+    /// [`put`](Self::put), [`rollback_to`](Self::rollback_to)) with `key`, and decrypts
+    /// those encrypted with it for [`rollback_to`](Self::rollback_to) (and, to compare them,
+    /// for [`diff`](Self::diff), which still shows them as `***`). Without a key, versions this
+    /// writes leave secret values out, as a handle without one does (see
+    /// [`HistoryOptions::with_secret_key`](crate::history::HistoryOptions::with_secret_key)).
+    pub fn with_secret_key(self, key: SecretKey) -> Self {
+        self.with_keys(|ring| ring.set_write(key))
+    }
+
+    /// Also decrypts secret values encrypted with `key` (an older key after a rotation).
+    pub fn with_read_key(self, key: SecretKey) -> Self {
+        self.with_keys(|ring| ring.add_read(key))
+    }
+
+    fn with_keys(mut self, change: impl FnOnce(&mut KeyRing)) -> Self {
+        let mut ring = self.store.sealing().keys().clone();
+        change(&mut ring);
+        let sealing = self.store.sealing().clone().with_keys(ring);
+        self.store = self.store.with_sealing(sealing);
+        self
+    }
+
     /// Lets [`put`](Self::put) write a field path the published schema does not know (by
     /// default refused: the service would ignore such a key, or reject it). Values are still
     /// checked against the schema.
@@ -143,9 +192,16 @@ impl ConfigHistory {
         self.schema.as_ref()
     }
 
-    /// The secret field paths named by the published schema.
+    /// The secret field paths: those the published schema names and those recorded with the
+    /// newest version when this was opened (a reader of one version also masks the paths
+    /// recorded with that version).
     pub fn secrets(&self) -> &[String] {
         &self.secrets
+    }
+
+    /// The secret paths for a view of a version whose record names `recorded`.
+    fn secrets_with(&self, recorded: &[String]) -> Vec<String> {
+        union(&self.secrets, recorded)
     }
 
     /// Every recorded version, oldest first.
@@ -181,18 +237,29 @@ impl ConfigHistory {
         }
     }
 
-    async fn state(&self, at: Option<i64>) -> Result<(i64, Kvs)> {
+    /// The prefix now: its revision and key set.
+    async fn current(&self) -> Result<(i64, Kvs, Revs)> {
+        let (revision, kvs) = read_prefix(self.store.etcd(), self.prefix(), PAGE).await?;
+        let revs = revs_of(&kvs);
+        Ok((
+            revision,
+            kvs.into_iter().map(|kv| kv.into_key_value()).collect(),
+            revs,
+        ))
+    }
+
+    /// The key set at version `at` (`None`: now) as views see it, its revision, and the secret
+    /// paths to mask it with. With `decrypt`, sealed secrets are decrypted where this has the
+    /// key (for a diff to compare them).
+    async fn view(&self, at: Option<i64>, decrypt: bool) -> Result<(i64, Kvs, Vec<String>)> {
         match at {
             Some(revision) => {
-                let (head, kvs) = self.store.state_at(revision).await?;
-                Ok((head.revision, kvs))
+                let (head, kvs) = self.store.view_at(revision, decrypt).await?;
+                Ok((head.revision, kvs, self.secrets_with(&head.secrets)))
             }
             None => {
-                let (revision, kvs) = read_prefix(self.store.etcd(), self.prefix(), PAGE).await?;
-                Ok((
-                    revision,
-                    kvs.into_iter().map(|kv| kv.into_key_value()).collect(),
-                ))
+                let (revision, kvs, _) = self.current().await?;
+                Ok((revision, kvs, self.secrets.clone()))
             }
         }
     }
@@ -206,24 +273,25 @@ impl ConfigHistory {
     /// # Cancel safety
     /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn document(&self, at: Option<i64>) -> Result<(i64, Value)> {
-        let (revision, kvs) = self.state(at).await?;
+        let (revision, kvs, secrets) = self.view(at, false).await?;
         let doc = diff::document(self.prefix(), &kvs, &self.fields);
-        Ok((
-            revision,
-            crate::secrets::SecretPaths::new(&self.secrets).mask("", &doc),
-        ))
+        Ok((revision, SecretPaths::new(&secrets).mask("", &doc)))
     }
 
     /// Whether the value of `key` (relative to the prefix, as [`kvs`](Self::kvs) returns it:
-    /// `database/password`) is, lies inside or holds a secret field, so that showing it could
-    /// show a secret. `coordctl config get --keys` masks such values.
+    /// `database/password`) is, lies inside or holds a secret field (of
+    /// [`secrets`](Self::secrets)), so that showing it could show a secret.
     pub fn key_holds_secret(&self, key: &str) -> bool {
         let path = key.trim_matches('/').replace('/', ".");
-        crate::secrets::SecretPaths::new(&self.secrets).holds_secret(&path)
+        SecretPaths::new(&self.secrets).holds_secret(&path)
     }
 
-    /// The exact key/value set at version `at` (`None`: now), keys relative to the prefix, in
-    /// key order, values unmasked (as sensitive as the prefix itself); and its revision.
+    /// The key/value set at version `at` (`None`: now), keys relative to the prefix, in key
+    /// order, and its revision. Values are byte for byte, except that a value holding a secret
+    /// is masked: a secret field's value is `***`, and a document with a secret field inside is
+    /// that document as JSON with the secret shown as `***` (`***` alone where it cannot be
+    /// parsed). A version's secrets are never decrypted here; only
+    /// [`rollback_to`](Self::rollback_to) does.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for a pruned or unknown version; etcd errors.
@@ -231,18 +299,25 @@ impl ConfigHistory {
     /// # Cancel safety
     /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn kvs(&self, at: Option<i64>) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
-        let (revision, kvs) = self.state(at).await?;
+        let (revision, kvs, secrets) = self.view(at, false).await?;
+        let paths = SecretPaths::new(&secrets);
         let keys = self.store.keys();
         Ok((
             revision,
             kvs.into_iter()
-                .map(|(k, v)| (String::from_utf8_lossy(keys.relative(&k)).into_owned(), v))
+                .map(|(k, v)| {
+                    let rel = keys.relative(&k);
+                    let shown = mask_value(&paths, &self.fields, rel, &v);
+                    (String::from_utf8_lossy(rel).into_owned(), shown)
+                })
                 .collect(),
         ))
     }
 
     /// The fields changed from `from` to `to` (versions; `None`: the prefix now), in path
-    /// order, secrets masked.
+    /// order, secrets masked. A secret is compared by value where the history holds it
+    /// readably (decrypted in memory with this reader's keys, never shown); otherwise it is
+    /// listed with [`FieldChange::unknown`] set.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for a pruned or unknown version; etcd errors.
@@ -250,11 +325,11 @@ impl ConfigHistory {
     /// # Cancel safety
     /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn diff(&self, from: Option<i64>, to: Option<i64>) -> Result<Vec<FieldChange>> {
-        let (_, a) = self.state(from).await?;
-        let (_, b) = self.state(to).await?;
+        let (_, a, sa) = self.view(from, true).await?;
+        let (_, b, sb) = self.view(to, true).await?;
         let a = diff::document(self.prefix(), &a, &self.fields);
         let b = diff::document(self.prefix(), &b, &self.fields);
-        Ok(diff::diff(&a, &b, &self.secrets))
+        Ok(diff::diff(&a, &b, &union(&sa, &sb)))
     }
 
     /// Parses a document (YAML or JSON text, e.g. a file for [`apply`](Self::apply)) with the
@@ -304,13 +379,20 @@ impl ConfigHistory {
         }
     }
 
-    async fn write(&self, target: Kvs, meta: Meta) -> Result<Option<Version>> {
-        let (revision, current) = self.state(None).await?;
+    /// Writes `target` over the prefix as read now (`revision`, `current`, `revs`), guarded
+    /// by that read, and records it with `meta`.
+    async fn write_over(
+        &self,
+        (revision, current, revs): &(i64, Kvs, Revs),
+        target: &Kvs,
+        meta: Meta,
+    ) -> Result<Option<Version>> {
+        let seen = KeySet { kvs: current, revs };
         write_guarded(
             &self.store,
-            revision,
-            &current,
-            &target,
+            *revision,
+            seen,
+            target,
             meta,
             None,
             self.recording(),
@@ -346,8 +428,13 @@ impl ConfigHistory {
             DEFAULT_MAX_VALUE_BYTES,
             &self.secrets,
         )?;
-        self.write(target, Meta::new(VersionKind::Publish, author, comment))
-            .await
+        let now = self.current().await?;
+        self.write_over(
+            &now,
+            &target,
+            Meta::new(VersionKind::Publish, author, comment),
+        )
+        .await
     }
 
     /// Sets one field: `path` is dotted (`database.pool`), `raw` is read like an etcd value
@@ -400,7 +487,7 @@ impl ConfigHistory {
                 })?;
             }
         }
-        let hidden = crate::secrets::SecretPaths::new(&self.secrets).is_secret(path);
+        let hidden = SecretPaths::new(&self.secrets).is_secret(path);
         let value = self
             .fields
             .parse_for(&segments, raw.as_bytes())
@@ -412,14 +499,14 @@ impl ConfigHistory {
                 };
                 Error::new(ErrorKind::Validation, message).with_field(path)
             })?;
-        let (revision, current) = self.state(None).await?;
+        let now = self.current().await?;
         let change = FieldPatch {
             path: segments.iter().map(|s| s.to_string()).collect(),
             value: Some(value),
         };
         let target = patch::apply(
             self.prefix(),
-            &current,
+            &now.1,
             &[change],
             &self.fields,
             DEFAULT_MAX_VALUE_BYTES,
@@ -427,24 +514,24 @@ impl ConfigHistory {
         )?;
         let doc = diff::document(self.prefix(), &target, &self.fields);
         self.check_doc(&doc, true)?;
-        write_guarded(
-            &self.store,
-            revision,
-            &current,
+        self.write_over(
+            &now,
             &target,
             Meta::new(VersionKind::Publish, author, comment),
-            None,
-            self.recording(),
         )
         .await
     }
 
     /// Restores version `version`'s exact key set, guarded and recorded like
-    /// [`ConfigHandle::rollback_to`](crate::ConfigHandle::rollback_to). `None` if nothing changed.
+    /// [`ConfigHandle::rollback_to`](crate::ConfigHandle::rollback_to), secrets as it describes:
+    /// decrypted with this reader's keys, or, where the version does not hold them, kept at
+    /// their current values. `None` if nothing changed.
     ///
     /// # Errors
-    /// [`ErrorKind::NotFound`] for a pruned or unknown version; [`ErrorKind::Conflict`] if the
-    /// prefix changed during the call; etcd errors.
+    /// [`ErrorKind::NotFound`] for a pruned or unknown version; [`ErrorKind::InvalidArgument`]
+    /// naming the key id when a secret is encrypted with a key this reader was not given
+    /// (nothing is written); [`ErrorKind::Conflict`] if the prefix changed during the call;
+    /// etcd errors.
     ///
     /// # Cancel safety
     /// Dropping the future after the write was sent leaves its outcome unknown: the change is one
@@ -457,10 +544,11 @@ impl ConfigHistory {
         author: &str,
         comment: &str,
     ) -> Result<Option<Version>> {
-        let (_, target) = self.store.state_at(version).await?;
+        let now = self.current().await?;
+        let target = self.store.restore_at(version, &now.1).await?;
         let mut meta = Meta::new(VersionKind::Rollback, author, comment);
         meta.restored_from = Some(version);
-        self.write(target, meta).await
+        self.write_over(&now, &target, meta).await
     }
 
     /// A stream of the prefix's changes from now on, one item per etcd revision, with the

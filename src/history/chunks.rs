@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use etcd_client::DeleteOptions;
 use serde::Serialize;
 
-use super::record::{corrupt, encode_error, ChunkRef, Content, Head, Kind, Op, Raw};
+use super::record::{corrupt, encode_error, ChunkRef, Content, Head, Kind, Op, Raw, Stored};
 use super::store::Store;
 use crate::error::{Error, Permission, Result};
 use crate::etcd::read_range;
@@ -86,7 +86,9 @@ impl Store {
             Kind::Full => {
                 let mut all = Vec::with_capacity(head.keys);
                 for kv in &kvs {
-                    all.extend(serde_json::from_slice::<Vec<(Raw, Raw)>>(kv.value()).map_err(bad)?);
+                    all.extend(
+                        serde_json::from_slice::<Vec<(Raw, Stored)>>(kv.value()).map_err(bad)?,
+                    );
                 }
                 Content::Full(all)
             }

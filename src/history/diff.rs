@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::sealing::UNREADABLE;
 use super::store::Kvs;
 use crate::config::{merge, EtcdLayer, StringFields};
 use crate::secrets::SecretPaths;
@@ -17,6 +18,11 @@ pub(crate) use crate::secrets::MASK;
 /// `old`/`new` are the values as the etcd layer reads them (`None`: absent). A field marked
 /// `#[coord(secret)]` (or listed in `#[coord(secrets = "…")]`) shows `"***"` instead of its
 /// values, and so does any secret field inside an object value.
+///
+/// A secret present in both versions whose value the history does not hold readably on one
+/// side (recorded without a secret key, or encrypted with a key this reader was not given) is
+/// listed with [`unknown`](Self::unknown) set: it may or may not have changed. In JSON,
+/// `"unknown": true` is there only then.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct FieldChange {
@@ -28,6 +34,10 @@ pub struct FieldChange {
     pub new: Option<Value>,
     /// Whether the field is secret (its values are shown as `***`).
     pub secret: bool,
+    /// Whether this is a secret whose value the history does not hold readably on at least one
+    /// side, so whether it changed is unknown (see the type's docs).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
 }
 
 impl fmt::Display for FieldChange {
@@ -41,7 +51,11 @@ impl fmt::Display for FieldChange {
         } else {
             &self.path
         };
-        write!(f, "{path}: {} -> {}", show(&self.old), show(&self.new))
+        write!(f, "{path}: {} -> {}", show(&self.old), show(&self.new))?;
+        if self.unknown {
+            f.write_str(" (secret not readable from the history: whether it changed is unknown)")?;
+        }
+        Ok(())
     }
 }
 
@@ -77,7 +91,6 @@ pub(crate) fn document(prefix: &str, kvs: &Kvs, fields: &StringFields) -> Value 
     Value::Object(serde_json::Map::new())
 }
 
-/// The changed leaf fields from `old` to `new`, in path order, secrets masked.
 /// The dotted paths of the leaves that differ between `old` and `new`, in path order (`""`
 /// when the documents are scalars that differ).
 pub(crate) fn changed_paths(old: &Value, new: &Value) -> Vec<String> {
@@ -87,6 +100,8 @@ pub(crate) fn changed_paths(old: &Value, new: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The changed leaf fields from `old` to `new`, in path order, secrets masked; a secret that
+/// either side holds as [`UNREADABLE`] is listed as unknown.
 pub(crate) fn diff<S: AsRef<str>>(old: &Value, new: &Value, secrets: &[S]) -> Vec<FieldChange> {
     let mut out = Vec::new();
     walk("", Some(old), Some(new), secrets, &mut out);
@@ -100,6 +115,23 @@ fn walk<S: AsRef<str>>(
     secrets: &[S],
     out: &mut Vec<FieldChange>,
 ) {
+    let paths = SecretPaths::new(secrets);
+    if let (Some(a), Some(b)) = (old, new) {
+        if paths.is_secret(path) && (unreadable(a) || unreadable(b)) {
+            // The same placeholder naming the same write on both sides: unchanged.
+            if a == b && !untracked(a) {
+                return;
+            }
+            out.push(FieldChange {
+                path: path.to_string(),
+                old: Some(paths.mask(path, a)),
+                new: Some(paths.mask(path, b)),
+                secret: true,
+                unknown: true,
+            });
+            return;
+        }
+    }
     match (old, new) {
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
@@ -121,11 +153,31 @@ fn walk<S: AsRef<str>>(
         }
         (a, b) if a != b => out.push(FieldChange {
             path: path.to_string(),
-            old: a.map(|v| SecretPaths::new(secrets).mask(path, v)),
-            new: b.map(|v| SecretPaths::new(secrets).mask(path, v)),
-            secret: SecretPaths::new(secrets).is_secret(path),
+            old: a.map(|v| paths.mask(path, v)),
+            new: b.map(|v| paths.mask(path, v)),
+            secret: paths.is_secret(path),
+            unknown: false,
         }),
         _ => {}
+    }
+}
+
+/// Whether `value` is, or holds, a secret a view could not read (see [`UNREADABLE`]).
+fn unreadable(value: &Value) -> bool {
+    any_string(value, &|s| s.starts_with(UNREADABLE))
+}
+
+/// Whether `value` holds a secret a view could not read whose write is not known either.
+fn untracked(value: &Value) -> bool {
+    any_string(value, &|s| s == UNREADABLE)
+}
+
+fn any_string(value: &Value, test: &dyn Fn(&str) -> bool) -> bool {
+    match value {
+        Value::String(s) => test(s),
+        Value::Object(map) => map.values().any(|v| any_string(v, test)),
+        Value::Array(items) => items.iter().any(|v| any_string(v, test)),
+        _ => false,
     }
 }
 
@@ -155,6 +207,33 @@ mod tests {
         assert_eq!(changes[3].to_string(), "port: 1 -> 2");
         let shown = format!("{changes:?}");
         assert!(!shown.contains("pw") && !shown.contains("t1"), "{shown}");
+    }
+
+    #[test]
+    fn secrets_the_history_cannot_read_are_unknown_not_changed() {
+        let secrets = ["database.password", "token", "unchanged"];
+        let same = format!("{UNREADABLE}@7");
+        let a = json!({"database": {"password": UNREADABLE, "host": "a"}, "token": UNREADABLE,
+                       "unchanged": same});
+        let b = json!({"database": {"password": "now", "host": "b"}, "unchanged": same});
+        let changes = diff(&a, &b, &secrets);
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        let pw = &changes[1];
+        assert_eq!(pw.path, "database.password");
+        assert!(pw.secret && pw.unknown);
+        assert_eq!(
+            (pw.old.clone(), pw.new.clone()),
+            (Some(json!("***")), Some(json!("***")))
+        );
+        assert!(pw.to_string().contains("unknown"), "{pw}");
+        // Gone is a known change, even if the old value was not recorded.
+        let token = &changes[2];
+        assert_eq!((token.path.as_str(), token.unknown), ("token", false));
+        assert_eq!(token.new, None);
+        assert!(!format!("{changes:?}").contains(UNREADABLE));
+        assert!(!serde_json::to_string(&changes[0])
+            .unwrap()
+            .contains("unknown"));
     }
 
     #[test]

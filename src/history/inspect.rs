@@ -6,6 +6,7 @@ use super::admin::ConfigHistory;
 use super::diff::{self, FieldChange};
 use super::publish::tracker;
 use super::record::Version;
+use super::sealing::union;
 use crate::config::{ConfigHandle, CoordConfig, Snapshot, StringFields};
 use crate::error::Result;
 
@@ -27,7 +28,10 @@ impl<T: CoordConfig> ConfigHandle<T> {
 
     /// The fields that changed from version `from` to version `to` (revisions from
     /// [`history`](ConfigHandle::history)), in path order, with old and new values as the etcd layer
-    /// reads them for `T` (string fields keep their text). Secret fields show `***`.
+    /// reads them for `T` (string fields keep their text). Secret fields show `***`; a secret
+    /// whose value the history does not hold readably (recorded without a secret key, or
+    /// encrypted with a key this handle lacks) is listed with
+    /// [`FieldChange::unknown`] set instead of as changed.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a pruned or unknown version;
@@ -37,12 +41,13 @@ impl<T: CoordConfig> ConfigHandle<T> {
     /// Cancel-safe: it only reads; dropping the future leaves nothing behind.
     pub async fn diff(&self, from: i64, to: i64) -> Result<Vec<FieldChange>> {
         let shared = tracker(self)?;
-        let (_, a) = shared.store.state_at(from).await?;
-        let (_, b) = shared.store.state_at(to).await?;
+        let (ha, a) = shared.store.view_at(from, true).await?;
+        let (hb, b) = shared.store.view_at(to, true).await?;
         let fields = StringFields::new(self.schema().clone());
         let a = diff::document(self.prefix(), &a, &fields);
         let b = diff::document(self.prefix(), &b, &fields);
-        Ok(diff::diff(&a, &b, T::SECRETS))
+        let secrets = union(&union(&ha.secrets, &hb.secrets), T::SECRETS);
+        Ok(diff::diff(&a, &b, &secrets))
     }
 
     /// Why this handle records no history although its options say it should: etcd refused
@@ -84,6 +89,6 @@ impl<T: CoordConfig> ConfigHandle<T> {
             self.prefix(),
             T::SECRETS,
         );
-        ConfigHistory::from_parts(shared.store.clone(), Some(doc), shared.max_txn_ops)
+        ConfigHistory::from_parts(shared.store.clone(), Some(doc), &[], shared.max_txn_ops)
     }
 }

@@ -8,11 +8,12 @@
 //! | validated, revision-guarded publish | [`ConfigHandle::update`](crate::ConfigHandle::update), [`ConfigHandle::draft`](crate::ConfigHandle::draft) and [`Draft`], [`ConfigHandle::publish_at`](crate::ConfigHandle::publish_at), [`ConfigHandle::overwrite`](crate::ConfigHandle::overwrite) |
 //! | fleet-wide rollback | [`ConfigHandle::rollback_to`](crate::ConfigHandle::rollback_to) |
 //! | field-level diffs, secrets masked | [`ConfigHandle::diff`](crate::ConfigHandle::diff), [`FieldChange`] |
+//! | secret values kept out of the records, or encrypted with a key | [`HistoryOptions::with_secret_key`], [`SecretKey`] |
 //! | the untyped API tools use (`coordctl`) | [`ConfigHistory`] |
 //! | a prefix's changes as they happen, as changed fields | [`ConfigHistory::changes`], [`PrefixChanges`], [`PrefixChange`] |
 //!
 //! Inside: `keys.rs` (where history lives in etcd), `record.rs` (the JSON record, readable with
-//! `etcdctl get`), `store.rs` (create-if-absent recording, full records and deltas),
+//! `etcdctl get`), `sealing.rs` (secret values in records) and `key.rs` (their keys), `store.rs` (create-if-absent recording, full records and deltas),
 //! `chunks.rs` (big records in chunk keys), `read.rs`, `retention.rs` (pruning), `options.rs`,
 //! `recorder.rs` (the task behind a handle's history), `layout.rs` (a struct as keys),
 //! `write.rs` (guarded transactions shared by publish and rollback), `publish.rs`, `draft.rs`,
@@ -27,6 +28,7 @@ mod diff;
 mod draft;
 mod fields;
 mod inspect;
+mod key;
 mod keys;
 mod layout;
 mod options;
@@ -38,6 +40,7 @@ mod recorder;
 mod retention;
 mod rollback;
 mod schema;
+mod sealing;
 mod store;
 mod time;
 mod watch;
@@ -47,6 +50,7 @@ pub use admin::ConfigHistory;
 pub(crate) use diff::changed_paths;
 pub use diff::FieldChange;
 pub use draft::Draft;
+pub use key::SecretKey;
 pub use options::{HistoryOptions, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS};
 pub(crate) use options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
 pub use record::{Version, VersionKind, VersionStorage};

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::key::{KeyRing, SecretKey};
+
 /// Default number of versions kept in etcd per prefix ([`HistoryOptions::with_max_versions`]).
 pub const DEFAULT_HISTORY_KEEP: usize = 100;
 
@@ -18,10 +20,17 @@ pub(crate) const DEFAULT_MAX_TXN_OPS: usize = 128;
 pub(crate) const MIN_TXN_OPS: usize = 8;
 
 /// Versioned history of one bound handle: whether it records versions, how many (and how old)
-/// are kept in etcd, and how many applied snapshots it keeps in memory. Given to
+/// are kept in etcd, how many applied snapshots it keeps in memory, and the keys secret values
+/// are encrypted with. Given to
 /// [`ConfigOptions::with_history`](crate::ConfigOptions::with_history); the defaults record every
 /// version and keep [`DEFAULT_HISTORY_KEEP`] (100) of any age and [`DEFAULT_KEEP_SNAPSHOTS`]
 /// (16) snapshots.
+///
+/// **Secrets.** A history record never holds a secret value in plaintext. With a key
+/// ([`with_secret_key`](Self::with_secret_key)) the values of keys holding a secret field are
+/// encrypted (XChaCha20-Poly1305) and a rollback restores them exactly; without one they are
+/// left out of the records, and a rollback keeps each secret's current value. See the history
+/// guide's "Secrets at rest".
 ///
 /// ```
 /// use std::time::Duration;
@@ -47,6 +56,8 @@ pub struct HistoryOptions {
     pub(crate) max_age: Option<Duration>,
     /// Applied snapshots kept in memory (at least 1).
     pub(crate) snapshots: usize,
+    /// The keys secret values in records are encrypted with and read with.
+    pub(crate) keys: KeyRing,
 }
 
 impl Default for HistoryOptions {
@@ -56,6 +67,7 @@ impl Default for HistoryOptions {
             keep: DEFAULT_HISTORY_KEEP,
             max_age: None,
             snapshots: DEFAULT_KEEP_SNAPSHOTS,
+            keys: KeyRing::default(),
         }
     }
 }
@@ -94,6 +106,51 @@ impl HistoryOptions {
     /// rollback still work.
     pub fn with_recording(mut self, record: bool) -> Self {
         self.record = record;
+        self
+    }
+
+    /// Encrypts the secret values in the history records this handle writes with `key`
+    /// (XChaCha20-Poly1305; the key's [id](SecretKey::id) is recorded next to each value), and
+    /// decrypts them for [`rollback_to`](crate::ConfigHandle::rollback_to), which then restores
+    /// them byte for byte. A secret value is the value of a key whose field is secret
+    /// (`#[coord(secret)]`, `#[coord(secrets = "…")]`) or of a key holding a document with a
+    /// secret field inside; the whole value is encrypted, and for a document the record also
+    /// keeps the document with its secret leaves masked, for diffs.
+    ///
+    /// **Without a key** (the default) secret values are left out of the records: a rollback
+    /// then keeps each secret key's current value (a secret key the version did not have is
+    /// still deleted, and one that is absent now stays absent), and a diff reports a secret as
+    /// not recorded ([`FieldChange::unknown`](crate::history::FieldChange::unknown)) rather than
+    /// as changed.
+    ///
+    /// Give every instance of the prefix, and `coordctl` (`--history-key-file`,
+    /// `COORD_HISTORY_KEY`), the same key. To rotate, make the new key the secret key and keep
+    /// the old one with [`with_read_key`](Self::with_read_key) as long as records written with
+    /// it are kept. A rollback to a version encrypted with a key that was not given fails with
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the key's id,
+    /// and writes nothing.
+    ///
+    /// ```no_run
+    /// use coordination::history::{HistoryOptions, SecretKey};
+    /// use coordination::ConfigOptions;
+    ///
+    /// // openssl rand -hex 32 > /etc/chat/history.key
+    /// let history = HistoryOptions::new()
+    ///     .with_secret_key(SecretKey::from_file("/etc/chat/history.key")?)
+    ///     .with_read_key(SecretKey::from_env("CHAT_OLD_HISTORY_KEY")?);
+    /// let options = ConfigOptions::new().with_history(history);
+    /// # let _ = options;
+    /// # Ok::<(), coordination::Error>(())
+    /// ```
+    pub fn with_secret_key(mut self, key: SecretKey) -> Self {
+        self.keys.set_write(key);
+        self
+    }
+
+    /// Also decrypts secret values encrypted with `key` (an older key after a rotation); new
+    /// records are never encrypted with it. May be given several times.
+    pub fn with_read_key(mut self, key: SecretKey) -> Self {
+        self.keys.add_read(key);
         self
     }
 }

@@ -13,7 +13,7 @@ use super::layout::layout;
 use super::patch::{self, FieldPatch};
 use super::record::{Meta, Version, VersionKind};
 use super::recorder::Shared;
-use super::store::{Kvs, Prev};
+use super::store::{revs_of, KeySet, Kvs, Prev, Revs};
 use super::write::{write_guarded, Recording};
 use crate::config::{ConfigHandle, CoordConfig, Snapshot, StringFields};
 use crate::error::{Error, ErrorKind, Result};
@@ -99,7 +99,10 @@ async fn publish_over<T: CoordConfig>(
     write_guarded(
         &shared.store,
         base.revision,
-        &base.kvs,
+        KeySet {
+            kvs: &base.kvs,
+            revs: &base.revs,
+        },
         target,
         Meta::new(VersionKind::Publish, author, comment),
         base.prev,
@@ -111,6 +114,7 @@ async fn publish_over<T: CoordConfig>(
 struct Base {
     revision: i64,
     kvs: Arc<Kvs>,
+    revs: Arc<Revs>,
     prev: Option<Prev>,
 }
 
@@ -314,6 +318,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
                 return Ok(Base {
                     revision: view.revision,
                     kvs: view.kvs,
+                    revs: view.revs,
                     prev: view.prev,
                 })
             }
@@ -327,6 +332,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
             Some(revision),
         )
         .await?;
+        let revs = revs_of(&kvs);
         let kvs: Kvs = kvs.into_iter().map(|kv| kv.into_key_value()).collect();
         if kvs != *view.kvs {
             return Err(Error::new(
@@ -342,6 +348,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
         Ok(Base {
             revision,
             kvs: Arc::new(kvs),
+            revs: Arc::new(revs),
             prev: view.prev,
         })
     }

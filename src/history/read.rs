@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use etcd_client::{GetOptions, SortOrder, SortTarget};
 
 use super::record::{absolute_kvs, corrupt, parse_head, Content, Head, Intent, Kind, Op};
-use super::store::{Kvs, Store};
+use super::store::{Kvs, Store, StoredKvs};
 use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::etcd::read_range;
 
@@ -136,12 +136,44 @@ impl Store {
         Ok((revision, out))
     }
 
-    /// The key set at version `revision` (full keys) and its record.
+    /// The key set a rollback to version `revision` writes, given the `current` one (full
+    /// keys): the recorded values, secrets decrypted, and the current value of a secret the
+    /// record does not hold (see [`Sealing::restore`](super::sealing::Sealing::restore)).
+    ///
+    /// # Errors
+    /// As [`state_at`](Self::state_at); [`ErrorKind::InvalidArgument`] naming the key id for a
+    /// secret encrypted with a key this store was not given.
+    pub(crate) async fn restore_at(&self, revision: i64, current: &Kvs) -> Result<Kvs> {
+        let (head, stored) = self.state_at(revision).await?;
+        self.sealing().restore_state(
+            self.keys().prefix(),
+            head.revision,
+            &head.secrets,
+            &stored,
+            current,
+        )
+    }
+
+    /// The key set at version `revision` as views see it (see
+    /// [`Sealing::view`](super::sealing::Sealing::view)): with `decrypt`, sealed secrets this
+    /// store has the key for are decrypted so that a diff can compare them.
+    ///
+    /// # Errors
+    /// As [`state_at`](Self::state_at).
+    pub(crate) async fn view_at(&self, revision: i64, decrypt: bool) -> Result<(Head, Kvs)> {
+        let (head, stored) = self.state_at(revision).await?;
+        let kvs = self
+            .sealing()
+            .view_state(self.keys().prefix(), &head.secrets, &stored, decrypt);
+        Ok((head, kvs))
+    }
+
+    /// The key set at version `revision` (full keys) as its records hold it, and its record.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for an unknown or pruned version (or one whose delta chain lost
     /// a record); etcd errors.
-    pub(crate) async fn state_at(&self, revision: i64) -> Result<(Head, Kvs)> {
+    pub(crate) async fn state_at(&self, revision: i64) -> Result<(Head, StoredKvs)> {
         // Pin every read at one revision: a concurrent pruner cannot tear the chain.
         let resp = self
             .client()
@@ -205,7 +237,7 @@ impl Store {
             };
             chain.push(found);
         }
-        let mut kvs = Kvs::new();
+        let mut kvs = StoredKvs::new();
         for record in chain.iter().rev() {
             match self.content(record, at).await? {
                 Content::Full(full) => kvs = absolute_kvs(self.keys(), full),
@@ -213,7 +245,7 @@ impl Store {
                     for op in ops {
                         match op {
                             Op::Put { put, value } => {
-                                kvs.insert(self.keys().absolute(&put.0), value.0);
+                                kvs.insert(self.keys().absolute(&put.0), value);
                             }
                             Op::Del { del } => {
                                 kvs.remove(&self.keys().absolute(&del.0));

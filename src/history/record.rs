@@ -1,15 +1,21 @@
 //! The record format: one plain JSON document per version, readable with `etcdctl get`.
 //!
 //! ```json
-//! {"format":1,"prefix":"/apps/chat/config/","revision":42,
+//! {"format":2,"prefix":"/apps/chat/config/","revision":42,
 //!  "time":"2025-01-01T12:00:00.123Z","unix_ms":1735732800123,
 //!  "source":"publish","author":"alice","comment":"raise the pool",
 //!  "keys":3,"bytes":61,"kind":"full","checkpoint":42,"chain_bytes":0,
-//!  "kvs":[["database/host","db1"],["database/pool","20"],["port","8080"]]}
+//!  "secrets":["database.password"],
+//!  "kvs":[["database/host","db1"],["database/password",{"secret":"omitted"}],["port","8080"]]}
 //! ```
 //!
 //! Keys are relative to the prefix. A key or value that is not UTF-8 is written as
-//! `{"hex":"…"}`. `kind` is `full` (`kvs`: the whole key/value set) or `delta` (`ops`: the
+//! `{"hex":"…"}`. `secrets` are the secret field paths the writer knew; the value of a key that
+//! holds a secret is never in the record as it is (see [`sealing`](super::sealing)):
+//! `{"secret":"omitted"}` without a secret key, `{"secret":"xchacha20poly1305","key":…,
+//! "nonce":…,"data":…}` with one, each with `"shown"` (the document with its secret leaves
+//! masked) for a key holding a document. Format 1 (before secrets were kept out) has neither:
+//! its values are read as they are. `kind` is `full` (`kvs`: the whole key/value set) or `delta` (`ops`: the
 //! writes since version `base`, e.g. `{"put":"port","value":"9090"}`, `{"del":"legacy"}`). When
 //! the content is over 32 KiB it is not inline: `chunks: {"id": …, "count": n}` names the
 //! chunk keys that hold it as JSON arrays.
@@ -24,13 +30,14 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::keys::Keys;
-use super::store::Kvs;
+use super::sealing::Sealing;
+use super::store::{Kvs, Revs, StoredKvs};
 use super::time::{now_ms, rfc3339};
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Result};
 
-/// The current record format.
-pub(crate) const FORMAT: u32 = 1;
+/// The current record format: 2 added `secrets` and the secret value forms.
+pub(crate) const FORMAT: u32 = 2;
 
 /// Where a version came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,15 +173,9 @@ impl Serialize for Raw {
 
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Text(String),
-            Hex { hex: String },
-        }
-        match Repr::deserialize(d)? {
-            Repr::Text(text) => Ok(Raw(text.into_bytes())),
-            Repr::Hex { hex } => from_hex(&hex).map(Raw).map_err(D::Error::custom),
+        match Stored::deserialize(d)? {
+            Stored::Plain(raw) => Ok(raw),
+            Stored::Secret(_) => Err(D::Error::custom("a secret value where bytes belong")),
         }
     }
 }
@@ -196,6 +197,119 @@ fn from_hex(text: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
+/// A value in a record: the bytes ([`Raw`]), or, for a key holding a secret, what is recorded
+/// instead ([`SecretValue`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// The value byte for byte.
+    Plain(Raw),
+    /// A value holding a secret: left out, or encrypted.
+    Secret(SecretValue),
+}
+
+/// What a record holds for a value with a secret in it, tagged by `secret`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "secret", rename_all = "lowercase")]
+pub(crate) enum SecretValue {
+    /// `{"secret": "omitted"}`: recorded without a secret key, so the value is not recorded.
+    Omitted {
+        /// The key's `mod_revision`, where the writer knew it: two versions with the same one
+        /// hold the same value (so a diff can tell an unchanged secret from one that may have
+        /// changed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rev: Option<i64>,
+        /// For a key holding a document: the document with its secret leaves shown as `***`
+        /// (JSON text).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shown: Option<String>,
+    },
+    /// `{"secret": "xchacha20poly1305", "key": id, "nonce": b64, "data": b64}`: the value's
+    /// bytes encrypted with the history key `key`.
+    #[serde(rename = "xchacha20poly1305")]
+    Sealed {
+        /// The key's id ([`SecretKey::id`](super::SecretKey::id)).
+        key: String,
+        /// The 24-byte nonce, base64.
+        nonce: B64,
+        /// The ciphertext with its tag, base64.
+        data: B64,
+        /// As for `Omitted`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rev: Option<i64>,
+        /// As for `Omitted`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shown: Option<String>,
+    },
+}
+
+impl SecretValue {
+    /// The masked document, for a key holding one.
+    pub(crate) fn shown(&self) -> Option<&str> {
+        match self {
+            SecretValue::Omitted { shown, .. } | SecretValue::Sealed { shown, .. } => {
+                shown.as_deref()
+            }
+        }
+    }
+
+    /// The key's `mod_revision` when recorded, if known.
+    pub(crate) fn rev(&self) -> Option<i64> {
+        match self {
+            SecretValue::Omitted { rev, .. } | SecretValue::Sealed { rev, .. } => *rev,
+        }
+    }
+}
+
+/// Bytes as standard base64 text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct B64(pub(crate) Vec<u8>);
+
+impl Serialize for B64 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(B64)
+            .map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for Stored {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Stored::Plain(raw) => raw.serialize(s),
+            Stored::Secret(secret) => secret.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Stored {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Hex { hex: String },
+            Secret(SecretValue),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Text(text) => Ok(Stored::Plain(Raw(text.into_bytes()))),
+            Repr::Hex { hex } => from_hex(&hex)
+                .map(|b| Stored::Plain(Raw(b)))
+                .map_err(D::Error::custom),
+            Repr::Secret(secret) => Ok(Stored::Secret(secret)),
+        }
+    }
+}
+
 /// One write of a delta record, keys relative to the prefix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -205,7 +319,7 @@ pub(crate) enum Op {
         /// The key.
         put: Raw,
         /// Its new value.
-        value: Raw,
+        value: Stored,
     },
     /// `{"del": key}`.
     Del {
@@ -299,8 +413,11 @@ pub(crate) struct Head {
     /// Delta bytes written since that full record (decides when the next one is full).
     #[serde(default)]
     pub(crate) chain_bytes: u64,
+    /// The secret field paths the writer knew (format 2; empty in format 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) secrets: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) kvs: Option<Vec<(Raw, Raw)>>,
+    pub(crate) kvs: Option<Vec<(Raw, Stored)>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) ops: Option<Vec<Op>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -357,30 +474,49 @@ impl Head {
 /// A record's content, keys relative to the prefix.
 pub(crate) enum Content {
     /// The whole key set.
-    Full(Vec<(Raw, Raw)>),
+    Full(Vec<(Raw, Stored)>),
     /// The writes since the base version.
     Delta(Vec<Op>),
 }
 
 impl Content {
-    /// The key set `state` (full keys) as a full record holds it.
-    pub(crate) fn full(keys: &Keys, state: &Kvs) -> Self {
+    /// The key set `state` (full keys; `revs` their `mod_revision`s, where known) as a full
+    /// record holds it, secrets kept out as `sealing` says.
+    pub(crate) fn full(keys: &Keys, state: &Kvs, revs: &Revs, sealing: &Sealing) -> Self {
         Content::Full(
             state
                 .iter()
-                .map(|(k, v)| (Raw(keys.relative(k).to_vec()), Raw(v.clone())))
+                .map(|(k, v)| {
+                    let rel = keys.relative(k);
+                    let rev = revs.get(k).copied();
+                    (
+                        Raw(rel.to_vec()),
+                        sealing.encode(keys.prefix(), rel, v, rev),
+                    )
+                })
                 .collect(),
         )
     }
 
-    /// The writes `ops` (full keys) as a delta record holds them.
-    pub(crate) fn delta(keys: &Keys, ops: &[RawOp]) -> Self {
+    /// A key set as read back from records (full keys), as a full record holds it.
+    pub(crate) fn stored(keys: &Keys, state: &StoredKvs) -> Self {
+        Content::Full(
+            state
+                .iter()
+                .map(|(k, v)| (Raw(keys.relative(k).to_vec()), v.clone()))
+                .collect(),
+        )
+    }
+
+    /// The writes `ops` (full keys) of `revision` as a delta record holds them, secrets kept
+    /// out as `sealing` says.
+    pub(crate) fn delta(keys: &Keys, ops: &[RawOp], revision: i64, sealing: &Sealing) -> Self {
         Content::Delta(
             ops.iter()
                 .map(|op| match op {
                     RawOp::Put(k, v) => Op::Put {
                         put: Raw(keys.relative(k).to_vec()),
-                        value: Raw(v.clone()),
+                        value: sealing.encode(keys.prefix(), keys.relative(k), v, Some(revision)),
                     },
                     RawOp::Delete(k) => Op::Del {
                         del: Raw(keys.relative(k).to_vec()),
@@ -403,9 +539,9 @@ impl Content {
 }
 
 /// A full record's key set with full keys again.
-pub(crate) fn absolute_kvs(keys: &Keys, kvs: Vec<(Raw, Raw)>) -> Kvs {
+pub(crate) fn absolute_kvs(keys: &Keys, kvs: Vec<(Raw, Stored)>) -> StoredKvs {
     kvs.into_iter()
-        .map(|(k, v)| (keys.absolute(&k.0), v.0))
+        .map(|(k, v)| (keys.absolute(&k.0), v))
         .collect()
 }
 
@@ -443,11 +579,41 @@ mod tests {
     }
 
     #[test]
+    fn secret_values_are_tagged_objects_and_plain_values_stay_text() {
+        let values = vec![
+            Stored::Plain(Raw(b"db1".to_vec())),
+            Stored::Plain(Raw(vec![0xff])),
+            Stored::Secret(SecretValue::Omitted {
+                rev: None,
+                shown: None,
+            }),
+            Stored::Secret(SecretValue::Omitted {
+                rev: Some(7),
+                shown: Some(r#"{"password":"***"}"#.into()),
+            }),
+            Stored::Secret(SecretValue::Sealed {
+                key: "00112233aabbccdd".into(),
+                nonce: B64(vec![1, 2, 3]),
+                data: B64(vec![4, 5]),
+                rev: None,
+                shown: None,
+            }),
+        ];
+        let text = serde_json::to_string(&values).unwrap();
+        assert_eq!(
+            text,
+            r#"["db1",{"hex":"ff"},{"secret":"omitted"},{"secret":"omitted","rev":7,"shown":"{\"password\":\"***\"}"},{"secret":"xchacha20poly1305","key":"00112233aabbccdd","nonce":"AQID","data":"BAU="}]"#
+        );
+        assert_eq!(serde_json::from_str::<Vec<Stored>>(&text).unwrap(), values);
+        assert!(serde_json::from_str::<Stored>(r#"{"secret":"rot13"}"#).is_err());
+    }
+
+    #[test]
     fn ops_are_readable_objects() {
         let ops = vec![
             Op::Put {
                 put: Raw(b"port".to_vec()),
-                value: Raw(b"9090".to_vec()),
+                value: Stored::Plain(Raw(b"9090".to_vec())),
             },
             Op::Del {
                 del: Raw(b"legacy".to_vec()),

@@ -24,10 +24,11 @@ use tokio::task::JoinHandle;
 use super::keys::Keys;
 use super::options::HistoryOptions;
 use super::schema;
-use super::store::{Kvs, MetaFrom, Outcome, Prev, Store};
+use super::sealing::Sealing;
+use super::store::{revs_of, KeySet, Kvs, MetaFrom, Outcome, Prev, Revs, Store};
 use crate::config::{
     ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Reloader, Snapshot,
-    Subscription, WatchState,
+    StringFields, Subscription, WatchState,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::Backoff;
@@ -79,6 +80,8 @@ pub(crate) struct View {
     pub(crate) revision: i64,
     /// The key set at that revision.
     pub(crate) kvs: Arc<Kvs>,
+    /// The `mod_revision`s of its keys, where known.
+    pub(crate) revs: Arc<Revs>,
     /// The version record holding exactly this key set, if known.
     pub(crate) prev: Option<Prev>,
 }
@@ -180,14 +183,22 @@ impl<T: CoordConfig> Tracker<T> {
             )
         });
         let (seen, _) = watch::channel(0);
+        let sealing = Sealing::new(
+            T::SECRETS.iter().map(|s| s.to_string()).collect(),
+            history.keys.clone(),
+            StringFields::new(reloader.checker().schema().clone()),
+        );
+        let store =
+            Store::new(reloader.etcd().clone(), Keys::new(namespace, prefix)).with_sealing(sealing);
         let shared = Arc::new(Shared {
-            store: Store::new(reloader.etcd().clone(), Keys::new(namespace, prefix)),
+            store,
             options: history,
             max_txn_ops: options.max_txn_ops,
             max_value_bytes: options.max_value_bytes,
             view: Mutex::new(View {
                 revision: 0,
                 kvs: Arc::default(),
+                revs: Arc::default(),
                 prev: None,
             }),
             seen,
@@ -202,6 +213,7 @@ impl<T: CoordConfig> Tracker<T> {
             shared: Arc::clone(&shared),
             page_size: options.page_size,
             kvs: Arc::default(),
+            revs: Arc::default(),
             revision: 0,
             prev: None,
         };
@@ -224,6 +236,8 @@ struct Recorder<T: CoordConfig> {
     shared: Arc<Shared<T>>,
     page_size: i64,
     kvs: Arc<Kvs>,
+    /// The `mod_revision`s of `kvs`'s keys, where known.
+    revs: Arc<Revs>,
     revision: i64,
     prev: Option<Prev>,
 }
@@ -330,6 +344,7 @@ impl<T: CoordConfig> Recorder<T> {
         .await;
         match read {
             Ok((_, kvs)) => {
+                self.revs = Arc::new(revs_of(&kvs));
                 self.kvs = Arc::new(kvs.into_iter().map(|kv| kv.into_key_value()).collect());
                 self.revision = revision;
                 self.publish_view();
@@ -348,6 +363,7 @@ impl<T: CoordConfig> Recorder<T> {
         *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = View {
             revision: self.revision,
             kvs: Arc::clone(&self.kvs),
+            revs: Arc::clone(&self.revs),
             prev: self.prev,
         };
         self.shared.seen.send_replace(self.revision);
@@ -370,6 +386,7 @@ impl<T: CoordConfig> Recorder<T> {
         if revision <= self.revision {
             return;
         }
+        self.revs = Arc::new(revs_of(&kvs));
         self.kvs = Arc::new(kvs.into_iter().map(|kv| kv.into_key_value()).collect());
         self.revision = revision;
         self.prev = None;
@@ -402,7 +419,11 @@ impl<T: CoordConfig> Recorder<T> {
             }
             if latest.keys == self.kvs.len() && latest.bytes == store.state_bytes(&self.kvs) {
                 match store.state_at(latest.revision).await {
-                    Ok((_, state)) if state == *self.kvs => {
+                    Ok((_, state))
+                        if store
+                            .sealing()
+                            .same_state(store.keys().prefix(), &state, &self.kvs) =>
+                    {
                         self.prev = Some(latest.prev());
                         return;
                     }
@@ -417,7 +438,10 @@ impl<T: CoordConfig> Recorder<T> {
         let outcome = store
             .record(
                 self.revision,
-                &self.kvs,
+                KeySet {
+                    kvs: &self.kvs,
+                    revs: &self.revs,
+                },
                 None,
                 MetaFrom::Lookup,
                 None,
@@ -436,19 +460,30 @@ impl<T: CoordConfig> Recorder<T> {
         let delta = match &raw.body {
             RawBody::Delta(ops) => {
                 let kvs = Arc::make_mut(&mut self.kvs);
+                let revs = Arc::make_mut(&mut self.revs);
                 for op in ops {
                     match op {
                         RawOp::Put(k, v) => {
                             kvs.insert(k.clone(), v.clone());
+                            revs.insert(k.clone(), raw.revision);
                         }
                         RawOp::Delete(k) => {
                             kvs.remove(k);
+                            revs.remove(k);
                         }
                     }
                 }
                 Some(ops)
             }
             RawBody::Full(all) => {
+                // A resync's read carries no mod revisions: a key keeps the one it had if its
+                // value is the same (what a diff needs), and has none if it changed.
+                let revs: Revs = all
+                    .iter()
+                    .filter(|(k, v)| self.kvs.get(k) == Some(v))
+                    .filter_map(|(k, _)| Some((k.clone(), *self.revs.get(k)?)))
+                    .collect();
+                self.revs = Arc::new(revs);
                 self.kvs = Arc::new(all.iter().cloned().collect());
                 None
             }
@@ -469,7 +504,10 @@ impl<T: CoordConfig> Recorder<T> {
             let outcome = store
                 .record(
                     self.revision,
-                    &self.kvs,
+                    KeySet {
+                        kvs: &self.kvs,
+                        revs: &self.revs,
+                    },
                     Some(ops),
                     MetaFrom::Lookup,
                     prev,

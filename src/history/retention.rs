@@ -116,7 +116,8 @@ impl Store {
         head.ops = None;
         head.kvs = None;
         head.chunks = None;
-        let content = Content::full(self.keys(), &state);
+        // The values as recorded: a sealed or left-out secret stays so.
+        let content = Content::stored(self.keys(), &state);
         let new_id = if content.json_len()? <= INLINE_BYTES {
             head.set_inline(content);
             None

@@ -2,6 +2,7 @@
 
 use super::publish::{recording, tracker, CATCH_UP};
 use super::record::{Meta, Version, VersionKind};
+use super::store::KeySet;
 use super::write::write_guarded;
 use crate::config::{ConfigHandle, CoordConfig};
 use crate::error::Result;
@@ -9,7 +10,14 @@ use crate::error::Result;
 impl<T: CoordConfig> ConfigHandle<T> {
     /// Restores version `version` (a revision from [`history`](ConfigHandle::history)): puts every
     /// key it had with its exact bytes and deletes every key it did not have, in one etcd
-    /// transaction guarded like [`overwrite`](ConfigHandle::overwrite). It is recorded as a new version
+    /// transaction guarded like [`overwrite`](ConfigHandle::overwrite).
+    ///
+    /// Secret values come back exactly when the version was recorded with a secret key
+    /// ([`HistoryOptions::with_secret_key`](crate::history::HistoryOptions::with_secret_key)) and
+    /// this handle has it. A version recorded without a key does not hold them: each secret key
+    /// keeps its current value (for a key holding a document, the recorded document gets the
+    /// current value's secret fields), a secret key the version did not have is deleted, and
+    /// one that is absent now stays absent. It is recorded as a new version
     /// with source `rollback` and [`Version::restored_from`] = `version`; every instance
     /// hot-reloads it through its watch (and, like any change, rejects it if it is invalid
     /// for that instance).
@@ -19,6 +27,9 @@ impl<T: CoordConfig> ConfigHandle<T> {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a pruned or unknown version;
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the key id when
+    /// the version holds a secret encrypted with a key this handle was not given (nothing is
+    /// written);
     /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) if the prefix changed concurrently;
     /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) if the handle's history has not
     /// caught up within 5 s; etcd errors.
@@ -35,16 +46,19 @@ impl<T: CoordConfig> ConfigHandle<T> {
         comment: &str,
     ) -> Result<Option<Version>> {
         let shared = tracker(self)?;
-        let (_, target) = shared.store.state_at(version).await?;
         let view = shared
             .view_at_least(self.load().revision(), CATCH_UP)
             .await?;
+        let target = shared.store.restore_at(version, &view.kvs).await?;
         let mut meta = Meta::new(VersionKind::Rollback, author, comment);
         meta.restored_from = Some(version);
         write_guarded(
             &shared.store,
             view.revision,
-            &view.kvs,
+            KeySet {
+                kvs: &view.kvs,
+                revs: &view.revs,
+            },
             &target,
             meta,
             view.prev,

@@ -19,14 +19,39 @@ use std::collections::BTreeMap;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 
 use super::chunks::INLINE_BYTES;
+use std::sync::Arc;
+
 use super::keys::Keys;
-use super::record::{encode_error, parse_head, Content, Head, Intent, Kind, Meta, FORMAT};
+use super::record::{encode_error, parse_head, Content, Head, Intent, Kind, Meta, Stored, FORMAT};
+use super::sealing::Sealing;
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::etcd::Etcd;
 
 /// A prefix's key set: full etcd keys (namespace and prefix included) to values.
 pub(crate) type Kvs = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The `mod_revision`s of (some of) a key set's keys, full keys.
+pub(crate) type Revs = BTreeMap<Vec<u8>, i64>;
+
+/// The `mod_revision`s of keys read from etcd.
+pub(crate) fn revs_of(kvs: &[KeyValue]) -> Revs {
+    kvs.iter()
+        .map(|kv| (kv.key().to_vec(), kv.mod_revision()))
+        .collect()
+}
+
+/// A key set and the `mod_revision`s of its keys, where known (recorded with secret values, so
+/// that a diff can tell an unchanged secret from one written since).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeySet<'a> {
+    pub(crate) kvs: &'a Kvs,
+    pub(crate) revs: &'a Revs,
+}
+
+/// A key set as records hold it: full keys to values, secrets kept out (see
+/// [`sealing`](super::sealing)).
+pub(crate) type StoredKvs = BTreeMap<Vec<u8>, Stored>;
 
 /// Key sets up to this size (keys relative to the prefix, plus values) are always recorded full.
 pub(crate) const SMALL_STATE_BYTES: u64 = 32 * 1024;
@@ -85,15 +110,30 @@ pub(crate) struct Store {
     etcd: Etcd,
     client: Client,
     keys: Keys,
+    sealing: Arc<Sealing>,
 }
 
 impl Store {
+    /// The history of the prefix `keys` names, knowing no secrets (see
+    /// [`with_sealing`](Self::with_sealing)).
     pub(crate) fn new(etcd: Etcd, keys: Keys) -> Self {
         Store {
             client: etcd.client().clone(),
             etcd,
             keys,
+            sealing: Arc::new(Sealing::none()),
         }
+    }
+
+    /// The same store, keeping secrets out of the records it writes as `sealing` says.
+    pub(crate) fn with_sealing(mut self, sealing: Sealing) -> Self {
+        self.sealing = Arc::new(sealing);
+        self
+    }
+
+    /// How this store treats secret values.
+    pub(crate) fn sealing(&self) -> &Sealing {
+        &self.sealing
     }
 
     pub(crate) fn etcd(&self) -> &Etcd {
@@ -132,12 +172,13 @@ impl Store {
     pub(crate) async fn record(
         &self,
         revision: i64,
-        state: &Kvs,
+        state: KeySet<'_>,
         delta: Option<&[RawOp]>,
         meta: MetaFrom,
         prev: Option<Prev>,
         newer_than: Option<i64>,
     ) -> Result<Outcome> {
+        let KeySet { kvs: state, revs } = state;
         let bytes = self.state_bytes(state);
         let (kind, base, checkpoint, chain_bytes, content) = match (delta, prev) {
             (Some(ops), Some(p))
@@ -150,7 +191,7 @@ impl Store {
                     Some(p.revision),
                     p.checkpoint,
                     p.chain_bytes + self.delta_bytes(ops),
-                    Content::delta(&self.keys, ops),
+                    Content::delta(&self.keys, ops, revision, &self.sealing),
                 )
             }
             _ => (
@@ -158,7 +199,7 @@ impl Store {
                 None,
                 revision,
                 0,
-                Content::full(&self.keys, state),
+                Content::full(&self.keys, state, revs, &self.sealing),
             ),
         };
         let (intent, mut check_intent) = match meta {
@@ -178,6 +219,7 @@ impl Store {
             base,
             checkpoint,
             chain_bytes,
+            secrets: self.sealing.secrets().to_vec(),
             kvs: None,
             ops: None,
             chunks: None,

@@ -26,7 +26,7 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use super::record::{Head, Intent, Kind, Meta, Version, FORMAT};
-use super::store::{Kvs, MetaFrom, Outcome, Prev, Store};
+use super::store::{KeySet, Kvs, MetaFrom, Outcome, Prev, Store};
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Permission, Result};
 
@@ -117,21 +117,22 @@ fn batches(ops: Vec<RawOp>, per_txn: usize) -> Vec<Vec<RawOp>> {
 pub(crate) async fn write_guarded(
     store: &Store,
     seen_revision: i64,
-    seen: &Kvs,
+    seen: KeySet<'_>,
     target: &Kvs,
     meta: Meta,
     prev: Option<Prev>,
     recording: Recording,
 ) -> Result<Option<Version>> {
     let max_txn_ops = recording.max_txn_ops;
-    let ops = plan(seen, target);
+    let ops = plan(seen.kvs, target);
     if ops.is_empty() {
         return Ok(None);
     }
     let keys = store.keys();
     let batches = batches(ops, max_txn_ops.saturating_sub(1).max(1));
     let total = batches.len() as u32;
-    let mut state = seen.clone();
+    let mut state = seen.kvs.clone();
+    let mut revs = seen.revs.clone();
     let mut base = seen_revision;
     let mut prev = prev;
     let mut last = None;
@@ -204,9 +205,11 @@ pub(crate) async fn write_guarded(
             match op {
                 RawOp::Put(k, v) => {
                     state.insert(k.clone(), v.clone());
+                    revs.insert(k.clone(), revision);
                 }
                 RawOp::Delete(k) => {
                     state.remove(k);
+                    revs.remove(k);
                 }
             }
         }
@@ -219,7 +222,10 @@ pub(crate) async fn write_guarded(
         match store
             .record(
                 revision,
-                &state,
+                KeySet {
+                    kvs: &state,
+                    revs: &revs,
+                },
                 Some(&batch),
                 MetaFrom::Known(intent),
                 prev,
@@ -262,6 +268,7 @@ fn synthetic_version(store: &Store, revision: i64, intent: &Intent, state: &Kvs)
         base: None,
         checkpoint: revision,
         chain_bytes: 0,
+        secrets: Vec::new(),
         kvs: None,
         ops: None,
         chunks: None,
