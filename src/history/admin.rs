@@ -151,11 +151,13 @@ impl ConfigHistory {
     /// for [`diff`](Self::diff), which still shows them as `***`). Without a key, versions this
     /// writes leave secret values out, as a handle without one does (see
     /// [`HistoryOptions::with_secret_key`](crate::history::HistoryOptions::with_secret_key)).
+    #[must_use]
     pub fn with_secret_key(self, key: SecretKey) -> Self {
         self.with_keys(|ring| ring.set_write(key))
     }
 
     /// Also decrypts secret values encrypted with `key` (an older key after a rotation).
+    #[must_use]
     pub fn with_read_key(self, key: SecretKey) -> Self {
         self.with_keys(|ring| ring.add_read(key))
     }

@@ -113,6 +113,7 @@ impl Election {
     /// The TTL of the lease opened for a campaign (default
     /// [`DEFAULT_TTL`](super::DEFAULT_TTL), 10 s; whole seconds, rounded up): a crashed leader
     /// is replaced after at most this long. Ignored with [`with_session`](Self::with_session).
+    #[must_use]
     pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
         self.options = self.options.with_lease_ttl(lease_ttl);
         self
@@ -120,6 +121,7 @@ impl Election {
 
     /// The safety margin of the lease opened for a campaign (default TTL/5; see
     /// [`SessionOptions::with_margin`]). Ignored with [`with_session`](Self::with_session).
+    #[must_use]
     pub fn with_margin(mut self, margin: Duration) -> Self {
         self.options = self.options.with_margin(margin);
         self
@@ -127,6 +129,7 @@ impl Election {
 
     /// Campaigns on `session`'s lease. Campaigning again on a session that already
     /// campaigns (or leads) joins the same key, proclaiming the new value if it differs.
+    #[must_use]
     pub fn with_session(mut self, session: &Session) -> Self {
         self.session = Some(session.clone());
         self

@@ -107,6 +107,7 @@ impl SessionOptions {
     /// unit; the server may raise tiny TTLs to its minimum, about 2 s, and
     /// [`Session::granted_ttl`] says what it granted). If this process stops renewing (crash,
     /// pause, partition), its keys are deleted after at most this long.
+    #[must_use]
     pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
         self.lease_ttl = lease_ttl;
         self
@@ -115,6 +116,7 @@ impl SessionOptions {
     /// How long before the proven lease expiry the session counts as lost when keepalives
     /// cannot be confirmed (default TTL/5; capped at TTL/2). It covers clock-rate differences
     /// and the time a critical section needs to notice [`Session::lost`] and stop.
+    #[must_use]
     pub fn with_margin(mut self, margin: Duration) -> Self {
         self.margin = Some(margin);
         self

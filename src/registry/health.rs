@@ -110,24 +110,28 @@ impl HealthCheck {
     }
 
     /// Time between probes (default 5 s; at least 10 ms).
+    #[must_use]
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval.max(Duration::from_millis(10));
         self
     }
 
     /// How long one probe may take before it counts as failed (default 1 s).
+    #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
     /// Consecutive failures that mark the instance unhealthy (default 3, at least 1).
+    #[must_use]
     pub fn with_unhealthy_after(mut self, failures: u32) -> Self {
         self.unhealthy_after = failures.max(1);
         self
     }
 
     /// Consecutive successes that mark it healthy again (default 2, at least 1).
+    #[must_use]
     pub fn with_healthy_after(mut self, successes: u32) -> Self {
         self.healthy_after = successes.max(1);
         self

@@ -125,6 +125,7 @@ impl RegistryOptions {
     /// The key prefix a gRPC resolver watches (no trailing `/`; the coordinator's namespace is
     /// put in front). A Go client dials `etcd:///` followed by the full key prefix of the
     /// service with its trailing `/`, see [`Registry::resolver_target`].
+    #[must_use]
     pub fn with_resolver_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.resolver_prefix = prefix.into().trim_end_matches('/').to_string();
         self
@@ -132,18 +133,21 @@ impl RegistryOptions {
 
     /// The key prefix of the full records (no trailing `/`; the namespace is put in front).
     /// Must not overlap the resolver prefix.
+    #[must_use]
     pub fn with_status_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.status_prefix = prefix.into().trim_end_matches('/').to_string();
         self
     }
 
     /// Keys per page when reading a service (default 1000, at least 1).
+    #[must_use]
     pub fn with_page_size(mut self, page_size: u32) -> Self {
         self.page_size = page_size.max(1);
         self
     }
 
     /// Events a [`RegistryWatch`] buffers before it stops reading etcd (default 1024).
+    #[must_use]
     pub fn with_event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity.max(1);
         self
