@@ -103,6 +103,7 @@ pub mod lock;
 pub mod provenance;
 pub mod registry;
 mod secrets;
+mod telemetry;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use metrics::Counter;
 use tokio::sync::broadcast;
 
 use super::snapshot::Snapshot;
@@ -97,6 +98,8 @@ impl<T> Clone for ConfigEvent<T> {
 /// changes were processed (etcd revision order; file changes in between where they happened).
 pub struct Subscription<T> {
     rx: broadcast::Receiver<ConfigEvent<T>>,
+    /// `coordination_config_subscriber_lagged_total` of the handle.
+    lagged: Counter,
 }
 
 impl<T> std::fmt::Debug for Subscription<T> {
@@ -108,8 +111,9 @@ impl<T> std::fmt::Debug for Subscription<T> {
 }
 
 impl<T> Subscription<T> {
-    pub(crate) fn new(rx: broadcast::Receiver<ConfigEvent<T>>) -> Self {
-        Subscription { rx }
+    /// A subscription that counts each [`ConfigEvent::Lagged`] it delivers on `lagged`.
+    pub(crate) fn new(rx: broadcast::Receiver<ConfigEvent<T>>, lagged: Counter) -> Self {
+        Subscription { rx, lagged }
     }
 
     /// Waits for the next event. `None` once the handle's background task has stopped and every
@@ -121,6 +125,7 @@ impl<T> Subscription<T> {
         match self.rx.recv().await {
             Ok(event) => Some(event),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
+                self.lagged.increment(1);
                 Some(ConfigEvent::Lagged { missed })
             }
             Err(broadcast::error::RecvError::Closed) => None,
@@ -132,6 +137,7 @@ impl<T> Subscription<T> {
         match self.rx.try_recv() {
             Ok(event) => Some(event),
             Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                self.lagged.increment(1);
                 Some(ConfigEvent::Lagged { missed })
             }
             Err(_) => None,

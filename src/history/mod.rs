@@ -29,6 +29,7 @@ mod fields;
 mod inspect;
 mod keys;
 mod layout;
+mod observe;
 mod options;
 mod patch;
 mod publish;

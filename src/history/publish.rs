@@ -329,6 +329,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
         .await?;
         let kvs: Kvs = kvs.into_iter().map(|kv| kv.into_key_value()).collect();
         if kvs != *view.kvs {
+            shared.store.metrics().conflicted(VersionKind::Publish);
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!(

@@ -15,15 +15,18 @@
 //! of a chain stays under twice the key set and reading any version back costs at most that.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 
 use super::chunks::INLINE_BYTES;
 use super::keys::Keys;
+use super::observe::HistoryMetrics;
 use super::record::{encode_error, parse_head, Content, Head, Intent, Kind, Meta, FORMAT};
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::etcd::Etcd;
+use crate::telemetry::HISTORY_TARGET;
 
 /// A prefix's key set: full etcd keys (namespace and prefix included) to values.
 pub(crate) type Kvs = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -85,15 +88,22 @@ pub(crate) struct Store {
     etcd: Etcd,
     client: Client,
     keys: Keys,
+    metrics: HistoryMetrics,
 }
 
 impl Store {
     pub(crate) fn new(etcd: Etcd, keys: Keys) -> Self {
         Store {
             client: etcd.client().clone(),
+            metrics: HistoryMetrics::new(keys.prefix()),
             etcd,
             keys,
         }
+    }
+
+    /// The metrics of this prefix's history.
+    pub(crate) fn metrics(&self) -> &HistoryMetrics {
+        &self.metrics
     }
 
     pub(crate) fn etcd(&self) -> &Etcd {
@@ -130,6 +140,31 @@ impl Store {
     /// applies to, if known to be recorded. With `newer_than = Some(v)`, nothing is written if
     /// any version after `v` exists (for records of a state found at bind or after a resync).
     pub(crate) async fn record(
+        &self,
+        revision: i64,
+        state: &Kvs,
+        delta: Option<&[RawOp]>,
+        meta: MetaFrom,
+        prev: Option<Prev>,
+        newer_than: Option<i64>,
+    ) -> Result<Outcome> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            target: HISTORY_TARGET,
+            "record",
+            prefix = %self.keys.prefix(),
+            revision
+        );
+        let started = Instant::now();
+        let outcome = self
+            .record_once(revision, state, delta, meta, prev, newer_than)
+            .instrument(span)
+            .await;
+        self.metrics.recorded(started.elapsed(), &outcome);
+        outcome
+    }
+
+    async fn record_once(
         &self,
         revision: i64,
         state: &Kvs,
