@@ -14,6 +14,7 @@
 //! - [Reloads and validation](#reloads-and-validation)
 //! - [Errors](#errors)
 //! - [Security](#security)
+//! - [Observability](#observability)
 //! - [Feature flags](#feature-flags)
 //!
 //! # Quick start
@@ -85,6 +86,14 @@
 //! permission is [`ErrorKind::Auth`], naming the key and the permission. [`docs::security`]
 //! lists the permissions each part needs, roles for a service, an operator and CI, and the
 //! threat model.
+//!
+//! # Observability
+//! Metrics go through the [`metrics`](https://docs.rs/metrics) facade: the application installs
+//! a recorder (before [`Coordinator::connect`]) and picks the exporter. Logs and spans go
+//! through `tracing`, one target per subsystem (`coordination::config`, `coordination::history`,
+//! `coordination::etcd`, …). [`docs::observability`] has the table of metric names, types,
+//! units and labels, the spans and their fields; `docs/alerts.yml` holds Prometheus alerting
+//! rules over them.
 //!
 //! # Feature flags
 //! | feature | default | what it adds |

@@ -104,6 +104,14 @@ impl ConfigMetrics {
     }
 }
 
+impl Drop for ConfigMetrics {
+    /// The series stay in the exporter after the handle is gone; a NaN confirmation time
+    /// compares false, so a staleness rule (`time() - … > N`) ignores a dropped handle.
+    fn drop(&mut self) {
+        self.confirmed_at.set(f64::NAN);
+    }
+}
+
 impl std::fmt::Debug for ConfigMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfigMetrics").finish_non_exhaustive()
