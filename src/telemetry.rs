@@ -227,3 +227,173 @@ impl std::fmt::Debug for ByReason {
             .finish_non_exhaustive()
     }
 }
+
+/// Reading back what the crate recorded, for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+    /// A recorder of its own: handles made inside [`Recorded::with`] record into it.
+    pub(crate) struct Recorded {
+        recorder: DebuggingRecorder,
+        snapshotter: Snapshotter,
+    }
+
+    /// One series: its name, its labels as `k=v` sorted, and its value (gauges and counters
+    /// as `f64`; histograms as their number of samples).
+    pub(crate) type Series = (String, Vec<String>, f64);
+
+    impl Recorded {
+        pub(crate) fn new() -> Self {
+            let recorder = DebuggingRecorder::new();
+            let snapshotter = recorder.snapshotter();
+            Recorded {
+                recorder,
+                snapshotter,
+            }
+        }
+
+        /// Runs `f` with this recorder installed for the current thread.
+        pub(crate) fn with<R>(&self, f: impl FnOnce() -> R) -> R {
+            metrics::with_local_recorder(&self.recorder, f)
+        }
+
+        /// Every series, in name and label order. Reading resets them (counters and gauges to
+        /// 0, histograms to no samples): read once, after what is being tested.
+        pub(crate) fn series(&self) -> Vec<Series> {
+            let mut all: Vec<Series> = self
+                .snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .map(|(key, _, _, value)| {
+                    let key = key.key();
+                    let mut labels: Vec<String> = key
+                        .labels()
+                        .map(|l| format!("{}={}", l.key(), l.value()))
+                        .collect();
+                    labels.sort();
+                    #[allow(clippy::cast_precision_loss)]
+                    let value = match value {
+                        DebugValue::Counter(n) => n as f64,
+                        DebugValue::Gauge(g) => g.into_inner(),
+                        DebugValue::Histogram(samples) => samples.len() as f64,
+                    };
+                    (key.name().to_string(), labels, value)
+                })
+                .collect();
+            all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            all
+        }
+    }
+
+    /// The value of the series `name` whose labels are exactly `labels` (`k=v`, any order).
+    pub(crate) fn value(series: &[Series], name: &str, labels: &[&str]) -> Option<f64> {
+        let mut wanted: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        wanted.sort();
+        series
+            .iter()
+            .find(|(n, l, _)| n == name && *l == wanted)
+            .map(|(_, _, v)| *v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{value, Recorded};
+    use super::*;
+
+    #[test]
+    fn by_reason_makes_a_series_only_for_reasons_that_happened() {
+        let recorded = Recorded::new();
+        let mut reopens = recorded.with(|| {
+            ByReason::new(
+                ETCD_WATCH_REOPENS,
+                vec![Label::from_static_parts("subsystem", "config")],
+            )
+        });
+        assert!(recorded.series().is_empty());
+        recorded.with(|| {
+            reopens.increment(kind_label(ErrorKind::Unavailable));
+            reopens.increment(kind_label(ErrorKind::Unavailable));
+            reopens.increment(kind_label(ErrorKind::Timeout));
+        });
+        assert_eq!(
+            recorded.series(),
+            [
+                (
+                    ETCD_WATCH_REOPENS.to_string(),
+                    vec!["reason=timeout".to_string(), "subsystem=config".to_string()],
+                    1.0
+                ),
+                (
+                    ETCD_WATCH_REOPENS.to_string(),
+                    vec![
+                        "reason=unavailable".to_string(),
+                        "subsystem=config".to_string()
+                    ],
+                    2.0
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn resync_counters_exist_at_zero_for_every_reason() {
+        let recorded = Recorded::new();
+        let counters = recorded.with(|| resync_counters(CONFIG_RESYNCS, &[]));
+        counters[resync_index(ResyncReason::Compacted {
+            compact_revision: 7,
+        })]
+        .increment(1);
+        let series = recorded.series();
+        for reason in RESYNC_REASONS {
+            let expected = if reason == "compacted" { 1.0 } else { 0.0 };
+            let label = format!("reason={reason}");
+            assert_eq!(
+                value(&series, CONFIG_RESYNCS, &[&label]),
+                Some(expected),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_name_has_the_crate_prefix_and_its_type_suffix() {
+        let counters = [
+            CONFIG_APPLIED,
+            CONFIG_REJECTED,
+            CONFIG_WATCH_OPENS,
+            CONFIG_WATCH_REOPENS,
+            CONFIG_RESYNCS,
+            CONFIG_SUBSCRIBER_LAGGED,
+            ETCD_WATCH_OPENS,
+            ETCD_WATCH_REOPENS,
+            ETCD_WATCH_RESYNCS,
+            ETCD_LEASE_LOST,
+            HISTORY_RECORDS,
+            HISTORY_PRUNED,
+            HISTORY_WRITES,
+        ];
+        for name in counters {
+            assert!(
+                name.starts_with("coordination_") && name.ends_with("_total"),
+                "{name}"
+            );
+        }
+        for name in [
+            CONFIG_APPLIED_AT,
+            CONFIG_CONFIRMED_AT,
+            CONFIG_RELOAD_SECONDS,
+            HISTORY_RECORD_SECONDS,
+        ] {
+            assert!(
+                name.starts_with("coordination_") && name.ends_with("_seconds"),
+                "{name}"
+            );
+        }
+        for name in [CONFIG_REVISION, HISTORY_VERSIONS] {
+            assert!(name.starts_with("coordination_"), "{name}");
+        }
+    }
+}

@@ -117,3 +117,56 @@ impl std::fmt::Debug for ConfigMetrics {
         f.debug_struct("ConfigMetrics").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::testing::{value, Recorded};
+
+    const P: &str = "prefix=/apps/chat/config/";
+
+    #[test]
+    fn rejections_are_counted_by_layer_from_zero() {
+        let recorded = Recorded::new();
+        let metrics = recorded.with(|| ConfigMetrics::new("/apps/chat/config/"));
+        metrics.rejected(Some(Layer::Etcd));
+        metrics.rejected(Some(Layer::Etcd));
+        metrics.rejected(None);
+        let series = recorded.series();
+        let rejected =
+            |layer: &str| value(&series, t::CONFIG_REJECTED, &[P, &format!("layer={layer}")]);
+        assert_eq!(rejected("etcd"), Some(2.0));
+        assert_eq!(rejected("unknown"), Some(1.0));
+        for layer in ["default", "file", "env"] {
+            assert_eq!(rejected(layer), Some(0.0), "{layer}");
+        }
+    }
+
+    #[test]
+    fn an_applied_snapshot_sets_the_revision_and_the_time() {
+        let recorded = Recorded::new();
+        let metrics = recorded.with(|| ConfigMetrics::new("/apps/chat/config/"));
+        let before = t::unix_now();
+        metrics.applied(42);
+        let after = t::unix_now();
+        let series = recorded.series();
+        assert_eq!(value(&series, t::CONFIG_APPLIED, &[P]), Some(1.0));
+        assert_eq!(value(&series, t::CONFIG_REVISION, &[P]), Some(42.0));
+        let at = value(&series, t::CONFIG_APPLIED_AT, &[P]).unwrap();
+        assert!(at >= before && at <= after, "{at}");
+        // Never confirmed: a cold start reads 0.
+        assert_eq!(value(&series, t::CONFIG_CONFIRMED_AT, &[P]), Some(0.0));
+    }
+
+    #[test]
+    fn a_dropped_handle_is_never_confirmed_again() {
+        let recorded = Recorded::new();
+        let metrics = recorded.with(|| ConfigMetrics::new("/apps/chat/config/"));
+        metrics.confirmed();
+        drop(metrics);
+        let series = recorded.series();
+        assert!(value(&series, t::CONFIG_CONFIRMED_AT, &[P])
+            .unwrap()
+            .is_nan());
+    }
+}

@@ -591,6 +591,40 @@ async fn revoke_until_expired(client: Client, shared: &Shared) {
 mod tests {
     use super::*;
 
+    fn shared(unconfirmed: Unconfirmed) -> Shared {
+        let (state, _) = watch::channel(LeaseState::default());
+        Shared {
+            id: 0x1234,
+            ttl: Duration::from_secs(10),
+            margin: Duration::from_secs(2),
+            unconfirmed,
+            base: Instant::now(),
+            valid_until: AtomicU64::new(u64::MAX),
+            state,
+            closed: AtomicBool::new(false),
+            lost_counters: LostCounters::new(),
+        }
+    }
+
+    #[test]
+    fn a_lost_lease_is_counted_once_by_its_first_reason_and_closing_is_not_a_loss() {
+        use crate::telemetry::testing::{value, Recorded};
+
+        let recorded = Recorded::new();
+        let (expired, closed) =
+            recorded.with(|| (shared(Unconfirmed::Lose), shared(Unconfirmed::KeepTrying)));
+        assert!(expired.mark_lost(LeaseLost::Expired));
+        assert!(!expired.mark_lost(LeaseLost::Unconfirmed));
+        assert!(!expired.mark_lost(LeaseLost::Expired));
+        assert!(closed.mark_lost(LeaseLost::Closed));
+        assert!(!closed.mark_lost(LeaseLost::Expired));
+        let series = recorded.series();
+        let lost = |reason: &str| value(&series, ETCD_LEASE_LOST, &[&format!("reason={reason}")]);
+        assert_eq!(lost("expired"), Some(1.0));
+        assert_eq!(lost("unconfirmed"), Some(0.0));
+        assert_eq!(lost("closed"), None);
+    }
+
     #[test]
     fn ttl_rounds_up_to_whole_seconds_and_at_least_one() {
         assert_eq!(ttl_secs(Duration::from_millis(1500)), 2);

@@ -110,3 +110,45 @@ impl std::fmt::Debug for HistoryMetrics {
         f.debug_struct("HistoryMetrics").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::telemetry::testing::{value, Recorded};
+
+    const P: &str = "prefix=/apps/chat/config/";
+
+    #[test]
+    fn writes_are_counted_by_operation_and_outcome_from_zero() {
+        let recorded = Recorded::new();
+        let metrics = recorded.with(|| HistoryMetrics::new("/apps/chat/config/"));
+        let conflict = Error::new(ErrorKind::Conflict, "changed since");
+        metrics.wrote(VersionKind::Publish, &Ok(Some(())));
+        metrics.wrote(VersionKind::Publish, &Ok(None::<()>));
+        metrics.wrote::<()>(VersionKind::Publish, &Err(conflict.clone()));
+        metrics.conflicted(VersionKind::Publish);
+        metrics.wrote::<()>(
+            VersionKind::Rollback,
+            &Err(Error::new(ErrorKind::Timeout, "slow")),
+        );
+        metrics.counted(12, 2);
+        let series = recorded.series();
+        let writes = |op: &str, outcome: &str| {
+            let (op, outcome) = (format!("operation={op}"), format!("outcome={outcome}"));
+            value(&series, t::HISTORY_WRITES, &[P, &op, &outcome])
+        };
+        assert_eq!(writes("publish", "written"), Some(1.0));
+        assert_eq!(writes("publish", "unchanged"), Some(1.0));
+        assert_eq!(writes("publish", "conflict"), Some(2.0));
+        assert_eq!(writes("publish", "failed"), Some(0.0));
+        assert_eq!(writes("rollback", "failed"), Some(1.0));
+        assert_eq!(writes("rollback", "written"), Some(0.0));
+        assert_eq!(value(&series, t::HISTORY_VERSIONS, &[P]), Some(10.0));
+        assert_eq!(value(&series, t::HISTORY_PRUNED, &[P]), Some(2.0));
+        assert_eq!(
+            value(&series, t::HISTORY_RECORDS, &[P, "outcome=failed"]),
+            Some(0.0)
+        );
+    }
+}
