@@ -7,6 +7,8 @@
 #   ./scripts/demo.sh lock       examples/lock.rs: two holders take turns, fencing tokens rise
 #   ./scripts/demo.sh election   examples/election.rs: campaign, proclaim, resign, observe
 #   ./scripts/demo.sh registry   examples/registry.rs: register, pick, drain, kill
+#   ./scripts/demo.sh metrics    examples/metrics.rs: a Prometheus /metrics endpoint on loopback;
+#                                a valid and an invalid change, then the scrape
 #   ./scripts/demo.sh history    three instances, and coordctl: history, diff, rollback
 #                                (scripts/demo-history.sh, on an etcd of its own)
 #   ./scripts/demo.sh all        all of the above, one after the other
@@ -17,9 +19,9 @@ coord_ensure_deps
 
 WHAT="${1:-quickstart}"
 case "$WHAT" in
-  quickstart|lock|election|registry|all) ;;
+  quickstart|lock|election|registry|metrics|all) ;;
   history) exec scripts/demo-history.sh ;;
-  *) echo "usage: $0 [quickstart|lock|election|registry|history|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [quickstart|lock|election|registry|metrics|history|all]" >&2; exit 2 ;;
 esac
 
 QS_PID=""
@@ -40,7 +42,7 @@ run_example() {
   printf '\n\033[1m==> examples/%s.rs\033[0m\n' "$1"
   ETCD_ENDPOINTS="$ETCD_ENDPOINT" "${CARGO_TARGET_DIR:-target}/debug/examples/$1"
 }
-if [ "$WHAT" != quickstart ] && [ "$WHAT" != all ]; then
+if [ "$WHAT" != quickstart ] && [ "$WHAT" != all ] && [ "$WHAT" != metrics ]; then
   run_example "$WHAT"
   exit 0
 fi
@@ -48,6 +50,24 @@ ctl() { etcdctl --endpoints "$ETCD_ENDPOINT" "$@"; }
 P=/apps/chat/config
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+
+if [ "$WHAT" = metrics ]; then
+  METRICS_ADDR="127.0.0.1:$(coord_free_port)"
+  ctl put "$P/port" 8080 >/dev/null
+  OUT="$ETCD_DATA/metrics.out"
+  METRICS_ADDR="$METRICS_ADDR" ETCD_ENDPOINTS="$ETCD_ENDPOINT" \
+    "${CARGO_TARGET_DIR:-target}/debug/examples/metrics" > >(tee "$OUT") 2>&1 &
+  QS_PID=$!
+  for _ in $(seq 1 100); do grep -q "bound" "$OUT" 2>/dev/null && break; sleep 0.1; done
+  say "etcdctl put $P/port 9090                       # a valid change"
+  ctl put "$P/port" 9090 >/dev/null
+  say "etcdctl put $P/port not-a-port                 # an invalid value"
+  ctl put "$P/port" not-a-port >/dev/null
+  sleep 0.5
+  say "curl -s http://$METRICS_ADDR/metrics | grep '^coordination_config_'"
+  curl -s "http://$METRICS_ADDR/metrics" | grep '^coordination_config_' | grep -v '_bucket{'
+  exit 0
+fi
 
 say "etcdctl put $P/port 8080; etcdctl put $P/database '{\"host\": \"db1.internal\", \"pool\": 10}'"
 ctl put "$P/port" 8080 >/dev/null

@@ -3,9 +3,10 @@
 
 # The Debian packages: protoc and the well-known .proto files (etcd-client's build script needs
 # both), the etcd server and the etcdctl client; Go with etcd's Go client and grpc-go sources,
-# which tests/go_interop.rs builds a Go program against (offline, GOPATH mode).
+# which tests/go_interop.rs builds a Go program against (offline, GOPATH mode); Prometheus, whose
+# promtool checks and unit-tests the alerting rules docs/alerts.yml (tests/alerts.rs).
 COORD_APT_PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server etcd-client
-  golang-go golang-etcd-server-dev golang-google-grpc-dev)
+  golang-go golang-etcd-server-dev golang-google-grpc-dev prometheus)
 
 coord_missing_packages() {
   local missing=()
@@ -17,6 +18,8 @@ coord_missing_packages() {
   [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/naming/resolver ] \
     || missing+=(golang-etcd-server-dev)
   [ -d /usr/share/gocode/src/google.golang.org/grpc/health ] || missing+=(golang-google-grpc-dev)
+  # promtool checks and unit-tests docs/alerts.yml (tests/alerts.rs).
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   echo "${missing[@]:-}"
 }
 
@@ -28,7 +31,7 @@ coord_ensure_deps() {
     if ! command -v apt-get >/dev/null 2>&1; then
       echo "error: missing: $missing, and apt-get is not available on this machine." >&2
       echo "Install the equivalents of: ${COORD_APT_PACKAGES[*]} (protoc, the protobuf well-known" >&2
-      echo "includes, etcd 3.4+ and etcdctl), then run this script again." >&2
+      echo "includes, etcd 3.4+ and etcdctl, Go, promtool), then run this script again." >&2
       exit 1
     fi
     local sudo=""

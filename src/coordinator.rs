@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
+use tracing::Instrument;
 
 use crate::config::{ConfigHandle, ConfigOptions, CoordConfig, Reloader};
 use crate::error::{Error, ErrorKind, Result};
@@ -360,6 +361,7 @@ impl Coordinator {
                 )
             })?;
         let etcd = Etcd::new(client.clone(), options.max_decode_bytes);
+        crate::telemetry::describe();
         Ok(Coordinator {
             inner: Arc::new(Inner {
                 client,
@@ -432,11 +434,25 @@ impl Coordinator {
                 return Ok(bound);
             }
         }
-        let started = Reloader::<T>::start(self.etcd().clone(), full.clone(), &options).await?;
-        let (history, bound) = Tracker::start(self.namespace(), &full, &started.reloader, &options);
-        let config = ConfigHandle::spawn(started, full.clone(), history);
-        // The schema and the bound revision are in etcd before the handle is handed out.
-        bound.await;
+        let span = tracing::info_span!(
+            target: crate::telemetry::CONFIG_TARGET,
+            "bind",
+            prefix = %full,
+            revision = tracing::field::Empty
+        );
+        let config = async {
+            let started = Reloader::<T>::start(self.etcd().clone(), full.clone(), &options).await?;
+            tracing::Span::current()
+                .record("revision", started.reloader.current().load().revision());
+            let (history, bound) =
+                Tracker::start(self.namespace(), &full, &started.reloader, &options);
+            let config = ConfigHandle::spawn(started, full.clone(), history);
+            // The schema and the bound revision are in etcd before the handle is handed out.
+            bound.await;
+            Ok::<_, Error>(config)
+        }
+        .instrument(span)
+        .await?;
         if options.shared {
             self.inner.bound.insert(&full, options, &config);
         }

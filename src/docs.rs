@@ -6,6 +6,8 @@
 //! - [`registry`]: the service registry's keys, the gRPC naming format and the balancers.
 //! - [`security`]: TLS, mutual TLS, users and tokens, the etcd permissions each part needs,
 //!   roles for a service, an operator and CI, and the threat model.
+//! - [`observability`]: the metrics (names, types, units, labels), the alerting rules in
+//!   `docs/alerts.yml`, and the tracing targets, spans and fields.
 
 pub mod failure {
     #![doc = include_str!("../docs/failure.md")]
@@ -25,4 +27,8 @@ pub mod registry {
 
 pub mod security {
     #![doc = include_str!("../docs/security.md")]
+}
+
+pub mod observability {
+    #![doc = include_str!("../docs/observability.md")]
 }

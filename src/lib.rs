@@ -14,6 +14,7 @@
 //! - [Reloads and validation](#reloads-and-validation)
 //! - [Errors](#errors)
 //! - [Security](#security)
+//! - [Observability](#observability)
 //! - [Feature flags](#feature-flags)
 //!
 //! # Quick start
@@ -93,6 +94,14 @@
 //! [`SecretKey`](history::SecretKey)), so that a rollback restores them (see the history guide's
 //! [Secrets at rest](docs::history#secrets-at-rest)).
 //!
+//! # Observability
+//! Metrics go through the [`metrics`](https://docs.rs/metrics) facade: the application installs
+//! a recorder (before [`Coordinator::connect`]) and picks the exporter. Logs and spans go
+//! through `tracing`, one target per subsystem (`coordination::config`, `coordination::history`,
+//! `coordination::etcd`, …). [`docs::observability`] has the table of metric names, types,
+//! units and labels, the spans and their fields; `docs/alerts.yml` holds Prometheus alerting
+//! rules over them.
+//!
 //! # Feature flags
 //! | feature | default | what it adds |
 //! |---|---|---|
@@ -111,6 +120,7 @@ pub mod lock;
 pub mod provenance;
 pub mod registry;
 mod secrets;
+mod telemetry;
 #[cfg(feature = "tls")]
 mod tls;
 

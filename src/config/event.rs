@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use metrics::Counter;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
@@ -103,6 +104,8 @@ impl<T> Clone for ConfigEvent<T> {
 /// changes were processed (etcd revision order; file changes in between where they happened).
 pub struct Subscription<T> {
     events: BroadcastStream<ConfigEvent<T>>,
+    /// `coordination_config_subscriber_lagged_total` of the handle.
+    lagged: Counter,
 }
 
 impl<T> std::fmt::Debug for Subscription<T> {
@@ -112,9 +115,11 @@ impl<T> std::fmt::Debug for Subscription<T> {
 }
 
 impl<T: Send + Sync + 'static> Subscription<T> {
-    pub(crate) fn new(rx: broadcast::Receiver<ConfigEvent<T>>) -> Self {
+    /// A subscription that counts each [`ConfigEvent::Lagged`] it delivers on `lagged`.
+    pub(crate) fn new(rx: broadcast::Receiver<ConfigEvent<T>>, lagged: Counter) -> Self {
         Subscription {
             events: BroadcastStream::new(rx),
+            lagged,
         }
     }
 
@@ -137,11 +142,13 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     }
 
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<ConfigEvent<T>>> {
+        let lagged = &self.lagged;
         Pin::new(&mut self.events)
             .poll_next(cx)
             .map(|event| match event? {
                 Ok(event) => Some(event),
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    lagged.increment(1);
                     Some(ConfigEvent::Lagged { missed })
                 }
             })

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache, Guard};
-
+use metrics::Counter;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -31,6 +31,8 @@ struct Shared<T: CoordConfig> {
     status: Arc<ArcSwap<ConfigStatus>>,
     checker: Arc<Checker<T>>,
     prefix: String,
+    /// Counts the lag events the handle's subscriptions deliver (a no-op for a fixed handle).
+    lagged: Counter,
     /// The reload task; `None` for a [fixed](ConfigHandle::fixed) handle.
     task: Option<JoinHandle<()>>,
     /// The versioned history part, made with the handle; `None` for a fixed handle.
@@ -130,6 +132,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
         let events = reloader.events().clone();
         let status = Arc::clone(reloader.status());
         let checker = Arc::clone(reloader.checker());
+        let lagged = reloader.metrics.lagged.clone();
         let task = tokio::spawn(reloader.run(file_watch));
         ConfigHandle {
             shared: Arc::new(Shared {
@@ -138,6 +141,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
                 status,
                 checker,
                 prefix,
+                lagged,
                 task: Some(task),
                 history: Some(history),
             }),
@@ -171,6 +175,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
                 status: Arc::new(ArcSwap::from_pointee(status)),
                 checker,
                 prefix: String::new(),
+                lagged: Counter::noop(),
                 task: None,
                 history: None,
             }),
@@ -218,7 +223,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
     /// Every applied snapshot and every rejected change from now on, in order, and every change
     /// of [`status`](Self::status).
     pub fn subscribe(&self) -> Subscription<T> {
-        Subscription::new(self.shared.events.subscribe())
+        Subscription::new(self.shared.events.subscribe(), self.shared.lagged.clone())
     }
 
     /// The full etcd prefix this handle follows (namespace included, ending with `/`).

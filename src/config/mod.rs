@@ -8,6 +8,7 @@ mod feed;
 mod fixed;
 mod handle;
 mod layers;
+mod observe;
 mod options;
 mod reload;
 mod snapshot;

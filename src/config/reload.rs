@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use etcd_client::KeyValue;
@@ -16,6 +16,7 @@ use super::coord_config::CoordConfig;
 use super::event::{ConfigEvent, Rejection, ReloadCause};
 use super::feed::{RawBody, RawOp, RawRevision};
 use super::layers::{env_layer, file_layer, read_file, EtcdLayer, FileContent, FileWatch};
+use super::observe::ConfigMetrics;
 use super::options::{ConfigOptions, Setting, UnknownKeys};
 use super::snapshot::Snapshot;
 use super::status::{ConfigStatus, WatchState};
@@ -27,6 +28,7 @@ use crate::etcd::follow::{self, FollowOptions, ResyncReason};
 use crate::etcd::{read_prefix, Etcd};
 use crate::provenance::{Layer, Origin};
 use crate::secrets::SecretPaths;
+use crate::telemetry::CONFIG_TARGET;
 
 /// Keys with their raw values, in key order.
 type RawKvs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -68,6 +70,8 @@ pub(crate) struct Reloader<T: CoordConfig> {
     status: Arc<ArcSwap<ConfigStatus>>,
     cache: Option<CacheWriter>,
     pub(super) timing: Timing,
+    /// The handle's metrics, labelled with its prefix.
+    pub(super) metrics: ConfigMetrics,
 }
 
 /// How the watch is supervised (from [`ConfigOptions`]).
@@ -190,6 +194,11 @@ impl<T: CoordConfig> Reloader<T> {
         };
         state.generation = snapshot.generation();
         state.note_unknown(&snapshot);
+        let metrics = ConfigMetrics::new(&state.prefix);
+        if state.synced {
+            metrics.confirmed();
+        }
+        metrics.applied(snapshot.revision());
         tracing::info!(
             prefix = %state.prefix,
             revision = snapshot.revision(),
@@ -216,6 +225,7 @@ impl<T: CoordConfig> Reloader<T> {
                     backoff_max: options.max_backoff,
                 },
             },
+            metrics,
         };
         if reloader.state.synced {
             reloader.write_cache();
@@ -254,6 +264,15 @@ impl<T: CoordConfig> Reloader<T> {
     /// difference as one snapshot (first contact after a cold start, compaction, an oversized
     /// catch-up, a restored cluster).
     pub(super) fn on_resynced(&mut self, revision: i64, kvs: Vec<KeyValue>, reason: ResyncReason) {
+        let span = tracing::info_span!(
+            target: CONFIG_TARGET,
+            "resync",
+            prefix = %self.state.prefix,
+            revision,
+            %reason
+        );
+        let _entered = span.enter();
+        self.metrics.resynced(reason);
         if let ResyncReason::Restored { previous_revision } = reason {
             tracing::warn!(
                 prefix = %self.state.prefix,
@@ -332,6 +351,8 @@ impl<T: CoordConfig> Reloader<T> {
         if old.watch_opens == opens {
             return;
         }
+        self.metrics
+            .watches_opened(opens.saturating_sub(old.watch_opens));
         let mut status = ConfigStatus::clone(&old);
         status.watch_opens = opens;
         self.status.store(Arc::new(status));
@@ -377,12 +398,22 @@ impl<T: CoordConfig> Reloader<T> {
 
     /// Builds and, if valid, swaps in a snapshot for `change`; otherwise reports the rejection.
     fn apply(&mut self, change: ReloadCause) {
+        let span = tracing::info_span!(
+            target: CONFIG_TARGET,
+            "reload",
+            prefix = %self.state.prefix,
+            revision = self.state.revision,
+            cause = cause_label(&change)
+        );
+        let _entered = span.enter();
+        let started = Instant::now();
         match self.state.build(change.clone()) {
             Ok(snapshot) => {
                 self.state.generation = snapshot.generation();
                 let unknown_changed = self.state.note_unknown(&snapshot);
                 let snapshot = Arc::new(snapshot);
                 self.current.store(Arc::clone(&snapshot));
+                self.metrics.applied(snapshot.revision());
                 tracing::info!(
                     prefix = %self.state.prefix,
                     revision = snapshot.revision(),
@@ -403,8 +434,13 @@ impl<T: CoordConfig> Reloader<T> {
             }
             Err(error) => {
                 let serving_revision = self.current.load().revision();
+                self.metrics.rejected(error.layer());
                 tracing::warn!(
                     prefix = %self.state.prefix,
+                    revision = error.revision().unwrap_or(self.state.revision),
+                    key = error.key(),
+                    layer = error.layer().map(Layer::as_str),
+                    field = error.field(),
                     error = %error,
                     serving_revision,
                     "rejected config change; the last good snapshot keeps serving"
@@ -416,6 +452,7 @@ impl<T: CoordConfig> Reloader<T> {
                 })));
             }
         }
+        self.metrics.reloaded(started.elapsed());
     }
 
     /// Applies one etcd revision's changes as one snapshot.
@@ -584,6 +621,17 @@ impl<T: CoordConfig> State<T> {
             ReloadCause::File { path } => error.with_origin(&Origin::File(path.clone())),
             _ => error,
         }
+    }
+}
+
+/// The `cause` field of a `reload` span.
+fn cause_label(change: &ReloadCause) -> &'static str {
+    match change {
+        ReloadCause::Initial => "initial",
+        ReloadCause::Etcd { .. } => "etcd",
+        ReloadCause::File { .. } => "file",
+        ReloadCause::Fixed => "fixed",
+        ReloadCause::Resync { .. } => "resync",
     }
 }
 

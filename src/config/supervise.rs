@@ -35,6 +35,7 @@ impl<T: CoordConfig> Reloader<T> {
                     }
                     Followed::Live => self.set_status(WatchState::Live, None),
                     Followed::Interrupted { error, .. } => {
+                        self.metrics.interrupted(error.kind());
                         let stale = self.status().load().state == WatchState::Stale;
                         let state = if stale { WatchState::Stale } else { WatchState::Reconnecting };
                         self.set_status(state, Some(error));
@@ -57,7 +58,9 @@ impl<T: CoordConfig> Reloader<T> {
     fn follower(&self) -> PrefixFollower {
         let state = &self.state;
         let follower =
-            PrefixFollower::prefix(state.conn.clone(), &state.prefix, self.timing.follow);
+            PrefixFollower::prefix(state.conn.clone(), &state.prefix, self.timing.follow)
+                .for_subsystem("config")
+                .confirming(self.metrics.confirmed_at.clone());
         if state.synced {
             follower.resume_after(state.revision, state.etcd_len(), state.etcd_newest())
         } else {

@@ -41,10 +41,12 @@ use std::time::Duration;
 use etcd_client::{
     GetOptions, KeyValue, SortOrder, SortTarget, WatchOptions, WatchResponse, WatchStream,
 };
+use metrics::{Counter, Gauge, Label};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::{is_too_large, prefix_end, read_range, Backoff, Etcd};
 use crate::error::{Error, ErrorKind, Permission};
+use crate::telemetry::{self as t, ByReason};
 
 /// etcd's `mvccpb.Event.EventType` of a put.
 const PUT: i32 = 0;
@@ -228,6 +230,31 @@ pub(crate) struct PrefixFollower {
     reauthenticate: bool,
     /// A denial already led to authenticating again, with no progress since.
     reauthenticated: bool,
+    /// The `subsystem` label of this follower's metrics.
+    subsystem: &'static str,
+    /// The metrics, made at the first step (after [`for_subsystem`](Self::for_subsystem)).
+    metrics: Option<FollowerMetrics>,
+    /// Set to the Unix time whenever etcd confirms the follower is current: when it turns
+    /// live, and at every message of the watch while live (events, progress answers).
+    confirmed: Option<Gauge>,
+}
+
+/// A follower's counters, labelled with its subsystem.
+struct FollowerMetrics {
+    opens: Counter,
+    reopens: ByReason,
+    resyncs: ByReason,
+}
+
+impl FollowerMetrics {
+    fn new(subsystem: &'static str) -> Self {
+        let labels = vec![Label::from_static_parts("subsystem", subsystem)];
+        FollowerMetrics {
+            opens: metrics::counter!(t::ETCD_WATCH_OPENS, labels.clone()),
+            reopens: ByReason::new(t::ETCD_WATCH_REOPENS, labels.clone()),
+            resyncs: ByReason::new(t::ETCD_WATCH_RESYNCS, labels),
+        }
+    }
 }
 
 impl std::fmt::Debug for PrefixFollower {
@@ -279,6 +306,36 @@ impl PrefixFollower {
             opens: 0,
             reauthenticate: false,
             reauthenticated: false,
+            subsystem: "other",
+            metrics: None,
+            confirmed: None,
+        }
+    }
+
+    /// Labels this follower's metrics with `subsystem` (`config`, `history`, `lock`, …;
+    /// `other` if never called). Call before the first [`next`](Self::next).
+    pub(crate) fn for_subsystem(mut self, subsystem: &'static str) -> Self {
+        self.subsystem = subsystem;
+        self
+    }
+
+    /// Sets `gauge` to the Unix time whenever etcd confirms the follower is current: when it
+    /// turns live, and at every message of the watch while live (events, progress answers,
+    /// which come at least every `probe_after` of silence).
+    pub(crate) fn confirming(mut self, gauge: Gauge) -> Self {
+        self.confirmed = Some(gauge);
+        self
+    }
+
+    fn metrics(&mut self) -> &mut FollowerMetrics {
+        let subsystem = self.subsystem;
+        self.metrics
+            .get_or_insert_with(|| FollowerMetrics::new(subsystem))
+    }
+
+    fn confirm(&self) {
+        if let Some(gauge) = &self.confirmed {
+            gauge.set(t::unix_now());
         }
     }
 
@@ -355,6 +412,9 @@ impl PrefixFollower {
         };
         if reason != ResyncReason::Initial {
             tracing::warn!(range = %self.label, revision, %reason, "re-read the watched range");
+            self.metrics()
+                .resyncs
+                .increment(t::RESYNC_REASONS[t::resync_index(reason)]);
         }
         self.read = None;
         self.revision = revision;
@@ -400,6 +460,7 @@ impl PrefixFollower {
         match timeout(limit, client.watch(self.start.clone(), Some(options))).await {
             Ok(Ok(stream)) => {
                 self.opens += 1;
+                self.metrics().opens.increment(1);
                 self.watching = Some(Watching {
                     stream,
                     last_heard: Instant::now(),
@@ -533,6 +594,9 @@ impl PrefixFollower {
         }
         // Events, or a progress answer: either way etcd is serving us.
         self.backoff.reset();
+        if self.live {
+            self.confirm();
+        }
         let events = std::mem::take(&mut response.0.events);
         let mut batch: Vec<Change> = Vec::new();
         let mut batch_revision = 0;
@@ -594,6 +658,7 @@ impl PrefixFollower {
     fn set_live(&mut self) {
         if !self.live {
             self.live = true;
+            self.confirm();
             self.pending.push_back(Followed::Live);
         }
     }
@@ -704,6 +769,9 @@ impl PrefixFollower {
     fn fail(&mut self, error: Error) {
         let delay = self.backoff.next_delay();
         tracing::debug!(range = %self.label, error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "watch interrupted");
+        self.metrics()
+            .reopens
+            .increment(t::kind_label(error.kind()));
         self.watching = None;
         self.check = None;
         self.catch_up = None;
@@ -727,7 +795,8 @@ fn timed_out(doing: &str, limit: Duration) -> Error {
 /// and created again). With `after`, the caller read the key at that revision and the watch
 /// starts at `after + 1`; without, the key is read first (a key already gone resolves at once).
 ///
-/// Failures are healed by the follower (paced by `options`); cancel-safe.
+/// Failures are healed by the follower (paced by `options`); cancel-safe. Its metrics carry
+/// `subsystem="lock"`: lock waiters and monitors are its users.
 ///
 /// # Errors
 /// Only errors no retry fixes: [`ErrorKind::Auth`] and [`ErrorKind::InvalidArgument`].
@@ -738,7 +807,7 @@ pub(crate) async fn key_gone(
     after: Option<i64>,
     options: FollowOptions,
 ) -> crate::error::Result<()> {
-    let mut follower = PrefixFollower::key(etcd, key, options);
+    let mut follower = PrefixFollower::key(etcd, key, options).for_subsystem("lock");
     if let Some(after) = after {
         follower = follower.resume_after(after, 1, create_revision);
     }

@@ -31,12 +31,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
+use metrics::Counter;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::{sleep_until, timeout_at, Instant as TokioInstant};
 
 use super::{sleep_until_some, Backoff, Etcd};
 use crate::error::{Error, Result};
+use crate::telemetry::ETCD_LEASE_LOST;
 
 /// Why a [`Lease`] can no longer be relied on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,6 +50,31 @@ pub(crate) enum LeaseLost {
     Unconfirmed,
     /// Revoked or dropped through this handle.
     Closed,
+}
+
+/// `coordination_etcd_lease_lost_total` by reason: expired, unconfirmed. Made at grant, both
+/// at zero, so the first loss is an increase that `increase()` sees.
+struct LostCounters {
+    expired: Counter,
+    unconfirmed: Counter,
+}
+
+impl LostCounters {
+    fn new() -> Self {
+        LostCounters {
+            expired: metrics::counter!(ETCD_LEASE_LOST, "reason" => "expired"),
+            unconfirmed: metrics::counter!(ETCD_LEASE_LOST, "reason" => "unconfirmed"),
+        }
+    }
+
+    /// Counts a loss; [`LeaseLost::Closed`] is not one (it is this process's own doing).
+    fn count(&self, reason: LeaseLost) {
+        match reason {
+            LeaseLost::Expired => self.expired.increment(1),
+            LeaseLost::Unconfirmed => self.unconfirmed.increment(1),
+            LeaseLost::Closed => {}
+        }
+    }
 }
 
 impl fmt::Display for LeaseLost {
@@ -141,6 +168,7 @@ struct Shared {
     valid_until: AtomicU64,
     state: watch::Sender<LeaseState>,
     closed: AtomicBool,
+    lost_counters: LostCounters,
 }
 
 impl Shared {
@@ -172,16 +200,21 @@ impl Shared {
             .send_if_modified(|state| !std::mem::replace(&mut state.failing, true));
     }
 
-    /// Marks the lease lost (the first reason sticks). Returns true if this call did it.
+    /// Marks the lease lost (the first reason sticks) and counts it. Returns true if this call
+    /// did it.
     fn mark_lost(&self, reason: LeaseLost) -> bool {
-        self.state.send_if_modified(|state| {
+        let marked = self.state.send_if_modified(|state| {
             if state.lost.is_none() {
                 state.lost = Some(reason);
                 true
             } else {
                 false
             }
-        })
+        });
+        if marked {
+            self.lost_counters.count(reason);
+        }
+        marked
     }
 
     fn lost_reason(&self) -> Option<LeaseLost> {
@@ -269,6 +302,7 @@ impl Lease {
             valid_until: AtomicU64::new(0),
             state,
             closed: AtomicBool::new(false),
+            lost_counters: LostCounters::new(),
         });
         shared.confirm(sent, granted);
         let keepalive = tokio::spawn(keep_alive(client.clone(), shared.clone())).abort_handle();
@@ -556,6 +590,40 @@ async fn revoke_until_expired(client: Client, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared(unconfirmed: Unconfirmed) -> Shared {
+        let (state, _) = watch::channel(LeaseState::default());
+        Shared {
+            id: 0x1234,
+            ttl: Duration::from_secs(10),
+            margin: Duration::from_secs(2),
+            unconfirmed,
+            base: Instant::now(),
+            valid_until: AtomicU64::new(u64::MAX),
+            state,
+            closed: AtomicBool::new(false),
+            lost_counters: LostCounters::new(),
+        }
+    }
+
+    #[test]
+    fn a_lost_lease_is_counted_once_by_its_first_reason_and_closing_is_not_a_loss() {
+        use crate::telemetry::testing::{value, Recorded};
+
+        let recorded = Recorded::new();
+        let (expired, closed) =
+            recorded.with(|| (shared(Unconfirmed::Lose), shared(Unconfirmed::KeepTrying)));
+        assert!(expired.mark_lost(LeaseLost::Expired));
+        assert!(!expired.mark_lost(LeaseLost::Unconfirmed));
+        assert!(!expired.mark_lost(LeaseLost::Expired));
+        assert!(closed.mark_lost(LeaseLost::Closed));
+        assert!(!closed.mark_lost(LeaseLost::Expired));
+        let series = recorded.series();
+        let lost = |reason: &str| value(&series, ETCD_LEASE_LOST, &[&format!("reason={reason}")]);
+        assert_eq!(lost("expired"), Some(1.0));
+        assert_eq!(lost("unconfirmed"), Some(0.0));
+        assert_eq!(lost("closed"), None);
+    }
 
     #[test]
     fn ttl_rounds_up_to_whole_seconds_and_at_least_one() {

@@ -31,6 +31,7 @@ mod inspect;
 mod key;
 mod keys;
 mod layout;
+mod observe;
 mod options;
 mod patch;
 mod publish;

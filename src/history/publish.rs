@@ -335,6 +335,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
         let revs = revs_of(&kvs);
         let kvs: Kvs = kvs.into_iter().map(|kv| kv.into_key_value()).collect();
         if kvs != *view.kvs {
+            shared.store.metrics().conflicted(VersionKind::Publish);
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!(

@@ -167,7 +167,9 @@ impl<T: CoordConfig> Tracker<T> {
         options: &ConfigOptions,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let feed = reloader.feed().subscribe();
-        let events = Subscription::new(reloader.events().subscribe());
+        // Internal: its lag (never expected, it is drained at every revision) is not a
+        // subscriber's.
+        let events = Subscription::new(reloader.events().subscribe(), metrics::Counter::noop());
         let bound = reloader.current().load_full();
         let live = reloader.status().load().state == WatchState::Live;
         let mut history = options.history.clone();

@@ -44,11 +44,13 @@ impl Store {
             }
             _ => false,
         };
-        if over || old {
-            self.prune(keep, max_age).await
+        let pruned = if over || old {
+            self.prune(keep, max_age).await?
         } else {
-            Ok(0)
-        }
+            0
+        };
+        self.metrics().counted(count, pruned);
+        Ok(pruned)
     }
 
     /// Keeps the newest `keep` versions (and, with `max_age`, only those recorded since; the

@@ -15,6 +15,7 @@
 //! of a chain stays under twice the key set and reading any version back costs at most that.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 
@@ -22,11 +23,13 @@ use super::chunks::INLINE_BYTES;
 use std::sync::Arc;
 
 use super::keys::Keys;
+use super::observe::HistoryMetrics;
 use super::record::{encode_error, parse_head, Content, Head, Intent, Kind, Meta, Stored, FORMAT};
 use super::sealing::Sealing;
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::etcd::Etcd;
+use crate::telemetry::HISTORY_TARGET;
 
 /// A prefix's key set: full etcd keys (namespace and prefix included) to values.
 pub(crate) type Kvs = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -111,6 +114,7 @@ pub(crate) struct Store {
     client: Client,
     keys: Keys,
     sealing: Arc<Sealing>,
+    metrics: HistoryMetrics,
 }
 
 impl Store {
@@ -119,6 +123,7 @@ impl Store {
     pub(crate) fn new(etcd: Etcd, keys: Keys) -> Self {
         Store {
             client: etcd.client().clone(),
+            metrics: HistoryMetrics::new(keys.prefix()),
             etcd,
             keys,
             sealing: Arc::new(Sealing::none()),
@@ -134,6 +139,11 @@ impl Store {
     /// How this store treats secret values.
     pub(crate) fn sealing(&self) -> &Sealing {
         &self.sealing
+    }
+
+    /// The metrics of this prefix's history.
+    pub(crate) fn metrics(&self) -> &HistoryMetrics {
+        &self.metrics
     }
 
     pub(crate) fn etcd(&self) -> &Etcd {
@@ -170,6 +180,31 @@ impl Store {
     /// applies to, if known to be recorded. With `newer_than = Some(v)`, nothing is written if
     /// any version after `v` exists (for records of a state found at bind or after a resync).
     pub(crate) async fn record(
+        &self,
+        revision: i64,
+        state: KeySet<'_>,
+        delta: Option<&[RawOp]>,
+        meta: MetaFrom,
+        prev: Option<Prev>,
+        newer_than: Option<i64>,
+    ) -> Result<Outcome> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            target: HISTORY_TARGET,
+            "record",
+            prefix = %self.keys.prefix(),
+            revision
+        );
+        let started = Instant::now();
+        let outcome = self
+            .record_once(revision, state, delta, meta, prev, newer_than)
+            .instrument(span)
+            .await;
+        self.metrics.recorded(started.elapsed(), &outcome);
+        outcome
+    }
+
+    async fn record_once(
         &self,
         revision: i64,
         state: KeySet<'_>,

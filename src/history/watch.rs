@@ -71,6 +71,7 @@ impl PrefixChanges {
         let newest = kvs.iter().map(|kv| kv.mod_revision()).max().unwrap_or(0);
         let kvs: Kvs = kvs.into_iter().map(|kv| kv.into_key_value()).collect();
         let follower = PrefixFollower::prefix(etcd, keys.prefix(), options)
+            .for_subsystem("history")
             .resume_after(revision, count, newest);
         let doc = diff::document(keys.prefix(), &kvs, &fields);
         Ok(PrefixChanges {

@@ -25,10 +25,13 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
-use super::record::{Head, Intent, Kind, Meta, Version, FORMAT};
+use tracing::Instrument;
+
+use super::record::{Head, Intent, Kind, Meta, Version, VersionKind, FORMAT};
 use super::store::{KeySet, Kvs, MetaFrom, Outcome, Prev, Store};
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Permission, Result};
+use crate::telemetry::HISTORY_TARGET;
 
 /// Request bytes per transaction (etcd's default limit is 1.5 MiB).
 const MAX_TXN_BYTES: usize = 1024 * 1024;
@@ -112,9 +115,51 @@ fn batches(ops: Vec<RawOp>, per_txn: usize) -> Vec<Vec<RawOp>> {
 /// `target`, guarded as described in the module docs, and records the result with `meta`.
 /// `Ok(None)` if they are equal (nothing is written).
 ///
+/// Runs in a `publish` or `rollback` span (target `coordination::history`; fields `prefix`,
+/// `revision` = `seen_revision`, `version` once written, and for a rollback `restored_from`)
+/// and counts its outcome in `coordination_history_writes_total`.
+///
 /// # Errors
 /// [`ErrorKind::Conflict`] if the prefix changed after `seen_revision`; etcd errors.
 pub(crate) async fn write_guarded(
+    store: &Store,
+    seen_revision: i64,
+    seen: KeySet<'_>,
+    target: &Kvs,
+    meta: Meta,
+    prev: Option<Prev>,
+    recording: Recording,
+) -> Result<Option<Version>> {
+    let prefix = store.keys().prefix();
+    let kind = meta.source;
+    let span = match kind {
+        VersionKind::Rollback => tracing::info_span!(
+            target: HISTORY_TARGET,
+            "rollback",
+            prefix,
+            revision = seen_revision,
+            restored_from = meta.restored_from,
+            version = tracing::field::Empty
+        ),
+        VersionKind::Publish | VersionKind::External => tracing::info_span!(
+            target: HISTORY_TARGET,
+            "publish",
+            prefix,
+            revision = seen_revision,
+            version = tracing::field::Empty
+        ),
+    };
+    let written = write_batches(store, seen_revision, seen, target, meta, prev, recording)
+        .instrument(span.clone())
+        .await;
+    if let Ok(Some(version)) = &written {
+        span.record("version", version.revision);
+    }
+    store.metrics().wrote(kind, &written);
+    written
+}
+
+async fn write_batches(
     store: &Store,
     seen_revision: i64,
     seen: KeySet<'_>,
