@@ -37,6 +37,14 @@ pub(crate) const ETCD_WATCH_REOPENS: &str = "coordination_etcd_watch_reopens_tot
 pub(crate) const ETCD_WATCH_RESYNCS: &str = "coordination_etcd_watch_resyncs_total";
 pub(crate) const ETCD_LEASE_LOST: &str = "coordination_etcd_lease_lost_total";
 
+pub(crate) const LOCK_ACQUIRE_SECONDS: &str = "coordination_lock_acquire_wait_seconds";
+pub(crate) const LOCK_HOLD_SECONDS: &str = "coordination_lock_hold_seconds";
+pub(crate) const ELECTION_LEADER_CHANGES: &str = "coordination_election_leader_changes_total";
+pub(crate) const REGISTRY_INSTANCES: &str = "coordination_registry_instances";
+pub(crate) const REGISTRY_REREGISTRATIONS: &str = "coordination_registry_reregistrations_total";
+pub(crate) const REGISTRY_CHECK_FAILURES: &str =
+    "coordination_registry_health_check_failures_total";
+
 pub(crate) const HISTORY_RECORD_SECONDS: &str = "coordination_history_record_duration_seconds";
 pub(crate) const HISTORY_RECORDS: &str = "coordination_history_records_total";
 pub(crate) const HISTORY_PRUNED: &str = "coordination_history_pruned_total";
@@ -46,6 +54,35 @@ pub(crate) const HISTORY_WRITES: &str = "coordination_history_writes_total";
 /// Sends every metric's unit and description to the installed recorder (the exporter shows
 /// them as `# HELP` lines). Called at connect; cheap, and harmless to repeat.
 pub(crate) fn describe() {
+    describe_histogram!(
+        LOCK_ACQUIRE_SECONDS,
+        Unit::Seconds,
+        "Time from asking for a lock to holding it, by lock name."
+    );
+    describe_histogram!(
+        LOCK_HOLD_SECONDS,
+        Unit::Seconds,
+        "Time a lock was held, from acquisition to release, by lock name."
+    );
+    describe_counter!(
+        ELECTION_LEADER_CHANGES,
+        Unit::Count,
+        "New leaders an election observer saw, by election name."
+    );
+    describe_gauge!(
+        REGISTRY_INSTANCES,
+        "Instances of a service in this process's live view, by health."
+    );
+    describe_counter!(
+        REGISTRY_REREGISTRATIONS,
+        Unit::Count,
+        "Registrations made again on a new lease after the old one was lost, by service."
+    );
+    describe_counter!(
+        REGISTRY_CHECK_FAILURES,
+        Unit::Count,
+        "Failed health-check probes of this process's registrations, by service."
+    );
     describe_counter!(
         CONFIG_APPLIED,
         Unit::Count,

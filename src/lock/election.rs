@@ -448,7 +448,13 @@ impl Drop for Observer {
 /// sends the leader (the member with the lowest create_revision) whenever its key or value
 /// changes. Returns when the observer is dropped.
 async fn observe(etcd: Etcd, prefix: String, tx: mpsc::Sender<LeaderInfo>) {
-    let mut follower = PrefixFollower::prefix(etcd, &prefix, FollowOptions::default());
+    let mut follower =
+        PrefixFollower::prefix(etcd, &prefix, FollowOptions::default()).for_subsystem("election");
+    let changes = metrics::counter!(
+        crate::telemetry::ELECTION_LEADER_CHANGES,
+        "election" => prefix.clone()
+    );
+    let mut leader_key: Option<String> = None;
     let mut members: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
     let mut last: Option<(String, i64)> = None;
     loop {
@@ -487,6 +493,11 @@ async fn observe(etcd: Etcd, prefix: String, tx: mpsc::Sender<LeaderInfo>) {
         }
         let leader = members.values().min_by_key(|kv| kv.create_revision());
         if let Some(kv) = leader {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            if leader_key.as_deref() != Some(key.as_str()) {
+                changes.increment(1);
+                leader_key = Some(key);
+            }
             if !emit(&tx, &mut last, LeaderInfo::from_kv(kv)).await {
                 return;
             }

@@ -150,6 +150,7 @@ impl LockBuilder {
     }
 
     async fn run(self, mode: Mode) -> Result<Option<LockGuard>> {
+        let asked = Instant::now();
         let prefix = prefix_for(&self.coord, "lock", &self.name)?;
         let deadline = match mode {
             Mode::Wait(deadline) => deadline,
@@ -194,6 +195,10 @@ impl LockBuilder {
             }
         }
         held.watch_key();
+        let name = self.name.clone();
+        metrics::histogram!(crate::telemetry::LOCK_ACQUIRE_SECONDS, "lock" => name.clone())
+            .record(asked.elapsed().as_secs_f64());
+        held.time_hold(metrics::histogram!(crate::telemetry::LOCK_HOLD_SECONDS, "lock" => name));
         Ok(Some(LockGuard {
             name: self.name,
             held,

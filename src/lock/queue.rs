@@ -299,6 +299,8 @@ pub(crate) struct Held {
     pub(crate) token: i64,
     monitor: OnceLock<Option<KeyMonitor>>,
     released: bool,
+    /// Records how long the key was held, at release (guards of named locks).
+    hold: Option<(metrics::Histogram, std::time::Instant)>,
 }
 
 impl Held {
@@ -329,6 +331,7 @@ impl Held {
             token: 0,
             monitor: OnceLock::new(),
             released: false,
+            hold: None,
         };
         Ok((held, users))
     }
@@ -380,7 +383,19 @@ impl Held {
     /// The etcd error kinds if the delete or revoke fails; it is then retried in the
     /// background until it succeeds or the lease is gone. [`ErrorKind::Closed`] if the
     /// runtime shut down before the release finished.
+    /// Starts timing the hold on `histogram` (recorded at release or drop).
+    pub(crate) fn time_hold(&mut self, histogram: metrics::Histogram) {
+        self.hold = Some((histogram, std::time::Instant::now()));
+    }
+
+    fn record_hold(&mut self) {
+        if let Some((histogram, since)) = self.hold.take() {
+            histogram.record(since.elapsed().as_secs_f64());
+        }
+    }
+
     pub(crate) async fn release(mut self) -> Result<()> {
+        self.record_hold();
         self.released = true;
         self.monitor.take();
         let task = release(
@@ -403,6 +418,7 @@ impl Drop for Held {
         if self.released {
             return;
         }
+        self.record_hold();
         self.monitor.take();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return; // The key goes with the lease: revoked when the session drops, or expired.

@@ -178,6 +178,11 @@ impl HealthCheck {
         label: String,
         mut report: impl FnMut(bool) -> bool + Send + 'static,
     ) -> JoinHandle<()> {
+        let service = label.split('/').next().unwrap_or_default().to_string();
+        let failures = metrics::counter!(
+            crate::telemetry::REGISTRY_CHECK_FAILURES,
+            "service" => service
+        );
         tokio::spawn(async move {
             let mut state = Hysteresis::new(self.unhealthy_after, self.healthy_after);
             let mut ticks = tokio::time::interval(self.interval);
@@ -186,6 +191,7 @@ impl HealthCheck {
                 ticks.tick().await;
                 let result = self.probe_once().await;
                 if let Err(reason) = &result {
+                    failures.increment(1);
                     tracing::debug!(instance = %label, reason = %reason, "health probe failed");
                 }
                 if let Some(healthy) = state.observe(result.is_ok()) {

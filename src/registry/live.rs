@@ -377,6 +377,8 @@ impl Registry {
             follower.instances.values().cloned(),
             None,
         );
+        let gauges = InstanceGauges::new(service);
+        gauges.set(&first);
         let first = Arc::new(first);
         let current = Arc::new(ArcSwap::new(Arc::clone(&first)));
         let (tx, changes) = watch::channel(first);
@@ -403,6 +405,7 @@ impl Registry {
                         serving = next.serving().len(),
                         "live view updated"
                     );
+                    gauges.set(&next);
                     let next = Arc::new(next);
                     current.store(Arc::clone(&next));
                     tx.send_replace(next);
@@ -416,6 +419,44 @@ impl Registry {
                 task: Some(task),
             }),
         })
+    }
+}
+
+/// `coordination_registry_instances{service, health}` of one live view: every health is
+/// reported, at 0 when no instance has it, so an alert on "no healthy instance" sees the zero.
+struct InstanceGauges {
+    healthy: metrics::Gauge,
+    unhealthy: metrics::Gauge,
+    draining: metrics::Gauge,
+}
+
+impl InstanceGauges {
+    fn new(service: &str) -> Self {
+        let gauge = |health: &'static str| {
+            metrics::gauge!(
+                crate::telemetry::REGISTRY_INSTANCES,
+                "service" => service.to_string(),
+                "health" => health
+            )
+        };
+        InstanceGauges {
+            healthy: gauge("healthy"),
+            unhealthy: gauge("unhealthy"),
+            draining: gauge("draining"),
+        }
+    }
+
+    fn set(&self, view: &LiveInstances) {
+        let count = |health: super::instance::Health| {
+            view.instances()
+                .iter()
+                .filter(|i| i.health == health)
+                .count() as f64
+        };
+        self.healthy.set(count(super::instance::Health::Healthy));
+        self.unhealthy
+            .set(count(super::instance::Health::Unhealthy));
+        self.draining.set(count(super::instance::Health::Draining));
     }
 }
 

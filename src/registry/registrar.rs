@@ -460,6 +460,11 @@ impl Registrar {
         let old = std::mem::replace(&mut self.lease, lease);
         self.lease_state = self.lease.subscribe();
         self.reregistrations += 1;
+        metrics::counter!(
+            crate::telemetry::REGISTRY_REREGISTRATIONS,
+            "service" => self.label.split('/').next().unwrap_or_default().to_string()
+        )
+        .increment(1);
         self.state = RegistrationState::Registered;
         self.dirty = false;
         self.revision = revision;

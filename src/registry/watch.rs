@@ -180,7 +180,8 @@ impl Follower {
         let etcd = registry.coordinator().etcd().clone();
         let prefix = registry.layout().status_dir(service);
         let page_size = registry.layout().page_size;
-        let follower = PrefixFollower::prefix(etcd.clone(), &prefix, options(page_size));
+        let follower = PrefixFollower::prefix(etcd.clone(), &prefix, options(page_size))
+            .for_subsystem("registry");
         Follower {
             etcd,
             service: service.to_string(),
@@ -201,6 +202,7 @@ impl Follower {
         let events = self.replace(revision, &kvs);
         self.follower =
             PrefixFollower::prefix(self.etcd.clone(), &self.prefix, options(self.page_size))
+                .for_subsystem("registry")
                 .resume_after(revision, count, newest);
         Ok(events)
     }
