@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::monitor::{lock_follow_options, KeyMonitor};
 use super::session::{KeyRef, LostReason, Session};
 use crate::coordinator::Coordinator;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::etcd::follow::key_gone;
 use crate::etcd::Backoff;
 use crate::etcd::{read_range, Etcd};
@@ -136,7 +136,11 @@ pub(crate) async fn enqueue(
         ]);
     let resp = client.txn(txn).await.map_err(|e| {
         session.inner().lease.note_error(&e);
-        Error::etcd(format_args!("queueing `{key}`"), e)
+        Error::etcd(format_args!("queueing `{key}`"), e).needs(
+            Permission::ReadWrite,
+            &format!("the prefix `{prefix}`"),
+            key,
+        )
     })?;
     let header_rev = resp.header().map_or(0, |h| h.revision());
     let mut ops = resp.op_responses().into_iter();

@@ -14,7 +14,7 @@ use super::own_keys::OwnKeys;
 use super::registrar::{lease_options, Registered, Registrar};
 use super::registration::{Command, Registration};
 use super::Registry;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::etcd::lease::Lease;
 
 /// The lease TTL of a registration when none is given.
@@ -154,10 +154,13 @@ impl RegistrationBuilder {
             Ok(written) => written,
             Err(e) => {
                 let _ = lease.revoke().await;
-                return Err(Error::etcd(
-                    format_args!("writing registration of `{label}`"),
-                    e,
-                ));
+                return Err(
+                    Error::etcd(format_args!("writing registration of `{label}`"), e).needs(
+                        Permission::ReadWrite,
+                        "the registry's status and resolver prefixes of the service",
+                        &label,
+                    ),
+                );
             }
         };
         if let Some(previous) = previous {

@@ -14,7 +14,7 @@ use super::instance::{serving, Health, InstanceSpec};
 use super::own_keys::{Guard, KeyWatch, OwnKeys, Seen, Which, Written};
 use super::registration::{closed, Command, Update};
 use super::status::{RegistrationState, RegistrationStatus};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::etcd::lease::{Lease, LeaseLost, LeaseOptions, LeaseState, Unconfirmed};
 use crate::etcd::{sleep_until_some, Backoff, Etcd};
 
@@ -262,6 +262,11 @@ impl Registrar {
                     return Err(Error::etcd(
                         format_args!("writing registration of `{}`", self.label),
                         e,
+                    )
+                    .needs(
+                        Permission::ReadWrite,
+                        "the registry's status and resolver prefixes of the service",
+                        &self.label,
                     ))
                 }
             }
