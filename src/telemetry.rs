@@ -20,6 +20,10 @@ use crate::etcd::follow::ResyncReason;
 pub(crate) const CONFIG_TARGET: &str = "coordination::config";
 /// The `tracing` target of the history spans (`publish`, `rollback`, `record`).
 pub(crate) const HISTORY_TARGET: &str = "coordination::history";
+/// The `tracing` target of the lock and election spans (`acquire`, `campaign`).
+pub(crate) const LOCK_TARGET: &str = "coordination::lock";
+/// The `tracing` target of the registry spans (`register`).
+pub(crate) const REGISTRY_TARGET: &str = "coordination::registry";
 
 pub(crate) const CONFIG_APPLIED: &str = "coordination_config_applied_total";
 pub(crate) const CONFIG_REJECTED: &str = "coordination_config_rejected_total";
@@ -39,6 +43,7 @@ pub(crate) const ETCD_LEASE_LOST: &str = "coordination_etcd_lease_lost_total";
 
 pub(crate) const LOCK_ACQUIRE_SECONDS: &str = "coordination_lock_acquire_wait_seconds";
 pub(crate) const LOCK_HOLD_SECONDS: &str = "coordination_lock_hold_seconds";
+pub(crate) const LOCK_KEY_DELETED: &str = "coordination_lock_key_deleted_total";
 pub(crate) const ELECTION_LEADER_CHANGES: &str = "coordination_election_leader_changes_total";
 pub(crate) const REGISTRY_INSTANCES: &str = "coordination_registry_instances";
 pub(crate) const REGISTRY_REREGISTRATIONS: &str = "coordination_registry_reregistrations_total";
@@ -63,6 +68,11 @@ pub(crate) fn describe() {
         LOCK_HOLD_SECONDS,
         Unit::Seconds,
         "Time a lock was held, from acquisition to release, by lock name."
+    );
+    describe_counter!(
+        LOCK_KEY_DELETED,
+        Unit::Count,
+        "Held lock and leader keys deleted under their holder (force-released, `etcdctl del`)."
     );
     describe_counter!(
         ELECTION_LEADER_CHANGES,

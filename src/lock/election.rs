@@ -282,7 +282,13 @@ impl IntoFuture for Campaign {
 
     /// Campaigns and waits until elected; see the [type docs](Campaign).
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            target: crate::telemetry::LOCK_TARGET,
+            "campaign",
+            election = %self.election.name
+        );
+        Box::pin(self.run().instrument(span))
     }
 }
 

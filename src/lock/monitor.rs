@@ -56,8 +56,11 @@ impl Drop for KeyMonitor {
 async fn follow(etcd: Etcd, key: &str, token: i64) {
     // Only errors no retry fixes end the follow early: treat the key as gone then, so the
     // guard reports the loss instead of trusting a key it cannot watch.
-    if let Err(error) = key_gone(etcd, key, token, None, lock_follow_options()).await {
-        tracing::warn!(key, error = %error, "cannot watch the lock key; treating it as deleted");
+    match key_gone(etcd, key, token, None, lock_follow_options()).await {
+        Ok(()) => metrics::counter!(crate::telemetry::LOCK_KEY_DELETED).increment(1),
+        Err(error) => {
+            tracing::warn!(key, error = %error, "cannot watch the lock key; treating it as deleted")
+        }
     }
 }
 

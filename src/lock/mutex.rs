@@ -212,7 +212,9 @@ impl IntoFuture for LockBuilder {
 
     /// Waits for the lock; see the [type docs](LockBuilder).
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.acquire())
+        use tracing::Instrument;
+        let span = tracing::info_span!(target: crate::telemetry::LOCK_TARGET, "acquire", lock = %self.name);
+        Box::pin(self.acquire().instrument(span))
     }
 }
 

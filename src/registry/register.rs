@@ -211,6 +211,13 @@ impl IntoFuture for RegistrationBuilder {
 
     /// Registers; see the [type docs](RegistrationBuilder).
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.start())
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            target: crate::telemetry::REGISTRY_TARGET,
+            "register",
+            service = %self.instance.service,
+            id = %self.instance.id
+        );
+        Box::pin(self.start().instrument(span))
     }
 }
