@@ -340,6 +340,25 @@ async fn prometheus_scrape_follows_config_history_and_lease_changes() {
         lost_before + 1.0,
     )
     .await;
+
+    // A held lock force-released by an operator: its guard reports the loss, and it is counted;
+    // the wait for the lock and, at release, the hold were timed under the lock's name.
+    let guard = coord.lock("jobs/metrics").await.unwrap();
+    let lock = [("lock", "jobs/metrics")];
+    scrape_until(
+        port,
+        "coordination_lock_acquire_wait_seconds_count",
+        &lock,
+        1.0,
+    )
+    .await;
+    coord.force_unlock("jobs/metrics").await.unwrap();
+    tokio::time::timeout(WAIT, guard.lost())
+        .await
+        .expect("the guard notices the force-release");
+    scrape_until(port, "coordination_lock_key_deleted_total", &[], 1.0).await;
+    drop(guard);
+    scrape_until(port, "coordination_lock_hold_seconds_count", &lock, 1.0).await;
 }
 
 /// A span's or an event's fields, as text.
