@@ -76,28 +76,18 @@ impl Etcd {
             .append(true)
             .open(self.log_path())
             .expect("etcd log file");
-        let mut cmd = Command::new("etcd");
-        cmd.arg("--name")
-            .arg(&self.name)
-            .arg("--data-dir")
-            .arg(self.data.path().join("data"))
-            .arg("--listen-client-urls")
-            .arg(&client)
-            .arg("--advertise-client-urls")
-            .arg(&client)
-            .arg("--listen-peer-urls")
-            .arg(&peer)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer)
-            .arg("--initial-cluster")
-            .arg(
-                self.initial_cluster
-                    .clone()
-                    .unwrap_or_else(|| format!("{}={peer}", self.name)),
-            )
-            .arg("--logger=zap")
-            .arg("--log-level=warn")
-            .stdin(Stdio::null())
+        let initial_cluster = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={peer}", self.name));
+        let mut cmd = etcd_command(
+            &self.name,
+            &self.data.path().join("data"),
+            &client,
+            &peer,
+            &initial_cluster,
+        );
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         kill_with_parent(&mut cmd);
@@ -249,4 +239,33 @@ pub async fn read_prefix_raw(etcd: &Etcd, prefix: &str) -> Vec<(String, String, 
             )
         })
         .collect()
+}
+
+/// `etcd` with the flags every test member shares: its name, data dir, client and peer URLs
+/// (listen and advertise), the initial cluster, and warn-level logs.
+pub(crate) fn etcd_command(
+    name: &str,
+    data_dir: &std::path::Path,
+    client_url: &str,
+    peer_url: &str,
+    initial_cluster: &str,
+) -> Command {
+    let mut cmd = Command::new("etcd");
+    cmd.arg("--name")
+        .arg(name)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen-client-urls")
+        .arg(client_url)
+        .arg("--advertise-client-urls")
+        .arg(client_url)
+        .arg("--listen-peer-urls")
+        .arg(peer_url)
+        .arg("--initial-advertise-peer-urls")
+        .arg(peer_url)
+        .arg("--initial-cluster")
+        .arg(initial_cluster)
+        .arg("--logger=zap")
+        .arg("--log-level=warn");
+    cmd
 }

@@ -12,7 +12,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use super::etcd::free_port;
+use super::etcd::{etcd_command, free_port};
 use super::etcdctl::header_revision;
 use super::process::kill_with_parent;
 
@@ -210,29 +210,19 @@ impl SecureEtcd {
             .append(true)
             .open(self.data.path().join("etcd.log"))
             .expect("etcd log");
-        let mut cmd = Command::new("etcd");
-        cmd.arg("--name")
-            .arg("s")
-            .arg("--data-dir")
-            .arg(self.data.path().join("data"))
-            .arg("--listen-client-urls")
-            .arg(&client)
-            .arg("--advertise-client-urls")
-            .arg(&client)
-            .arg("--listen-peer-urls")
-            .arg(&peer)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer)
-            .arg("--initial-cluster")
-            .arg(format!("s={peer}"))
-            .arg("--cert-file")
+        let mut cmd = etcd_command(
+            "s",
+            &self.data.path().join("data"),
+            &client,
+            &peer,
+            &format!("s={peer}"),
+        );
+        cmd.arg("--cert-file")
             .arg(&self.server.cert_file)
             .arg("--key-file")
             .arg(&self.server.key_file)
             .arg("--trusted-ca-file")
-            .arg(self.pki.ca_file())
-            .arg("--logger=zap")
-            .arg("--log-level=warn");
+            .arg(self.pki.ca_file());
         if secure.client_cert_auth {
             cmd.arg("--client-cert-auth");
         }
