@@ -6,6 +6,8 @@
 //! - [`registry`]: the service registry's keys, the gRPC naming format and the balancers.
 //! - [`security`]: TLS, mutual TLS, users and tokens, the etcd permissions each part needs,
 //!   roles for a service, an operator and CI, and the threat model.
+//! - [`incremental`]: how a reload updates only what an etcd revision changed, and how it
+//!   stays equal to a full rebuild.
 //! - [`observability`]: the metrics (names, types, units, labels), the alerting rules in
 //!   `docs/alerts.yml`, and the tracing targets, spans and fields.
 
@@ -31,4 +33,8 @@ pub mod security {
 
 pub mod observability {
     #![doc = include_str!("../docs/observability.md")]
+}
+
+pub mod incremental {
+    #![doc = include_str!("../docs/incremental.md")]
 }

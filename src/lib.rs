@@ -137,6 +137,11 @@ pub use etcd_client;
 #[cfg(feature = "derive")]
 pub use coordination_derive::CoordConfig;
 
+/// `#[derive(Rebuild)]`: implements [`config::Rebuild`] for a struct nested in a config type, so
+/// a reload that changed one of its fields deserializes that field only.
+#[cfg(feature = "derive")]
+pub use coordination_derive::Rebuild;
+
 /// The README's examples are compiled as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
@@ -145,10 +150,15 @@ struct ReadmeDoctests;
 /// Items used by `#[derive(CoordConfig)]`'s generated code. Not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::config::CoordConfig;
+    pub use crate::config::rebuild::{
+        KeepClone, KeepDeserialize, Probe, ViaDeserialize, ViaRebuild,
+    };
+    pub use crate::config::{ChangedPaths, CoordConfig, Rebuild};
     pub use schemars::JsonSchema;
     pub use serde::de::DeserializeOwned;
+    pub use serde::Deserialize;
     pub use serde::Serialize;
+    pub use serde_json::{Error as JsonError, Value};
     pub use std::result::Result;
     pub use std::string::{String, ToString};
 }

@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A configuration layer. Higher layers override lower ones, field by field:
 /// `Default < File < Etcd < Env` (the derived `Ord` follows that precedence).
@@ -172,14 +174,22 @@ impl fmt::Display for Source {
 ///
 /// Arrays are leaves (a higher layer replaces an array whole), so `servers.0` resolves to the
 /// source of `servers`. Paths not listed came from [`Layer::Default`].
+///
+/// A persistent map: cloning it is O(1) and a reload that changed one key updates only the
+/// paths at that key, so consecutive snapshots share almost all of their provenance.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sources {
-    leaves: BTreeMap<String, Source>,
+    leaves: imbl::OrdMap<Arc<str>, Arc<Source>>,
 }
 
 impl Sources {
     pub(crate) fn from_map(leaves: BTreeMap<String, Source>) -> Self {
-        Sources { leaves }
+        Sources {
+            leaves: leaves
+                .into_iter()
+                .map(|(p, s)| (Arc::from(p), Arc::new(s)))
+                .collect(),
+        }
     }
 
     /// The source of the value at `path` (dotted). Looks up the path itself, then its closest
@@ -208,17 +218,43 @@ impl Sources {
         if let Some(found) = self.find(path) {
             return Some(found);
         }
-        let below = format!("{path}.");
+        self.below(path).map(|(_, s)| s).next()
+    }
+
+    /// The recorded paths strictly below `path` (`path.…`), in order.
+    fn below<'s>(&'s self, path: &str) -> impl Iterator<Item = (&'s str, &'s Source)> + 's {
+        let from = format!("{path}.");
+        // `/` follows `.` in byte order: `path/` bounds everything that starts with `path.`.
+        let to = format!("{path}/");
         self.leaves
-            .range(below.clone()..)
-            .take_while(|(p, _)| p.starts_with(&below))
-            .map(|(_, s)| s)
-            .next()
+            .range::<_, str>((Bound::Included(from.as_str()), Bound::Excluded(to.as_str())))
+            .map(|(p, s)| (&**p, &**s))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    /// Forgets the sources at `path` and below it.
+    pub(crate) fn remove_within(&mut self, path: &str) {
+        let doomed: Vec<Arc<str>> = self.below(path).map(|(p, _)| Arc::from(p)).collect();
+        for p in doomed {
+            self.leaves.remove(&*p);
+        }
+        self.leaves.remove(path);
+    }
+
+    /// Forgets the source recorded at exactly `path`, if any.
+    pub(crate) fn remove(&mut self, path: &str) {
+        self.leaves.remove(path);
+    }
+
+    /// Records `source` for the leaf at `path`.
+    pub(crate) fn insert(&mut self, path: &str, source: Arc<Source>) {
+        self.leaves.insert(Arc::from(path), source);
     }
 
     /// Every leaf path with its source, in path order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Source)> {
-        self.leaves.iter().map(|(p, s)| (p.as_str(), s))
+        self.leaves.iter().map(|(p, s)| (&**p, &**s))
     }
 
     /// The number of leaf values that came from a layer other than the defaults.

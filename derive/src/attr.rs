@@ -23,9 +23,11 @@ pub(crate) const VALIDATE: &str = "validate";
 pub(crate) const SECRETS: &str = "secrets";
 /// `#[coord(secret)]` on a field.
 pub(crate) const SECRET: &str = "secret";
+/// `#[coord(full_reload)]` on the struct: every reload deserializes the whole value.
+pub(crate) const FULL_RELOAD: &str = "full_reload";
 
 /// The keys `#[coord(...)]` takes on the struct.
-const KNOWN: &[&str] = &[PREFIX, FILE, ENV_PREFIX, VALIDATE, SECRETS];
+const KNOWN: &[&str] = &[PREFIX, FILE, ENV_PREFIX, VALIDATE, SECRETS, FULL_RELOAD];
 /// The keys `#[coord(...)]` takes on a field.
 const KNOWN_ON_FIELD: &[&str] = &[SECRET];
 
@@ -38,6 +40,8 @@ pub(crate) struct Container {
     /// Dotted paths of secret fields (serde names), from `secrets = "…"` and field-level
     /// `#[coord(secret)]`, without repeats.
     pub(crate) secrets: Vec<String>,
+    /// `#[coord(full_reload)]`: no incremental rebuild.
+    pub(crate) full_reload: bool,
 }
 
 /// Collects every error instead of stopping at the first (as serde_derive's `Ctxt` does).
@@ -93,6 +97,7 @@ struct Slots {
     env_prefix: Slot<LitStr>,
     validate: Slot<LitStr>,
     secrets: Slot<LitStr>,
+    full_reload: Option<Span>,
 }
 
 /// Reads `#[coord(...)]` on the struct and its fields, rejecting non-structs, unknown and
@@ -117,6 +122,7 @@ pub(crate) fn parse(input: &DeriveInput) -> Result<Container, syn::Error> {
         env_prefix: Slot::new(ENV_PREFIX),
         validate: Slot::new(VALIDATE),
         secrets: Slot::new(SECRETS),
+        full_reload: None,
     };
     let mut first_attr: Option<&Attribute> = None;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident(COORD)) {
@@ -206,6 +212,7 @@ pub(crate) fn parse(input: &DeriveInput) -> Result<Container, syn::Error> {
         env_prefix: slots.env_prefix.value,
         validate,
         secrets: unique,
+        full_reload: slots.full_reload.is_some(),
     })
 }
 
@@ -220,6 +227,21 @@ fn parse_container_attr(attr: &Attribute, slots: &mut Slots, errors: &mut Errors
             ENV_PREFIX => &mut slots.env_prefix,
             VALIDATE => &mut slots.validate,
             SECRETS => &mut slots.secrets,
+            FULL_RELOAD => {
+                let span = meta.path.segments[0].ident.span();
+                if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                    errors.push(meta.error("`full_reload` takes no value: #[coord(full_reload)]"));
+                    serde_attr::skip(&meta)?;
+                } else if slots.full_reload.is_some() {
+                    errors.push(syn::Error::new(
+                        span,
+                        "duplicate `full_reload` in #[coord(...)]: give it once",
+                    ));
+                } else {
+                    slots.full_reload = Some(span);
+                }
+                return Ok(());
+            }
             SECRET => {
                 errors.push(meta.error(
                     "`secret` goes on a field (#[coord(secret)] above it); on the struct, list dotted paths with secrets = \"a.b, c.d\"",

@@ -5,6 +5,7 @@ use quote::quote;
 use syn::{DeriveInput, LitStr};
 
 use crate::attr::{self, Container};
+use crate::serde_attr;
 
 /// The impl, or the errors plus a placeholder impl (so that uses of the type elsewhere do not
 /// add "trait not implemented" errors on top of the real one).
@@ -21,6 +22,7 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
                     env_prefix: None,
                     validate: None,
                     secrets: Vec::new(),
+                    full_reload: true,
                 };
                 implement(input, &container)
             });
@@ -59,6 +61,19 @@ fn implement(input: &DeriveInput, c: &Container) -> TokenStream {
             }
         }
     });
+    let rebuild = (!c.full_reload).then(|| rebuild_body(input)).flatten();
+    let incremental = rebuild.as_ref().map(|_| {
+        quote! {
+            fn incremental(
+                previous: &Self,
+                doc: &::coordination::__private::Value,
+                changed: &::coordination::__private::ChangedPaths<'_>,
+            ) -> ::core::option::Option<::coordination::__private::Result<Self, ::coordination::__private::JsonError>> {
+                ::core::option::Option::Some(<Self as ::coordination::__private::Rebuild>::rebuild(previous, doc, changed))
+            }
+        }
+    });
+    let rebuild_impl = rebuild.map(|body| rebuild_impl(input, body));
     quote! {
         impl #impl_generics ::coordination::__private::CoordConfig for #ident #ty_generics #where_clause {
             const PREFIX: &'static str = #prefix;
@@ -66,8 +81,109 @@ fn implement(input: &DeriveInput, c: &Container) -> TokenStream {
             const ENV_PREFIX: ::core::option::Option<&'static str> = #env_prefix;
             const SECRETS: &'static [&'static str] = &[#(#secrets),*];
             #validate
+            #incremental
+        }
+        #rebuild_impl
+    }
+}
+
+/// `#[derive(Rebuild)]`: field-by-field where the struct allows it, a full deserialization
+/// otherwise.
+pub(crate) fn derive_rebuild(input: &DeriveInput) -> TokenStream {
+    if !matches!(input.data, syn::Data::Struct(_)) {
+        return syn::Error::new_spanned(
+            &input.ident,
+            "#[derive(Rebuild)] works on structs only; other types rebuild by deserializing in full",
+        )
+        .to_compile_error();
+    }
+    let body = rebuild_body(input).unwrap_or_else(|| {
+        quote! { <Self as ::coordination::__private::Deserialize>::deserialize(doc) }
+    });
+    rebuild_impl(input, body)
+}
+
+fn rebuild_impl(input: &DeriveInput, body: TokenStream) -> TokenStream {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
+        impl #impl_generics ::coordination::__private::Rebuild for #ident #ty_generics #where_clause {
+            fn rebuild(
+                previous: &Self,
+                doc: &::coordination::__private::Value,
+                changed: &::coordination::__private::ChangedPaths<'_>,
+            ) -> ::coordination::__private::Result<Self, ::coordination::__private::JsonError> {
+                #body
+            }
         }
     }
+}
+
+/// The body of `Rebuild::rebuild` for a struct whose document is read field by field with each
+/// field's own `Deserialize` (named fields, no generics, no serde item that changes how a field
+/// is read); `None` for any other struct, which is then always deserialized in full.
+fn rebuild_body(input: &DeriveInput) -> Option<TokenStream> {
+    let syn::Data::Struct(data) = &input.data else {
+        return None;
+    };
+    if !input.generics.params.is_empty() {
+        return None;
+    }
+    let syn::Fields::Named(named) = &data.fields else {
+        return None;
+    };
+    let container = serde_attr::item_names(&input.attrs);
+    if container
+        .iter()
+        .any(|i| serde_attr::CONTAINER_NOT_BY_FIELD.contains(&i.as_str()))
+    {
+        return None;
+    }
+    let deny_unknown = container.iter().any(|i| i == "deny_unknown_fields");
+    let rule = serde_attr::rename_all(&input.attrs);
+    let mut names = Vec::new();
+    let mut fields = Vec::new();
+    for field in &named.named {
+        let items = serde_attr::item_names(&field.attrs);
+        if items
+            .iter()
+            .any(|i| serde_attr::FIELD_NOT_BY_NAME.contains(&i.as_str()))
+        {
+            return None;
+        }
+        let name = serde_attr::field_name(field, rule)?;
+        let member = field.ident.as_ref()?;
+        let ty = &field.ty;
+        fields.push(quote! {
+            #member: if changed.touches(#name) {
+                match object.get(#name) {
+                    ::core::option::Option::Some(value) => (&&::coordination::__private::Probe::<#ty>::new())
+                        .rebuild_field(&previous.#member, value, &changed.below(#name))?,
+                    ::core::option::Option::None => return <Self as ::coordination::__private::Deserialize>::deserialize(doc),
+                }
+            } else {
+                (&&::coordination::__private::Probe::<#ty>::new()).keep_field(&previous.#member, object.get(#name))?
+            }
+        });
+        names.push(name);
+    }
+    let unknown = deny_unknown.then(|| {
+        quote! {
+            if changed.fields().iter().any(|f| ![#(#names),*].contains(f)) {
+                return <Self as ::coordination::__private::Deserialize>::deserialize(doc);
+            }
+        }
+    });
+    Some(quote! {
+        #[allow(unused_imports)]
+        use ::coordination::__private::{KeepClone as _, KeepDeserialize as _, ViaDeserialize as _, ViaRebuild as _};
+        let object = match doc {
+            ::coordination::__private::Value::Object(object) if !changed.is_whole() => object,
+            _ => return <Self as ::coordination::__private::Deserialize>::deserialize(doc),
+        };
+        #unknown
+        ::coordination::__private::Result::Ok(Self { #(#fields),* })
+    })
 }
 
 fn option(lit: Option<&LitStr>) -> TokenStream {

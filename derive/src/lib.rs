@@ -52,3 +52,16 @@ pub fn derive_coord_config(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand::derive(&input).into()
 }
+
+/// Implements `coordination::Rebuild` for a struct nested in a config type, so that a reload
+/// which changed one of its fields deserializes only that field and clones the others.
+///
+/// The struct must also derive `Deserialize`. A struct whose document is not read field by
+/// field (generic, tuple, `#[serde(transparent, from, try_from, untagged, tag)]`, or with a
+/// field marked `flatten`, `skip`, `skip_deserializing`, `deserialize_with`, `with`, `alias`)
+/// gets an impl that deserializes it in full, which is always correct.
+#[proc_macro_derive(Rebuild)]
+pub fn derive_rebuild(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive_rebuild(&input).into()
+}

@@ -77,6 +77,43 @@ pub(crate) fn field_name(field: &syn::Field, rule: Option<RenameRule>) -> Option
     })
 }
 
+/// The names of the items of every `#[serde(...)]` attribute (`default`, `rename`, `with`, …).
+pub(crate) fn item_names(attrs: &[Attribute]) -> Vec<String> {
+    let mut out = Vec::new();
+    for_each_meta(attrs, |meta| {
+        if let Some(ident) = meta.path.get_ident() {
+            out.push(ident.to_string());
+        }
+        skip(meta)
+    });
+    out
+}
+
+/// Container items after which a struct's document is not read field by field, each with
+/// `Deserialize` for the field's type: such a struct is always deserialized in full.
+pub(crate) const CONTAINER_NOT_BY_FIELD: &[&str] = &[
+    "transparent",
+    "from",
+    "try_from",
+    "remote",
+    "untagged",
+    "tag",
+    "content",
+    "variant_identifier",
+    "field_identifier",
+];
+
+/// Field items after which a field is not simply `Deserialize` of its type at its name.
+pub(crate) const FIELD_NOT_BY_NAME: &[&str] = &[
+    "flatten",
+    "skip",
+    "skip_deserializing",
+    "deserialize_with",
+    "with",
+    "alias",
+    "borrow",
+];
+
 /// Runs `f` on every item of every `#[serde(...)]` attribute, ignoring what does not parse.
 fn for_each_meta(attrs: &[Attribute], mut f: impl FnMut(&ParseNestedMeta<'_>) -> syn::Result<()>) {
     for attr in attrs.iter().filter(|a| a.path().is_ident(SERDE)) {

@@ -6,13 +6,17 @@
 //! inside a secret field shows `***` instead of the value (see [`crate::secrets`]).
 
 use crate::provenance::join_path as join;
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::ValidationError;
 use serde_json::Value;
 
 use super::coord_config::CoordConfig;
+use super::rebuild::ChangedPaths;
+use super::unknown::value_at;
 use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provenance::{Source, Sources};
@@ -26,7 +30,61 @@ pub(crate) const MAX_LISTED: usize = 20;
 pub(crate) struct Checker<T> {
     schema: Value,
     validator: jsonschema::Validator,
+    /// Validators for sub-schemas (by the address of their node in `schema`), compiled on first
+    /// use by incremental checks; `None` where the node's schema does not compile alone.
+    subs: Mutex<HashMap<usize, Option<Arc<jsonschema::Validator>>>>,
     _type: PhantomData<fn() -> T>,
+}
+
+/// Keywords of a schema node above a changed field that do not look at the values of the
+/// node's fields (beyond `properties` and `additionalProperties`, which the check descends
+/// through): an incremental check may skip such a node. `required`, `minProperties` and
+/// `maxProperties` look at which fields exist, so they also stop the descent where a field
+/// appeared or disappeared.
+const STRUCTURAL: &[&str] = &[
+    "type",
+    "properties",
+    "additionalProperties",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$comment",
+    "$schema",
+    "$defs",
+    "definitions",
+    "format",
+];
+
+/// Keywords that describe a node without constraining it.
+const METADATA: &[&str] = &[
+    "title",
+    "description",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$comment",
+];
+
+/// The schema that accepts anything (a field of a map, or of an object without
+/// `additionalProperties`).
+static ANY: Value = Value::Bool(true);
+
+/// A subtree to check after the merged tree was updated in place.
+#[derive(Debug)]
+pub(crate) struct Region {
+    /// Its field path (segments).
+    pub(crate) path: Vec<String>,
+    /// Whether the field at `path` appeared or disappeared.
+    pub(crate) fields_changed: bool,
 }
 
 /// One problem with a candidate: the dotted field path and a message with secrets masked.
@@ -55,8 +113,167 @@ impl<T: CoordConfig> Checker<T> {
         Ok(Checker {
             schema,
             validator,
+            subs: Mutex::new(HashMap::new()),
             _type: PhantomData,
         })
+    }
+
+    /// The check after an in-place update, or `None` when it cannot vouch for the candidate
+    /// (the caller then runs [`check`](Self::check) on the whole document, which gives the
+    /// authoritative answer and error).
+    ///
+    /// `previous` must be the value deserialized from a document that differs from `doc` only
+    /// at the `changed` paths, and that document must have passed the whole check; `regions`
+    /// are the subtrees those changes may have made invalid. Each region is validated against
+    /// its sub-schema where the schema above it is structural (see [`STRUCTURAL`]); otherwise
+    /// the whole document is validated. The value is rebuilt through
+    /// [`CoordConfig::incremental`] (a full deserialization where it declines), and `validate()`
+    /// runs on the whole value.
+    pub(crate) fn check_incremental(
+        &self,
+        previous: &T,
+        doc: &Value,
+        changed: &[Vec<String>],
+        regions: &[Region],
+    ) -> Option<T> {
+        let Value::Object(root) = doc else {
+            return None;
+        };
+        let mut whole_checked = false;
+        for region in regions {
+            match self.sub_validator(&region.path, region.fields_changed) {
+                Some(Some(validator)) => {
+                    if let Some(value) = value_at(root, &region.path) {
+                        if !validator.is_valid(value) {
+                            return None;
+                        }
+                    }
+                }
+                Some(None) => {}
+                None if whole_checked => {}
+                None => {
+                    if !self.validator.is_valid(doc) {
+                        return None;
+                    }
+                    whole_checked = true;
+                }
+            }
+        }
+        let paths = ChangedPaths::new(changed.iter().map(Vec::as_slice));
+        let value = match T::incremental(previous, doc, &paths) {
+            Some(Ok(value)) => value,
+            _ => serde::Deserialize::deserialize(doc).ok()?,
+        };
+        value.validate().ok()?;
+        Some(value)
+    }
+
+    /// The validator for the subtree at `path`: `Some(None)` when any value is valid there,
+    /// `None` when the schema above `path` is not structural or the sub-schema does not compile
+    /// alone.
+    fn sub_validator(
+        &self,
+        path: &[String],
+        fields_changed: bool,
+    ) -> Option<Option<Arc<jsonschema::Validator>>> {
+        let node = self.node_at(path, fields_changed)?;
+        let object = match node {
+            Value::Bool(true) => return Some(None),
+            Value::Object(o) if o.keys().all(|k| METADATA.contains(&k.as_str())) => {
+                return Some(None)
+            }
+            Value::Object(o) => o,
+            _ => return None,
+        };
+        let key = node as *const Value as usize;
+        let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+        let compiled = subs.entry(key).or_insert_with(|| {
+            let mut alone = object.clone();
+            for shared in ["$defs", "definitions", "$schema"] {
+                if let Some(v) = self.schema.get(shared) {
+                    alone.entry(shared).or_insert_with(|| v.clone());
+                }
+            }
+            jsonschema::validator_for(&Value::Object(alone))
+                .ok()
+                .map(Arc::new)
+        });
+        compiled.clone().map(Some)
+    }
+
+    /// The schema node for the field at `path`, descending only through structural nodes.
+    fn node_at(&self, path: &[String], fields_changed: bool) -> Option<&Value> {
+        let mut node = &self.schema;
+        for (i, segment) in path.iter().enumerate() {
+            let object = self.structural(node)?;
+            if fields_changed && i + 1 == path.len() {
+                let counts = ["minProperties", "maxProperties"]
+                    .iter()
+                    .any(|k| object.contains_key(*k));
+                let required = object
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| r.iter().any(|f| f.as_str() == Some(segment)));
+                if counts || required {
+                    return None;
+                }
+            }
+            node = match object.get("properties").and_then(|p| p.get(segment)) {
+                Some(child) => child,
+                None => match object.get("additionalProperties") {
+                    None | Some(Value::Bool(true)) => &ANY,
+                    Some(Value::Bool(false)) => return None,
+                    Some(child) => child,
+                },
+            };
+            if object.contains_key("patternProperties") {
+                return None;
+            }
+        }
+        Some(node)
+    }
+
+    /// `node` as a structural object schema, following `$ref` and the non-null branch of an
+    /// `Option` (`anyOf`/`oneOf` of a schema and `{"type": "null"}`: the value here is an
+    /// object, which the null branch never accepts).
+    fn structural<'a>(&'a self, mut node: &'a Value) -> Option<&'a serde_json::Map<String, Value>> {
+        for _ in 0..16 {
+            let object = node.as_object()?;
+            let only_metadata_besides = |keyword: &str| {
+                object
+                    .keys()
+                    .all(|k| k == keyword || METADATA.contains(&k.as_str()))
+            };
+            if let Some(reference) = object.get("$ref") {
+                if !only_metadata_besides("$ref") {
+                    return None;
+                }
+                let pointer = reference.as_str()?.strip_prefix('#')?;
+                node = self.schema.pointer(pointer)?;
+                continue;
+            }
+            if let Some((keyword, branches)) = ["anyOf", "oneOf"]
+                .iter()
+                .find_map(|k| object.get(*k).map(|b| (*k, b)))
+            {
+                if !only_metadata_besides(keyword) {
+                    return None;
+                }
+                let branches = branches.as_array()?;
+                let is_null = |b: &Value| b.get("type").and_then(Value::as_str) == Some("null");
+                match branches.as_slice() {
+                    [a, b] if is_null(b) && !is_null(a) => node = a,
+                    [a, b] if is_null(a) && !is_null(b) => node = b,
+                    _ => return None,
+                }
+                continue;
+            }
+            return object
+                .keys()
+                .all(|k| STRUCTURAL.contains(&k.as_str()))
+                .then_some(object);
+        }
+        None
     }
 
     /// `T`'s JSON Schema (draft 2020-12).

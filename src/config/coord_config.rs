@@ -102,6 +102,28 @@ pub trait CoordConfig: Serialize + DeserializeOwned + JsonSchema + Send + Sync +
         Ok(())
     }
 
+    /// Rebuilds the value from the previous snapshot's value and the field paths a reload
+    /// changed, instead of deserializing the whole document; `None` (the default) means "always
+    /// deserialize in full". `#[derive(CoordConfig)]` implements it through
+    /// [`Rebuild`](crate::config::Rebuild) unless the struct says `#[coord(full_reload)]` (or
+    /// its serde attributes make field-by-field reading unsafe, see
+    /// [`docs::incremental`](crate::docs::incremental)). `doc` is the whole new merged
+    /// document; the JSON Schema and [`validate`](Self::validate) are checked by the caller.
+    ///
+    /// # Errors
+    /// `Some(Err(_))` is never reported as such: the reload then deserializes in full.
+    fn incremental(
+        previous: &Self,
+        doc: &serde_json::Value,
+        changed: &super::ChangedPaths<'_>,
+    ) -> Option<std::result::Result<Self, serde_json::Error>>
+    where
+        Self: Sized,
+    {
+        let _ = (previous, doc, changed);
+        None
+    }
+
     /// Binds the type to its prefix: reads every layer, validates, and starts the etcd and file
     /// watches. Same as [`Coordinator::config`].
     ///

@@ -28,6 +28,7 @@ pub struct ConfigOptions {
     pub(crate) history: HistoryOptions,
     pub(crate) max_txn_ops: usize,
     pub(crate) shared: bool,
+    pub(crate) full_reload: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +81,7 @@ impl Default for ConfigOptions {
             history: HistoryOptions::default(),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             shared: true,
+            full_reload: false,
         }
     }
 }
@@ -250,6 +252,17 @@ impl ConfigOptions {
     /// has its own watch, reload task and history part.
     pub fn without_sharing(mut self) -> Self {
         self.shared = false;
+        self
+    }
+
+    /// Makes every reload merge all layers, check the whole document against the JSON Schema
+    /// and deserialize the whole value, as a bind does. By default a reload caused by an etcd
+    /// revision updates the merged tree, the provenance and the value only at the keys the
+    /// revision changed, and checks only the parts of the schema those keys can affect (see
+    /// [`docs::incremental`](crate::docs::incremental)); `#[coord(full_reload)]` on the type
+    /// has the same effect for every handle of it.
+    pub fn with_full_reload(mut self) -> Self {
+        self.full_reload = true;
         self
     }
 }

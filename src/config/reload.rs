@@ -11,7 +11,7 @@ use etcd_client::KeyValue;
 use tokio::sync::broadcast;
 
 use super::cache::{self, CacheFile, CacheWriter, CachedKey};
-use super::check::Checker;
+use super::check::{Checker, Region};
 use super::coord_config::CoordConfig;
 use super::event::{ConfigEvent, Rejection, ReloadCause};
 use super::feed::{RawBody, RawOp, RawRevision};
@@ -20,7 +20,7 @@ use super::observe::ConfigMetrics;
 use super::options::{ConfigOptions, Setting, UnknownKeys};
 use super::snapshot::Snapshot;
 use super::status::{ConfigStatus, WatchState};
-use super::tree::{merge, LayerTree};
+use super::tree::{LayerTree, Merged};
 use super::unknown::{self, UnknownKey};
 use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
@@ -59,7 +59,20 @@ pub(super) struct State<T: CoordConfig> {
     generation: u64,
     /// Whether the etcd layer reflects etcd (false after a cold start until the first read).
     pub(super) synced: bool,
+    /// The merged tree and provenance of the layers as they are now, when the last merge of
+    /// them succeeded; `None` forces the next reload to merge from scratch.
+    merged: Option<Merged>,
+    /// The unknown keys of `merged`.
+    unknown_now: Vec<UnknownKey>,
+    /// The field paths where the merged document differs from the one the serving snapshot's
+    /// value was made from; `None` when that is not known (the next reload is a full one).
+    pending: Option<Vec<Vec<String>>>,
+    /// Every reload merges, checks and deserializes the whole value.
+    full_reload: bool,
 }
+
+/// Changed paths kept while changes are rejected, before the next reload is a full one.
+const MAX_PENDING: usize = 4096;
 
 /// The background task's state: the layers, and the slot and channels it publishes to.
 pub(crate) struct Reloader<T: CoordConfig> {
@@ -144,6 +157,10 @@ impl<T: CoordConfig> Reloader<T> {
             revision: 0,
             generation: 0,
             synced: false,
+            merged: None,
+            unknown_now: Vec::new(),
+            pending: None,
+            full_reload: options.full_reload,
         };
         let status = match state.read_all().await {
             Ok(_) => {
@@ -177,7 +194,7 @@ impl<T: CoordConfig> Reloader<T> {
                 status
             }
         };
-        let snapshot = match state.build(ReloadCause::Initial) {
+        let snapshot = match state.build(ReloadCause::Initial, None) {
             Ok(s) => s,
             Err(invalid) if status.state == WatchState::Stale => {
                 let unreachable = status.last_error.clone().expect("set when stale");
@@ -407,7 +424,8 @@ impl<T: CoordConfig> Reloader<T> {
         );
         let _entered = span.enter();
         let started = Instant::now();
-        match self.state.build(change.clone()) {
+        let previous = self.current.load_full();
+        match self.state.build(change.clone(), Some(previous.value())) {
             Ok(snapshot) => {
                 self.state.generation = snapshot.generation();
                 let unknown_changed = self.state.note_unknown(&snapshot);
@@ -550,19 +568,129 @@ impl<T: CoordConfig> State<T> {
         self.etcd.revisions().map(|(_, r)| r).max().unwrap_or(0)
     }
 
-    /// Merges the layers and checks the result.
-    fn build(&self, change: ReloadCause) -> Result<Snapshot<T>> {
-        let blame = |e: Error| self.blame(e, &change);
-        let etcd = self.etcd.tree().map_err(blame)?;
-        let file = self.file.as_ref().map_err(|e| blame(e.clone()))?;
-        let (merged, sources) = merge([file, &etcd, &self.env]);
-        let value = self.checker.check(&merged, &sources).map_err(blame)?;
+    /// Merges the layers and checks the result: in place at the changed paths where the change
+    /// is an etcd revision whose keys name field paths and `previous` (the serving value) is
+    /// known, from scratch otherwise or whenever the in-place path cannot vouch for the result.
+    fn build(&mut self, change: ReloadCause, previous: Option<&T>) -> Result<Snapshot<T>> {
+        let paths = match &change {
+            ReloadCause::Etcd { keys, .. } => keys
+                .iter()
+                .map(|k| self.etcd.path_of(k))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        self.pending = match (self.pending.take(), &paths) {
+            (Some(mut pending), Some(new)) if pending.len() + new.len() <= MAX_PENDING => {
+                pending.extend(new.iter().cloned());
+                Some(pending)
+            }
+            _ => None,
+        };
+        if let (Some(previous), Some(paths)) = (previous, &paths) {
+            if let Some(snapshot) = self.build_in_place(previous, paths, &change) {
+                self.pending = Some(Vec::new());
+                return Ok(snapshot);
+            }
+        }
+        let built = self.build_full(change);
+        if built.is_ok() {
+            self.pending = Some(Vec::new());
+        }
+        built
+    }
+
+    /// The in-place build; `None` where it cannot vouch for the result (the caller then builds
+    /// from scratch, which also gives the authoritative error).
+    fn build_in_place(
+        &mut self,
+        previous: &T,
+        paths: &[Vec<String>],
+        change: &ReloadCause,
+    ) -> Option<Snapshot<T>> {
+        if self.full_reload || self.etcd.has_bad() {
+            return None;
+        }
+        let file = self.file.as_ref().ok()?;
+        let pending = self.pending.as_ref()?;
+        let mut merged = self.merged.take()?;
+        // Only the shallowest of nested paths: updating it updates what is below it.
+        let mut roots: Vec<&Vec<String>> = paths.iter().collect();
+        roots.sort();
+        roots.dedup();
+        let mut kept: Vec<&Vec<String>> = Vec::with_capacity(roots.len());
+        for p in roots {
+            if !kept.last().is_some_and(|k| p.starts_with(k)) {
+                kept.push(p);
+            }
+        }
+        let mut regions = Vec::with_capacity(kept.len());
+        for path in kept {
+            if path.is_empty() {
+                return None;
+            }
+            let etcd = self.etcd.subtree(path)?;
+            let touched = merged.update(&[file, &etcd, &self.env], path)?;
+            if let Some(at) = touched.check_at {
+                regions.push(Region {
+                    path: at,
+                    fields_changed: touched.fields_changed,
+                });
+            }
+            if self.unknown_keys != UnknownKeys::Ignore {
+                let root = merged.root.as_object()?;
+                unknown::update_at(
+                    &mut self.unknown_now,
+                    root,
+                    &merged.sources,
+                    &self.fields,
+                    path,
+                );
+            }
+        }
+        // From here on the merged tree is exact, whatever the checks say.
+        let merged = self.merged.insert(merged);
+        if self.unknown_keys == UnknownKeys::Reject && !self.unknown_now.is_empty() {
+            return None;
+        }
+        let value = self
+            .checker
+            .check_incremental(previous, &merged.root, pending, &regions)?;
+        Some(
+            Snapshot::new(
+                value,
+                self.revision,
+                self.generation + 1,
+                merged.sources.clone(),
+                change.clone(),
+            )
+            .with_unknown_keys(self.unknown_now.clone())
+            .with_approx_bytes(self.etcd.bytes() + 64 * merged.sources.len()),
+        )
+    }
+
+    /// Merges the layers from scratch and checks the whole result.
+    fn build_full(&mut self, change: ReloadCause) -> Result<Snapshot<T>> {
+        self.merged = None;
+        let etcd = self.etcd.tree().map_err(|e| self.blame(e, &change))?;
+        let file = self
+            .file
+            .as_ref()
+            .map_err(|e| self.blame(e.clone(), &change))?;
+        let merged = Merged::full([file, &etcd, &self.env]);
         let unknown = match self.unknown_keys {
             UnknownKeys::Ignore => Vec::new(),
             UnknownKeys::Warn | UnknownKeys::Reject => {
-                unknown::find(&merged, &sources, &self.fields)
+                unknown::find(&merged.root, &merged.sources, &self.fields)
             }
         };
+        self.unknown_now = unknown.clone();
+        self.merged = Some(merged);
+        let merged = self.merged.as_ref().expect("just set");
+        let blame = |e: Error| self.blame(e, &change);
+        let value = self
+            .checker
+            .check(&merged.root, &merged.sources)
+            .map_err(blame)?;
         if let (UnknownKeys::Reject, Some(first)) = (self.unknown_keys, unknown.first()) {
             let mut error = Error::new(ErrorKind::Validation, first.to_string())
                 .with_origin(&first.source.origin)
@@ -572,10 +700,15 @@ impl<T: CoordConfig> State<T> {
             }
             return Err(blame(error));
         }
-        Ok(
-            Snapshot::new(value, self.revision, self.generation + 1, sources, change)
-                .with_unknown_keys(unknown),
+        Ok(Snapshot::new(
+            value,
+            self.revision,
+            self.generation + 1,
+            merged.sources.clone(),
+            change,
         )
+        .with_unknown_keys(unknown)
+        .with_approx_bytes(self.etcd.bytes() + 64 * merged.sources.len()))
     }
 
     /// Remembers the unknown keys of a snapshot about to serve; logs them at `warn` and returns

@@ -21,6 +21,7 @@ pub struct Snapshot<T> {
     cause: ReloadCause,
     applied_at: SystemTime,
     unknown_keys: Vec<UnknownKey>,
+    approx_bytes: usize,
 }
 
 impl<T> Snapshot<T> {
@@ -39,7 +40,22 @@ impl<T> Snapshot<T> {
             cause,
             applied_at: SystemTime::now(),
             unknown_keys: Vec::new(),
+            approx_bytes: 0,
         }
+    }
+
+    /// Sets the estimate of [`approx_bytes`](Self::approx_bytes).
+    pub(crate) fn with_approx_bytes(mut self, bytes: usize) -> Self {
+        self.approx_bytes = bytes;
+        self
+    }
+
+    /// An estimate of the memory this snapshot would hold if it shared nothing with other
+    /// snapshots, in bytes: the etcd keys and raw values it was built from plus 64 bytes per
+    /// provenance entry. Bounds the in-memory ring of recent snapshots
+    /// ([`HistoryOptions::with_recent_snapshot_bytes`](crate::history::HistoryOptions::with_recent_snapshot_bytes)).
+    pub fn approx_bytes(&self) -> usize {
+        self.approx_bytes
     }
 
     pub(crate) fn with_unknown_keys(mut self, unknown: Vec<UnknownKey>) -> Self {

@@ -1,6 +1,7 @@
 //! One layer as a JSON tree with the source of every leaf, and the merge of layers.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -69,6 +70,187 @@ impl LayerTree {
         node.insert((*last).to_string(), value);
         Ok(())
     }
+}
+
+/// What a layer holds at a field path.
+#[derive(Debug)]
+pub(crate) enum At<'a> {
+    /// Nothing at the path (nor at any field above it that is not an object).
+    Absent,
+    /// The value at the path.
+    Value(&'a Value),
+    /// A field above the path holds a value that is not an object: the layer replaces
+    /// everything below it there.
+    Under,
+}
+
+impl LayerTree {
+    /// What the layer holds at `path` (segments; not empty).
+    pub(crate) fn at(&self, path: &[String]) -> At<'_> {
+        let Some((last, parents)) = path.split_last() else {
+            return At::Absent;
+        };
+        let mut node = &self.root;
+        for segment in parents {
+            match node.get(segment.as_str()) {
+                None => return At::Absent,
+                Some(Value::Object(map)) => node = map,
+                Some(_) => return At::Under,
+            }
+        }
+        node.get(last.as_str()).map_or(At::Absent, At::Value)
+    }
+
+    /// The leaves at the dotted `path` and below it, with their sources, in path order.
+    pub(crate) fn leaves_within<'s>(
+        &'s self,
+        path: &str,
+    ) -> impl Iterator<Item = (&'s str, &'s Source)> + 's {
+        let exact = self.leaves.get_key_value(path);
+        let from = format!("{path}.");
+        let to = format!("{path}/");
+        exact
+            .into_iter()
+            .chain(self.leaves.range(from..to))
+            .map(|(p, s)| (p.as_str(), s))
+    }
+}
+
+/// The merged tree of the layers and the source of each of its leaves, kept between reloads
+/// and updated in place at the paths a change touched.
+#[derive(Debug)]
+pub(crate) struct Merged {
+    /// The merged tree (always an object).
+    pub(crate) root: Value,
+    /// The source of every leaf of `root` (shared with the snapshots made from it).
+    pub(crate) sources: Sources,
+}
+
+/// What an in-place update at one path did.
+#[derive(Debug)]
+pub(crate) struct Touched {
+    /// The shallowest path whose subtree may now be invalid: the updated path, or the highest
+    /// field that did not exist before (made to hold it). `None` when nothing changed.
+    pub(crate) check_at: Option<Vec<String>>,
+    /// Whether a field appeared or disappeared at `check_at` (so its parent's set of fields
+    /// changed, which `required` and similar keywords look at).
+    pub(crate) fields_changed: bool,
+}
+
+impl Merged {
+    /// Merges `layers` from scratch (see [`merge`]).
+    pub(crate) fn full<'a>(layers: impl IntoIterator<Item = &'a LayerTree>) -> Merged {
+        let (root, sources) = merge(layers);
+        Merged { root, sources }
+    }
+
+    /// Recomputes the merged subtree and the sources at `path` (segments, not empty) from the
+    /// layers, lowest precedence first, where each layer is exact at and below `path` (the
+    /// etcd layer may be the subtree its keys at, above and below `path` make). `None` when the
+    /// change cannot be applied in place (a field above `path` is not an object in the merged
+    /// tree, or a field would be left empty): the caller merges in full. The tree may be
+    /// half-updated then and must be rebuilt.
+    pub(crate) fn update(&mut self, layers: &[&LayerTree], path: &[String]) -> Option<Touched> {
+        let (last, parents) = path.split_last()?;
+        let found: Vec<At<'_>> = layers.iter().map(|l| l.at(path)).collect();
+        // A layer with a non-object above the path wipes what the layers below it had there.
+        let start = found
+            .iter()
+            .rposition(|a| matches!(a, At::Under))
+            .map_or(0, |i| i + 1);
+        let mut value: Option<Value> = None;
+        for at in &found[start..] {
+            if let At::Value(v) = at {
+                value = Some(match (value, v) {
+                    (Some(Value::Object(mut base)), Value::Object(over)) => {
+                        merge_into(&mut base, over);
+                        Value::Object(base)
+                    }
+                    _ => (*v).clone(),
+                });
+            }
+        }
+        // Walk to the parent, making the objects the new value needs.
+        let mut node = self.root.as_object_mut()?;
+        let mut created: Option<usize> = None;
+        for (depth, segment) in parents.iter().enumerate() {
+            if !node.contains_key(segment.as_str()) {
+                if value.is_none() {
+                    return Some(Touched {
+                        check_at: None,
+                        fields_changed: false,
+                    });
+                }
+                created.get_or_insert(depth);
+                node.insert(segment.clone(), Value::Object(Map::new()));
+            }
+            node = match node.get_mut(segment.as_str()) {
+                Some(Value::Object(map)) => map,
+                _ => return None,
+            };
+        }
+        let existed = node.contains_key(last.as_str());
+        match value {
+            Some(v) => {
+                node.insert(last.clone(), v);
+            }
+            None if !existed => {
+                return Some(Touched {
+                    check_at: None,
+                    fields_changed: false,
+                })
+            }
+            None => {
+                node.remove(last.as_str());
+                if node.is_empty() {
+                    return None;
+                }
+            }
+        }
+        // Provenance: drop what was recorded at and below the path (and at the objects above
+        // it, which are not leaves now), then take the layers' leaves that are leaves of the
+        // merged tree.
+        let dotted = path.join(".");
+        self.sources.remove_within(&dotted);
+        let mut above = String::new();
+        for segment in parents {
+            push_segment(&mut above, segment);
+            self.sources.remove(&above);
+        }
+        let mut leaves: BTreeMap<&str, &Source> = BTreeMap::new();
+        for layer in &layers[start..] {
+            leaves.extend(layer.leaves_within(&dotted));
+        }
+        let root = self.root.as_object()?;
+        for (p, source) in leaves {
+            if is_leaf(root, p) {
+                self.sources.insert(p, Arc::new(source.clone()));
+            }
+        }
+        let (check_at, fields_changed) = match created {
+            Some(depth) => (path[..=depth].to_vec(), true),
+            None => (path.to_vec(), !existed || !node_has(root, path)),
+        };
+        Some(Touched {
+            check_at: Some(check_at),
+            fields_changed,
+        })
+    }
+}
+
+/// Whether the merged tree has a value at `path`.
+fn node_has(root: &Map<String, Value>, path: &[String]) -> bool {
+    let mut node = root;
+    let Some((last, parents)) = path.split_last() else {
+        return true;
+    };
+    for segment in parents {
+        match node.get(segment.as_str()) {
+            Some(Value::Object(map)) => node = map,
+            _ => return false,
+        }
+    }
+    node.contains_key(last.as_str())
 }
 
 fn push_segment(dotted: &mut String, segment: &str) {

@@ -43,7 +43,28 @@ impl fmt::Display for UnknownKey {
 /// describe clearly (enums, untagged unions) are not looked into.
 pub(crate) fn find(merged: &Value, sources: &Sources, fields: &StringFields) -> Vec<UnknownKey> {
     let mut found = Vec::new();
-    let mut stack: Vec<(&Value, &Value, String)> = vec![(merged, fields.schema(), String::new())];
+    find_from(
+        merged,
+        fields.schema(),
+        String::new(),
+        sources,
+        fields,
+        &mut found,
+    );
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found
+}
+
+/// Adds the unknown paths at and below `value` (at dotted `path`, described by schema `node`).
+fn find_from<'v>(
+    value: &'v Value,
+    node: &'v Value,
+    path: String,
+    sources: &Sources,
+    fields: &'v StringFields,
+    found: &mut Vec<UnknownKey>,
+) {
+    let mut stack: Vec<(&Value, &Value, String)> = vec![(value, node, path)];
     while let Some((value, node, path)) = stack.pop() {
         let Value::Object(map) = value else { continue };
         let Some(properties) = fields.struct_properties(node) else {
@@ -57,22 +78,79 @@ pub(crate) fn find(merged: &Value, sources: &Sources, fields: &StringFields) -> 
             };
             match properties.get(key) {
                 Some(schema) => stack.push((child, schema, child_path)),
-                None => {
-                    let source = sources
-                        .find_within(&child_path)
-                        .cloned()
-                        .unwrap_or_else(|| Source::DEFAULT.clone());
-                    found.push(UnknownKey {
-                        path: child_path,
-                        source,
-                        known: properties.keys().cloned().collect(),
-                    });
-                }
+                None => found.push(unknown(child_path, sources, properties)),
             }
         }
     }
+}
+
+fn unknown(
+    path: String,
+    sources: &Sources,
+    properties: &serde_json::Map<String, Value>,
+) -> UnknownKey {
+    let source = sources
+        .find_within(&path)
+        .cloned()
+        .unwrap_or_else(|| Source::DEFAULT.clone());
+    UnknownKey {
+        path,
+        source,
+        known: properties.keys().cloned().collect(),
+    }
+}
+
+/// Brings `found` (the unknown keys of the merged tree before a change, in path order) up to
+/// date after the merged tree changed at `path` only: what [`find`] would return for `merged`.
+pub(crate) fn update_at(
+    found: &mut Vec<UnknownKey>,
+    merged: &serde_json::Map<String, Value>,
+    sources: &Sources,
+    fields: &StringFields,
+    path: &[String],
+) {
+    let within = |found: &mut Vec<UnknownKey>, here: &str, itself: bool| {
+        let below = format!("{here}.");
+        found.retain(|u| !(u.path.starts_with(&below) || (itself && u.path == here)));
+    };
+    let mut node = fields.schema();
+    for (i, segment) in path.iter().enumerate() {
+        let Some(properties) = fields.struct_properties(node) else {
+            // Not looked into from here down: nothing at or below `path` is reported.
+            return;
+        };
+        match properties.get(segment.as_str()) {
+            Some(child) => node = child,
+            None => {
+                let here = path[..=i].join(".");
+                within(found, &here, true);
+                if value_at(merged, &path[..=i]).is_some() {
+                    found.push(unknown(here, sources, properties));
+                    found.sort_by(|a, b| a.path.cmp(&b.path));
+                }
+                return;
+            }
+        }
+    }
+    let here = path.join(".");
+    within(found, &here, false);
+    if let Some(value) = value_at(merged, path) {
+        find_from(value, node, here, sources, fields, found);
+    }
     found.sort_by(|a, b| a.path.cmp(&b.path));
-    found
+}
+
+/// The value at `path` in `root`, through objects only.
+pub(crate) fn value_at<'v>(
+    root: &'v serde_json::Map<String, Value>,
+    path: &[String],
+) -> Option<&'v Value> {
+    let (last, parents) = path.split_last()?;
+    let mut node = root;
+    for segment in parents {
+        node = node.get(segment.as_str())?.as_object()?;
+    }
+    node.get(last.as_str())
 }
 
 #[cfg(test)]

@@ -52,7 +52,9 @@ pub(crate) use diff::changed_paths;
 pub use diff::FieldChange;
 pub use draft::Draft;
 pub use key::SecretKey;
-pub use options::{HistoryOptions, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS};
+pub use options::{
+    HistoryOptions, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS, DEFAULT_KEEP_SNAPSHOT_BYTES,
+};
 pub(crate) use options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
 pub use record::{Version, VersionKind, VersionStorage};
 pub(crate) use recorder::Tracker;

@@ -12,6 +12,10 @@ pub const DEFAULT_HISTORY_KEEP: usize = 100;
 /// ([`HistoryOptions::with_recent_snapshots`], [`ConfigHandle::recent`](crate::ConfigHandle::recent)).
 pub const DEFAULT_KEEP_SNAPSHOTS: usize = 16;
 
+/// Default for [`HistoryOptions::with_recent_snapshot_bytes`]: 64 MiB (by
+/// [`Snapshot::approx_bytes`](crate::Snapshot::approx_bytes)).
+pub const DEFAULT_KEEP_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
+
 /// etcd's default `--max-txn-ops`.
 pub(crate) const DEFAULT_MAX_TXN_OPS: usize = 128;
 
@@ -56,6 +60,9 @@ pub struct HistoryOptions {
     pub(crate) max_age: Option<Duration>,
     /// Applied snapshots kept in memory (at least 1).
     pub(crate) snapshots: usize,
+    /// The most bytes (by [`Snapshot::approx_bytes`](crate::Snapshot::approx_bytes)) the kept
+    /// snapshots may add up to; the newest is always kept.
+    pub(crate) snapshot_bytes: usize,
     /// The keys secret values in records are encrypted with and read with.
     pub(crate) keys: KeyRing,
 }
@@ -67,6 +74,7 @@ impl Default for HistoryOptions {
             keep: DEFAULT_HISTORY_KEEP,
             max_age: None,
             snapshots: DEFAULT_KEEP_SNAPSHOTS,
+            snapshot_bytes: DEFAULT_KEEP_SNAPSHOT_BYTES,
             keys: KeyRing::default(),
         }
     }
@@ -98,6 +106,17 @@ impl HistoryOptions {
     /// least 1). Kept whether or not the handle records.
     pub fn with_recent_snapshots(mut self, snapshots: usize) -> Self {
         self.snapshots = snapshots.max(1);
+        self
+    }
+
+    /// The most bytes the snapshots kept in memory for
+    /// [`ConfigHandle::recent`](crate::ConfigHandle::recent) may add up to, by each snapshot's
+    /// [`approx_bytes`](crate::Snapshot::approx_bytes) (default
+    /// [`DEFAULT_KEEP_SNAPSHOT_BYTES`], 64 MiB). The oldest are dropped first; the newest is
+    /// always kept, whatever its size. The estimate counts every snapshot as if it shared
+    /// nothing, so the memory they really hold (they share unchanged parts) is lower.
+    pub fn with_recent_snapshot_bytes(mut self, bytes: usize) -> Self {
+        self.snapshot_bytes = bytes;
         self
     }
 

@@ -70,6 +70,8 @@ pub(crate) struct Shared<T: CoordConfig> {
 /// The last applied snapshots, and the handle's events not yet taken into them.
 struct Ring<T: CoordConfig> {
     snapshots: VecDeque<Arc<Snapshot<T>>>,
+    /// The sum of the kept snapshots' [`Snapshot::approx_bytes`].
+    bytes: usize,
     events: Subscription<T>,
 }
 
@@ -137,9 +139,14 @@ impl<T: CoordConfig> Shared<T> {
         if !newer {
             return;
         }
+        ring.bytes += snapshot.approx_bytes();
         ring.snapshots.push_back(snapshot);
-        while ring.snapshots.len() > self.options.snapshots {
-            ring.snapshots.pop_front();
+        while ring.snapshots.len() > self.options.snapshots
+            || (ring.bytes > self.options.snapshot_bytes && ring.snapshots.len() > 1)
+        {
+            if let Some(old) = ring.snapshots.pop_front() {
+                ring.bytes = ring.bytes.saturating_sub(old.approx_bytes());
+            }
         }
     }
 
@@ -205,6 +212,7 @@ impl<T: CoordConfig> Tracker<T> {
             }),
             seen,
             ring: Mutex::new(Ring {
+                bytes: bound.approx_bytes(),
                 snapshots: VecDeque::from([Arc::clone(&bound)]),
                 events,
             }),

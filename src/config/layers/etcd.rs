@@ -20,6 +20,10 @@ pub(crate) struct EtcdLayer {
     prefix: String,
     max_value_bytes: usize,
     entries: BTreeMap<String, Entry>,
+    /// How many entries hold a bad value (their `value` is an error).
+    bad: usize,
+    /// The bytes of every key and raw value.
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -38,6 +42,8 @@ impl EtcdLayer {
             prefix,
             max_value_bytes,
             entries: BTreeMap::new(),
+            bad: 0,
+            bytes: 0,
         }
     }
 
@@ -67,7 +73,10 @@ impl EtcdLayer {
             ),
         };
         let depth = key.matches('/').count();
-        self.entries.insert(
+        self.bad += usize::from(value.is_err());
+        let key_len = key.len();
+        self.bytes += key_len + raw.len();
+        let old = self.entries.insert(
             key,
             Entry {
                 mod_revision,
@@ -76,16 +85,78 @@ impl EtcdLayer {
                 value,
             },
         );
+        if let Some(old) = old {
+            self.forget(&old, key_len);
+        }
     }
 
     /// Records a delete of `key`.
     pub(crate) fn delete(&mut self, key: &[u8]) {
-        self.entries.remove(String::from_utf8_lossy(key).as_ref());
+        let key = String::from_utf8_lossy(key);
+        if let Some(old) = self.entries.remove(key.as_ref()) {
+            self.forget(&old, key.len());
+        }
+    }
+
+    fn forget(&mut self, old: &Entry, key_len: usize) {
+        self.bad -= usize::from(old.value.is_err());
+        self.bytes = self.bytes.saturating_sub(key_len + old.raw.len());
     }
 
     /// Forgets every key (before a full re-read).
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
+        self.bad = 0;
+        self.bytes = 0;
+    }
+
+    /// Whether some key holds a bad value (one that [`tree`](Self::tree) reports).
+    pub(crate) fn has_bad(&self) -> bool {
+        self.bad > 0
+    }
+
+    /// The bytes of every key and raw value under the prefix.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The field path (segments) that `key` names, if it names one.
+    pub(crate) fn path_of(&self, key: &str) -> Option<Vec<String>> {
+        self.segments(key)
+            .ok()
+            .map(|s| s.into_iter().map(str::to_string).collect())
+    }
+
+    /// The layer's tree as far as the field at `path` (not empty) is concerned: the keys at and
+    /// above `path` and the keys below it, inserted as [`tree`](Self::tree) inserts them. At
+    /// and below `path` it equals the whole layer's tree. `None` if one of those keys is bad or
+    /// blocked (the whole tree then reports it).
+    pub(crate) fn subtree(&self, path: &[String]) -> Option<LayerTree> {
+        let mut keys: Vec<(&String, &Entry)> = Vec::new();
+        for n in 0..=path.len() {
+            let key = format!("{}{}", self.prefix, path[..n].join("/"));
+            if let Some(found) = self.entries.get_key_value(&key) {
+                keys.push(found);
+            }
+        }
+        let below = format!("{}{}/", self.prefix, path.join("/"));
+        keys.extend(
+            self.entries
+                .range(below.clone()..)
+                .take_while(|(k, _)| k.starts_with(&below)),
+        );
+        keys.sort_by(|a, b| a.1.depth.cmp(&b.1.depth).then_with(|| a.0.cmp(b.0)));
+        let mut tree = LayerTree::default();
+        for (key, entry) in keys {
+            let value = entry.value.as_ref().ok()?;
+            let segments = self.segments(key).ok()?;
+            let source = Source::new(Origin::Etcd {
+                key: key.clone(),
+                mod_revision: entry.mod_revision,
+            });
+            tree.insert(&segments, value.clone(), &source).ok()?;
+        }
+        Some(tree)
     }
 
     /// The number of keys under the prefix.
