@@ -134,13 +134,20 @@ impl<T: CoordConfig> Checker<T> {
         previous: &T,
         doc: &Value,
         changed: &[Vec<String>],
-        regions: &[Region],
+        regions: &[&Region],
     ) -> Option<T> {
         let Value::Object(root) = doc else {
             return None;
         };
         let mut whole_checked = false;
         for region in regions {
+            if region.path.is_empty() {
+                if !whole_checked && !self.validator.is_valid(doc) {
+                    return None;
+                }
+                whole_checked = true;
+                continue;
+            }
             match self.sub_validator(&region.path, region.fields_changed) {
                 Some(Some(validator)) => {
                     if let Some(value) = value_at(root, &region.path) {

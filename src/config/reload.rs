@@ -64,15 +64,27 @@ pub(super) struct State<T: CoordConfig> {
     merged: Option<Merged>,
     /// The unknown keys of `merged`.
     unknown_now: Vec<UnknownKey>,
-    /// The field paths where the merged document differs from the one the serving snapshot's
-    /// value was made from; `None` when that is not known (the next reload is a full one).
-    pending: Option<Vec<Vec<String>>>,
+    /// Where the merged document differs from the one the serving snapshot's value was made
+    /// from; `None` when that is not known (the next reload is a full one).
+    pending: Option<Pending>,
     /// Every reload merges, checks and deserializes the whole value.
     full_reload: bool,
+    /// Whether the last build was made in place (for the reload log).
+    in_place: bool,
 }
 
 /// Changed paths kept while changes are rejected, before the next reload is a full one.
 const MAX_PENDING: usize = 4096;
+
+/// The changes since the serving snapshot: rejected ones accumulate here, so the next in-place
+/// build rebuilds and re-checks them too.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The field paths the changes touched.
+    paths: Vec<Vec<String>>,
+    /// The subtrees those changes may have made invalid.
+    regions: Vec<Region>,
+}
 
 /// The background task's state: the layers, and the slot and channels it publishes to.
 pub(crate) struct Reloader<T: CoordConfig> {
@@ -161,6 +173,7 @@ impl<T: CoordConfig> Reloader<T> {
             unknown_now: Vec::new(),
             pending: None,
             full_reload: options.full_reload,
+            in_place: false,
         };
         let status = match state.read_all().await {
             Ok(_) => {
@@ -436,6 +449,7 @@ impl<T: CoordConfig> Reloader<T> {
                     prefix = %self.state.prefix,
                     revision = snapshot.revision(),
                     generation = snapshot.generation(),
+                    in_place = self.state.in_place,
                     change = ?change,
                     "applied config snapshot"
                 );
@@ -579,39 +593,87 @@ impl<T: CoordConfig> State<T> {
                 .collect::<Option<Vec<_>>>(),
             _ => None,
         };
-        self.pending = match (self.pending.take(), &paths) {
-            (Some(mut pending), Some(new)) if pending.len() + new.len() <= MAX_PENDING => {
-                pending.extend(new.iter().cloned());
+        let mut pending = match (self.pending.take(), &paths) {
+            (Some(pending), Some(new)) if pending.paths.len() + new.len() <= MAX_PENDING => {
                 Some(pending)
             }
             _ => None,
         };
-        if let (Some(previous), Some(paths)) = (previous, &paths) {
-            if let Some(snapshot) = self.build_in_place(previous, paths, &change) {
-                self.pending = Some(Vec::new());
+        self.in_place = false;
+        if let (Some(previous), Some(paths), Some(p)) = (previous, &paths, pending.as_mut()) {
+            p.paths.extend(paths.iter().cloned());
+            let (snapshot, regions) = self.build_in_place(previous, paths, p, &change);
+            if let Some(snapshot) = snapshot {
+                self.pending = Some(Pending::default());
+                self.in_place = true;
                 return Ok(snapshot);
             }
+            // Where the in-place update did not get as far as knowing the regions: the whole
+            // top-level field of each path (a field made above a path is at or below it).
+            p.regions.extend(regions.unwrap_or_else(|| {
+                paths
+                    .iter()
+                    .map(|path| Region {
+                        path: path.iter().take(1).cloned().collect(),
+                        fields_changed: true,
+                    })
+                    .collect()
+            }));
         }
+        self.pending = pending;
         let built = self.build_full(change);
         if built.is_ok() {
-            self.pending = Some(Vec::new());
+            self.pending = Some(Pending::default());
         }
         built
     }
 
     /// The in-place build; `None` where it cannot vouch for the result (the caller then builds
-    /// from scratch, which also gives the authoritative error).
+    /// from scratch, which also gives the authoritative error). Also returns the regions the
+    /// change may have made invalid, once known.
     fn build_in_place(
         &mut self,
         previous: &T,
         paths: &[Vec<String>],
+        pending: &Pending,
         change: &ReloadCause,
-    ) -> Option<Snapshot<T>> {
+    ) -> (Option<Snapshot<T>>, Option<Vec<Region>>) {
+        let Some(regions) = self.update_in_place(paths) else {
+            return (None, None);
+        };
+        let Some(merged) = self.merged.as_ref() else {
+            return (None, Some(regions));
+        };
+        if self.unknown_keys == UnknownKeys::Reject && !self.unknown_now.is_empty() {
+            return (None, Some(regions));
+        }
+        let all: Vec<&Region> = pending.regions.iter().chain(&regions).collect();
+        let Some(value) =
+            self.checker
+                .check_incremental(previous, &merged.root, &pending.paths, &all)
+        else {
+            return (None, Some(regions));
+        };
+        let snapshot = Snapshot::new(
+            value,
+            self.revision,
+            self.generation + 1,
+            merged.sources.clone(),
+            change.clone(),
+        )
+        .with_unknown_keys(self.unknown_now.clone())
+        .with_approx_bytes(self.etcd.bytes() + 64 * merged.sources.len());
+        (Some(snapshot), Some(regions))
+    }
+
+    /// Updates the merged tree, provenance and unknown keys in place at `paths`; returns the
+    /// regions to check, or `None` (and no merged tree: the next build merges from scratch)
+    /// where that cannot be done.
+    fn update_in_place(&mut self, paths: &[Vec<String>]) -> Option<Vec<Region>> {
         if self.full_reload || self.etcd.has_bad() {
             return None;
         }
         let file = self.file.as_ref().ok()?;
-        let pending = self.pending.as_ref()?;
         let mut merged = self.merged.take()?;
         // Only the shallowest of nested paths: updating it updates what is below it.
         let mut roots: Vec<&Vec<String>> = paths.iter().collect();
@@ -647,25 +709,8 @@ impl<T: CoordConfig> State<T> {
                 );
             }
         }
-        // From here on the merged tree is exact, whatever the checks say.
-        let merged = self.merged.insert(merged);
-        if self.unknown_keys == UnknownKeys::Reject && !self.unknown_now.is_empty() {
-            return None;
-        }
-        let value = self
-            .checker
-            .check_incremental(previous, &merged.root, pending, &regions)?;
-        Some(
-            Snapshot::new(
-                value,
-                self.revision,
-                self.generation + 1,
-                merged.sources.clone(),
-                change.clone(),
-            )
-            .with_unknown_keys(self.unknown_now.clone())
-            .with_approx_bytes(self.etcd.bytes() + 64 * merged.sources.len()),
-        )
+        self.merged = Some(merged);
+        Some(regions)
     }
 
     /// Merges the layers from scratch and checks the whole result.
