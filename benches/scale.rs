@@ -365,6 +365,19 @@ fn main() {
         keys,
         puts,
     ));
+    drop(handle);
+    let quiet: ConfigHandle<Fleet> = rt
+        .block_on(coord.config_with(ConfigOptions::new().without_history().without_sharing()))
+        .unwrap();
+    let mut inc_quiet = rt.block_on(reload_vs_raw(
+        &mut client,
+        &mut raw,
+        &quiet,
+        prefix,
+        keys,
+        puts,
+    ));
+    drop(quiet);
     let full_handle: ConfigHandle<Fleet> = rt
         .block_on(
             coord.config_with(
@@ -375,7 +388,6 @@ fn main() {
             ),
         )
         .unwrap();
-    drop(handle);
     let mut full = rt.block_on(reload_vs_raw(
         &mut client,
         &mut raw,
@@ -542,6 +554,10 @@ fn main() {
         inc.row(&format!(
             "{keys} keys, incremental, history on (target Δp50 ≤ +200)"
         ))
+    );
+    println!(
+        "{}",
+        inc_quiet.row(&format!("{keys} keys, incremental, history off"))
     );
     println!(
         "{}",

@@ -721,7 +721,7 @@ impl<T: CoordConfig> State<T> {
             .file
             .as_ref()
             .map_err(|e| self.blame(e.clone(), &change))?;
-        let merged = Merged::full([file, &etcd, &self.env]);
+        let merged = Merged::full(file, etcd, &self.env);
         let unknown = match self.unknown_keys {
             UnknownKeys::Ignore => Vec::new(),
             UnknownKeys::Warn | UnknownKeys::Reject => {

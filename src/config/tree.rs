@@ -138,10 +138,25 @@ pub(crate) struct Touched {
 }
 
 impl Merged {
-    /// Merges `layers` from scratch (see [`merge`]).
-    pub(crate) fn full<'a>(layers: impl IntoIterator<Item = &'a LayerTree>) -> Merged {
-        let (root, sources) = merge(layers);
-        Merged { root, sources }
+    /// Merges the layers from scratch, as [`merge`] does, taking the etcd layer's tree
+    /// instead of copying it (it is usually by far the biggest).
+    pub(crate) fn full(file: &LayerTree, etcd: LayerTree, env: &LayerTree) -> Merged {
+        let (mut root, mut leaves) = if file.root.is_empty() && file.leaves.is_empty() {
+            (etcd.root, etcd.leaves)
+        } else {
+            let mut root = file.root.clone();
+            let mut leaves = file.leaves.clone();
+            merge_into(&mut root, &etcd.root);
+            leaves.extend(etcd.leaves);
+            (root, leaves)
+        };
+        merge_into(&mut root, &env.root);
+        leaves.extend(env.leaves.iter().map(|(p, s)| (p.clone(), s.clone())));
+        leaves.retain(|path, _| is_leaf(&root, path));
+        Merged {
+            root: Value::Object(root),
+            sources: Sources::from_map(leaves),
+        }
     }
 
     /// Recomputes the merged subtree and the sources at `path` (segments, not empty) from the

@@ -96,10 +96,17 @@ pub(crate) fn apply(
     for patch in patches {
         let rel = patch.path.join("/");
         let below = format!("{rel}/");
-        target.retain(|key, _| {
-            let r = key.strip_prefix(prefix.as_bytes()).unwrap_or(key);
-            !(rel.is_empty() || r == rel.as_bytes() || r.starts_with(below.as_bytes()))
-        });
+        let doomed: Vec<Vec<u8>> = target
+            .keys()
+            .filter(|key| {
+                let r = key.strip_prefix(prefix.as_bytes()).unwrap_or(key);
+                rel.is_empty() || r == rel.as_bytes() || r.starts_with(below.as_bytes())
+            })
+            .cloned()
+            .collect();
+        for key in doomed {
+            target.remove(&key);
+        }
         let Some(value) = &patch.value else {
             continue;
         };

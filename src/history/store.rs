@@ -32,10 +32,10 @@ use crate::etcd::Etcd;
 use crate::telemetry::HISTORY_TARGET;
 
 /// A prefix's key set: full etcd keys (namespace and prefix included) to values.
-pub(crate) type Kvs = BTreeMap<Vec<u8>, Vec<u8>>;
+pub(crate) type Kvs = imbl::OrdMap<Vec<u8>, Vec<u8>>;
 
 /// The `mod_revision`s of (some of) a key set's keys, full keys.
-pub(crate) type Revs = BTreeMap<Vec<u8>, i64>;
+pub(crate) type Revs = imbl::OrdMap<Vec<u8>, i64>;
 
 /// The `mod_revision`s of keys read from etcd.
 pub(crate) fn revs_of(kvs: &[KeyValue]) -> Revs {
