@@ -117,6 +117,12 @@ fn main() {
 /// `@@ applied <revision> <unix ns>` each time the oldest revision applied by all of them
 /// moves on; exits when stdin closes.
 async fn worker() {
+    if let Ok(filter) = std::env::var("FLEET_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let endpoint = std::env::var(ENDPOINT).unwrap();
     let count: usize = std::env::var(COUNT).unwrap().parse().unwrap();
     let coord = Coordinator::connect(CoordinatorOptions::new([endpoint]))
@@ -312,7 +318,11 @@ async fn fleet(
                 }
             }
         }
-        fleet.push(Duration::from_nanos((last - t0) as u64));
+        let took = Duration::from_nanos((last - t0) as u64);
+        if took > Duration::from_secs(1) {
+            eprintln!("{setup}: put {i} (revision {revision}) reached all handles after {took:?}");
+        }
+        fleet.push(took);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(workers);
