@@ -5,7 +5,7 @@
 //!    `FLEET_PROCS` (default 4) worker processes (re-runs of this binary). Once connected
 //!    straight to etcd, once through `etcd grpc-proxy start`, which coalesces identical
 //!    watches. For each: put → all handles applied (p50, p99 over `FLEET_PUTS` puts, default
-//!    100) and the watchers etcd itself holds (`etcd_debugging_mvcc_watcher_total` on its own
+//!    200) and the watchers etcd itself holds (`etcd_debugging_mvcc_watcher_total` on its own
 //!    `/metrics`), next to the raw baseline of the same setup: a raw put → watch event of one
 //!    watcher, interleaved with the fleet's puts.
 //! 2. **History cost**: etcd transactions per config revision with 1, 10 and 100 bound
@@ -30,7 +30,7 @@ use coordination::{
 use etcd_client::{Client, GetOptions, WatchOptions};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use support::{free_port, Etcd, Proc};
+use support::{Etcd, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
@@ -198,39 +198,6 @@ async fn etcd_metric(port: u16, name: &str, labels: &[&str]) -> f64 {
 
 fn port_of(endpoint: &str) -> u16 {
     endpoint.rsplit(':').next().unwrap().parse().unwrap()
-}
-
-/// `etcd grpc-proxy start` in front of `etcd`, on a free port; killed when dropped.
-async fn start_proxy(etcd: &Etcd, dir: &std::path::Path) -> (Proc, String) {
-    let port = free_port();
-    let mut cmd = Command::new("etcd");
-    cmd.current_dir(dir).args([
-        "grpc-proxy",
-        "start",
-        &format!("--endpoints=127.0.0.1:{}", port_of(&etcd.endpoint())),
-        &format!("--listen-addr=127.0.0.1:{port}"),
-    ]);
-    let proxy = Proc::spawn(cmd, "etcd grpc-proxy");
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = async {
-            let mut c = Client::connect([endpoint.clone()], None).await.ok()?;
-            tokio::time::timeout(Duration::from_secs(1), c.get("ready", None))
-                .await
-                .ok()?
-                .ok()
-        }
-        .await;
-        if ok.is_some() {
-            return (proxy, endpoint);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "grpc-proxy did not serve in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 struct Fleet {
@@ -415,7 +382,7 @@ async fn history_cost(etcd: &Etcd, instances: usize, puts: usize) -> (f64, f64) 
 async fn run() {
     let handles = env_usize("FLEET_HANDLES", 1000);
     let procs = env_usize("FLEET_PROCS", 4).max(1);
-    let puts = env_usize("FLEET_PUTS", 100).max(1);
+    let puts = env_usize("FLEET_PUTS", 200).max(1);
     let history_puts = env_usize("FLEET_HISTORY_PUTS", 50).max(1);
     let instances: Vec<usize> = std::env::var("FLEET_HISTORY_INSTANCES")
         .unwrap_or_else(|_| "1,10,100".into())
@@ -430,8 +397,8 @@ async fn run() {
         .await
         .unwrap();
     client.put(RAW_KEY, "0", None).await.unwrap();
-    let proxy_dir = tempfile::tempdir().unwrap();
-    let (proxy, proxy_endpoint) = start_proxy(&etcd, proxy_dir.path()).await;
+    let proxy = support::grpc_proxy::GrpcProxy::start(&etcd).await;
+    let proxy_endpoint = proxy.endpoint();
 
     let started = Instant::now();
     let direct = fleet(
