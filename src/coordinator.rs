@@ -444,8 +444,7 @@ impl Coordinator {
             let started = Reloader::<T>::start(self.etcd().clone(), full.clone(), &options).await?;
             tracing::Span::current()
                 .record("revision", started.reloader.current().load().revision());
-            let (history, bound) =
-                Tracker::start(self.namespace(), &full, &started.reloader, &options);
+            let (history, bound) = Tracker::start(self, &full, &started.reloader, &options);
             let config = ConfigHandle::spawn(started, full.clone(), history);
             // The schema and the bound revision are in etcd before the handle is handed out.
             bound.await;

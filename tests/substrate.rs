@@ -1,7 +1,9 @@
 //! The etcd substrate under every feature, seen through each of its users: an etcd restored
 //! from an older snapshot (its revision goes backwards) is noticed and followed by the config
 //! handle, the registry live view, `coordctl config watch` and an election observer alike, and
-//! each then applies the writes made after the restore. (Restarts, pauses, compaction, leader
+//! each then applies the writes made after the restore. Handles connected through
+//! `etcd grpc-proxy` (which coalesces their watches) follow every write without re-opening or
+//! re-reading. (Restarts, pauses, compaction, leader
 //! loss and oversized catch-ups are in `faults.rs`.)
 
 #[macro_use]
@@ -290,4 +292,47 @@ async fn status_turns_live_only_after_the_backlog_is_applied() {
     }
     // Each revision of the backlog was applied once, in order.
     assert_eq!(applied, (1..=50).collect::<Vec<u64>>());
+}
+
+/// Through `etcd grpc-proxy`, handles without sharing (one watch each, coalesced by the proxy
+/// into one on etcd) apply every put, and none re-opens its watch or re-reads the prefix: the
+/// proxy's made-up `created` answers (no raft term, no cluster id) are not taken for a lagging
+/// member or a restored cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_through_grpc_proxy_follow_every_put_without_reopening() {
+    let etcd = Etcd::start().await;
+    etcd.put(COUNTER, "0");
+    let proxy = support::grpc_proxy::GrpcProxy::start(&etcd).await;
+    let coord = proxy.coordinator().await;
+    let options = ConfigOptions::new()
+        .without_file()
+        .without_env()
+        .without_history()
+        .without_sharing();
+    let mut handles: Vec<ConfigHandle<SubConfig>> = Vec::new();
+    for _ in 0..20 {
+        handles.push(coord.config_with(options.clone()).await.unwrap());
+    }
+    let mut subs: Vec<_> = handles.iter().map(ConfigHandle::subscribe).collect();
+    for n in 1..=10u64 {
+        let revision = etcd.put(COUNTER, &n.to_string());
+        for sub in &mut subs {
+            applied(sub, Duration::from_secs(20), |s| s.revision() >= revision).await;
+        }
+    }
+    for (i, cfg) in handles.iter().enumerate() {
+        let status = cfg.status();
+        assert_eq!(cfg.load().counter, 10, "handle {i}");
+        assert_eq!(status.state, WatchState::Live, "handle {i}: {status:?}");
+        assert_eq!(
+            status.watch_opens, 1,
+            "handle {i} re-opened its watch: {status:?}"
+        );
+        assert!(
+            status
+                .last_resync
+                .is_none_or(|(reason, _)| reason == ResyncReason::Initial),
+            "handle {i} re-read the prefix: {status:?}"
+        );
+    }
 }

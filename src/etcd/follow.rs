@@ -185,7 +185,8 @@ struct Watching {
 /// What the follower must do before reading the stream again.
 #[derive(Clone, Copy, Debug)]
 enum Check {
-    /// Read the range's count and newest `mod_revision` at the watch's creation revision.
+    /// Read the range's count and newest `mod_revision` at the watch's creation revision (0:
+    /// at the current revision).
     CatchUp { created: i64 },
     /// A response header went backwards: confirm with a linearizable read.
     Backwards { now: i64, term: u64, cluster: u64 },
@@ -527,17 +528,23 @@ impl PrefixFollower {
         let header = response
             .header()
             .map(|h| (h.revision(), h.raft_term(), h.cluster_id()));
+        // etcd's grpc-proxy answers a watch it joins to one already open with a `created` it
+        // makes up, whose header holds only a revision (the watch's start): a raft term or
+        // cluster id of 0 is unknown, not a change.
+        let emulated = header.is_some_and(|(_, term, cluster)| term == 0 && cluster == 0);
         if let Some((now, term, cluster)) = header {
             let backwards = (now > 0 && now < self.revision)
-                || term < self.term
-                || self.cluster.is_some_and(|c| c != cluster);
+                || (term > 0 && term < self.term)
+                || (cluster != 0 && self.cluster.is_some_and(|c| c != cluster));
             if backwards {
                 self.watching = None;
                 self.check = Some(Check::Backwards { now, term, cluster });
                 return;
             }
             self.term = self.term.max(term);
-            self.cluster = Some(cluster);
+            if cluster != 0 {
+                self.cluster = Some(cluster);
+            }
         }
         if response.canceled() {
             if response.compact_revision() > 0 {
@@ -585,7 +592,10 @@ impl PrefixFollower {
         if response.created() {
             self.reauthenticated = false;
             let created = header.map_or(0, |(now, _, _)| now);
-            if created <= self.revision {
+            if emulated {
+                // Its revision is not the server's: compare with the range as it is now.
+                self.check = Some(Check::CatchUp { created: 0 });
+            } else if created <= self.revision {
                 self.set_live();
             } else {
                 self.check = Some(Check::CatchUp { created });
@@ -678,6 +688,11 @@ impl PrefixFollower {
                 self.check = None;
                 match read {
                     Ok(Ok(resp)) => {
+                        // 0: read at the current revision (after a proxy's made-up `created`).
+                        let created = match created {
+                            0 => resp.header().map_or(0, |h| h.revision()),
+                            created => created,
+                        };
                         self.catch_up = Some(CatchUp {
                             created,
                             count: resp.count(),

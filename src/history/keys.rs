@@ -7,6 +7,7 @@
 //! | `<ns>/__coordination/history/apps/chat/config/versions/<revision:020>` | one version's record (JSON) |
 //! | `<ns>/__coordination/history/apps/chat/config/chunks/<revision:020>/<id>/<n:04>` | the content of a big record, in chunks (JSON arrays) |
 //! | `<ns>/__coordination/history/apps/chat/config/intent` | audit metadata of the last publish/rollback, written in its transaction |
+//! | `<ns>/__coordination/history/apps/chat/config/recorder/<lease:x>` | a candidate for the recorder seat (an election; the lowest `create_revision` records) |
 //! | `<ns>/__coordination/schema/apps/chat/config` | the bound type's JSON Schema |
 
 use crate::etcd::prefix_end;
@@ -27,6 +28,7 @@ pub(crate) struct Keys {
     chunks: String,
     intent: String,
     schema: String,
+    recorder: String,
 }
 
 impl Keys {
@@ -49,6 +51,7 @@ impl Keys {
             chunks: format!("{root}chunks/"),
             intent: format!("{root}intent"),
             schema: format!("{namespace}/__coordination/schema{relative}"),
+            recorder: format!("/__coordination/history{relative}/recorder"),
         }
     }
 
@@ -68,6 +71,13 @@ impl Keys {
     /// The end of the bound prefix's key range.
     pub(crate) fn prefix_end(&self) -> Vec<u8> {
         prefix_end(self.prefix.as_bytes())
+    }
+
+    /// The name of the recorder election, relative to the namespace (as
+    /// [`Coordinator::election`](crate::Coordinator::election) takes it): its candidates' keys
+    /// are `<root>recorder/<lease:x>`.
+    pub(crate) fn recorder_election(&self) -> &str {
+        &self.recorder
     }
 
     /// The crate's own keys in this namespace: `<ns>/__coordination/`.

@@ -3,7 +3,7 @@
 //!
 //! | concept | entry points |
 //! |---|---|
-//! | a handle's history part: one record per revision it processes, the last snapshots in memory | [`HistoryOptions`], [`ConfigHandle::history`](crate::ConfigHandle::history), [`ConfigHandle::recent`](crate::ConfigHandle::recent) |
+//! | a handle's history part: the last snapshots in memory, and for the one handle elected per prefix, one record per revision | [`HistoryOptions`], [`ConfigHandle::history`](crate::ConfigHandle::history), [`ConfigHandle::recent`](crate::ConfigHandle::recent) |
 //! | a version: audit metadata (who, when, why, publish or rollback or external) | [`Version`], [`VersionKind`], [`VersionStorage`] |
 //! | validated, revision-guarded publish | [`ConfigHandle::update`](crate::ConfigHandle::update), [`ConfigHandle::draft`](crate::ConfigHandle::draft) and [`Draft`], [`ConfigHandle::publish_at`](crate::ConfigHandle::publish_at), [`ConfigHandle::overwrite`](crate::ConfigHandle::overwrite) |
 //! | fleet-wide rollback | [`ConfigHandle::rollback_to`](crate::ConfigHandle::rollback_to) |
@@ -15,7 +15,8 @@
 //! Inside: `keys.rs` (where history lives in etcd), `record.rs` (the JSON record, readable with
 //! `etcdctl get`), `sealing.rs` (secret values in records) and `key.rs` (their keys), `store.rs` (create-if-absent recording, full records and deltas),
 //! `chunks.rs` (big records in chunk keys), `read.rs`, `retention.rs` (pruning), `options.rs`,
-//! `recorder.rs` (the task behind a handle's history), `layout.rs` (a struct as keys),
+//! `recorder.rs` (the task behind a handle's history), `seat.rs` (the election of the one
+//! recorder per prefix), `layout.rs` (a struct as keys),
 //! `write.rs` (guarded transactions shared by publish and rollback), `publish.rs`, `draft.rs`,
 //! `rollback.rs`, `patch.rs`, `diff.rs`, `fields.rs`, `schema.rs`, `admin.rs`, `inspect.rs`,
 //! `watch.rs`, `time.rs`.
@@ -42,6 +43,7 @@ mod retention;
 mod rollback;
 mod schema;
 mod sealing;
+mod seat;
 mod store;
 mod time;
 mod watch;
@@ -54,6 +56,7 @@ pub use draft::Draft;
 pub use key::SecretKey;
 pub use options::{
     HistoryOptions, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS, DEFAULT_KEEP_SNAPSHOT_BYTES,
+    DEFAULT_RECORDER_TTL,
 };
 pub(crate) use options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
 pub use record::{Version, VersionKind, VersionStorage};

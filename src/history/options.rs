@@ -16,6 +16,10 @@ pub const DEFAULT_KEEP_SNAPSHOTS: usize = 16;
 /// [`Snapshot::approx_bytes`](crate::Snapshot::approx_bytes)).
 pub const DEFAULT_KEEP_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default lease TTL of a handle's candidacy for its prefix's recorder seat
+/// ([`HistoryOptions::with_recorder_ttl`]): 10 s, the election default.
+pub const DEFAULT_RECORDER_TTL: Duration = Duration::from_secs(10);
+
 /// etcd's default `--max-txn-ops`.
 pub(crate) const DEFAULT_MAX_TXN_OPS: usize = 128;
 
@@ -65,6 +69,8 @@ pub struct HistoryOptions {
     pub(crate) snapshot_bytes: usize,
     /// The keys secret values in records are encrypted with and read with.
     pub(crate) keys: KeyRing,
+    /// The lease TTL of the recorder election's candidacy.
+    pub(crate) recorder_ttl: Duration,
 }
 
 impl Default for HistoryOptions {
@@ -76,6 +82,7 @@ impl Default for HistoryOptions {
             snapshots: DEFAULT_KEEP_SNAPSHOTS,
             snapshot_bytes: DEFAULT_KEEP_SNAPSHOT_BYTES,
             keys: KeyRing::default(),
+            recorder_ttl: DEFAULT_RECORDER_TTL,
         }
     }
 }
@@ -125,6 +132,18 @@ impl HistoryOptions {
     /// rollback still work.
     pub fn with_recording(mut self, record: bool) -> Self {
         self.record = record;
+        self
+    }
+
+    /// The lease TTL of this handle's candidacy for the prefix's **recorder seat** (default
+    /// [`DEFAULT_RECORDER_TTL`], 10 s; whole seconds, rounded up; etcd raises tiny TTLs to its
+    /// minimum, about 2 s). One handle in the fleet records the prefix's history: the winner of
+    /// an election under `/__coordination/history/<prefix>/recorder/`; the others stand by.
+    /// When the recording process dies, a standby takes over within this TTL and records every
+    /// revision made meanwhile (see the history guide, "Who records"). A shorter TTL hands over
+    /// sooner and costs one lease keepalive every TTL/3 per handle.
+    pub fn with_recorder_ttl(mut self, ttl: Duration) -> Self {
+        self.recorder_ttl = ttl.max(Duration::from_secs(1));
         self
     }
 

@@ -1,15 +1,30 @@
 //! The per-handle recorder: a task that follows the handle's raw change feed, keeps the prefix's
-//! key set as of the last revision the handle processed (for publish's guard), records every
-//! revision as a version (create-if-absent, so N instances record it once), and keeps the last
-//! K applied snapshots in memory.
+//! key set as of the last revision the handle processed (for publish's guard), keeps the last
+//! K applied snapshots in memory, and — in the one handle of the fleet that holds the prefix's
+//! recorder seat (see [`seat`](super::seat)) — records every revision as a version.
 //!
-//! The recorder is the history part of the handle ([`Tracker`]), made with it at bind. Before
-//! the bind returns it publishes the type's JSON Schema and records the key set of the bound
-//! snapshot's revision unless the newest version already holds it (changes made while no
-//! instance ran become one `external` version), so every later revision is recorded as its own
-//! version from the feed. Only when etcd was unreachable at bind (a stale start) is that left to
-//! the task, which then reads the prefix fresh; after a compaction resync or a lagged feed it
-//! does the same.
+//! # Who records
+//! Every handle that may record campaigns for the seat; the elected one records, the others
+//! stand by (they keep their view, so publish, rollback and inspection work through any
+//! handle). A record is still a create-if-absent transaction, so a moment with two recorders
+//! (an old one paused past its lease) never records a revision twice; a writer through
+//! `publish` or `rollback` records its own version in any handle.
+//!
+//! # Taking over
+//! A handle that becomes the recorder (at bind, or when the previous recorder's lease expired)
+//! reads the newest recorded version `L` and replays etcd's MVCC history of the prefix from
+//! `L + 1` to the revision it has processed, through a [`PrefixFollower`] resumed after `L`
+//! (one batch per revision), recording every revision as its own version. What cannot be
+//! replayed is recorded as the state it led to, one version holding the current key set: when
+//! etcd compacted the revisions after `L` away (the gap is then visible as one version whose
+//! predecessor is older than the revisions it skipped), when the replay takes longer than
+//! [`REPLAY_LIMIT`], or when no version was ever recorded.
+//!
+//! Before the bind returns it publishes the type's JSON Schema; if the handle leads by then
+//! (it waits up to a few seconds to learn) it has also taken over, so the bound revision is
+//! recorded. Only when etcd was unreachable at bind (a stale start) is that left to the task,
+//! which then reads the prefix fresh; after a compaction resync or a lagged feed it does the
+//! same.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -23,19 +38,27 @@ use tokio::task::JoinHandle;
 
 use super::keys::Keys;
 use super::options::HistoryOptions;
+use super::record::Head;
 use super::schema;
 use super::sealing::Sealing;
+use super::seat::{Seat, SeatState};
 use super::store::{revs_of, KeySet, Kvs, MetaFrom, Outcome, Prev, Revs, Store};
 use crate::config::{
     ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Reloader, Snapshot,
     StringFields, Subscription, WatchState,
 };
+use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
+use crate::etcd::follow::{Change, FollowOptions, Followed, PrefixFollower};
 use crate::etcd::Backoff;
 use crate::etcd::{read_prefix, read_range};
 
 /// Attempts at recording one revision before leaving it to the other instances.
 const RECORD_ATTEMPTS: u32 = 3;
+
+/// How long a new recorder may spend replaying the revisions made since the last recorded
+/// version before it records the current key set as one version instead.
+pub(crate) const REPLAY_LIMIT: Duration = Duration::from_secs(30);
 
 /// The history part of one [`ConfigHandle`](crate::ConfigHandle) handle, made at bind with the handle (see
 /// [`Tracker::start`]): the recorder task and what it shares with the handle's publish,
@@ -162,13 +185,15 @@ impl<T: CoordConfig> Tracker<T> {
     /// be made before the reload task runs (it subscribes to the change feed first thing), and
     /// given to the handle.
     ///
-    /// When the bind read etcd (the usual case), the task first publishes the JSON Schema and
-    /// records the bound snapshot's key set; the returned future resolves when that is done (or
-    /// the task ended), so the bind can wait until both are in etcd, and every later revision
-    /// reaches the recorder through the feed as its own version. A failure there is logged and
-    /// left to the task, which retries with a fresh read; it never fails the bind.
+    /// When the bind read etcd (the usual case), the task first publishes the JSON Schema,
+    /// campaigns for the prefix's recorder seat and, if it wins it within a few seconds, takes
+    /// over (records the revisions since the last recorded version, the bound one included); the
+    /// returned future resolves when that is done (or the task ended), so the bind can wait
+    /// until they are in etcd, and every later revision reaches the recorder through the feed
+    /// as its own version. A failure there is logged and left to the task, which retries with a
+    /// fresh read; it never fails the bind.
     pub(crate) fn start(
-        namespace: &str,
+        coord: &Coordinator,
         prefix: &str,
         reloader: &Reloader<T>,
         options: &ConfigOptions,
@@ -179,6 +204,7 @@ impl<T: CoordConfig> Tracker<T> {
         let events = Subscription::new(reloader.events().subscribe(), metrics::Counter::noop());
         let bound = reloader.current().load_full();
         let live = reloader.status().load().state == WatchState::Live;
+        let namespace = coord.namespace();
         let mut history = options.history.clone();
         if Keys::is_reserved(namespace, prefix) {
             history = history.with_recording(false);
@@ -219,6 +245,13 @@ impl<T: CoordConfig> Tracker<T> {
             current: Arc::clone(reloader.current()),
             refused: OnceLock::new(),
         });
+        let seat = shared.options.record.then(|| {
+            Seat::start(
+                coord,
+                shared.store.keys().recorder_election(),
+                shared.options.recorder_ttl,
+            )
+        });
         let recorder = Recorder {
             shared: Arc::clone(&shared),
             page_size: options.page_size,
@@ -226,6 +259,8 @@ impl<T: CoordConfig> Tracker<T> {
             revs: Arc::default(),
             revision: 0,
             prev: None,
+            seat,
+            leading: None,
         };
         let (bind_done, bind_wait) = oneshot::channel();
         let bind_at = live.then(|| bound.revision());
@@ -250,6 +285,18 @@ struct Recorder<T: CoordConfig> {
     revs: Arc<Revs>,
     revision: i64,
     prev: Option<Prev>,
+    /// This handle's candidacy for the recorder seat (`None` when it never records).
+    seat: Option<Seat>,
+    /// The term (fencing token) this handle leads in, while it holds the seat.
+    leading: Option<i64>,
+}
+
+/// The next state of `seat`, or never.
+async fn seat_changed(seat: &mut Option<Seat>) -> SeatState {
+    match seat {
+        Some(seat) => seat.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<T: CoordConfig> Recorder<T> {
@@ -269,18 +316,33 @@ impl<T: CoordConfig> Recorder<T> {
                 }
             }
             self.bind_at(revision).await;
+            if self.revision > 0 {
+                if let Some(seat) = self.seat.as_mut() {
+                    let state = seat.settle().await;
+                    self.on_seat(state).await;
+                }
+            }
         }
         let _ = bind_done.send(());
         if let Some(doc) = schema_doc {
-            if self.recording() {
+            if self.may_record() {
                 self.publish_schema(&doc).await;
             }
         }
         if self.revision == 0 {
             self.resync().await;
         }
+        if let Some(state) = self.seat.as_ref().map(Seat::state) {
+            self.on_seat(state).await;
+        }
         loop {
-            let message = feed.recv().await;
+            let message = tokio::select! {
+                state = seat_changed(&mut self.seat) => {
+                    self.on_seat(state).await;
+                    continue;
+                }
+                message = feed.recv() => message,
+            };
             self.shared.drain_events();
             match message {
                 Ok(raw) => self.on_revision(&raw).await,
@@ -293,9 +355,204 @@ impl<T: CoordConfig> Recorder<T> {
         }
     }
 
-    /// Whether this handle records: its options say so and etcd has not refused it.
-    fn recording(&self) -> bool {
+    /// Whether this handle may record: its options say so and etcd has not refused it.
+    fn may_record(&self) -> bool {
         self.shared.options.record && self.shared.refused.get().is_none()
+    }
+
+    /// Whether this handle records now: it may, and it holds the recorder seat.
+    fn recording(&self) -> bool {
+        self.may_record() && self.leading.is_some()
+    }
+
+    /// Follows the seat: on a new term, takes over (replays what was not recorded); on losing
+    /// it, stands by; on a refusal, stops campaigning.
+    async fn on_seat(&mut self, state: SeatState) {
+        match state {
+            SeatState::Leading { token } => {
+                if self.leading == Some(token) || !self.may_record() {
+                    return;
+                }
+                self.leading = Some(token);
+                if self.revision > 0 {
+                    self.take_over().await;
+                    self.publish_view();
+                }
+            }
+            SeatState::Opening | SeatState::Campaigning { .. } => self.leading = None,
+            SeatState::Refused(error) => {
+                self.leading = None;
+                self.seat = None;
+                if !self.refuse(&error) {
+                    tracing::warn!(prefix = %self.shared.store.keys().prefix(), error = %error, "cannot campaign for the history recorder seat");
+                }
+            }
+        }
+    }
+
+    /// Records what happened since the newest recorded version, up to `self.revision`: every
+    /// revision replayed from etcd's history, or the current key set as one version where that
+    /// history is gone (see the module docs).
+    async fn take_over(&mut self) {
+        let store = self.shared.store.clone();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut latest = None;
+        for _ in 0..5 {
+            match store.latest().await {
+                Ok(found) => {
+                    latest = Some(found);
+                    break;
+                }
+                Err(error) => {
+                    if self.refuse(&error) {
+                        return;
+                    }
+                    tracing::warn!(prefix = %store.keys().prefix(), error = %error, "cannot read the latest version");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+        match latest {
+            Some(Some(head)) if head.revision >= self.revision => {
+                if head.revision == self.revision {
+                    self.prev = Some(head.prev());
+                }
+            }
+            Some(Some(head)) => {
+                if !self.replay(&head).await {
+                    self.record_state().await;
+                }
+            }
+            // Nothing recorded yet (or unreadable): the current key set is the first version.
+            _ => self.record_state().await,
+        }
+    }
+
+    /// Replays the prefix's revisions after `head` up to `self.revision` from etcd and records
+    /// each. Returns `false` if that history cannot be replayed (compacted, too slow, or not
+    /// ending where the handle's view is); what was recorded stays.
+    async fn replay(&mut self, head: &Head) -> bool {
+        let store = self.shared.store.clone();
+        let keys = store.keys().clone();
+        let target = self.revision;
+        let from = head.revision;
+        let read = read_range(
+            store.etcd(),
+            keys.prefix().as_bytes().to_vec(),
+            keys.prefix_end(),
+            self.page_size,
+            Some(from),
+        )
+        .await;
+        let (mut kvs, mut revs) = match read {
+            Ok((_, kvs)) => {
+                let revs = revs_of(&kvs);
+                let kvs: Kvs = kvs.into_iter().map(|kv| kv.into_key_value()).collect();
+                (kvs, revs)
+            }
+            Err(error) => {
+                tracing::warn!(prefix = %keys.prefix(), from, to = target, error = %error, "the revisions since the last recorded version cannot be replayed (compacted?); recording the current key set as one version");
+                return false;
+            }
+        };
+        let newest = revs.values().copied().max().unwrap_or(0);
+        let options = FollowOptions {
+            page_size: self.page_size,
+            ..FollowOptions::default()
+        };
+        let mut follower = PrefixFollower::prefix(store.etcd().clone(), keys.prefix(), options)
+            .for_subsystem("history")
+            .resume_after(from, kvs.len(), newest);
+        let deadline = tokio::time::Instant::now() + REPLAY_LIMIT;
+        let mut prev = Some(head.prev());
+        let mut replayed = 0u64;
+        let mut created = false;
+        loop {
+            let Ok(item) = tokio::time::timeout_at(deadline, follower.next()).await else {
+                tracing::warn!(prefix = %keys.prefix(), from, to = target, replayed, "replaying the revisions since the last recorded version took too long; recording the current key set as one version");
+                return false;
+            };
+            match item {
+                Followed::Batch { revision, changes } => {
+                    if revision > target {
+                        break;
+                    }
+                    let ops: Vec<RawOp> = changes
+                        .into_iter()
+                        .map(|change| match change {
+                            Change::Put(kv) => {
+                                let (k, v) = kv.into_key_value();
+                                RawOp::Put(k, v)
+                            }
+                            Change::Delete(kv) => RawOp::Delete(kv.key().to_vec()),
+                        })
+                        .collect();
+                    for op in &ops {
+                        match op {
+                            RawOp::Put(k, v) => {
+                                kvs.insert(k.clone(), v.clone());
+                                revs.insert(k.clone(), revision);
+                            }
+                            RawOp::Delete(k) => {
+                                kvs.remove(k);
+                                revs.remove(k);
+                            }
+                        }
+                    }
+                    let outcome = store
+                        .record(
+                            revision,
+                            KeySet {
+                                kvs: &kvs,
+                                revs: &revs,
+                            },
+                            Some(&ops),
+                            MetaFrom::Lookup,
+                            prev,
+                            None,
+                        )
+                        .await;
+                    replayed += 1;
+                    match outcome {
+                        Ok(outcome) => {
+                            created |= matches!(outcome, Outcome::Created(_));
+                            prev = outcome.head().map(Head::prev);
+                        }
+                        Err(error) => {
+                            prev = None;
+                            if self.refuse(&error) {
+                                return true;
+                            }
+                            tracing::warn!(prefix = %keys.prefix(), revision, error = %error, "could not record a replayed version");
+                        }
+                    }
+                    if revision == target {
+                        break;
+                    }
+                }
+                Followed::Live => break,
+                Followed::Resynced { reason, .. } => {
+                    tracing::warn!(prefix = %keys.prefix(), from, to = target, replayed, %reason, "the revisions since the last recorded version cannot be replayed; recording the current key set as one version");
+                    return false;
+                }
+                Followed::Interrupted { error, retry_in } => {
+                    tracing::debug!(prefix = %keys.prefix(), error = %error, ?retry_in, "replay interrupted; retrying");
+                }
+            }
+        }
+        tracing::info!(prefix = %keys.prefix(), from, to = target, replayed, "took over recording: replayed the revisions since the last recorded version");
+        if created {
+            let options = &self.shared.options;
+            if let Err(error) = store.maybe_prune(options.keep, options.max_age).await {
+                tracing::warn!(prefix = %keys.prefix(), error = %error, "pruning history failed");
+            }
+        }
+        if kvs != *self.kvs {
+            tracing::warn!(prefix = %keys.prefix(), revision = target, "the replayed key set differs from the handle's; recording the handle's as one version");
+            return false;
+        }
+        self.prev = prev;
+        true
     }
 
     /// If etcd refused `error`'s request for a missing permission, stops recording for this
@@ -340,8 +597,8 @@ impl<T: CoordConfig> Recorder<T> {
     }
 
     /// Takes the key set of the bound snapshot's `revision` (one paged read pinned there) as the
-    /// view and records it unless the newest version holds it. Leaves `self.revision` at 0 if
-    /// the read fails (the task then re-reads the prefix).
+    /// view (recording it is the seat holder's take-over). Leaves `self.revision` at 0 if the
+    /// read fails (the task then re-reads the prefix).
     async fn bind_at(&mut self, revision: i64) {
         let keys = self.shared.store.keys().clone();
         let read = read_range(
@@ -358,10 +615,6 @@ impl<T: CoordConfig> Recorder<T> {
                 self.kvs = Arc::new(kvs.into_iter().map(|kv| kv.into_key_value()).collect());
                 self.revision = revision;
                 self.publish_view();
-                if self.recording() {
-                    self.record_state().await;
-                    self.publish_view();
-                }
             }
             Err(error) => {
                 tracing::warn!(prefix = %keys.prefix(), revision, error = %error, "history cannot read the bound revision; re-reading the prefix");
@@ -379,7 +632,8 @@ impl<T: CoordConfig> Recorder<T> {
         self.shared.seen.send_replace(self.revision);
     }
 
-    /// Reads the whole prefix (retrying until etcd answers) and records it if it is new.
+    /// Reads the whole prefix (retrying until etcd answers); the recorder then records what it
+    /// has not (see [`take_over`](Self::take_over)).
     async fn resync(&mut self) {
         let store = self.shared.store.clone();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -402,7 +656,7 @@ impl<T: CoordConfig> Recorder<T> {
         self.prev = None;
         self.publish_view();
         if self.recording() {
-            self.record_state().await;
+            self.take_over().await;
             self.publish_view();
         }
     }
@@ -503,7 +757,7 @@ impl<T: CoordConfig> Recorder<T> {
             return;
         }
         let Some(ops) = delta else {
-            self.record_state().await;
+            self.take_over().await;
             self.publish_view();
             return;
         };

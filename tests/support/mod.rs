@@ -4,6 +4,7 @@
 //! - [`etcdctl`]: the `etcdctl` binary against them;
 //! - [`cluster`]: three-member clusters;
 //! - [`proxy`]: a loopback TCP proxy that cuts or black-holes the connection (partitions);
+//! - [`grpc_proxy`]: `etcd grpc-proxy` in front of an etcd (coalesced watches);
 //! - [`process`]: child processes (programs and re-runs of the test binary as workers);
 //! - [`poll`]: `eventually!`, the one way to wait for a condition.
 //!
@@ -16,6 +17,7 @@ pub mod poll;
 pub mod cluster;
 pub mod etcd;
 pub mod etcdctl;
+pub mod grpc_proxy;
 pub mod process;
 pub mod proxy;
 #[cfg(feature = "tls")]
