@@ -110,6 +110,7 @@
 //! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap, rpassword); implies `tls` |
 //! | `stream` | no | `futures_core::Stream` for [`config::Subscription`], [`registry::RegistryWatch`], [`registry::StatusWatch`], [`registry::LiveUpdates`] and [`lock::Observer`] (the `futures-core` crate) |
 
+pub mod change;
 pub mod config;
 mod coordinator;
 pub mod docs;

@@ -26,6 +26,7 @@ pub use event::{ConfigEvent, Rejection, ReloadCause, Subscription};
 pub(crate) use feed::{RawBody, RawOp, RawRevision};
 pub use handle::{ConfigHandle, LocalCache, SnapshotGuard};
 pub use options::{ConfigOptions, UnknownKeys, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES};
+pub(crate) use options::Setting;
 pub(crate) use reload::Reloader;
 pub use snapshot::Snapshot;
 pub use status::{ConfigStatus, WatchState};

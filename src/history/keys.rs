@@ -8,6 +8,7 @@
 //! | `<ns>/__coordination/history/apps/chat/config/chunks/<revision:020>/<id>/<n:04>` | the content of a big record, in chunks (JSON arrays) |
 //! | `<ns>/__coordination/history/apps/chat/config/intent` | audit metadata of the last publish/rollback, written in its transaction |
 //! | `<ns>/__coordination/schema/apps/chat/config` | the bound type's JSON Schema |
+//! | `<ns>/__coordination/policy/apps/chat/config` | the prefix's change-control policy (see [`change`](crate::change)) |
 
 use crate::etcd::prefix_end;
 
@@ -27,6 +28,7 @@ pub(crate) struct Keys {
     chunks: String,
     intent: String,
     schema: String,
+    policy: String,
 }
 
 impl Keys {
@@ -49,6 +51,7 @@ impl Keys {
             chunks: format!("{root}chunks/"),
             intent: format!("{root}intent"),
             schema: format!("{namespace}/__coordination/schema{relative}"),
+            policy: format!("{namespace}/__coordination/policy{relative}"),
         }
     }
 
@@ -128,6 +131,11 @@ impl Keys {
     /// The audit intent key.
     pub(crate) fn intent(&self) -> &str {
         &self.intent
+    }
+
+    /// The key the change-control policy is stored at.
+    pub(crate) fn policy(&self) -> &str {
+        &self.policy
     }
 
     /// The published JSON Schema key.

@@ -48,6 +48,13 @@ mod watch;
 mod write;
 
 pub use admin::ConfigHistory;
+// What change control (`crate::change`) builds on.
+pub(crate) use diff::diff as diff_documents;
+pub(crate) use fields::check_known;
+pub(crate) use key::{KeyRing, Sealed};
+pub(crate) use patch::FieldPatch;
+pub(crate) use record::Meta;
+pub(crate) use store::{Kvs, Store};
 pub(crate) use diff::changed_paths;
 pub use diff::FieldChange;
 pub use draft::Draft;

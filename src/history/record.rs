@@ -33,6 +33,7 @@ use super::keys::Keys;
 use super::sealing::Sealing;
 use super::store::{Kvs, Revs, StoredKvs};
 use super::time::{now_ms, rfc3339};
+use crate::change::ChangeRecord;
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -91,6 +92,10 @@ pub struct Version {
     pub batch: Option<(u32, u32)>,
     /// Number of keys under the prefix at this version.
     pub keys: usize,
+    /// Change control: the proposal applied and its approvers, a break-glass reason, a
+    /// promotion's source (see [`change`](crate::change)); `None` for other writes and for
+    /// records written before change control.
+    pub change: Option<ChangeRecord>,
     storage: VersionStorage,
 }
 
@@ -341,6 +346,8 @@ pub(crate) struct Meta {
     pub(crate) restored_from: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) batch: Option<[u32; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) change: Option<ChangeRecord>,
 }
 
 impl Meta {
@@ -353,6 +360,7 @@ impl Meta {
             comment: text(comment),
             restored_from: None,
             batch: None,
+            change: None,
         }
     }
 }
@@ -436,6 +444,7 @@ impl Head {
             restored_from: self.meta.restored_from,
             batch: self.meta.batch.map(|[n, of]| (n, of)),
             keys: self.keys,
+            change: self.meta.change.clone(),
             storage: VersionStorage {
                 bytes: self.bytes,
                 base: match self.kind {
