@@ -385,7 +385,11 @@ impl Coordinator {
     /// The etcd user this coordinator authenticated as ([`CoordinatorOptions::with_user`]),
     /// `None` without auth. Change control counts authors and approvers by it.
     pub fn user(&self) -> Option<&str> {
-        self.inner.options.user.as_ref().map(|(name, _)| name.as_str())
+        self.inner
+            .options
+            .user
+            .as_ref()
+            .map(|(name, _)| name.as_str())
     }
 
     /// The namespace put in front of every key (`""` for none).

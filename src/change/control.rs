@@ -6,7 +6,9 @@ use serde_json::Value;
 
 use super::audit::Promotion;
 use super::policy::{self, Policy};
-use super::proposal::{self, Applied, Approval, Candidate, Proposal, ProposalState, Rejection, SetField};
+use super::proposal::{
+    self, Applied, Approval, Candidate, Proposal, ProposalState, Rejection, SetField,
+};
 use super::window::Clock;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
@@ -35,7 +37,9 @@ pub struct ChangeControl {
 }
 
 fn now_text() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 impl ChangeControl {
@@ -88,7 +92,10 @@ impl ChangeControl {
     /// authenticated etcd user.
     pub fn with_actor(mut self, name: &str) -> Result<Self> {
         if name.trim().is_empty() {
-            return Err(Error::new(ErrorKind::InvalidArgument, "an empty author name"));
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "an empty author name",
+            ));
         }
         if let Some(user) = self.coord.user() {
             if user != name {
@@ -135,7 +142,9 @@ impl ChangeControl {
     /// # Cancel safety
     /// Cancel-safe: it only reads.
     pub async fn policy(&self) -> Result<Option<Policy>> {
-        Ok(policy::read(self.coord.etcd(), self.history.policy_key()).await?.0)
+        Ok(policy::read(self.coord.etcd(), self.history.policy_key())
+            .await?
+            .0)
     }
 
     /// Stores `policy` for the prefix (`None` removes it). Who may do this is up to etcd RBAC
@@ -164,8 +173,14 @@ impl ChangeControl {
     /// One create-if-absent write at the end: dropped, the proposal may or may not exist.
     pub async fn propose_document(&self, document: &Value, comment: &str) -> Result<Proposal> {
         self.history.check_doc(document, false)?;
-        self.propose(Candidate::Document { document: document.clone() }, comment, None)
-            .await
+        self.propose(
+            Candidate::Document {
+                document: document.clone(),
+            },
+            comment,
+            None,
+        )
+        .await
     }
 
     /// Proposes setting fields (as [`ConfigHistory::put`] does, a patch: `(dotted path, raw
@@ -176,9 +191,16 @@ impl ChangeControl {
     ///
     /// # Cancel safety
     /// As [`propose_document`](Self::propose_document).
-    pub async fn propose_fields(&self, fields: &[(String, String)], comment: &str) -> Result<Proposal> {
+    pub async fn propose_fields(
+        &self,
+        fields: &[(String, String)],
+        comment: &str,
+    ) -> Result<Proposal> {
         if fields.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidArgument, "no fields to set (give path=value)"));
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "no fields to set (give path=value)",
+            ));
         }
         let mut set = Vec::new();
         for (path, raw) in fields {
@@ -195,17 +217,25 @@ impl ChangeControl {
                 }
             }
             let hidden = SecretPaths::new(self.history.secrets()).is_secret(path);
-            let value = self.history.fields().parse_for(&segments, raw.as_bytes()).map_err(|message| {
-                let message = if hidden {
-                    format!("invalid value for secret field `{path}` (value *** not shown)")
-                } else {
-                    message
-                };
-                Error::new(ErrorKind::Validation, message).with_field(path.clone())
-            })?;
-            set.push(SetField { path: path.clone(), value: Some(value) });
+            let value = self
+                .history
+                .fields()
+                .parse_for(&segments, raw.as_bytes())
+                .map_err(|message| {
+                    let message = if hidden {
+                        format!("invalid value for secret field `{path}` (value *** not shown)")
+                    } else {
+                        message
+                    };
+                    Error::new(ErrorKind::Validation, message).with_field(path.clone())
+                })?;
+            set.push(SetField {
+                path: path.clone(),
+                value: Some(value),
+            });
         }
-        self.propose(Candidate::Fields { fields: set }, comment, None).await
+        self.propose(Candidate::Fields { fields: set }, comment, None)
+            .await
     }
 
     /// Stores a proposal of `candidate` (plaintext secrets) against the prefix now.
@@ -236,7 +266,10 @@ impl ChangeControl {
         if p.diff.is_empty() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
-                format!("`{}` already holds this at revision {revision}: nothing to propose", self.history.prefix()),
+                format!(
+                    "`{}` already holds this at revision {revision}: nothing to propose",
+                    self.history.prefix()
+                ),
             ));
         }
         proposal::create(self.coord.etcd(), self.coord.namespace(), &mut p).await?;
@@ -247,12 +280,21 @@ impl ChangeControl {
     /// The target key set of `candidate` over `base`, validated; with `plain`, `candidate`
     /// holds plaintext secrets (a new proposal): returns the masked diff and the candidate as
     /// stored. Otherwise `candidate` is as stored, and the stored form comes back unchanged.
-    fn evaluate(&self, candidate: &Candidate, base: &Kvs, plain: bool) -> Result<(Vec<FieldChange>, Candidate)> {
+    fn evaluate(
+        &self,
+        candidate: &Candidate,
+        base: &Kvs,
+        plain: bool,
+    ) -> Result<(Vec<FieldChange>, Candidate)> {
         let target = self.target(candidate, base, plain)?;
         let base_doc = self.history.document_of(base);
         let target_doc = self.history.document_of(&target);
         let diff = diff_documents(&base_doc, &target_doc, self.history.secrets());
-        let stored = if plain { self.seal(candidate, &base_doc)? } else { candidate.clone() };
+        let stored = if plain {
+            self.seal(candidate, &base_doc)?
+        } else {
+            candidate.clone()
+        };
         Ok((diff, stored))
     }
 
@@ -311,7 +353,8 @@ impl ChangeControl {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let target = self.history.target_patched(base, &patches)?;
-                self.history.check_doc(&self.history.document_of(&target), true)?;
+                self.history
+                    .check_doc(&self.history.document_of(&target), true)?;
                 Ok(target)
             }
         }
@@ -348,7 +391,10 @@ impl ChangeControl {
         } else {
             Err(Error::new(
                 ErrorKind::InvalidArgument,
-                format!("proposal `{}` is for `{}`, not `{}`", p.id, p.prefix, self.prefix),
+                format!(
+                    "proposal `{}` is for `{}`, not `{}`",
+                    p.id, p.prefix, self.prefix
+                ),
             ))
         }
     }
@@ -370,7 +416,10 @@ impl ChangeControl {
                 format!(
                     "proposal `{}` is already applied (version {})",
                     p.id,
-                    p.applied.as_ref().and_then(|a| a.revision).map_or("-".to_string(), |r| r.to_string())
+                    p.applied
+                        .as_ref()
+                        .and_then(|a| a.revision)
+                        .map_or("-".to_string(), |r| r.to_string())
                 ),
             )),
         }
@@ -392,16 +441,22 @@ impl ChangeControl {
         let p = proposal::update(self.coord.etcd(), self.coord.namespace(), id, |p| {
             self.mine(p)?;
             Self::open_state(p)?;
-            policy
-                .may_approve(&who, &p.author)
-                .map_err(|why| Error::new(ErrorKind::Refused, format!("approval of `{id}` refused: {why}")))?;
+            policy.may_approve(&who, &p.author).map_err(|why| {
+                Error::new(
+                    ErrorKind::Refused,
+                    format!("approval of `{id}` refused: {why}"),
+                )
+            })?;
             if p.approvals.iter().any(|a| a.by == who) {
                 return Err(Error::new(
                     ErrorKind::InvalidArgument,
                     format!("`{who}` has already approved `{id}`"),
                 ));
             }
-            p.approvals.push(Approval { by: who.clone(), time: now_text() });
+            p.approvals.push(Approval {
+                by: who.clone(),
+                time: now_text(),
+            });
             Ok(())
         })
         .await?;
@@ -419,13 +474,20 @@ impl ChangeControl {
     /// As [`approve`](Self::approve).
     pub async fn reject(&self, id: &str, reason: &str) -> Result<Proposal> {
         if reason.trim().is_empty() {
-            return Err(Error::new(ErrorKind::InvalidArgument, "a rejection needs a reason"));
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a rejection needs a reason",
+            ));
         }
         proposal::update(self.coord.etcd(), self.coord.namespace(), id, |p| {
             self.mine(p)?;
             Self::open_state(p)?;
             p.state = ProposalState::Rejected;
-            p.rejection = Some(Rejection { by: self.actor.clone(), reason: reason.to_string(), time: now_text() });
+            p.rejection = Some(Rejection {
+                by: self.actor.clone(),
+                reason: reason.to_string(),
+                time: now_text(),
+            });
             Ok(())
         })
         .await
@@ -467,7 +529,9 @@ impl ChangeControl {
         }
         let now = self.history.current_since(p.base_revision).await?;
         let target = self.target(&p.candidate, &now.1, false)?;
-        let mut meta = self.history.meta(VersionKind::Publish, &p.author, &p.comment);
+        let mut meta = self
+            .history
+            .meta(VersionKind::Publish, &p.author, &p.comment);
         let mut record = meta.change.take().unwrap_or_default();
         record.proposal = Some(p.id.clone());
         record.approvers = approvers;
@@ -478,7 +542,11 @@ impl ChangeControl {
         let revision = written.as_ref().map(|v| v.revision);
         proposal::update(self.coord.etcd(), self.coord.namespace(), id, |q| {
             q.state = ProposalState::Applied;
-            q.applied = Some(Applied { by: self.actor.clone(), revision, time: now_text() });
+            q.applied = Some(Applied {
+                by: self.actor.clone(),
+                revision,
+                time: now_text(),
+            });
             Ok(())
         })
         .await?;

@@ -186,9 +186,14 @@ pub(crate) async fn write(etcd: &Etcd, key: &str, policy: Option<&Policy>) -> Re
             let text = serde_json::to_vec(policy).map_err(|e| {
                 Error::new(ErrorKind::Etcd, format!("encoding the policy: {e}")).with_source(e)
             })?;
-            kv.put(key, text, None).await.map(|r| r.header().map_or(0, |h| h.revision()))
+            kv.put(key, text, None)
+                .await
+                .map(|r| r.header().map_or(0, |h| h.revision()))
         }
-        None => kv.delete(key, None).await.map(|r| r.header().map_or(0, |h| h.revision())),
+        None => kv
+            .delete(key, None)
+            .await
+            .map(|r| r.header().map_or(0, |h| h.revision())),
     };
     revision.map_err(|e| {
         Error::etcd(format_args!("writing the change-control policy `{key}`"), e).needs(
@@ -218,11 +223,19 @@ mod tests {
         assert!(p.may_approve("alice", "alice").is_err());
         assert!(p.may_approve("mallory", "alice").is_err());
         assert!(p.may_approve("bob", "alice").is_ok());
-        assert_eq!(p.counted("alice", ["alice", "bob", "bob", "dave", "carol"]), vec!["bob", "carol"]);
+        assert_eq!(
+            p.counted("alice", ["alice", "bob", "bob", "dave", "carol"]),
+            vec!["bob", "carol"]
+        );
         assert!(Policy::parse("approvals: 1\nunknown: 2\n").is_err());
         assert!(Policy::parse("windows:\n  - {days: [mon], hours: \"09-17\"}\n").is_err());
         let open = Policy::requiring(2);
         assert!(open.may_approve("anyone", "alice").is_ok());
-        assert!(Policy { self_approval: true, ..Policy::requiring(1) }.may_approve("alice", "alice").is_ok());
+        assert!(Policy {
+            self_approval: true,
+            ..Policy::requiring(1)
+        }
+        .may_approve("alice", "alice")
+        .is_ok());
     }
 }

@@ -34,7 +34,11 @@ fn leaves(path: &str, doc: &Value, out: &mut Vec<(String, Value)>) {
     match doc {
         Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 leaves(&child, v, out);
             }
         }
@@ -66,7 +70,12 @@ impl ChangeControl {
     ///
     /// # Cancel safety
     /// As [`ChangeControl::propose_document`] and [`ChangeControl::apply`].
-    pub async fn promote(&self, from: &ConfigHistory, only: &[String], comment: &str) -> Result<Promoted> {
+    pub async fn promote(
+        &self,
+        from: &ConfigHistory,
+        only: &[String],
+        comment: &str,
+    ) -> Result<Promoted> {
         if from.prefix() == self.history().prefix() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -88,7 +97,10 @@ impl ChangeControl {
                 continue;
             }
             if at(&target, path) != Some(value) {
-                fields.push(SetField { path: path.clone(), value: Some(value.clone()) });
+                fields.push(SetField {
+                    path: path.clone(),
+                    value: Some(value.clone()),
+                });
             }
         }
         let mut here = Vec::new();
@@ -98,7 +110,10 @@ impl ChangeControl {
                 continue;
             }
             if at(&source, path).is_none() {
-                fields.push(SetField { path: path.clone(), value: None });
+                fields.push(SetField {
+                    path: path.clone(),
+                    value: None,
+                });
             }
         }
         let origin = Promotion::new(
@@ -109,7 +124,12 @@ impl ChangeControl {
             source_revision,
         );
         if fields.is_empty() {
-            return Ok(Promoted { from: origin, diff: Vec::new(), proposal: None, version: None });
+            return Ok(Promoted {
+                from: origin,
+                diff: Vec::new(),
+                proposal: None,
+                version: None,
+            });
         }
         let proposal = self
             .propose(Candidate::Fields { fields }, comment, Some(origin.clone()))
@@ -117,10 +137,20 @@ impl ChangeControl {
         let diff = proposal.diff.clone();
         let needs = self.policy().await?.map_or(0, |p| p.approvals);
         if needs > 0 {
-            return Ok(Promoted { from: origin, diff, proposal: Some(proposal), version: None });
+            return Ok(Promoted {
+                from: origin,
+                diff,
+                proposal: Some(proposal),
+                version: None,
+            });
         }
         let version = self.apply(&proposal.id).await?;
         let proposal = self.proposal(&proposal.id).await?;
-        Ok(Promoted { from: origin, diff, proposal: Some(proposal), version })
+        Ok(Promoted {
+            from: origin,
+            diff,
+            proposal: Some(proposal),
+            version,
+        })
     }
 }

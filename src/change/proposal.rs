@@ -199,7 +199,10 @@ pub(crate) fn seal(
         Value::Object(map) if secrets.has_secret_below(path) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
-                out.insert(k.clone(), seal(v, &join(path, k), base, secrets, ring, prefix)?);
+                out.insert(
+                    k.clone(),
+                    seal(v, &join(path, k), base, secrets, ring, prefix)?,
+                );
             }
             Ok(Value::Object(out))
         }
@@ -214,7 +217,13 @@ pub(crate) fn seal(
 /// [`ErrorKind::Conflict`] when a kept secret is no longer in the prefix;
 /// [`ErrorKind::InvalidArgument`] naming the key id when the value was encrypted with a key
 /// `ring` does not hold, or does not decrypt.
-pub(crate) fn unseal(value: &Value, path: &str, current: &Value, ring: &KeyRing, prefix: &str) -> Result<Value> {
+pub(crate) fn unseal(
+    value: &Value,
+    path: &str,
+    current: &Value,
+    ring: &KeyRing,
+    prefix: &str,
+) -> Result<Value> {
     let Value::Object(map) = value else {
         return Ok(value.clone());
     };
@@ -273,7 +282,9 @@ pub(crate) fn root(namespace: &str) -> String {
 pub(crate) fn check_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -295,20 +306,31 @@ pub(crate) fn new_id() -> String {
 
 fn parse(key: &str, bytes: &[u8], revision: i64) -> Result<Proposal> {
     serde_json::from_slice(bytes).map_err(|e| {
-        Error::new(ErrorKind::Validation, format!("proposal `{key}` does not parse: {e}"))
-            .with_key(key)
-            .with_revision(revision)
+        Error::new(
+            ErrorKind::Validation,
+            format!("proposal `{key}` does not parse: {e}"),
+        )
+        .with_key(key)
+        .with_revision(revision)
     })
 }
 
 fn encode(p: &Proposal) -> Result<Vec<u8>> {
     serde_json::to_vec(p).map_err(|e| {
-        Error::new(ErrorKind::Etcd, format!("encoding proposal `{}`: {e}", p.id)).with_source(e)
+        Error::new(
+            ErrorKind::Etcd,
+            format!("encoding proposal `{}`: {e}", p.id),
+        )
+        .with_source(e)
     })
 }
 
 fn access(e: etcd_client::Error, what: &str, key: &str, permission: Permission) -> Error {
-    Error::etcd(format_args!("{what} `{key}`"), e).needs(permission, &format!("the key `{key}`"), key)
+    Error::etcd(format_args!("{what} `{key}`"), e).needs(
+        permission,
+        &format!("the key `{key}`"),
+        key,
+    )
 }
 
 /// The proposal `id` and its `mod_revision`.
@@ -324,9 +346,16 @@ pub(crate) async fn read(etcd: &Etcd, namespace: &str, id: &str) -> Result<(Prop
         .await
         .map_err(|e| access(e, "reading proposal", &key, Permission::Read))?;
     let Some(kv) = resp.kvs().first() else {
-        return Err(Error::new(ErrorKind::NotFound, format!("no proposal `{id}` (key `{key}`)")).with_key(key));
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("no proposal `{id}` (key `{key}`)"),
+        )
+        .with_key(key));
     };
-    Ok((parse(&key, kv.value(), kv.mod_revision())?, kv.mod_revision()))
+    Ok((
+        parse(&key, kv.value(), kv.mod_revision())?,
+        kv.mod_revision(),
+    ))
 }
 
 /// Stores a new proposal (create-if-absent; a fresh id on the rare collision).
@@ -346,7 +375,10 @@ pub(crate) async fn create(etcd: &Etcd, namespace: &str, proposal: &mut Proposal
         }
         proposal.id = new_id();
     }
-    Err(Error::new(ErrorKind::Conflict, "could not find a free proposal id"))
+    Err(Error::new(
+        ErrorKind::Conflict,
+        "could not find a free proposal id",
+    ))
 }
 
 /// Changes proposal `id` with `change` (on a fresh read each attempt), guarded by the
@@ -362,7 +394,11 @@ pub(crate) async fn update(
         let (mut proposal, revision) = read(etcd, namespace, id).await?;
         change(&mut proposal)?;
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, revision)])
+            .when([Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                revision,
+            )])
             .and_then([TxnOp::put(key.as_str(), encode(&proposal)?, None)]);
         let resp = etcd
             .kv()
@@ -383,12 +419,10 @@ pub(crate) async fn update(
 /// Every proposal for `prefix` (as given), oldest first.
 pub(crate) async fn list(etcd: &Etcd, namespace: &str, prefix: &str) -> Result<Vec<Proposal>> {
     let root = root(namespace);
-    let (_, kvs) = read_prefix(etcd, &root, 1000)
-        .await
-        .map_err(|e| {
-            let key = root.clone();
-            e.needs(Permission::Read, &format!("the prefix `{key}`"), &key)
-        })?;
+    let (_, kvs) = read_prefix(etcd, &root, 1000).await.map_err(|e| {
+        let key = root.clone();
+        e.needs(Permission::Read, &format!("the prefix `{key}`"), &key)
+    })?;
     let mut out = Vec::new();
     for kv in kvs {
         let key = String::from_utf8_lossy(kv.key()).into_owned();

@@ -75,7 +75,11 @@ fn resolve<'a>(root: &'a Value, node: &'a Value, depth: usize) -> Map<String, Va
 fn kind_of(root: &Value, node: &Map<String, Value>) -> String {
     if let Some(t) = node.get("type") {
         return match t {
-            Value::Array(list) => list.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|"),
+            Value::Array(list) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("|"),
             Value::String(s) => s.clone(),
             _ => "any".into(),
         };
@@ -85,7 +89,10 @@ fn kind_of(root: &Value, node: &Map<String, Value>) -> String {
     }
     for key in ["anyOf", "oneOf"] {
         if let Some(list) = node.get(key).and_then(Value::as_array) {
-            let kinds: Vec<String> = list.iter().map(|alt| kind_of(root, &resolve(root, alt, 1))).collect();
+            let kinds: Vec<String> = list
+                .iter()
+                .map(|alt| kind_of(root, &resolve(root, alt, 1)))
+                .collect();
             return kinds.join("|");
         }
     }
@@ -149,27 +156,45 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn doc(&self, path: &[&str], node: &Map<String, Value>, required: bool, default: Option<Value>) -> FieldDoc {
+    fn doc(
+        &self,
+        path: &[&str],
+        node: &Map<String, Value>,
+        required: bool,
+        default: Option<Value>,
+    ) -> FieldDoc {
         let dotted = path.join(".");
         FieldDoc {
             kind: kind_of(self.root, node),
             default: node.get("default").cloned().or(default),
             constraints: constraints_of(node, required),
-            description: node.get("description").and_then(Value::as_str).map(str::to_string),
+            description: node
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             secret: SecretPaths::new(self.secrets).is_secret(&dotted),
             required,
             etcd_key: format!("{}{}", self.prefix, path.join("/")),
             env_var: self.env.as_ref().map(|p| {
                 format!(
                     "{p}{}",
-                    path.iter().map(|s| s.to_uppercase()).collect::<Vec<_>>().join("__")
+                    path.iter()
+                        .map(|s| s.to_uppercase())
+                        .collect::<Vec<_>>()
+                        .join("__")
                 )
             }),
             path: dotted,
         }
     }
 
-    fn children(&self, path: &[&str], node: &Map<String, Value>, default: Option<&Value>, depth: usize) -> Vec<(String, Node)> {
+    fn children(
+        &self,
+        path: &[&str],
+        node: &Map<String, Value>,
+        default: Option<&Value>,
+        depth: usize,
+    ) -> Vec<(String, Node)> {
         let required: Vec<&str> = node
             .get("required")
             .and_then(Value::as_array)
@@ -184,7 +209,12 @@ impl Walk<'_> {
             child_path.push(name);
             let sub = resolve(self.root, sub, 0);
             let inherited = default.and_then(|d| d.get(name)).cloned();
-            let doc = self.doc(&child_path, &sub, required.contains(&name.as_str()), inherited);
+            let doc = self.doc(
+                &child_path,
+                &sub,
+                required.contains(&name.as_str()),
+                inherited,
+            );
             let is_object = sub.contains_key("properties") && depth < 32;
             let child = if is_object {
                 let own_default = doc.default.clone();
@@ -241,7 +271,11 @@ pub fn fields(history: &ConfigHistory) -> Result<Vec<FieldDoc>> {
 
 /// A value that passes the field's constraints, for a template field without a default.
 fn placeholder(node: &Map<String, Value>, kind: &str) -> Option<Value> {
-    if let Some(first) = node.get("enum").and_then(Value::as_array).and_then(|l| l.first()) {
+    if let Some(first) = node
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|l| l.first())
+    {
         return Some(first.clone());
     }
     let first = kind.split('|').next().unwrap_or("any");
@@ -380,12 +414,20 @@ pub fn reference_markdown(history: &ConfigHistory) -> Result<String> {
             "| `{}` | {} | {} | {} | {} | {} | `{}` | {} |\n",
             f.path,
             cell(&f.kind),
-            f.default.as_ref().map_or("—".to_string(), |d| format!("`{}`", cell(&d.to_string()))),
-            if f.constraints.is_empty() { "—".to_string() } else { cell(&f.constraints.join(", ")) },
+            f.default
+                .as_ref()
+                .map_or("—".to_string(), |d| format!("`{}`", cell(&d.to_string()))),
+            if f.constraints.is_empty() {
+                "—".to_string()
+            } else {
+                cell(&f.constraints.join(", "))
+            },
             f.description.as_deref().map_or("—".to_string(), cell),
             if f.secret { "yes" } else { "no" },
             f.etcd_key,
-            f.env_var.as_ref().map_or("—".to_string(), |v| format!("`{v}`")),
+            f.env_var
+                .as_ref()
+                .map_or("—".to_string(), |v| format!("`{v}`")),
         ));
     }
     Ok(out)

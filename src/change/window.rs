@@ -120,7 +120,10 @@ impl ChangeWindow {
                 d = (d + 1) % 7;
             }
         }
-        let range = self.hours.split_once('-').and_then(|(a, b)| Some((hour(a)?, hour(b)?)));
+        let range = self
+            .hours
+            .split_once('-')
+            .and_then(|(a, b)| Some((hour(a)?, hour(b)?)));
         match range {
             Some((from, to)) if from < to => Ok((days, from, to)),
             _ => Err(bad(format!(
@@ -133,9 +136,7 @@ impl ChangeWindow {
     fn contains(&self, day: Weekday, hour: i8) -> bool {
         match self.check() {
             Ok((days, from, to)) => {
-                days[day.to_monday_zero_offset() as usize]
-                    && hour >= from as i8
-                    && hour < to as i8
+                days[day.to_monday_zero_offset() as usize] && hour >= from as i8 && hour < to as i8
             }
             Err(_) => false,
         }
@@ -169,7 +170,10 @@ pub(crate) fn in_windows(
     now: SystemTime,
 ) -> Result<(bool, String)> {
     let ts = jiff::Timestamp::try_from(now).map_err(|e| {
-        Error::new(ErrorKind::InvalidArgument, format!("the clock is out of range: {e}"))
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("the clock is out of range: {e}"),
+        )
     })?;
     let local = ts.to_zoned(zone.clone());
     let open = windows
@@ -189,7 +193,10 @@ mod tests {
         assert_eq!(days, [true, true, true, true, true, false, false]);
         assert_eq!((from, to), (9, 17));
         let w = ChangeWindow::new(&["sat-mon"], "00:00-24:00").unwrap();
-        assert_eq!(w.check().unwrap().0, [true, false, false, false, false, true, true]);
+        assert_eq!(
+            w.check().unwrap().0,
+            [true, false, false, false, false, true, true]
+        );
         assert!(ChangeWindow::new(&["funday"], "09-17").is_err());
         assert!(ChangeWindow::new(&["mon"], "17-09").is_err());
         assert!(ChangeWindow::new(&[], "09-17").is_err());
