@@ -886,3 +886,154 @@ async fn a_changed_secret_is_proposed_only_encrypted() {
     })
     .await;
 }
+
+/// Against etcd with TLS and auth: the documented proposer and approver roles, and the etcd
+/// user as the identity that counts.
+mod secured {
+    use super::*;
+    use support::tls::{SecureEtcd, ROOT_PASSWORD};
+
+    /// The `etcdctl` lines of the ```sh block of `docs/security.md` that adds `role`, every
+    /// `"$PASSWORD"` replaced by `pw`.
+    fn documented_role(role: &str) -> Vec<Vec<String>> {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md"))
+            .expect("docs/security.md");
+        let block = doc
+            .split("```sh\n")
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap_or(""))
+            .find(|block| block.contains(&format!("etcdctl role add {role}\n")))
+            .unwrap_or_else(|| panic!("no block adds role {role}"));
+        block
+            .lines()
+            .filter_map(|line| line.strip_prefix("etcdctl "))
+            .map(|line| {
+                line.split_whitespace()
+                    .map(|arg| match arg.split_once("=\"$") {
+                        Some((flag, _)) => format!("{flag}=pw"),
+                        None => arg.to_string(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn ctl(etcd: &SecureEtcd, user: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
+        cmd.arg("--endpoints")
+            .arg(etcd.endpoint())
+            .args(etcd.tls_args())
+            .arg(format!("--user={user}"))
+            .env_remove("ETCD_USER")
+            .env_remove("ETCD_PASSWORD")
+            .env_remove("COORDCTL_AUTHOR")
+            .env_remove("COORDCTL_NOW")
+            .args(args)
+            .stdin(Stdio::null());
+        cmd.output().expect("run coordctl")
+    }
+
+    fn ctl_json(etcd: &SecureEtcd, user: &str, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = ctl(etcd, user, &all);
+        assert!(out.status.success(), "coordctl {args:?}: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
+    #[coord(prefix = "/apps/chat/config")]
+    struct ChatConfig {
+        port: u16,
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_etcd_user_is_the_author_and_approver_and_the_documented_roles_split_the_work() {
+        let etcd = SecureEtcd::start().await;
+        let p = "/apps/chat/config";
+        etcd.put(&format!("{p}/port"), "8080");
+        let root = format!("root:{ROOT_PASSWORD}");
+        let coord = coordination::Coordinator::connect(etcd.root_options())
+            .await
+            .unwrap();
+        let cfg = ChatConfig::bind(&coord).await.expect("bind as root");
+        assert_eq!(coord.user(), Some("root"));
+        for role in ["config-proposer", "config-approver"] {
+            let lines = documented_role(role);
+            assert!(lines.len() >= 6, "{lines:?}");
+            for args in lines {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                etcd.etcdctl(&args);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.yaml");
+        std::fs::write(&file, "approvals: 1\n").unwrap();
+        let out = ctl(
+            &etcd,
+            &root,
+            &["config", "policy", p, "--set", "-f", file.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+
+        // dana proposes; the author is her etcd user, and she may not claim to be bob.
+        let proposal = ctl_json(
+            &etcd,
+            "dana:pw",
+            &["config", "propose", p, "--set", "port=9000", "-m", "move"],
+        );
+        assert_eq!(proposal["author"], "dana", "{proposal}");
+        let id = proposal["id"].as_str().unwrap();
+        refused(
+            &ctl(
+                &etcd,
+                "dana:pw",
+                &["config", "approve", id, "--author", "bob"],
+            ),
+            3,
+            "authenticated as etcd user `dana`",
+        );
+        refused(
+            &ctl(&etcd, "dana:pw", &["config", "approve", id]),
+            6,
+            "does not let authors approve",
+        );
+        // Her role writes proposals only: not the config, not even breaking glass.
+        let out = ctl(
+            &etcd,
+            "dana:pw",
+            &[
+                "config",
+                "put",
+                p,
+                "port",
+                "9001",
+                "--break-glass",
+                "--reason",
+                "try",
+            ],
+        );
+        refused(&out, 1, "permission");
+        let raw = etcd.etcdctl_raw_as(Some("dana:pw"), &["put", &format!("{p}/port"), "1"]);
+        assert!(!raw.status.success(), "RBAC keeps a raw etcdctl put out");
+        refused(
+            &ctl(&etcd, "dana:pw", &["config", "apply", id]),
+            6,
+            "needs 1 approval",
+        );
+
+        // bob approves and applies, as his etcd user.
+        let approved = ctl_json(&etcd, "bob:pw", &["config", "approve", id]);
+        assert_eq!(approved["approvals"][0]["by"], "bob");
+        let out = ctl(&etcd, "dana:pw", &["config", "apply", id]);
+        refused(&out, 1, "permission");
+        let applied = ctl_json(&etcd, "bob:pw", &["config", "apply", id]);
+        assert_eq!(applied["changed"], true, "{applied}");
+        assert!(eventually!(WAIT, cfg.load().port == 9000));
+        let v = ctl_json(&etcd, "bob:pw", &["config", "history", p])[0].clone();
+        assert_eq!(v["author"], "dana", "{v}");
+        assert_eq!(v["change"]["approvers"], serde_json::json!(["bob"]));
+        assert_eq!(v["change"]["applied_by"], "bob");
+        assert_eq!(v["change"]["proposal"], id);
+    }
+}

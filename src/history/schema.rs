@@ -163,9 +163,12 @@ mod tests {
                 "db": {"type": "object", "properties": {"password": {"type": "string", "minLength": 8}}}
             }
         });
-        let doc = document(&schema, "Chat", "/p/", &["db.password"]);
+        let doc = document(&schema, "Chat", "/p/", &["db.password"], Some("CHAT_"));
         let secrets = secrets_of(&doc);
         assert_eq!(secrets, vec!["db.password".to_string()]);
+        assert_eq!(env_prefix_of(&doc).as_deref(), Some("CHAT_"));
+        let none = document(&schema, "Chat", "/p/", &[], None);
+        assert_eq!(env_prefix_of(&none), None);
         let check = SchemaCheck::new(&doc).unwrap();
         let e = check
             .check(&json!({"port": 0}), false, &secrets)

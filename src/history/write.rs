@@ -228,9 +228,10 @@ async fn write_batches(
                 Error::etcd(format_args!("writing `{}`", keys.prefix()), e).needs(
                     Permission::ReadWrite,
                     &format!(
-                        "the prefix `{}` and on {}",
+                        "the prefix `{}` and on {} (and read on the change-control policy `{}`)",
                         keys.prefix(),
-                        keys.root_label()
+                        keys.root_label(),
+                        keys.policy()
                     ),
                     keys.prefix(),
                 )

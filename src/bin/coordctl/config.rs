@@ -81,7 +81,7 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                 if prefix.starts_with('/') {
                     return Err(fail(
                         2,
-                        format!("give the file to apply to `{prefix}` with -f FILE (or a proposal ID instead of the prefix)"),
+                        format!("give the file to apply to `{prefix}` with --file FILE (-f), or a proposal ID instead of the prefix"),
                     ));
                 }
                 return crate::change::apply(cli, prefix, glass).await;
