@@ -27,7 +27,7 @@ use crate::secrets::SecretPaths;
 /// Without auth it is the name given (by default `$USER`).
 ///
 /// Proposals live at `<ns>/__coordination/proposals/<id>`, so an id alone finds one
-/// ([`for_proposal`](Self::for_proposal)). Cheap to clone.
+/// ([`find_proposal`](Self::find_proposal)). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ChangeControl {
     coord: Coordinator,

@@ -618,10 +618,10 @@ impl ConfigHistory {
     pub(crate) fn meta(&self, kind: VersionKind, author: &str, comment: &str) -> Meta {
         let mut meta = Meta::new(kind, author, comment);
         if let Some(reason) = &self.break_glass {
-            meta.change = Some(crate::change::ChangeRecord {
+            meta.change = Some(Box::new(crate::change::ChangeRecord {
                 break_glass: Some(reason.clone()),
                 ..Default::default()
-            });
+            }));
         }
         meta
     }

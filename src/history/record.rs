@@ -346,8 +346,9 @@ pub(crate) struct Meta {
     pub(crate) restored_from: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) batch: Option<[u32; 2]>,
+    /// Boxed: most writes have none, and the intent travels by value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) change: Option<ChangeRecord>,
+    pub(crate) change: Option<Box<ChangeRecord>>,
 }
 
 impl Meta {
@@ -444,7 +445,7 @@ impl Head {
             restored_from: self.meta.restored_from,
             batch: self.meta.batch.map(|[n, of]| (n, of)),
             keys: self.keys,
-            change: self.meta.change.clone(),
+            change: self.meta.change.as_deref().cloned(),
             storage: VersionStorage {
                 bytes: self.bytes,
                 base: match self.kind {
