@@ -495,7 +495,13 @@ fn key_failure(e: coordination::Error) -> Failure {
 /// `history` breaking glass as `glass` says.
 fn with_glass(history: ConfigHistory, glass: &BreakGlass) -> Result<ConfigHistory, Failure> {
     match (&glass.break_glass, &glass.reason) {
-        (true, Some(reason)) => Ok(history.with_break_glass(reason)?),
+        (true, Some(reason)) => {
+            eprintln!(
+                "warning: breaking glass on {} ({reason}): the change-control policy is not applied; the reason is recorded in the history",
+                history.prefix()
+            );
+            Ok(history.with_break_glass(reason)?)
+        }
         _ => Ok(history),
     }
 }
