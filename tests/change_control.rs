@@ -887,6 +887,82 @@ async fn a_changed_secret_is_proposed_only_encrypted() {
     .await;
 }
 
+/// Logs written into a buffer.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// On a current-thread runtime the write runs on the test's thread, so the subscriber set as
+/// its default sees the warning (a global one is set first so that no callsite is cached as
+/// uninteresting by another thread).
+#[tokio::test]
+async fn a_break_glass_write_logs_at_warn_with_its_reason() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _default = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish(),
+    );
+    let etcd = Etcd::start().await;
+    let _cfg = service(&etcd).await;
+    let coord = etcd.coordinator().await;
+    let control = ChangeControl::open(&coord, P).await.unwrap();
+    control
+        .set_policy(Some(&Policy::requiring(1)))
+        .await
+        .unwrap();
+    let history = coordination::history::ConfigHistory::open(&coord, P)
+        .await
+        .unwrap();
+    let e = history
+        .put("port", "9100", "oncall", "")
+        .await
+        .expect_err("refused");
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e:#}");
+    assert!(
+        history.clone().with_break_glass("  ").is_err(),
+        "a reason is required"
+    );
+    let v = history
+        .with_break_glass("disk full on db1")
+        .unwrap()
+        .put("port", "9100", "oncall", "")
+        .await
+        .unwrap()
+        .expect("a version");
+    assert_eq!(
+        v.change.as_ref().and_then(|c| c.break_glass.as_deref()),
+        Some("disk full on db1")
+    );
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("break-glass"))
+        .unwrap_or_else(|| panic!("no break-glass warning in:\n{text}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("disk full on db1") && line.contains("oncall"),
+        "{line}"
+    );
+    assert!(line.contains(&format!("{P}/")), "{line}");
+}
+
 /// Against etcd with TLS and auth: the documented proposer and approver roles, and the etcd
 /// user as the identity that counts.
 mod secured {
