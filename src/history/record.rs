@@ -635,6 +635,27 @@ mod tests {
     }
 
     #[test]
+    fn change_control_facts_are_sparse_and_old_records_still_read() {
+        let old = r#"{"format":2,"prefix":"/p/","revision":7,"time":"t","unix_ms":1,"source":"publish","author":"alice","keys":1,"bytes":5,"kind":"full","checkpoint":7}"#;
+        let head = parse_head(old.as_bytes()).unwrap();
+        assert_eq!(head.meta.change, None);
+        assert_eq!(head.version().change, None);
+        let mut meta = Meta::new(VersionKind::Publish, "alice", "c");
+        meta.change = Some(Box::new(ChangeRecord {
+            proposal: Some("cr-1".into()),
+            approvers: vec!["bob".into()],
+            ..ChangeRecord::default()
+        }));
+        let text = serde_json::to_string(&meta).unwrap();
+        assert_eq!(
+            text,
+            r#"{"source":"publish","author":"alice","comment":"c","change":{"proposal":"cr-1","approvers":["bob"]}}"#
+        );
+        let back: Meta = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, meta);
+    }
+
+    #[test]
     fn meta_is_flattened_and_sparse() {
         let intent = Intent {
             meta: Meta::new(VersionKind::Rollback, "alice", ""),
