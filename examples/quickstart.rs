@@ -20,22 +20,30 @@ use serde::{Deserialize, Serialize};
     env_prefix = "CHAT_"
 )]
 struct ChatConfig {
+    /// TCP port the service listens on.
     #[schemars(range(min = 1))]
     port: u16,
+    /// Feature switches.
     #[serde(default)]
     features: Features,
+    /// The database connection.
     database: Database,
 }
 
+/// Feature switches.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 struct Features {
+    /// The greeting shown to new users (empty: none).
     #[serde(default)]
     greeting: String,
 }
 
+/// The database connection.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 struct Database {
+    /// Database host name.
     host: String,
+    /// Connections in the pool.
     #[serde(default = "default_pool")]
     #[schemars(range(min = 1, max = 100))]
     pool: u32,

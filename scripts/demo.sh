@@ -11,6 +11,8 @@
 #                                a valid and an invalid change, then the scrape
 #   ./scripts/demo.sh history    three instances, and coordctl: history, diff, rollback
 #                                (scripts/demo-history.sh, on an etcd of its own)
+#   ./scripts/demo.sh change-control   a policy, a proposal by alice, bob's approval, the apply
+#                                (scripts/demo-change-control.sh, on an etcd of its own)
 #   ./scripts/demo.sh all        all of the above, one after the other
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,8 @@ WHAT="${1:-quickstart}"
 case "$WHAT" in
   quickstart|lock|election|registry|metrics|all) ;;
   history) exec scripts/demo-history.sh ;;
-  *) echo "usage: $0 [quickstart|lock|election|registry|metrics|history|all]" >&2; exit 2 ;;
+  change-control) exec scripts/demo-change-control.sh ;;
+  *) echo "usage: $0 [quickstart|lock|election|registry|metrics|history|change-control|all]" >&2; exit 2 ;;
 esac
 
 QS_PID=""
@@ -114,4 +117,6 @@ if [ "$WHAT" = all ]; then
   coord_stop_etcd
   printf '\n\033[1m==> scripts/demo-history.sh\033[0m\n'
   scripts/demo-history.sh
+  printf '\n\033[1m==> scripts/demo-change-control.sh\033[0m\n'
+  scripts/demo-change-control.sh
 fi

@@ -382,6 +382,16 @@ impl Coordinator {
         &self.inner.etcd
     }
 
+    /// The etcd user this coordinator authenticated as ([`CoordinatorOptions::with_user`]),
+    /// `None` without auth. Change control counts authors and approvers by it.
+    pub fn user(&self) -> Option<&str> {
+        self.inner
+            .options
+            .user
+            .as_ref()
+            .map(|(name, _)| name.as_str())
+    }
+
     /// The namespace put in front of every key (`""` for none).
     pub fn namespace(&self) -> &str {
         &self.inner.options.namespace

@@ -53,6 +53,10 @@ pub enum ErrorKind {
     /// Any other error reported by etcd.
     #[error("etcd error")]
     Etcd,
+    /// A change-control policy refused the write: it needs an approved proposal, or it is
+    /// outside the prefix's change windows (see [`change`](crate::change)); nothing was written.
+    #[error("refused by policy")]
+    Refused,
 }
 
 /// The error type of every fallible operation in this crate.

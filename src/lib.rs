@@ -94,6 +94,15 @@
 //! [`SecretKey`](history::SecretKey)), so that a rollback restores them (see the history guide's
 //! [Secrets at rest](docs::history#secrets-at-rest)).
 //!
+//! # Change control
+//! [`change`]: proposals that are reviewed and approved before they apply (a publish guarded by
+//! the proposal's base revision, recorded with author, approvers and proposal id), a policy per
+//! prefix in etcd (approvals, whether authors may approve their own change, who counts, change
+//! windows in an IANA time zone), break-glass writes recorded with their reason, promotion
+//! between environments' prefixes, and a YAML template and Markdown reference generated from the
+//! published schema. Every guarded write the crate makes checks the policy; a raw `etcdctl put`
+//! does not, so etcd RBAC (see [`docs::security`]) keeps operators to proposals.
+//!
 //! # Observability
 //! Metrics go through the [`metrics`](https://docs.rs/metrics) facade: the application installs
 //! a recorder (before [`Coordinator::connect`]) and picks the exporter. Logs and spans go
@@ -110,6 +119,7 @@
 //! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap, rpassword); implies `tls` |
 //! | `stream` | no | `futures_core::Stream` for [`config::Subscription`], [`registry::RegistryWatch`], [`registry::StatusWatch`], [`registry::LiveUpdates`] and [`lock::Observer`] (the `futures-core` crate) |
 
+pub mod change;
 pub mod config;
 mod coordinator;
 pub mod docs;

@@ -210,6 +210,7 @@ pub(crate) fn kind_label(kind: ErrorKind) -> &'static str {
         ErrorKind::Io => "io",
         ErrorKind::Closed => "closed",
         ErrorKind::Etcd => "etcd",
+        ErrorKind::Refused => "refused",
     }
 }
 

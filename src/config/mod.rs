@@ -26,6 +26,7 @@ pub use coord_config::CoordConfig;
 pub use event::{ConfigEvent, Rejection, ReloadCause, Subscription};
 pub(crate) use feed::{RawBody, RawOp, RawRevision};
 pub use handle::{ConfigHandle, LocalCache, SnapshotGuard};
+pub(crate) use options::Setting;
 pub use options::{ConfigOptions, UnknownKeys, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES};
 pub use rebuild::{ChangedPaths, ConfigMap, Rebuild};
 pub(crate) use reload::Reloader;

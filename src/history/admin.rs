@@ -52,6 +52,7 @@ pub struct ConfigHistory {
     max_txn_ops: usize,
     validate: bool,
     allow_unknown: bool,
+    break_glass: Option<String>,
 }
 
 impl std::fmt::Debug for ConfigHistory {
@@ -126,6 +127,7 @@ impl ConfigHistory {
             max_txn_ops,
             validate: true,
             allow_unknown: false,
+            break_glass: None,
         })
     }
 
@@ -240,7 +242,7 @@ impl ConfigHistory {
     }
 
     /// The prefix now: its revision and key set.
-    async fn current(&self) -> Result<(i64, Kvs, Revs)> {
+    pub(crate) async fn current(&self) -> Result<(i64, Kvs, Revs)> {
         let (revision, kvs) = read_prefix(self.store.etcd(), self.prefix(), PAGE).await?;
         let revs = revs_of(&kvs);
         Ok((
@@ -356,7 +358,7 @@ impl ConfigHistory {
         self.check_doc(document, false)
     }
 
-    fn check_doc(&self, document: &Value, partial: bool) -> Result<()> {
+    pub(crate) fn check_doc(&self, document: &Value, partial: bool) -> Result<()> {
         if !self.validate {
             return Ok(());
         }
@@ -383,7 +385,7 @@ impl ConfigHistory {
 
     /// Writes `target` over the prefix as read now (`revision`, `current`, `revs`), guarded
     /// by that read, and records it with `meta`.
-    async fn write_over(
+    pub(crate) async fn write_over(
         &self,
         (revision, current, revs): &(i64, Kvs, Revs),
         target: &Kvs,
@@ -434,7 +436,7 @@ impl ConfigHistory {
         self.write_over(
             &now,
             &target,
-            Meta::new(VersionKind::Publish, author, comment),
+            self.meta(VersionKind::Publish, author, comment),
         )
         .await
     }
@@ -519,7 +521,7 @@ impl ConfigHistory {
         self.write_over(
             &now,
             &target,
-            Meta::new(VersionKind::Publish, author, comment),
+            self.meta(VersionKind::Publish, author, comment),
         )
         .await
     }
@@ -548,7 +550,7 @@ impl ConfigHistory {
     ) -> Result<Option<Version>> {
         let now = self.current().await?;
         let target = self.store.restore_at(version, &now.1).await?;
-        let mut meta = Meta::new(VersionKind::Rollback, author, comment);
+        let mut meta = self.meta(VersionKind::Rollback, author, comment);
         meta.restored_from = Some(version);
         self.write_over(&now, &target, meta).await
     }
@@ -570,5 +572,139 @@ impl ConfigHistory {
             self.secrets.clone(),
         )
         .await
+    }
+}
+
+/// What change control ([`crate::change`]) uses.
+impl ConfigHistory {
+    /// Writes [`apply`](Self::apply), [`put`](Self::put) and [`rollback_to`](Self::rollback_to)
+    /// past the prefix's change-control policy (no approved proposal, outside the change
+    /// windows), recording `reason` in the version and logging the write at `warn`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for an empty (or blank) reason.
+    pub fn with_break_glass(mut self, reason: &str) -> Result<Self> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "breaking glass needs a reason: it is recorded in the history",
+            ));
+        }
+        self.break_glass = Some(reason.to_string());
+        Ok(self)
+    }
+
+    /// Checks the change windows of the prefix's policy by `clock` instead of the system clock
+    /// (tests, dry runs).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn crate::change::Clock>) -> Self {
+        self.store = self.store.clone().with_clock(clock);
+        self
+    }
+
+    /// The environment variable prefix the published schema names (`CHAT_`), if the service
+    /// reads an environment layer.
+    pub fn env_prefix(&self) -> Option<String> {
+        self.schema.as_ref().and_then(schema::env_prefix_of)
+    }
+
+    /// The key the prefix's change-control policy is stored at.
+    pub fn policy_key(&self) -> &str {
+        self.store.keys().policy()
+    }
+
+    /// The record metadata of a write by `author`, with the break-glass reason if set.
+    pub(crate) fn meta(&self, kind: VersionKind, author: &str, comment: &str) -> Meta {
+        let mut meta = Meta::new(kind, author, comment);
+        if let Some(reason) = &self.break_glass {
+            meta.change = Some(Box::new(crate::change::ChangeRecord {
+                break_glass: Some(reason.clone()),
+                ..Default::default()
+            }));
+        }
+        meta
+    }
+
+    pub(crate) fn fields(&self) -> &StringFields {
+        &self.fields
+    }
+
+    pub(crate) fn keyring(&self) -> &KeyRing {
+        self.store.sealing().keys()
+    }
+
+    /// Whether writes are checked against the published schema.
+    pub(crate) fn validates(&self) -> bool {
+        self.validate
+    }
+
+    /// The key set a whole `document` is written as.
+    pub(crate) fn target_document(&self, document: &Value) -> Result<Kvs> {
+        target_for(
+            self.prefix(),
+            document,
+            &self.fields,
+            DEFAULT_MAX_VALUE_BYTES,
+            &self.secrets,
+        )
+    }
+
+    /// `base` with `patches` applied.
+    pub(crate) fn target_patched(&self, base: &Kvs, patches: &[FieldPatch]) -> Result<Kvs> {
+        patch::apply(
+            self.prefix(),
+            base,
+            patches,
+            &self.fields,
+            DEFAULT_MAX_VALUE_BYTES,
+            &self.secrets,
+        )
+    }
+
+    /// The etcd layer's document of a key set, unmasked.
+    pub(crate) fn document_of(&self, kvs: &Kvs) -> Value {
+        diff::document(self.prefix(), kvs, &self.fields)
+    }
+
+    /// The prefix now, failing with [`ErrorKind::Conflict`] if it changed after `base`
+    /// (a put or a delete under the prefix; a base etcd has compacted counts as changed).
+    pub(crate) async fn current_since(&self, base: i64) -> Result<(i64, Kvs, Revs)> {
+        let now = self.current().await?;
+        let conflict = |why: &str| {
+            Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "`{}` changed after revision {base}, the proposal's base ({why}): nothing was written; rebase the proposal (`coordctl config proposal rebase ID`) and have it approved again",
+                    self.prefix()
+                ),
+            )
+            .with_revision(base)
+        };
+        if now.2.values().any(|&rev| rev > base) {
+            return Err(conflict("a key was written since"));
+        }
+        if now.0 != base {
+            let keys = self.store.keys();
+            let at_base = crate::etcd::read_range(
+                self.store.etcd(),
+                keys.prefix().as_bytes().to_vec(),
+                keys.prefix_end(),
+                PAGE,
+                Some(base),
+            )
+            .await;
+            let at_base: Kvs = match at_base {
+                Ok((_, kvs)) => kvs.into_iter().map(|kv| kv.into_key_value()).collect(),
+                Err(e) if e.kind() == ErrorKind::Compacted => {
+                    return Err(conflict("etcd has compacted it"))
+                }
+                Err(e) => return Err(e),
+            };
+            if at_base != now.1 {
+                return Err(conflict("a key was deleted since"));
+            }
+        }
+        Ok(now)
     }
 }

@@ -3,7 +3,7 @@
 use crate::provenance::join_path as join;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::sealing::UNREADABLE;
@@ -23,7 +23,7 @@ pub(crate) use crate::secrets::MASK;
 /// side (recorded without a secret key, or encrypted with a key this reader was not given) is
 /// listed with [`unknown`](Self::unknown) set: it may or may not have changed. In JSON,
 /// `"unknown": true` is there only then.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct FieldChange {
     /// Dotted field path, e.g. `database.pool`.
@@ -36,7 +36,7 @@ pub struct FieldChange {
     pub secret: bool,
     /// Whether this is a secret whose value the history does not hold readably on at least one
     /// side, so whether it changed is unknown (see the type's docs).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unknown: bool,
 }
 

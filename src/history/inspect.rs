@@ -88,6 +88,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
             std::any::type_name::<T>(),
             self.prefix(),
             T::SECRETS,
+            T::ENV_PREFIX,
         );
         ConfigHistory::from_parts(shared.store.clone(), Some(doc), &[], shared.max_txn_ops)
     }

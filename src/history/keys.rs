@@ -9,6 +9,7 @@
 //! | `<ns>/__coordination/history/apps/chat/config/intent` | audit metadata of the last publish/rollback, written in its transaction |
 //! | `<ns>/__coordination/history/apps/chat/config/recorder/<lease:x>` | a candidate for the recorder seat (an election; the lowest `create_revision` records) |
 //! | `<ns>/__coordination/schema/apps/chat/config` | the bound type's JSON Schema |
+//! | `<ns>/__coordination/policy/apps/chat/config` | the prefix's change-control policy (see [`change`](crate::change)) |
 
 use crate::etcd::prefix_end;
 
@@ -29,6 +30,7 @@ pub(crate) struct Keys {
     intent: String,
     schema: String,
     recorder: String,
+    policy: String,
 }
 
 impl Keys {
@@ -52,6 +54,7 @@ impl Keys {
             intent: format!("{root}intent"),
             schema: format!("{namespace}/__coordination/schema{relative}"),
             recorder: format!("/__coordination/history{relative}/recorder"),
+            policy: format!("{namespace}/__coordination/policy{relative}"),
         }
     }
 
@@ -138,6 +141,11 @@ impl Keys {
     /// The audit intent key.
     pub(crate) fn intent(&self) -> &str {
         &self.intent
+    }
+
+    /// The key the change-control policy is stored at.
+    pub(crate) fn policy(&self) -> &str {
+        &self.policy
     }
 
     /// The published JSON Schema key.

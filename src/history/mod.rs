@@ -50,15 +50,22 @@ mod watch;
 mod write;
 
 pub use admin::ConfigHistory;
+// What change control (`crate::change`) builds on.
 pub(crate) use diff::changed_paths;
+pub(crate) use diff::diff as diff_documents;
 pub use diff::FieldChange;
 pub use draft::Draft;
+pub(crate) use fields::check_known;
 pub use key::SecretKey;
+pub(crate) use key::{KeyRing, Sealed};
 pub use options::{
     HistoryOptions, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS, DEFAULT_KEEP_SNAPSHOT_BYTES,
     DEFAULT_RECORDER_TTL,
 };
 pub(crate) use options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
+pub(crate) use patch::FieldPatch;
+pub(crate) use record::Meta;
 pub use record::{Version, VersionKind, VersionStorage};
 pub(crate) use recorder::Tracker;
+pub(crate) use store::{Kvs, Store};
 pub use watch::{PrefixChange, PrefixChanges};

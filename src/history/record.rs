@@ -33,6 +33,7 @@ use super::keys::Keys;
 use super::sealing::Sealing;
 use super::store::{Kvs, Revs, StoredKvs};
 use super::time::{now_ms, rfc3339};
+use crate::change::ChangeRecord;
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -91,6 +92,10 @@ pub struct Version {
     pub batch: Option<(u32, u32)>,
     /// Number of keys under the prefix at this version.
     pub keys: usize,
+    /// Change control: the proposal applied and its approvers, a break-glass reason, a
+    /// promotion's source (see [`change`](crate::change)); `None` for other writes and for
+    /// records written before change control.
+    pub change: Option<ChangeRecord>,
     storage: VersionStorage,
 }
 
@@ -341,6 +346,9 @@ pub(crate) struct Meta {
     pub(crate) restored_from: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) batch: Option<[u32; 2]>,
+    /// Boxed: most writes have none, and the intent travels by value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) change: Option<Box<ChangeRecord>>,
 }
 
 impl Meta {
@@ -353,6 +361,7 @@ impl Meta {
             comment: text(comment),
             restored_from: None,
             batch: None,
+            change: None,
         }
     }
 }
@@ -436,6 +445,7 @@ impl Head {
             restored_from: self.meta.restored_from,
             batch: self.meta.batch.map(|[n, of]| (n, of)),
             keys: self.keys,
+            change: self.meta.change.as_deref().cloned(),
             storage: VersionStorage {
                 bytes: self.bytes,
                 base: match self.kind {
@@ -622,6 +632,27 @@ mod tests {
         let text = serde_json::to_string(&ops).unwrap();
         assert_eq!(text, r#"[{"put":"port","value":"9090"},{"del":"legacy"}]"#);
         assert_eq!(serde_json::from_str::<Vec<Op>>(&text).unwrap(), ops);
+    }
+
+    #[test]
+    fn change_control_facts_are_sparse_and_old_records_still_read() {
+        let old = r#"{"format":2,"prefix":"/p/","revision":7,"time":"t","unix_ms":1,"source":"publish","author":"alice","keys":1,"bytes":5,"kind":"full","checkpoint":7}"#;
+        let head = parse_head(old.as_bytes()).unwrap();
+        assert_eq!(head.meta.change, None);
+        assert_eq!(head.version().change, None);
+        let mut meta = Meta::new(VersionKind::Publish, "alice", "c");
+        meta.change = Some(Box::new(ChangeRecord {
+            proposal: Some("cr-1".into()),
+            approvers: vec!["bob".into()],
+            ..ChangeRecord::default()
+        }));
+        let text = serde_json::to_string(&meta).unwrap();
+        assert_eq!(
+            text,
+            r#"{"source":"publish","author":"alice","comment":"c","change":{"proposal":"cr-1","approvers":["bob"]}}"#
+        );
+        let back: Meta = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, meta);
     }
 
     #[test]

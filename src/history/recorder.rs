@@ -209,12 +209,18 @@ impl<T: CoordConfig> Tracker<T> {
         if Keys::is_reserved(namespace, prefix) {
             history = history.with_recording(false);
         }
+        let env_prefix = match &options.env_prefix {
+            crate::config::Setting::FromType => T::ENV_PREFIX.map(str::to_string),
+            crate::config::Setting::Set(p) => Some(p.clone()),
+            crate::config::Setting::Off => None,
+        };
         let schema_doc = history.record.then(|| {
             schema::document(
                 reloader.checker().schema(),
                 std::any::type_name::<T>(),
                 prefix,
                 T::SECRETS,
+                env_prefix.as_deref(),
             )
         });
         let (seen, _) = watch::channel(0);

@@ -3,7 +3,10 @@
 //!
 //! The value is the type's JSON Schema (draft 2020-12, from `schemars`) with one extra
 //! annotation keyword, ignored by validators:
-//! `"x-coordination": {"type": "<Rust type>", "prefix": "<full prefix>", "secrets": ["a.b"]}`.
+//! `"x-coordination": {"type": "<Rust type>", "prefix": "<full prefix>", "secrets": ["a.b"],
+//! "env_prefix": "CHAT_"}` (`env_prefix` only when the handle reads an environment layer: the
+//! variable `CHAT_DATABASE__POOL` overrides `database.pool`; the etcd key of a field is the
+//! prefix and its path with `/`, `<prefix>database/pool`).
 //! Each instance writes it at bind unless it is already identical, so during a rolling deploy
 //! the last instance to start wins.
 
@@ -18,15 +21,30 @@ use crate::secrets::SecretPaths;
 pub(crate) const ANNOTATION: &str = "x-coordination";
 
 /// The document published for a type: its schema plus the annotation.
-pub(crate) fn document(schema: &Value, type_name: &str, prefix: &str, secrets: &[&str]) -> Value {
+pub(crate) fn document(
+    schema: &Value,
+    type_name: &str,
+    prefix: &str,
+    secrets: &[&str],
+    env_prefix: Option<&str>,
+) -> Value {
     let mut doc = schema.clone();
     if let Value::Object(map) = &mut doc {
-        map.insert(
-            ANNOTATION.into(),
-            json!({"type": type_name, "prefix": prefix, "secrets": secrets}),
-        );
+        let mut annotation = json!({"type": type_name, "prefix": prefix, "secrets": secrets});
+        if let Some(env) = env_prefix {
+            annotation["env_prefix"] = json!(env);
+        }
+        map.insert(ANNOTATION.into(), annotation);
     }
     doc
+}
+
+/// The environment variable prefix named by a published document.
+pub(crate) fn env_prefix_of(doc: &Value) -> Option<String> {
+    doc.get(ANNOTATION)
+        .and_then(|a| a.get("env_prefix"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// The secret paths named by a published document.
@@ -145,9 +163,12 @@ mod tests {
                 "db": {"type": "object", "properties": {"password": {"type": "string", "minLength": 8}}}
             }
         });
-        let doc = document(&schema, "Chat", "/p/", &["db.password"]);
+        let doc = document(&schema, "Chat", "/p/", &["db.password"], Some("CHAT_"));
         let secrets = secrets_of(&doc);
         assert_eq!(secrets, vec!["db.password".to_string()]);
+        assert_eq!(env_prefix_of(&doc).as_deref(), Some("CHAT_"));
+        let none = document(&schema, "Chat", "/p/", &[], None);
+        assert_eq!(env_prefix_of(&none), None);
         let check = SchemaCheck::new(&doc).unwrap();
         let e = check
             .check(&json!({"port": 0}), false, &secrets)

@@ -26,6 +26,7 @@ use super::keys::Keys;
 use super::observe::HistoryMetrics;
 use super::record::{encode_error, parse_head, Content, Head, Intent, Kind, Meta, Stored, FORMAT};
 use super::sealing::Sealing;
+use crate::change::{Clock, SystemClock};
 use crate::config::RawOp;
 use crate::error::{Error, ErrorKind, Permission, Result};
 use crate::etcd::Etcd;
@@ -115,6 +116,8 @@ pub(crate) struct Store {
     keys: Keys,
     sealing: Arc<Sealing>,
     metrics: HistoryMetrics,
+    /// The clock change windows are checked with.
+    clock: Arc<dyn Clock>,
 }
 
 impl Store {
@@ -127,7 +130,19 @@ impl Store {
             etcd,
             keys,
             sealing: Arc::new(Sealing::none()),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same store, checking change windows by `clock`.
+    pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock change windows are checked with.
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
     }
 
     /// The same store, keeping secrets out of the records it writes as `sealing` says.

@@ -174,6 +174,9 @@ async fn write_batches(
         return Ok(None);
     }
     let keys = store.keys();
+    // Change control: refused here unless the policy allows the write; the policy key's
+    // revision as read is compared in every batch.
+    let policy = crate::change::gate(store, &meta).await?;
     let batches = batches(ops, max_txn_ops.saturating_sub(1).max(1));
     let total = batches.len() as u32;
     let mut state = seen.kvs.clone();
@@ -196,6 +199,7 @@ async fn write_batches(
             Compare::mod_revision(keys.prefix(), CompareOp::Less, base + 1)
                 .with_range(keys.prefix_end()),
             Compare::mod_revision(keys.intent(), CompareOp::Less, base + 1),
+            policy.clone(),
         ];
         if state.len() + compares.len() <= max_txn_ops {
             compares.extend(
@@ -224,9 +228,10 @@ async fn write_batches(
                 Error::etcd(format_args!("writing `{}`", keys.prefix()), e).needs(
                     Permission::ReadWrite,
                     &format!(
-                        "the prefix `{}` and on {}",
+                        "the prefix `{}` and on {} (and read on the change-control policy `{}`)",
                         keys.prefix(),
-                        keys.root_label()
+                        keys.root_label(),
+                        keys.policy()
                     ),
                     keys.prefix(),
                 )

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use crate::output::{cell, leaves, table};
 use crate::{
-    author, fail, open, parse_version, print_json, report_write, Cli, ConfigCommand, Failure,
+    author, fail, open, parse_version, print_json, report_write, with_glass, Cli, ConfigCommand,
+    Failure,
 };
 
 pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failure> {
@@ -58,8 +59,9 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             comment,
             no_validate,
             allow_unknown,
+            glass,
         } => {
-            let mut history = open(cli, prefix, !no_validate).await?;
+            let mut history = with_glass(open(cli, prefix, !no_validate).await?, glass)?;
             if *allow_unknown {
                 history = history.with_unknown_fields_allowed();
             }
@@ -73,22 +75,19 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             file,
             comment,
             no_validate,
+            glass,
         } => {
-            let limit = coordination::config::DEFAULT_MAX_VALUE_BYTES as u64;
-            let mut text = Vec::new();
-            let read = if file.as_os_str() == "-" {
-                std::io::stdin().take(limit + 1).read_to_end(&mut text)
-            } else {
-                std::fs::File::open(file).and_then(|f| f.take(limit + 1).read_to_end(&mut text))
+            let Some(file) = file else {
+                if prefix.starts_with('/') {
+                    return Err(fail(
+                        2,
+                        format!("give the file to apply to `{prefix}` with --file FILE (-f), or a proposal ID instead of the prefix"),
+                    ));
+                }
+                return crate::change::apply(cli, prefix, glass).await;
             };
-            read.map_err(|e| fail(1, format!("reading {}: {e}", file.display())))?;
-            if text.len() as u64 > limit {
-                return Err(fail(
-                    3,
-                    format!("{} is over the limit of {limit} bytes", file.display()),
-                ));
-            }
-            let history = open(cli, prefix, !no_validate).await?;
+            let text = read_file(file)?;
+            let history = with_glass(open(cli, prefix, !no_validate).await?, glass)?;
             let doc = history
                 .parse_document(&text)
                 .map_err(|e| fail(3, format!("{}: {}", file.display(), e.message())))?;
@@ -108,6 +107,9 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                     .iter()
                     .map(|v| {
                         let mut note = v.comment.clone().unwrap_or_default();
+                        if let Some(change) = &v.change {
+                            note = format!("{} {note}", crate::change::note(change));
+                        }
                         if let Some(from) = v.restored_from {
                             note = format!("(restores {from}) {note}");
                         }
@@ -166,8 +168,9 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             prefix,
             version,
             comment,
+            glass,
         } => {
-            let history = open(cli, prefix, true).await?;
+            let history = with_glass(open(cli, prefix, true).await?, glass)?;
             let result = history
                 .rollback_to(*version, &author(cli), comment.as_deref().unwrap_or(""))
                 .await?;
@@ -188,6 +191,15 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                 }
             }
         }
+        command @ (ConfigCommand::Propose { .. }
+        | ConfigCommand::Proposals { .. }
+        | ConfigCommand::Proposal { .. }
+        | ConfigCommand::Approve { .. }
+        | ConfigCommand::Reject { .. }
+        | ConfigCommand::Policy { .. }
+        | ConfigCommand::Promote { .. }
+        | ConfigCommand::Template { .. }
+        | ConfigCommand::Docs { .. }) => return crate::change::run(cli, command).await,
         ConfigCommand::Watch { prefix, count } => {
             let history = open(cli, prefix, true).await?;
             let mut changes = history.changes().await?;
@@ -226,4 +238,23 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
         }
     }
     Ok(())
+}
+
+/// A YAML or JSON file's bytes (`-`: standard input), refused over the value size limit.
+pub(crate) fn read_file(file: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    let limit = coordination::config::DEFAULT_MAX_VALUE_BYTES as u64;
+    let mut text = Vec::new();
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().take(limit + 1).read_to_end(&mut text)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit + 1).read_to_end(&mut text))
+    };
+    read.map_err(|e| fail(1, format!("reading {}: {e}", file.display())))?;
+    if text.len() as u64 > limit {
+        return Err(fail(
+            3,
+            format!("{} is over the limit of {limit} bytes", file.display()),
+        ));
+    }
+    Ok(text)
 }

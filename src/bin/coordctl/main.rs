@@ -19,10 +19,16 @@
 //! `COORD_HISTORY_KEY` holding the key) the versions coordctl writes hold them encrypted and a
 //! rollback restores them; `--history-read-key-file` adds older keys after a rotation.
 //!
+//! Change control: `config propose`, `proposals`, `proposal show|approve|reject|apply|rebase`,
+//! `approve`, `reject`, `apply ID`, `policy`, `promote`, `--break-glass --reason` on
+//! put/apply/rollback; `template` and `docs` from the published schema. With etcd auth on, the
+//! author or approver is the etcd user (a different `--author` is refused).
+//!
 //! Exit codes: 0 success; 1 etcd or I/O failure; 2 bad usage; 3 invalid input refused (the
 //! message names the field); 4 conflict (the prefix changed meanwhile); 5 version or schema
-//! not found.
+//! not found; 6 refused by the change-control policy.
 
+mod change;
 mod config;
 mod lock;
 mod output;
@@ -157,20 +163,25 @@ enum ConfigCommand {
         /// Write a field path the published schema does not know (the value is still checked).
         #[arg(long)]
         allow_unknown: bool,
+        #[command(flatten)]
+        glass: BreakGlass,
     },
-    /// Publish a whole config from a YAML or JSON file, validated against the published schema.
+    /// Publish a whole config from a YAML or JSON file, validated against the published
+    /// schema; or, given a proposal ID and no file, apply that proposal.
     Apply {
-        /// The config prefix.
+        /// The config prefix (starts with `/`), or a proposal ID.
         prefix: String,
         /// The file (`-` for standard input).
         #[arg(short = 'f', long)]
-        file: PathBuf,
+        file: Option<PathBuf>,
         /// Why (recorded in the history).
         #[arg(short = 'm', long)]
         comment: Option<String>,
         /// Write without checking the published schema.
         #[arg(long)]
         no_validate: bool,
+        #[command(flatten)]
+        glass: BreakGlass,
     },
     /// List the recorded versions, newest first.
     History {
@@ -195,6 +206,8 @@ enum ConfigCommand {
         /// Why (recorded in the history).
         #[arg(short = 'm', long)]
         comment: Option<String>,
+        #[command(flatten)]
+        glass: BreakGlass,
     },
     /// Print the JSON Schema the service published.
     Schema {
@@ -209,6 +222,131 @@ enum ConfigCommand {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Propose a change for review (validated like a publish; nothing changes until applied).
+    Propose {
+        /// The config prefix.
+        prefix: String,
+        /// The whole new config, a YAML or JSON file (`-` for standard input).
+        #[arg(short = 'f', long, conflicts_with = "set")]
+        file: Option<PathBuf>,
+        /// Set one field, `path=value` (may be repeated; a patch like `put`).
+        #[arg(long, value_name = "PATH=VALUE")]
+        set: Vec<String>,
+        /// Why (shown to reviewers and recorded in the history).
+        #[arg(short = 'm', long)]
+        comment: Option<String>,
+    },
+    /// List the proposals for a prefix.
+    Proposals {
+        /// The config prefix.
+        prefix: String,
+    },
+    /// One proposal: show, approve, reject, apply, rebase.
+    Proposal {
+        #[command(subcommand)]
+        command: ProposalCommand,
+    },
+    /// Approve a proposal (as the etcd user with auth on; else --author).
+    Approve {
+        /// The proposal ID.
+        id: String,
+    },
+    /// Reject a proposal.
+    Reject {
+        /// The proposal ID.
+        id: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show a prefix's change-control policy, or set it (--set -f policy.yaml, or --clear).
+    Policy {
+        /// The config prefix.
+        prefix: String,
+        /// Store the policy in the file given with -f.
+        #[arg(long, requires = "file")]
+        set: bool,
+        /// The policy as YAML or JSON (see `coordination::change::Policy`).
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        /// Remove the policy.
+        #[arg(long, conflicts_with = "set")]
+        clear: bool,
+    },
+    /// Promote a config from one environment's prefix to another's: a proposal on the target
+    /// (applied at once where its policy needs no approval).
+    Promote {
+        /// The source prefix, e.g. /env/staging/apps/chat/config.
+        #[arg(long)]
+        from: String,
+        /// The target prefix, e.g. /env/prod/apps/chat/config.
+        #[arg(long)]
+        to: String,
+        /// Only these fields (dotted paths, and what is below them; may be repeated).
+        #[arg(long, num_args = 1..)]
+        only: Vec<String>,
+        /// Why.
+        #[arg(short = 'm', long)]
+        comment: Option<String>,
+    },
+    /// Print a commented YAML template of every field, from the published schema.
+    Template {
+        /// The config prefix.
+        prefix: String,
+    },
+    /// Print a reference of every field (type, default, constraints, description, secret,
+    /// etcd key, env variable).
+    Docs {
+        /// The config prefix.
+        prefix: String,
+        /// `markdown` (a table) or `json`.
+        #[arg(long, default_value = "markdown")]
+        format: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProposalCommand {
+    /// Show a proposal and its diff.
+    Show {
+        /// The proposal ID.
+        id: String,
+    },
+    /// Approve it.
+    Approve {
+        /// The proposal ID.
+        id: String,
+    },
+    /// Reject it.
+    Reject {
+        /// The proposal ID.
+        id: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Apply it: a publish guarded by its base revision.
+    Apply {
+        /// The proposal ID.
+        id: String,
+    },
+    /// Recompute its diff on the current revision (approvals are dropped).
+    Rebase {
+        /// The proposal ID.
+        id: String,
+    },
+}
+
+/// Writing past the prefix's change-control policy.
+#[derive(clap::Args, Debug, Default)]
+struct BreakGlass {
+    /// Write although the policy would refuse (no approved proposal, outside the change
+    /// windows); recorded in the history and logged at warn.
+    #[arg(long, requires = "reason")]
+    break_glass: bool,
+    /// Why the glass is broken (required with --break-glass).
+    #[arg(long, requires = "break_glass")]
+    reason: Option<String>,
 }
 
 /// A failure with its exit code.
@@ -223,6 +361,7 @@ impl From<coordination::Error> for Failure {
             ErrorKind::Validation | ErrorKind::InvalidArgument => 3,
             ErrorKind::Conflict => 4,
             ErrorKind::NotFound => 5,
+            ErrorKind::Refused => 6,
             _ => 1,
         };
         Failure {
@@ -309,9 +448,21 @@ fn credentials(cli: &Cli) -> Result<Option<(String, String)>, Failure> {
 /// The environment variable holding the history's secret key itself (hex or base64).
 const HISTORY_KEY_ENV: &str = "COORD_HISTORY_KEY";
 
+/// Hidden test override: the instant (RFC 3339) change windows are checked at.
+const NOW_ENV: &str = "COORDCTL_NOW";
+
 async fn open(cli: &Cli, prefix: &str, validate: bool) -> Result<ConfigHistory, Failure> {
     let coord = connect(cli).await?;
-    let mut history = ConfigHistory::open(&coord, prefix)
+    open_with(cli, &coord, prefix, validate).await
+}
+
+async fn open_with(
+    cli: &Cli,
+    coord: &Coordinator,
+    prefix: &str,
+    validate: bool,
+) -> Result<ConfigHistory, Failure> {
+    let mut history = ConfigHistory::open(coord, prefix)
         .await?
         .with_max_txn_ops(cli.max_txn_ops);
     if let Some(file) = &cli.history_key_file {
@@ -322,6 +473,11 @@ async fn open(cli: &Cli, prefix: &str, validate: bool) -> Result<ConfigHistory, 
     }
     for file in &cli.history_read_key_file {
         history = history.with_read_key(SecretKey::from_file(file).map_err(key_failure)?);
+    }
+    if let Ok(now) = std::env::var(NOW_ENV) {
+        let clock =
+            coordination::change::FixedClock::parse(&now).map_err(|e| fail(2, e.to_string()))?;
+        history = history.with_clock(std::sync::Arc::new(clock));
     }
     Ok(if validate {
         history
@@ -334,6 +490,20 @@ async fn open(cli: &Cli, prefix: &str, validate: bool) -> Result<ConfigHistory, 
 fn key_failure(e: coordination::Error) -> Failure {
     let code = if e.kind() == ErrorKind::Io { 1 } else { 2 };
     fail(code, e.to_string())
+}
+
+/// `history` breaking glass as `glass` says.
+fn with_glass(history: ConfigHistory, glass: &BreakGlass) -> Result<ConfigHistory, Failure> {
+    match (&glass.break_glass, &glass.reason) {
+        (true, Some(reason)) => {
+            eprintln!(
+                "warning: breaking glass on {} ({reason}): the change-control policy is not applied; the reason is recorded in the history",
+                history.prefix()
+            );
+            Ok(history.with_break_glass(reason)?)
+        }
+        _ => Ok(history),
+    }
 }
 
 fn author(cli: &Cli) -> String {
