@@ -28,6 +28,7 @@ pub struct ConfigOptions {
     pub(crate) history: HistoryOptions,
     pub(crate) max_txn_ops: usize,
     pub(crate) shared: bool,
+    pub(crate) receipts: crate::fleet::ReceiptOptions,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +81,7 @@ impl Default for ConfigOptions {
             history: HistoryOptions::default(),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             shared: true,
+            receipts: crate::fleet::ReceiptOptions::new(),
         }
     }
 }
@@ -239,6 +241,22 @@ impl ConfigOptions {
     /// double, with jitter).
     pub fn with_max_backoff(mut self, delay: Duration) -> Self {
         self.max_backoff = delay.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How this instance keeps its [receipt](crate::fleet::Receipt) (default
+    /// [`ReceiptOptions::new`](crate::fleet::ReceiptOptions::new): on, id and labels from the
+    /// environment or made up, lease TTL 10 s).
+    pub fn with_receipts(mut self, receipts: crate::fleet::ReceiptOptions) -> Self {
+        self.receipts = receipts;
+        self
+    }
+
+    /// No receipt for this handle (for clients without write access to `/__coordination/`):
+    /// the instance is not listed, not checked by the publish gate and never in a rollout
+    /// cohort.
+    pub fn without_receipts(mut self) -> Self {
+        self.receipts = crate::fleet::ReceiptOptions::disabled();
         self
     }
 
