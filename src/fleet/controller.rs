@@ -229,7 +229,6 @@ impl Fleet {
         history: &ConfigHistory,
         plan: RolloutPlan,
     ) -> Result<RolloutState> {
-        history.validate(&plan.document)?;
         let target = history.target_of(&plan.document)?;
         if target.len() > MAX_STAGED_KEYS {
             return Err(Error::new(
@@ -245,6 +244,7 @@ impl Fleet {
         } else {
             history.gate(&target).await?
         };
+        history.validate(&plan.document)?;
         let previous = self.read_state().await?;
         if let Some((state, _)) = &previous {
             if state.status.is_active() {

@@ -118,6 +118,11 @@ impl ConfigHistory {
     /// The fleet gate over `target` (full keys): `Ok(None)` if every running schema accepts
     /// it; `Ok(Some(refusal))` if one refuses and the gate is forced; the refusal otherwise.
     pub(crate) async fn gate(&self, target: &Kvs) -> Result<Option<String>> {
+        Ok(self.gate_fields(target).await?.map(|(text, _)| text))
+    }
+
+    /// As [`gate`](Self::gate), with the fields of an overridden refusal.
+    async fn gate_fields(&self, target: &Kvs) -> Result<Option<(String, Vec<String>)>> {
         let Some(fleet) = &self.fleet else {
             return Ok(None);
         };
@@ -129,7 +134,8 @@ impl ConfigHistory {
         let refusal = crate::fleet::gate_refusal(&findings);
         if self.force_gate {
             tracing::warn!(prefix = %self.prefix(), refusal = %refusal, "writing over the fleet gate's refusal (forced)");
-            return Ok(Some(refusal.message().to_string()));
+            let fields = findings.iter().filter_map(|f| f.field.clone()).collect();
+            return Ok(Some((refusal.message().to_string(), fields)));
         }
         Err(refusal)
     }
@@ -452,6 +458,27 @@ impl ConfigHistory {
         }
     }
 
+    /// [`check_doc`](Self::check_doc), except that a refusal of a field the forced gate
+    /// already overrode passes: the published schema is one of the running ones (the last to
+    /// bind), so `--force` over the gate covers it too.
+    fn check_doc_over(
+        &self,
+        document: &Value,
+        partial: bool,
+        overridden: Option<&(String, Vec<String>)>,
+    ) -> Result<()> {
+        match self.check_doc(document, partial) {
+            Err(e)
+                if overridden.is_some_and(|(_, fields)| {
+                    e.field().is_some_and(|f| fields.iter().any(|g| g == f))
+                }) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     fn recording(&self) -> Recording {
         Recording {
             max_txn_ops: self.max_txn_ops,
@@ -503,7 +530,6 @@ impl ConfigHistory {
         author: &str,
         comment: &str,
     ) -> Result<Option<Version>> {
-        self.check_doc(document, false)?;
         let target = target_for(
             self.prefix(),
             document,
@@ -511,7 +537,11 @@ impl ConfigHistory {
             DEFAULT_MAX_VALUE_BYTES,
             &self.secrets,
         )?;
-        let gate_overridden = self.gate(&target).await?;
+        // The gate first: its refusal names the instances (the published schema is one of
+        // the running ones, the last to bind).
+        let gate = self.gate_fields(&target).await?;
+        self.check_doc_over(document, false, gate.as_ref())?;
+        let gate_overridden = gate.map(|(text, _)| text);
         let now = self.current().await?;
         let mut meta = Meta::new(VersionKind::Publish, author, comment);
         meta.gate_overridden = gate_overridden;
@@ -593,10 +623,11 @@ impl ConfigHistory {
             DEFAULT_MAX_VALUE_BYTES,
             &self.secrets,
         )?;
-        let doc = diff::document(self.prefix(), &target, &self.fields);
-        self.check_doc(&doc, true)?;
         let mut meta = Meta::new(VersionKind::Publish, author, comment);
-        meta.gate_overridden = self.gate(&target).await?;
+        let gate = self.gate_fields(&target).await?;
+        let doc = diff::document(self.prefix(), &target, &self.fields);
+        self.check_doc_over(&doc, true, gate.as_ref())?;
+        meta.gate_overridden = gate.map(|(text, _)| text);
         self.write_over(&now, &target, meta).await
     }
 
