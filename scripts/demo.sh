@@ -11,6 +11,9 @@
 #                                a valid and an invalid change, then the scrape
 #   ./scripts/demo.sh history    three instances, and coordctl: history, diff, rollback
 #                                (scripts/demo-history.sh, on an etcd of its own)
+#   ./scripts/demo.sh rollout    five labelled instances, and coordctl: a staged rollout of a bad
+#                                value that stops at the canary and reverts, then a good one
+#                                that completes (scripts/demo-rollout.sh, on an etcd of its own)
 #   ./scripts/demo.sh all        all of the above, one after the other
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +24,8 @@ WHAT="${1:-quickstart}"
 case "$WHAT" in
   quickstart|lock|election|registry|metrics|all) ;;
   history) exec scripts/demo-history.sh ;;
-  *) echo "usage: $0 [quickstart|lock|election|registry|metrics|history|all]" >&2; exit 2 ;;
+  rollout) exec scripts/demo-rollout.sh ;;
+  *) echo "usage: $0 [quickstart|lock|election|registry|metrics|history|rollout|all]" >&2; exit 2 ;;
 esac
 
 QS_PID=""
@@ -114,4 +118,6 @@ if [ "$WHAT" = all ]; then
   coord_stop_etcd
   printf '\n\033[1m==> scripts/demo-history.sh\033[0m\n'
   scripts/demo-history.sh
+  printf '\n\033[1m==> scripts/demo-rollout.sh\033[0m\n'
+  scripts/demo-rollout.sh
 fi

@@ -451,13 +451,13 @@ impl Coordinator {
             let reserved = full
                 .strip_prefix(self.namespace())
                 .is_some_and(|rest| rest.starts_with("/__coordination/"));
-            if options.receipts.enabled && !reserved {
+            if let Some(receipts) = options.receipts().filter(|_| !reserved) {
                 crate::fleet::start_receipts(
                     self.etcd().clone(),
                     self.namespace(),
                     &config,
                     overlay,
-                    &options.receipts,
+                    &receipts,
                 )?;
             }
             // The schema and the bound revision are in etcd before the handle is handed out.
