@@ -70,30 +70,27 @@ async fn count_puts<F: std::future::Future<Output = ()>>(
     prefix: &str,
     work: F,
 ) -> usize {
-    let (_watcher, mut stream) = client
+    let mut stream = client
         .watch(prefix, Some(WatchOptions::new().with_prefix()))
         .await
         .unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&count);
     let counter = tokio::spawn(async move {
-        let mut n = 0;
         while let Ok(Some(resp)) = stream.message().await {
-            n += resp
+            let puts = resp
                 .events()
                 .iter()
                 .filter(|e| e.event_type() == EventType::Put)
                 .count();
+            counted.fetch_add(puts, std::sync::atomic::Ordering::Relaxed);
         }
-        n
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     work.await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    drop(_watcher);
     counter.abort();
-    match counter.await {
-        Ok(n) => n,
-        Err(_) => 0,
-    }
+    count.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 struct Row {
@@ -177,7 +174,7 @@ async fn run() {
         assert!(Instant::now() < deadline, "100 receipts within 60 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_w, mut events) = client.watch(format!("{P}/label"), None).await.unwrap();
+    let mut events = client.watch(format!("{P}/label"), None).await.unwrap();
     let mut raw = Vec::new();
     let mut waits = Vec::new();
     for i in 0..WAIT_SAMPLES {

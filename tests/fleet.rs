@@ -71,10 +71,7 @@ struct OldPool {
 
 /// Prints what the handle does, one `@@` line per event; reads `unhealthy REASON` and
 /// `healthy` from stdin.
-async fn serve<T: CoordConfig + std::fmt::Debug>(coord: &Coordinator, prefix: &str, id: &str)
-where
-    T: Serialize,
-{
+async fn serve<T: CoordConfig>(coord: &Coordinator, prefix: &str, id: &str) {
     let options = ConfigOptions::new().with_prefix(prefix).with_receipts(
         ReceiptOptions::new()
             .with_instance_id(id)

@@ -91,6 +91,13 @@ impl<T: CoordConfig> fmt::Debug for LocalCache<T> {
     }
 }
 
+/// What the receipt task reads: the events, the snapshot slot, the status slot.
+pub(crate) type FleetParts<T> = (
+    Subscription<T>,
+    Arc<ArcSwap<Snapshot<T>>>,
+    Arc<ArcSwap<ConfigStatus>>,
+);
+
 /// What [`ConfigHandle::set_fixed`] writes to.
 pub(crate) struct FixedParts<'a, T: CoordConfig> {
     pub(crate) current: &'a ArcSwap<Snapshot<T>>,
@@ -251,13 +258,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
     }
 
     /// What the receipt task reads: the handle's events, its snapshot slot and its status.
-    pub(crate) fn fleet_parts(
-        &self,
-    ) -> (
-        Subscription<T>,
-        Arc<ArcSwap<Snapshot<T>>>,
-        Arc<ArcSwap<ConfigStatus>>,
-    ) {
+    pub(crate) fn fleet_parts(&self) -> FleetParts<T> {
         (
             self.subscribe(),
             Arc::clone(&self.shared.current),
