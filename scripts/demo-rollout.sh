@@ -60,6 +60,7 @@ coordctl config rollout start "$P" -f "$ETCD_DATA/bad.yaml" --steps 1,100% --bak
   --selector tier=canary -m "bigger pool"
 echo "(exit $? : reverted)"
 set -e
+sleep 0.5
 say "coordctl config instances $P          # nobody serves pool.max 900; the canary's rejection is listed"
 coordctl config instances "$P"
 

@@ -667,12 +667,9 @@ impl<T: CoordConfig> State<T> {
                 }
             }
             ReloadCause::File { path } => error.with_origin(&Origin::File(path.clone())),
-            ReloadCause::Rollout {
-                rollout,
-                step: Some(_),
-            } => match &self.overlay {
+            ReloadCause::Rollout { step: Some(_), .. } => match &self.overlay {
                 Some((overlay, _)) => error
-                    .with_key(format!("{} (rollout {rollout})", overlay.prefix))
+                    .with_key(overlay.prefix.clone())
                     .with_layer(Layer::Etcd),
                 None => error,
             },

@@ -311,7 +311,11 @@ impl Fleet {
                 "start: steps {}, bake {} ms, selector `{}`{}; step 0 ({}): {}",
                 steps.join(","),
                 state.bake_ms,
-                state.selector,
+                if state.selector.0.is_empty() {
+                    "(every instance)".to_string()
+                } else {
+                    state.selector.to_string()
+                },
                 if state.forced.is_some() {
                     ", gate forced"
                 } else {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
 use coordination::fleet::{
-    DriveOptions, Fleet, Instances, RolloutPlan, RolloutState, RolloutStatus, Selector, Step,
+    DriveOptions, Fleet, Instances, Phase, RolloutPlan, RolloutState, RolloutStatus, Selector, Step,
 };
 use serde_json::json;
 
@@ -282,16 +282,25 @@ fn print_state(cli: &Cli, state: &RolloutState) {
         return;
     }
     let steps: Vec<String> = state.steps.iter().map(ToString::to_string).collect();
+    let phase = match (state.status.is_active(), state.phase) {
+        (true, Phase::Applying { since_unix_ms }) => {
+            format!("; applying since {}", ago(since_unix_ms))
+        }
+        (true, Phase::Baking { until_unix_ms }) => format!("; baking until {until_unix_ms}"),
+        _ => String::new(),
+    };
     println!(
-        "rollout {} of {}: {} at step {} ({}) of {}; {:?}",
+        "rollout {} of {}: {} at step {} ({}) of {}{phase}",
         state.id,
         state.prefix,
         state.status,
         state.step,
         state.current_step(),
         steps.join(","),
-        state.phase
     );
+    if !state.selector.0.is_empty() {
+        println!("selector: {}", state.selector);
+    }
     println!("cohort: {}", state.cohort.join(", "));
     if let Some(reason) = &state.reason {
         println!("reason: {reason}");
@@ -311,9 +320,14 @@ fn print_state(cli: &Cli, state: &RolloutState) {
 }
 
 /// Drives the rollout, printing each transition; exit 6 if it was reverted.
-async fn drive(cli: &Cli, fleet: &Fleet, prefix: &str, lock_ttl: Duration) -> Result<(), Failure> {
+async fn drive(
+    cli: &Cli,
+    fleet: &Fleet,
+    prefix: &str,
+    lock_ttl: Duration,
+    mut printed: usize,
+) -> Result<(), Failure> {
     let history = open(cli, prefix, true).await?;
-    let mut printed = 0;
     let json = cli.json;
     let state = fleet
         .drive_rollout(
@@ -398,7 +412,7 @@ pub(crate) async fn rollout(cli: &Cli, command: &RolloutCommand) -> Result<(), F
                     println!("{} {}: {}", t.unix_ms, t.author, t.what);
                 }
             }
-            drive(cli, &fleet, prefix, *lock_ttl).await
+            drive(cli, &fleet, prefix, *lock_ttl, state.transitions.len()).await
         }
         RolloutCommand::Status { prefix } => {
             let fleet = fleet_of(cli, prefix).await?;
@@ -426,12 +440,12 @@ pub(crate) async fn rollout(cli: &Cli, command: &RolloutCommand) -> Result<(), F
                 print_state(cli, &state);
                 return Ok(());
             }
-            drive(cli, &fleet, prefix, *lock_ttl).await
+            drive(cli, &fleet, prefix, *lock_ttl, state.transitions.len()).await
         }
         RolloutCommand::Promote { prefix, lock_ttl } => {
             let fleet = fleet_of(cli, prefix).await?;
-            fleet.promote_rollout(&author(cli)).await?;
-            drive(cli, &fleet, prefix, *lock_ttl).await
+            let state = fleet.promote_rollout(&author(cli)).await?;
+            drive(cli, &fleet, prefix, *lock_ttl, state.transitions.len()).await
         }
         RolloutCommand::Abort { prefix, reason } => {
             let fleet = fleet_of(cli, prefix).await?;
