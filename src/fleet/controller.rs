@@ -229,7 +229,16 @@ impl Fleet {
         history: &ConfigHistory,
         plan: RolloutPlan,
     ) -> Result<RolloutState> {
-        let target = history.target_of(&plan.document)?;
+        let forcing;
+        let checker = if plan.force {
+            forcing = history.clone().with_gate_forced();
+            &forcing
+        } else {
+            history
+        };
+        let (target, forced) = checker
+            .checked(&plan.document, false, || checker.target_of(&plan.document))
+            .await?;
         if target.len() > MAX_STAGED_KEYS {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -239,12 +248,6 @@ impl Fleet {
                 ),
             ));
         }
-        let forced = if plan.force {
-            history.clone().with_gate_forced().gate(&target).await?
-        } else {
-            history.gate(&target).await?
-        };
-        history.validate(&plan.document)?;
         let previous = self.read_state().await?;
         if let Some((state, _)) = &previous {
             if state.status.is_active() {

@@ -140,6 +140,14 @@ impl ConfigHistory {
         Err(refusal)
     }
 
+    /// The fleet of this prefix: the live instances' receipts
+    /// ([`Fleet::instances`](crate::fleet::Fleet::instances)), waiting for a revision, the
+    /// publish gate and staged rollouts. `None` for a history made from a typed handle's
+    /// history part; [`open`](Self::open) always sets it.
+    pub fn fleet(&self) -> Option<&crate::fleet::Fleet> {
+        self.fleet.as_ref()
+    }
+
     /// The full keys a whole document becomes (as [`apply`](Self::apply) writes them).
     pub(crate) fn target_of(&self, document: &Value) -> Result<Kvs> {
         target_for(
@@ -458,24 +466,39 @@ impl ConfigHistory {
         }
     }
 
-    /// [`check_doc`](Self::check_doc), except that a refusal of a field the forced gate
-    /// already overrode passes: the published schema is one of the running ones (the last to
-    /// bind), so `--force` over the gate covers it too.
-    fn check_doc_over(
+    /// The published schema's check of `document`, then the fleet gate over the keys it
+    /// becomes (`target`). Where the published schema refuses, the gate's refusal is returned
+    /// instead when it has one (it names the instances; the published schema is one of the
+    /// running ones, the last to bind), and a forced gate that overrode the same field lets
+    /// the write go on. Returns the keys and the overridden refusal, if any.
+    pub(crate) async fn checked(
         &self,
         document: &Value,
         partial: bool,
-        overridden: Option<&(String, Vec<String>)>,
-    ) -> Result<()> {
+        target: impl FnOnce() -> Result<Kvs>,
+    ) -> Result<(Kvs, Option<String>)> {
         match self.check_doc(document, partial) {
-            Err(e)
-                if overridden.is_some_and(|(_, fields)| {
-                    e.field().is_some_and(|f| fields.iter().any(|g| g == f))
-                }) =>
-            {
-                Ok(())
+            Ok(()) => {
+                let target = target()?;
+                let gate = self.gate(&target).await?;
+                Ok((target, gate))
             }
-            other => other,
+            Err(refused) => {
+                let Ok(target) = target() else {
+                    return Err(refused);
+                };
+                match self.gate_fields(&target).await {
+                    Err(gate) if gate.kind() == ErrorKind::Validation => Err(gate),
+                    Ok(Some((text, fields)))
+                        if refused
+                            .field()
+                            .is_some_and(|f| fields.iter().any(|g| g == f)) =>
+                    {
+                        Ok((target, Some(text)))
+                    }
+                    _ => Err(refused),
+                }
+            }
         }
     }
 
@@ -530,18 +553,17 @@ impl ConfigHistory {
         author: &str,
         comment: &str,
     ) -> Result<Option<Version>> {
-        let target = target_for(
-            self.prefix(),
-            document,
-            &self.fields,
-            DEFAULT_MAX_VALUE_BYTES,
-            &self.secrets,
-        )?;
-        // The gate first: its refusal names the instances (the published schema is one of
-        // the running ones, the last to bind).
-        let gate = self.gate_fields(&target).await?;
-        self.check_doc_over(document, false, gate.as_ref())?;
-        let gate_overridden = gate.map(|(text, _)| text);
+        let (target, gate_overridden) = self
+            .checked(document, false, || {
+                target_for(
+                    self.prefix(),
+                    document,
+                    &self.fields,
+                    DEFAULT_MAX_VALUE_BYTES,
+                    &self.secrets,
+                )
+            })
+            .await?;
         let now = self.current().await?;
         let mut meta = Meta::new(VersionKind::Publish, author, comment);
         meta.gate_overridden = gate_overridden;
@@ -624,10 +646,9 @@ impl ConfigHistory {
             &self.secrets,
         )?;
         let mut meta = Meta::new(VersionKind::Publish, author, comment);
-        let gate = self.gate_fields(&target).await?;
         let doc = diff::document(self.prefix(), &target, &self.fields);
-        self.check_doc_over(&doc, true, gate.as_ref())?;
-        meta.gate_overridden = gate.map(|(text, _)| text);
+        let (target, gate) = self.checked(&doc, true, || Ok(target)).await?;
+        meta.gate_overridden = gate;
         self.write_over(&now, &target, meta).await
     }
 

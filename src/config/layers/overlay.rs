@@ -32,3 +32,50 @@ impl Overlay {
         layer.tree()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tree::merge;
+    use serde_json::json;
+
+    #[test]
+    fn staged_keys_become_a_layer_that_names_them() {
+        let overlay = Overlay {
+            rollout: "r1".into(),
+            step: 0,
+            prefix: "/__coordination/rollouts/p/staged/".into(),
+            kvs: vec![
+                (
+                    b"/__coordination/rollouts/p/staged/pool/max".to_vec(),
+                    b"20".to_vec(),
+                    7,
+                ),
+                (
+                    b"/__coordination/rollouts/p/staged/greeting".to_vec(),
+                    b"hi".to_vec(),
+                    7,
+                ),
+            ],
+        };
+        let fields = StringFields::new(json!({}));
+        let tree = overlay.tree(1024, &fields).unwrap();
+        let (value, sources) = merge([&tree]);
+        assert_eq!(value, json!({"greeting": "hi", "pool": {"max": 20}}));
+        let source = sources.get("pool.max");
+        assert_eq!(
+            source.origin.key().as_deref(),
+            Some("/__coordination/rollouts/p/staged/pool/max")
+        );
+        let bad = Overlay {
+            kvs: vec![(
+                b"/__coordination/rollouts/p/staged/pool".to_vec(),
+                b"{unclosed".to_vec(),
+                8,
+            )],
+            ..overlay
+        };
+        let e = bad.tree(1024, &fields).unwrap_err();
+        assert_eq!(e.key(), Some("/__coordination/rollouts/p/staged/pool"));
+    }
+}
