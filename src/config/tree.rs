@@ -139,8 +139,9 @@ pub(crate) struct Touched {
 
 impl Merged {
     /// Merges the layers from scratch, as [`merge`] does, taking the etcd layer's tree
-    /// instead of copying it (it is usually by far the biggest).
-    pub(crate) fn full(file: &LayerTree, etcd: LayerTree, env: &LayerTree) -> Merged {
+    /// instead of copying it (it is usually by far the biggest). `above` are the layers over
+    /// etcd, lowest precedence first (a rollout's overlay, then the environment).
+    pub(crate) fn full(file: &LayerTree, etcd: LayerTree, above: &[&LayerTree]) -> Merged {
         let (mut root, mut leaves) = if file.root.is_empty() && file.leaves.is_empty() {
             (etcd.root, etcd.leaves)
         } else {
@@ -150,8 +151,10 @@ impl Merged {
             leaves.extend(etcd.leaves);
             (root, leaves)
         };
-        merge_into(&mut root, &env.root);
-        leaves.extend(env.leaves.iter().map(|(p, s)| (p.clone(), s.clone())));
+        for layer in above {
+            merge_into(&mut root, &layer.root);
+            leaves.extend(layer.leaves.iter().map(|(p, s)| (p.clone(), s.clone())));
+        }
         leaves.retain(|path, _| is_leaf(&root, path));
         Merged {
             root: Value::Object(root),

@@ -67,5 +67,6 @@ pub(crate) use patch::FieldPatch;
 pub(crate) use record::Meta;
 pub use record::{Version, VersionKind, VersionStorage};
 pub(crate) use recorder::Tracker;
+pub(crate) use schema::{document as schema_document, secrets_of as schema_secrets, SchemaCheck};
 pub(crate) use store::{Kvs, Store};
 pub use watch::{PrefixChange, PrefixChanges};

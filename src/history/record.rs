@@ -54,6 +54,9 @@ pub enum VersionKind {
     /// Written by any other client (`etcdctl`, another library), or found at bind.
     #[default]
     External,
+    /// Published by a staged rollout's last step ([`fleet`](crate::fleet), `coordctl config
+    /// rollout`).
+    Rollout,
 }
 
 impl fmt::Display for VersionKind {
@@ -62,6 +65,7 @@ impl fmt::Display for VersionKind {
             VersionKind::Publish => "publish",
             VersionKind::Rollback => "rollback",
             VersionKind::External => "external",
+            VersionKind::Rollout => "rollout",
         })
     }
 }
@@ -96,6 +100,9 @@ pub struct Version {
     /// promotion's source (see [`change`](crate::change)); `None` for other writes and for
     /// records written before change control.
     pub change: Option<ChangeRecord>,
+    /// The fleet gate's refusal this version was written over (`--force`,
+    /// [`ConfigHistory::with_gate_forced`](crate::history::ConfigHistory::with_gate_forced)).
+    pub gate_overridden: Option<String>,
     storage: VersionStorage,
 }
 
@@ -349,6 +356,9 @@ pub(crate) struct Meta {
     /// Boxed: most writes have none, and the intent travels by value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) change: Option<Box<ChangeRecord>>,
+    /// The fleet gate's refusal the write overrode (`--force`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gate_overridden: Option<String>,
 }
 
 impl Meta {
@@ -362,6 +372,7 @@ impl Meta {
             restored_from: None,
             batch: None,
             change: None,
+            gate_overridden: None,
         }
     }
 }
@@ -446,6 +457,7 @@ impl Head {
             batch: self.meta.batch.map(|[n, of]| (n, of)),
             keys: self.keys,
             change: self.meta.change.as_deref().cloned(),
+            gate_overridden: self.meta.gate_overridden.clone(),
             storage: VersionStorage {
                 bytes: self.bytes,
                 base: match self.kind {

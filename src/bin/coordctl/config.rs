@@ -60,10 +60,14 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             no_validate,
             allow_unknown,
             glass,
+            force,
         } => {
             let mut history = with_glass(open(cli, prefix, !no_validate).await?, glass)?;
             if *allow_unknown {
                 history = history.with_unknown_fields_allowed();
+            }
+            if *force {
+                history = history.with_gate_forced();
             }
             let result = history
                 .put(field, value, &author(cli), comment.as_deref().unwrap_or(""))
@@ -76,6 +80,7 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             comment,
             no_validate,
             glass,
+            force,
         } => {
             let Some(file) = file else {
                 if prefix.starts_with('/') {
@@ -87,7 +92,10 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                 return crate::change::apply(cli, prefix, glass).await;
             };
             let text = read_file(file)?;
-            let history = with_glass(open(cli, prefix, !no_validate).await?, glass)?;
+            let mut history = with_glass(open(cli, prefix, !no_validate).await?, glass)?;
+            if *force {
+                history = history.with_gate_forced();
+            }
             let doc = history
                 .parse_document(&text)
                 .map_err(|e| fail(3, format!("{}: {}", file.display(), e.message())))?;
@@ -169,8 +177,12 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             version,
             comment,
             glass,
+            force,
         } => {
-            let history = with_glass(open(cli, prefix, true).await?, glass)?;
+            let mut history = with_glass(open(cli, prefix, true).await?, glass)?;
+            if *force {
+                history = history.with_gate_forced();
+            }
             let result = history
                 .rollback_to(*version, &author(cli), comment.as_deref().unwrap_or(""))
                 .await?;
@@ -236,6 +248,16 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                 let _ = out.flush();
             }
         }
+        ConfigCommand::Instances {
+            prefix,
+            stale_after,
+        } => crate::fleet::instances(cli, prefix, *stale_after).await?,
+        ConfigCommand::Wait {
+            prefix,
+            revision,
+            timeout,
+        } => crate::fleet::wait(cli, prefix, *revision, *timeout).await?,
+        ConfigCommand::Rollout { command } => crate::fleet::rollout(cli, command).await?,
     }
     Ok(())
 }
