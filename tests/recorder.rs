@@ -246,7 +246,7 @@ async fn sigkilled_recorder_is_replaced_and_no_revision_is_missing_or_recorded_t
     );
 }
 
-/// `GET /metrics` from etcd's client URL: the sum of `name`'s samples whose labels include
+/// `GET /metrics` (HTTP/1.0, so the body is not chunked) from etcd's client URL: the sum of `name`'s samples whose labels include
 /// every one of `labels`.
 async fn etcd_metric(etcd: &Etcd, name: &str, labels: &[&str]) -> f64 {
     let port: u16 = etcd.endpoint().rsplit(':').next().unwrap().parse().unwrap();
@@ -254,7 +254,7 @@ async fn etcd_metric(etcd: &Etcd, name: &str, labels: &[&str]) -> f64 {
         .await
         .unwrap();
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut response = String::new();
