@@ -172,18 +172,23 @@ async fn worker() {
     drop(handles);
 }
 
-/// `GET /metrics` from an etcd client URL: the sum of `name`'s samples whose labels include
+/// `GET /metrics` (HTTP/1.0, so the body is not chunked) from an etcd client URL: the sum of `name`'s samples whose labels include
 /// every one of `labels`.
 async fn etcd_metric(port: u16, name: &str, labels: &[&str]) -> f64 {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
+    if std::env::var("FLEET_DEBUG_METRICS").is_ok() {
+        for line in response.lines().filter(|l| l.contains(name)) {
+            eprintln!("metrics: {line}");
+        }
+    }
     response
         .lines()
         .filter(|line| !line.starts_with('#'))

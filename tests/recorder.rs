@@ -1,7 +1,8 @@
 //! The recorder seat against a real etcd, with handles in separate OS processes: one process
 //! records a prefix's history, a standby in another process takes over when it is SIGKILLed
-//! and records every revision made meanwhile (none missing, none twice), and three bound
-//! processes cost etcd one history write per config revision. Workers are re-runs of this
+//! and records every revision made meanwhile (none missing, none twice) — or, when etcd
+//! compacted them first, one version of the state they led to — and three bound processes cost
+//! etcd one history write per config revision. Workers are re-runs of this
 //! binary (the `worker` test, which does nothing unless `COORD_RECORDER_ROLE` is set).
 
 #[macro_use]
@@ -246,7 +247,7 @@ async fn sigkilled_recorder_is_replaced_and_no_revision_is_missing_or_recorded_t
     );
 }
 
-/// `GET /metrics` from etcd's client URL: the sum of `name`'s samples whose labels include
+/// `GET /metrics` (HTTP/1.0, so the body is not chunked) from etcd's client URL: the sum of `name`'s samples whose labels include
 /// every one of `labels`.
 async fn etcd_metric(etcd: &Etcd, name: &str, labels: &[&str]) -> f64 {
     let port: u16 = etcd.endpoint().rsplit(':').next().unwrap().parse().unwrap();
@@ -254,7 +255,7 @@ async fn etcd_metric(etcd: &Etcd, name: &str, labels: &[&str]) -> f64 {
         .await
         .unwrap();
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut response = String::new();
@@ -305,4 +306,48 @@ async fn three_bound_processes_cost_one_history_write_per_config_revision() {
         per_revision <= 1.1,
         "history cost {per_revision:.2} etcd transactions per config revision with 3 processes bound"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_records_the_state_once_when_the_missed_revisions_were_compacted() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let mut client = etcd.client().await;
+    put(&mut client, 0).await;
+    let workers = bound_workers(&etcd, 2).await;
+    let first = recorder_pid(&coord, None, WAIT).await;
+    let victim = workers.iter().position(|w| w.pid() == first).unwrap();
+    let bound = recorded(&mut client).await;
+    assert_eq!(bound.len(), 1, "{bound:?}");
+
+    // The recorder dies; 20 revisions are made and compacted away before anyone records them.
+    workers[victim].signal("KILL");
+    let mut stream = Vec::new();
+    for n in 1..=20u64 {
+        stream.push(put(&mut client, n).await);
+    }
+    let last = *stream.last().unwrap();
+    client.compact(last, None).await.unwrap();
+
+    let second = recorder_pid(&coord, Some(first), TTL + Duration::from_secs(5)).await;
+    assert_eq!(second, workers[1 - victim].pid());
+    let versions = recorded_up_to(&mut client, last).await;
+    let after_bind: Vec<i64> = versions
+        .iter()
+        .map(|(r, _)| *r)
+        .filter(|r| *r > bound[0].0)
+        .collect();
+    assert_eq!(
+        after_bind,
+        vec![last],
+        "one version for the compacted revisions, holding the state they led to"
+    );
+    let out = etcd.etcdctl(&[
+        "get",
+        "--print-value-only",
+        &format!("{VERSIONS}{last:020}"),
+    ]);
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["source"], "external");
+    assert_eq!(record["kvs"], serde_json::json!([["n", "20"]]));
 }
