@@ -4,7 +4,8 @@
 //! deletes (scalars, sub-documents, deeper keys, several keys in one transaction): one reloads
 //! incrementally (the default), one with `with_full_reload()`; after every revision both must
 //! have applied the same value with the same provenance and unknown keys, or rejected it with
-//! the same error. Every test runs its own etcd.
+//! the same error. Both have the same file and environment layers around the etcd layer.
+//! Every test runs its own etcd.
 
 #[macro_use]
 mod support;
@@ -136,9 +137,28 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     prop::collection::vec(prop::collection::vec(op, 1..4), 1..16)
 }
 
+/// The file layer under the etcd layer: a document etcd keys go below or replace (`db`), a map
+/// entry etcd never writes (`items.z`), a field etcd overrides (`port`).
+const FILE: &str = "port: 3\ndb:\n  host: f\n  port: 9\nitems:\n  z:\n    weight: 2\n";
+
+fn file_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "coordination-incremental-{}.yaml",
+        std::process::id()
+    ))
+}
+
 fn options(prefix: &str) -> ConfigOptions {
+    let file = file_path();
+    if !file.exists() {
+        std::fs::write(&file, FILE).unwrap();
+    }
     ConfigOptions::new()
         .with_prefix(prefix)
+        .with_file(file)
+        // The environment over etcd: one field of a sub-document etcd also writes.
+        .with_env_prefix("PROP_")
+        .with_env_vars([("PROP_DB__HOST", "envhost")])
         .without_history()
         .without_sharing()
 }
@@ -301,6 +321,7 @@ fn incremental_reload_equals_a_full_rebuild() {
         let mut client = client.clone();
         rt.block_on(run_case(&coord, &mut client, case, steps))
     });
+    let _ = std::fs::remove_file(file_path());
     if let Err(e) = result {
         panic!("{e}");
     }

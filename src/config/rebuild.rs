@@ -4,8 +4,8 @@
 //!
 //! A reload that changed one key of a 10,000-key prefix re-deserializes only the part of the
 //! value at that key; the rest is cloned from the previous snapshot's value (for a
-//! [`ConfigMap`], shared: cloning it copies no entry). See the crate guide's section on
-//! incremental reloads for how correctness is kept.
+//! [`ConfigMap`], shared: cloning it copies no entry). [`docs::incremental`](crate::docs::incremental)
+//! says how correctness is kept.
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -55,6 +55,7 @@ impl<'a> ChangedPaths<'a> {
     /// The paths below field `name`, relative to it (`["db", "host"]` → `["host"]` for
     /// `below("db")`); a path that is exactly `[name]` becomes the empty path (the field
     /// changed as a whole).
+    #[must_use]
     pub fn below(&self, name: &str) -> ChangedPaths<'a> {
         ChangedPaths {
             paths: self
