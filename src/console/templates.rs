@@ -163,15 +163,23 @@ pub(crate) const SCRIPT: &str = r#"(function () {
     timer = setTimeout(function () { timer = null; refresh(); }, 100);
   }
   if (!window.EventSource) return;
-  var events = new EventSource("/events");
-  events.addEventListener("change", schedule);
-  events.addEventListener("etcd", function (e) {
-    var was = lost;
-    lost = e.data === "ok" ? null : e.data;
-    banner();
-    if (was && !lost) schedule();
-  });
-  events.onopen = function () { if (unreachable) { unreachable = false; banner(); schedule(); } };
-  events.onerror = function () { unreachable = true; banner(); };
+  var events = null;
+  function open() {
+    events = new EventSource("/events");
+    events.addEventListener("change", schedule);
+    events.addEventListener("etcd", function (e) {
+      var was = lost;
+      lost = e.data === "ok" ? null : e.data;
+      banner();
+      if (was && !lost) schedule();
+    });
+    events.onopen = function () { if (unreachable) { unreachable = false; banner(); schedule(); } };
+    events.onerror = function () { unreachable = true; banner(); };
+  }
+  // A page left for another (or kept in the back-forward cache) gives its connection back:
+  // browsers allow only a few per host over HTTP/1.1.
+  window.addEventListener("pagehide", function () { if (events) { events.close(); events = null; } });
+  window.addEventListener("pageshow", function (e) { if (!events) { open(); if (e.persisted) schedule(); } });
+  open();
 })();
 "#;
