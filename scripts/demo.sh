@@ -11,7 +11,11 @@
 #                                a valid and an invalid change, then the scrape
 #   ./scripts/demo.sh history    three instances, and coordctl: history, diff, rollback
 #                                (scripts/demo-history.sh, on an etcd of its own)
-#   ./scripts/demo.sh all        all of the above, one after the other
+#   ./scripts/demo.sh console    three instances, a lock and the operator web console; prints its
+#                                URL (scripts/demo-console.sh; `console 60` stops after 60 s,
+#                                and with CI=true it checks the pages once and stops)
+#   ./scripts/demo.sh all        all of the above, one after the other (the console checked
+#                                once, then stopped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -21,7 +25,8 @@ WHAT="${1:-quickstart}"
 case "$WHAT" in
   quickstart|lock|election|registry|metrics|all) ;;
   history) exec scripts/demo-history.sh ;;
-  *) echo "usage: $0 [quickstart|lock|election|registry|metrics|history|all]" >&2; exit 2 ;;
+  console) exec scripts/demo-console.sh "${@:2}" ;;
+  *) echo "usage: $0 [quickstart|lock|election|registry|metrics|history|console|all]" >&2; exit 2 ;;
 esac
 
 QS_PID=""
@@ -114,4 +119,6 @@ if [ "$WHAT" = all ]; then
   coord_stop_etcd
   printf '\n\033[1m==> scripts/demo-history.sh\033[0m\n'
   scripts/demo-history.sh
+  printf '\n\033[1m==> scripts/demo-console.sh 0\033[0m\n'
+  scripts/demo-console.sh 0
 fi
