@@ -53,7 +53,7 @@ pub(crate) fn page(
                     span.who {
                         @match who {
                             Some(p) => {
-                                "writer " strong #user { (p.user) }
+                                "writer " strong #user { (p.user) } " "
                                 form.inline method="post" action="/logout" {
                                     input type="hidden" name=(csrf::FIELD) value=(csrf::token(state, p));
                                     button.link type="submit" { "log out" }
