@@ -446,7 +446,20 @@ impl Coordinator {
                 .record("revision", started.reloader.current().load().revision());
             let (history, bound) =
                 Tracker::start(self.namespace(), &full, &started.reloader, &options);
+            let overlay = started.reloader.overlay_sender();
             let config = ConfigHandle::spawn(started, full.clone(), history);
+            let reserved = full
+                .strip_prefix(self.namespace())
+                .is_some_and(|rest| rest.starts_with("/__coordination/"));
+            if let Some(receipts) = options.receipts().filter(|_| !reserved) {
+                crate::fleet::start_receipts(
+                    self.etcd().clone(),
+                    self.namespace(),
+                    &config,
+                    overlay,
+                    &receipts,
+                )?;
+            }
             // The schema and the bound revision are in etcd before the handle is handed out.
             bound.await;
             Ok::<_, Error>(config)

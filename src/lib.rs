@@ -118,6 +118,7 @@ mod coordinator;
 pub mod docs;
 mod error;
 mod etcd;
+pub mod fleet;
 pub mod history;
 pub mod lock;
 pub mod provenance;

@@ -65,6 +65,13 @@ fn implement(input: &DeriveInput, c: &Container) -> TokenStream {
             const FILE: ::core::option::Option<&'static str> = #file;
             const ENV_PREFIX: ::core::option::Option<&'static str> = #env_prefix;
             const SECRETS: &'static [&'static str] = &[#(#secrets),*];
+            const APP: ::core::option::Option<(&'static str, &'static str)> =
+                match (::core::option_env!("CARGO_PKG_NAME"), ::core::option_env!("CARGO_PKG_VERSION")) {
+                    (::core::option::Option::Some(name), ::core::option::Option::Some(version)) => {
+                        ::core::option::Option::Some((name, version))
+                    }
+                    _ => ::core::option::Option::None,
+                };
             #validate
         }
     }

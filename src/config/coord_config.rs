@@ -96,6 +96,12 @@ pub trait CoordConfig: Serialize + DeserializeOwned + JsonSchema + Send + Sync +
     /// field inside) shows that value as `***` too, keeping the constraint and the location.
     const SECRETS: &'static [&'static str] = &[];
 
+    /// The name and version of the crate the type is compiled in (`CARGO_PKG_NAME`,
+    /// `CARGO_PKG_VERSION`), shown in the instance's [receipt](crate::fleet::Receipt) and in
+    /// the publish gate's refusals. The derive sets it from the deriving crate's own Cargo
+    /// variables; `None` by default.
+    const APP: Option<(&'static str, &'static str)> = None;
+
     /// A check beyond types and schema, run on every candidate value before it is served.
     /// Return `Err(reason)` to reject it. The default accepts everything.
     fn validate(&self) -> std::result::Result<(), String> {

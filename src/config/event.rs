@@ -50,6 +50,15 @@ pub enum ReloadCause {
         /// Why the prefix was read again.
         reason: ResyncReason,
     },
+    /// A rollout's staged values were laid over the etcd layer (this instance joined the
+    /// cohort, or the rollout moved to a later step) or removed (the rollout completed or was
+    /// aborted). See [`fleet`](crate::fleet).
+    Rollout {
+        /// The rollout id.
+        rollout: String,
+        /// The step the instance serves the staged values at; `None` when they were removed.
+        step: Option<u32>,
+    },
 }
 
 /// A change that failed to parse or validate and was not applied.

@@ -37,6 +37,9 @@ struct Shared<T: CoordConfig> {
     task: Option<JoinHandle<()>>,
     /// The versioned history part, made with the handle; `None` for a fixed handle.
     history: Option<Tracker<T>>,
+    /// The receipt task (see [`fleet`](crate::fleet)), once started; unset for a fixed handle
+    /// or with receipts off.
+    fleet: std::sync::OnceLock<crate::fleet::InstanceLink>,
 }
 
 /// A read of a [`ConfigHandle`], from [`ConfigHandle::load`]: derefs to the [`Snapshot`] (and through it
@@ -87,6 +90,13 @@ impl<T: CoordConfig> fmt::Debug for LocalCache<T> {
         f.debug_struct("LocalCache").finish_non_exhaustive()
     }
 }
+
+/// What the receipt task reads: the events, the snapshot slot, the status slot.
+pub(crate) type FleetParts<T> = (
+    Subscription<T>,
+    Arc<ArcSwap<Snapshot<T>>>,
+    Arc<ArcSwap<ConfigStatus>>,
+);
 
 /// What [`ConfigHandle::set_fixed`] writes to.
 pub(crate) struct FixedParts<'a, T: CoordConfig> {
@@ -144,6 +154,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
                 lagged,
                 task: Some(task),
                 history: Some(history),
+                fleet: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -178,6 +189,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
                 lagged: Counter::noop(),
                 task: None,
                 history: None,
+                fleet: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -243,6 +255,38 @@ impl<T: CoordConfig> ConfigHandle<T> {
     /// [`ErrorKind::Validation`](crate::ErrorKind::Validation) naming the failing field.
     pub(crate) fn check_value(&self, value: &T) -> crate::Result<()> {
         self.shared.checker.check_value(value)
+    }
+
+    /// What the receipt task reads: the handle's events, its snapshot slot and its status.
+    pub(crate) fn fleet_parts(&self) -> FleetParts<T> {
+        (
+            self.subscribe(),
+            Arc::clone(&self.shared.current),
+            Arc::clone(&self.shared.status),
+        )
+    }
+
+    /// Attaches the receipt task; it stops when the last clone of the handle is dropped.
+    pub(crate) fn attach_fleet(&self, link: crate::fleet::InstanceLink) {
+        let _ = self.shared.fleet.set(link);
+    }
+
+    /// The id this instance's [receipt](crate::fleet::Receipt) is kept under; `None` for a
+    /// fixed handle or one bound with receipts off
+    /// ([`ConfigOptions::without_receipts`](crate::ConfigOptions::without_receipts)).
+    pub fn instance_id(&self) -> Option<&str> {
+        self.shared.fleet.get().map(crate::fleet::InstanceLink::id)
+    }
+
+    /// Reports the application's own health (e.g. from its error-rate check) in this
+    /// instance's receipt, written within the receipt's coalescing window (20 ms by default).
+    /// A staged rollout reverts when an instance of its cohort reports
+    /// [`Health::Unhealthy`](crate::fleet::Health::Unhealthy) while it applies or bakes. No-op
+    /// without a receipt.
+    pub fn report_health(&self, health: crate::fleet::Health) {
+        if let Some(link) = self.shared.fleet.get() {
+            link.report_health(health);
+        }
     }
 
     /// The handle's versioned history part (`None` for a fixed handle).

@@ -31,4 +31,6 @@ pub use snapshot::Snapshot;
 pub use status::{ConfigStatus, WatchState};
 pub use unknown::UnknownKey;
 pub use view::{ConfigView, ViewChange, ViewGuard, ViewSubscription};
-pub(crate) use {check::pointer_to_dotted, layers::EtcdLayer, tree::merge, value::StringFields};
+pub(crate) use {
+    check::pointer_to_dotted, layers::EtcdLayer, layers::Overlay, tree::merge, value::StringFields,
+};

@@ -28,6 +28,8 @@ pub struct ConfigOptions {
     pub(crate) history: HistoryOptions,
     pub(crate) max_txn_ops: usize,
     pub(crate) shared: bool,
+    /// `None`: receipts on exactly when history recording is (the default).
+    pub(crate) receipts: Option<crate::fleet::ReceiptOptions>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +82,7 @@ impl Default for ConfigOptions {
             history: HistoryOptions::default(),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             shared: true,
+            receipts: None,
         }
     }
 }
@@ -195,7 +198,8 @@ impl ConfigOptions {
     }
 
     /// Don't write history records or publish the JSON Schema from this handle (for clients
-    /// without write access to `/__coordination/`). Publish and rollback still work. Shorthand
+    /// without write access to `/__coordination/`); nor a [receipt](crate::fleet::Receipt),
+    /// unless [`with_receipts`](Self::with_receipts) asks for one. Publish and rollback still work. Shorthand
     /// for [`HistoryOptions::with_recording`]`(false)`, keeping the other history settings.
     pub fn without_history(mut self) -> Self {
         self.history = self.history.with_recording(false);
@@ -239,6 +243,33 @@ impl ConfigOptions {
     /// double, with jitter).
     pub fn with_max_backoff(mut self, delay: Duration) -> Self {
         self.max_backoff = delay.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How this instance keeps its [receipt](crate::fleet::Receipt). By default a handle
+    /// keeps one with [`ReceiptOptions::new`](crate::fleet::ReceiptOptions::new) (id and labels
+    /// from the environment or made up, lease TTL 10 s) when it records history, and none
+    /// after [`without_history`](Self::without_history) (which promises no writes under
+    /// `/__coordination/`); setting receipts here overrides that either way.
+    pub fn with_receipts(mut self, receipts: crate::fleet::ReceiptOptions) -> Self {
+        self.receipts = Some(receipts);
+        self
+    }
+
+    /// The receipt options in effect, `None` for no receipt.
+    pub(crate) fn receipts(&self) -> Option<crate::fleet::ReceiptOptions> {
+        match &self.receipts {
+            Some(r) if r.enabled => Some(r.clone()),
+            Some(_) => None,
+            None => self.history.record.then(crate::fleet::ReceiptOptions::new),
+        }
+    }
+
+    /// No receipt for this handle (for clients without write access to `/__coordination/`):
+    /// the instance is not listed, not checked by the publish gate and never in a rollout
+    /// cohort.
+    pub fn without_receipts(mut self) -> Self {
+        self.receipts = Some(crate::fleet::ReceiptOptions::disabled());
         self
     }
 

@@ -15,7 +15,7 @@ use super::check::Checker;
 use super::coord_config::CoordConfig;
 use super::event::{ConfigEvent, Rejection, ReloadCause};
 use super::feed::{RawBody, RawOp, RawRevision};
-use super::layers::{env_layer, file_layer, read_file, EtcdLayer, FileContent, FileWatch};
+use super::layers::{env_layer, file_layer, read_file, EtcdLayer, FileContent, FileWatch, Overlay};
 use super::observe::ConfigMetrics;
 use super::options::{ConfigOptions, Setting, UnknownKeys};
 use super::snapshot::Snapshot;
@@ -50,6 +50,9 @@ pub(super) struct State<T: CoordConfig> {
     file_seen: Option<std::result::Result<FileContent, String>>,
     max_file_bytes: usize,
     env: LayerTree,
+    /// A rollout's staged values, laid over the etcd layer on cohort instances (see
+    /// `layers/overlay.rs`), and their tree (or the bad staged key).
+    overlay: Option<(Arc<Overlay>, Result<LayerTree>)>,
     unknown_keys: UnknownKeys,
     /// The unknown keys of the serving snapshot, to report only when they change.
     unknown_seen: Vec<UnknownKey>,
@@ -72,6 +75,9 @@ pub(crate) struct Reloader<T: CoordConfig> {
     pub(super) timing: Timing,
     /// The handle's metrics, labelled with its prefix.
     pub(super) metrics: ConfigMetrics,
+    /// Where the receipt task sends the rollout overlay (taken by the run loop).
+    pub(super) overlay_rx: Option<tokio::sync::watch::Receiver<Option<Arc<Overlay>>>>,
+    overlay_tx: tokio::sync::watch::Sender<Option<Arc<Overlay>>>,
 }
 
 /// How the watch is supervised (from [`ConfigOptions`]).
@@ -139,6 +145,7 @@ impl<T: CoordConfig> Reloader<T> {
             file_seen,
             max_file_bytes: options.max_value_bytes,
             env,
+            overlay: None,
             unknown_keys: options.unknown_keys,
             unknown_seen: Vec::new(),
             revision: 0,
@@ -208,7 +215,10 @@ impl<T: CoordConfig> Reloader<T> {
         );
         let (events, _) = broadcast::channel(options.event_capacity);
         let (feed, _) = broadcast::channel(options.event_capacity);
+        let (overlay_tx, overlay_rx) = tokio::sync::watch::channel(None);
         let reloader = Reloader {
+            overlay_rx: Some(overlay_rx),
+            overlay_tx,
             cache: cache_path.map(CacheWriter::spawn),
             state,
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
@@ -258,6 +268,36 @@ impl<T: CoordConfig> Reloader<T> {
 
     pub(crate) fn etcd(&self) -> &Etcd {
         &self.state.conn
+    }
+
+    /// Where to send a rollout overlay (`None` removes it); the run loop applies each change.
+    pub(crate) fn overlay_sender(&self) -> tokio::sync::watch::Sender<Option<Arc<Overlay>>> {
+        self.overlay_tx.clone()
+    }
+
+    /// Lays `overlay` over the etcd layer (or removes it) and applies the result.
+    pub(super) fn set_overlay(&mut self, overlay: Option<Arc<Overlay>>) {
+        let same = match (&self.state.overlay, &overlay) {
+            (Some((old, _)), Some(new)) => old == new,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        let cause = ReloadCause::Rollout {
+            rollout: overlay
+                .as_ref()
+                .or(self.state.overlay.as_ref().map(|(o, _)| o))
+                .map(|o| o.rollout.clone())
+                .unwrap_or_default(),
+            step: overlay.as_ref().map(|o| o.step),
+        };
+        self.state.overlay = overlay.map(|o| {
+            let tree = o.tree(self.state.max_file_bytes, &self.state.fields);
+            (o, tree)
+        });
+        self.apply(cause);
     }
 
     /// Replaces the etcd layer with what the follower read at `revision` and applies the
@@ -555,7 +595,15 @@ impl<T: CoordConfig> State<T> {
         let blame = |e: Error| self.blame(e, &change);
         let etcd = self.etcd.tree().map_err(blame)?;
         let file = self.file.as_ref().map_err(|e| blame(e.clone()))?;
-        let (merged, sources) = merge([file, &etcd, &self.env]);
+        let overlay = match &self.overlay {
+            Some((_, tree)) => Some(tree.as_ref().map_err(|e| blame(e.clone()))?),
+            None => None,
+        };
+        let (merged, sources) = merge(
+            [Some(file), Some(&etcd), overlay, Some(&self.env)]
+                .into_iter()
+                .flatten(),
+        );
         let value = self.checker.check(&merged, &sources).map_err(blame)?;
         let unknown = match self.unknown_keys {
             UnknownKeys::Ignore => Vec::new(),
@@ -619,6 +667,12 @@ impl<T: CoordConfig> State<T> {
                 }
             }
             ReloadCause::File { path } => error.with_origin(&Origin::File(path.clone())),
+            ReloadCause::Rollout { step: Some(_), .. } => match &self.overlay {
+                Some((overlay, _)) => error
+                    .with_key(overlay.prefix.clone())
+                    .with_layer(Layer::Etcd),
+                None => error,
+            },
             _ => error,
         }
     }
@@ -632,6 +686,7 @@ fn cause_label(change: &ReloadCause) -> &'static str {
         ReloadCause::File { .. } => "file",
         ReloadCause::Fixed => "fixed",
         ReloadCause::Resync { .. } => "resync",
+        ReloadCause::Rollout { .. } => "rollout",
     }
 }
 

@@ -23,6 +23,7 @@ impl<T: CoordConfig> Reloader<T> {
     pub(crate) async fn run(mut self, file_watch: Option<FileWatch>) {
         let mut follower = self.follower();
         let mut file_due: Option<Instant> = None;
+        let mut overlay = self.overlay_rx.take();
         loop {
             let now = Instant::now();
             tokio::select! {
@@ -45,6 +46,12 @@ impl<T: CoordConfig> Reloader<T> {
                 () = file_changed(file_watch.as_ref()) => {
                     file_due = Some(Instant::now() + self.timing.debounce);
                 }
+                changed = overlay_changed(overlay.as_mut()) => {
+                    match changed {
+                        Some(next) => self.set_overlay(next),
+                        None => overlay = None, // the receipt task is gone
+                    }
+                }
                 () = sleep_until(file_due.unwrap_or(now)), if file_due.is_some() => {
                     file_due = None;
                     self.reload_file();
@@ -66,6 +73,19 @@ impl<T: CoordConfig> Reloader<T> {
         } else {
             follower
         }
+    }
+}
+
+/// The next overlay sent by the receipt task; `None` once its sender is gone.
+async fn overlay_changed(
+    rx: Option<&mut tokio::sync::watch::Receiver<Option<std::sync::Arc<super::layers::Overlay>>>>,
+) -> Option<Option<std::sync::Arc<super::layers::Overlay>>> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -52,6 +52,10 @@ pub struct ConfigHistory {
     max_txn_ops: usize,
     validate: bool,
     allow_unknown: bool,
+    /// The fleet the publish gate reads (set by [`open`](Self::open)).
+    fleet: Option<crate::fleet::Fleet>,
+    /// Write over the gate's refusal, recording it.
+    force_gate: bool,
 }
 
 impl std::fmt::Debug for ConfigHistory {
@@ -92,7 +96,94 @@ impl ConfigHistory {
             Err(e) if e.is_permission_denied() => Vec::new(),
             Err(e) => return Err(e),
         };
-        Self::from_parts(store, doc, &recorded, DEFAULT_MAX_TXN_OPS)
+        let mut history = Self::from_parts(store, doc, &recorded, DEFAULT_MAX_TXN_OPS)?;
+        history.fleet = Some(crate::fleet::Fleet::open(coord, prefix)?);
+        Ok(history)
+    }
+
+    /// Writes ([`apply`](Self::apply), [`put`](Self::put), [`rollback_to`](Self::rollback_to))
+    /// even when the fleet gate refuses them; the refusal is recorded with the version
+    /// ([`Version::gate_overridden`]) and logged at `warn`.
+    ///
+    /// The gate: a candidate is checked against the JSON Schema of every type the live
+    /// instances run (by the schema hash in their receipts, see [`fleet`](crate::fleet)), and
+    /// refused with [`ErrorKind::Validation`] naming them ("3 instances running schema a1b2c3
+    /// (chat 1.4.2) would reject `pool.max`: …") if one would reject it.
+    #[must_use]
+    pub fn with_gate_forced(mut self) -> Self {
+        self.force_gate = true;
+        self
+    }
+
+    /// The fleet gate over `target` (full keys): `Ok(None)` if every running schema accepts
+    /// it; `Ok(Some(refusal))` if one refuses and the gate is forced; the refusal otherwise.
+    pub(crate) async fn gate(&self, target: &Kvs) -> Result<Option<String>> {
+        Ok(self.gate_fields(target).await?.map(|(text, _)| text))
+    }
+
+    /// As [`gate`](Self::gate), with the fields of an overridden refusal.
+    async fn gate_fields(&self, target: &Kvs) -> Result<Option<(String, Vec<String>)>> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(None);
+        };
+        let doc = diff::document(self.prefix(), target, &self.fields);
+        let findings = fleet.gate(&doc).await?;
+        if findings.is_empty() {
+            return Ok(None);
+        }
+        let refusal = crate::fleet::gate_refusal(&findings);
+        if self.force_gate {
+            tracing::warn!(prefix = %self.prefix(), refusal = %refusal, "writing over the fleet gate's refusal (forced)");
+            let fields = findings.iter().filter_map(|f| f.field.clone()).collect();
+            return Ok(Some((refusal.message().to_string(), fields)));
+        }
+        Err(refusal)
+    }
+
+    /// The fleet of this prefix: the live instances' receipts
+    /// ([`Fleet::instances`](crate::fleet::Fleet::instances)), waiting for a revision, the
+    /// publish gate and staged rollouts. `None` for a history made from a typed handle's
+    /// history part; [`open`](Self::open) always sets it.
+    pub fn fleet(&self) -> Option<&crate::fleet::Fleet> {
+        self.fleet.as_ref()
+    }
+
+    /// The full keys a whole document becomes (as [`apply`](Self::apply) writes them).
+    pub(crate) fn target_of(&self, document: &Value) -> Result<Kvs> {
+        target_for(
+            self.prefix(),
+            document,
+            &self.fields,
+            DEFAULT_MAX_VALUE_BYTES,
+            &self.secrets,
+        )
+    }
+
+    /// Publishes `target` (full keys) as a version of `kind`, if the prefix's newest
+    /// `mod_revision` is still at most `base` (`None`: no such guard); the fleet gate is not
+    /// run again. Guarded and recorded like [`apply`](Self::apply).
+    pub(crate) async fn publish_release(
+        &self,
+        target: &Kvs,
+        base: Option<i64>,
+        mut meta: Meta,
+        gate_overridden: Option<String>,
+    ) -> Result<Option<Version>> {
+        let now = self.current().await?;
+        if let Some(base) = base {
+            if let Some(newest) = now.2.values().max().filter(|r| **r > base) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "`{}` changed at revision {newest}, after the rollout started (revision {base}): not published over it",
+                        self.prefix()
+                    ),
+                )
+                .with_revision(*newest));
+            }
+        }
+        meta.gate_overridden = gate_overridden;
+        self.write_over(&now, target, meta).await
     }
 
     /// From the history `store` (its keys are kept), the published schema `doc` and the secret
@@ -126,6 +217,8 @@ impl ConfigHistory {
             max_txn_ops,
             validate: true,
             allow_unknown: false,
+            fleet: None,
+            force_gate: false,
         })
     }
 
@@ -373,6 +466,42 @@ impl ConfigHistory {
         }
     }
 
+    /// The published schema's check of `document`, then the fleet gate over the keys it
+    /// becomes (`target`). Where the published schema refuses, the gate's refusal is returned
+    /// instead when it has one (it names the instances; the published schema is one of the
+    /// running ones, the last to bind), and a forced gate that overrode the same field lets
+    /// the write go on. Returns the keys and the overridden refusal, if any.
+    pub(crate) async fn checked(
+        &self,
+        document: &Value,
+        partial: bool,
+        target: impl FnOnce() -> Result<Kvs>,
+    ) -> Result<(Kvs, Option<String>)> {
+        match self.check_doc(document, partial) {
+            Ok(()) => {
+                let target = target()?;
+                let gate = self.gate(&target).await?;
+                Ok((target, gate))
+            }
+            Err(refused) => {
+                let Ok(target) = target() else {
+                    return Err(refused);
+                };
+                match self.gate_fields(&target).await {
+                    Err(gate) if gate.kind() == ErrorKind::Validation => Err(gate),
+                    Ok(Some((text, fields)))
+                        if refused
+                            .field()
+                            .is_some_and(|f| fields.iter().any(|g| g == f)) =>
+                    {
+                        Ok((target, Some(text)))
+                    }
+                    _ => Err(refused),
+                }
+            }
+        }
+    }
+
     fn recording(&self) -> Recording {
         Recording {
             max_txn_ops: self.max_txn_ops,
@@ -408,8 +537,10 @@ impl ConfigHistory {
     /// [`ConfigHandle::publish_at`](crate::ConfigHandle::publish_at). `None` if nothing changed.
     ///
     /// # Errors
-    /// [`ErrorKind::Validation`] naming the field; [`ErrorKind::NotFound`] if no schema is
-    /// published; [`ErrorKind::Conflict`] if the prefix changed during the call; etcd errors.
+    /// [`ErrorKind::Validation`] naming the field, or the fleet gate's refusal naming the
+    /// instances whose schema would reject it (see [`with_gate_forced`](Self::with_gate_forced));
+    /// [`ErrorKind::NotFound`] if no schema is published; [`ErrorKind::Conflict`] if the prefix
+    /// changed during the call; etcd errors.
     ///
     /// # Cancel safety
     /// Dropping the future after the write was sent leaves its outcome unknown: the change is one
@@ -422,21 +553,21 @@ impl ConfigHistory {
         author: &str,
         comment: &str,
     ) -> Result<Option<Version>> {
-        self.check_doc(document, false)?;
-        let target = target_for(
-            self.prefix(),
-            document,
-            &self.fields,
-            DEFAULT_MAX_VALUE_BYTES,
-            &self.secrets,
-        )?;
+        let (target, gate_overridden) = self
+            .checked(document, false, || {
+                target_for(
+                    self.prefix(),
+                    document,
+                    &self.fields,
+                    DEFAULT_MAX_VALUE_BYTES,
+                    &self.secrets,
+                )
+            })
+            .await?;
         let now = self.current().await?;
-        self.write_over(
-            &now,
-            &target,
-            Meta::new(VersionKind::Publish, author, comment),
-        )
-        .await
+        let mut meta = Meta::new(VersionKind::Publish, author, comment);
+        meta.gate_overridden = gate_overridden;
+        self.write_over(&now, &target, meta).await
     }
 
     /// Sets one field: `path` is dotted (`database.pool`), `raw` is read like an etcd value
@@ -514,14 +645,11 @@ impl ConfigHistory {
             DEFAULT_MAX_VALUE_BYTES,
             &self.secrets,
         )?;
+        let mut meta = Meta::new(VersionKind::Publish, author, comment);
         let doc = diff::document(self.prefix(), &target, &self.fields);
-        self.check_doc(&doc, true)?;
-        self.write_over(
-            &now,
-            &target,
-            Meta::new(VersionKind::Publish, author, comment),
-        )
-        .await
+        let (target, gate) = self.checked(&doc, true, || Ok(target)).await?;
+        meta.gate_overridden = gate;
+        self.write_over(&now, &target, meta).await
     }
 
     /// Restores version `version`'s exact key set, guarded and recorded like
@@ -532,7 +660,8 @@ impl ConfigHistory {
     /// # Errors
     /// [`ErrorKind::NotFound`] for a pruned or unknown version; [`ErrorKind::InvalidArgument`]
     /// naming the key id when a secret is encrypted with a key this reader was not given
-    /// (nothing is written); [`ErrorKind::Conflict`] if the prefix changed during the call;
+    /// (nothing is written); [`ErrorKind::Validation`] for the fleet gate's refusal (see
+    /// [`with_gate_forced`](Self::with_gate_forced)); [`ErrorKind::Conflict`] if the prefix changed during the call;
     /// etcd errors.
     ///
     /// # Cancel safety
@@ -550,6 +679,7 @@ impl ConfigHistory {
         let target = self.store.restore_at(version, &now.1).await?;
         let mut meta = Meta::new(VersionKind::Rollback, author, comment);
         meta.restored_from = Some(version);
+        meta.gate_overridden = self.gate(&target).await?;
         self.write_over(&now, &target, meta).await
     }
 

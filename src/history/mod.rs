@@ -54,6 +54,8 @@ pub use draft::Draft;
 pub use key::SecretKey;
 pub use options::{HistoryOptions, DEFAULT_HISTORY_KEEP, DEFAULT_KEEP_SNAPSHOTS};
 pub(crate) use options::{DEFAULT_MAX_TXN_OPS, MIN_TXN_OPS};
+pub(crate) use record::Meta;
 pub use record::{Version, VersionKind, VersionStorage};
 pub(crate) use recorder::Tracker;
+pub(crate) use schema::{document as schema_document, secrets_of as schema_secrets, SchemaCheck};
 pub use watch::{PrefixChange, PrefixChanges};

@@ -99,7 +99,7 @@ impl HistoryMetrics {
     fn count_write(&self, kind: VersionKind, outcome: usize) {
         let op = match kind {
             VersionKind::Rollback => 1,
-            VersionKind::Publish | VersionKind::External => 0,
+            VersionKind::Publish | VersionKind::External | VersionKind::Rollout => 0,
         };
         self.0.writes[op][outcome].increment(1);
     }

@@ -53,6 +53,9 @@ pub enum VersionKind {
     /// Written by any other client (`etcdctl`, another library), or found at bind.
     #[default]
     External,
+    /// Published by a staged rollout's last step ([`fleet`](crate::fleet), `coordctl config
+    /// rollout`).
+    Rollout,
 }
 
 impl fmt::Display for VersionKind {
@@ -61,6 +64,7 @@ impl fmt::Display for VersionKind {
             VersionKind::Publish => "publish",
             VersionKind::Rollback => "rollback",
             VersionKind::External => "external",
+            VersionKind::Rollout => "rollout",
         })
     }
 }
@@ -91,6 +95,9 @@ pub struct Version {
     pub batch: Option<(u32, u32)>,
     /// Number of keys under the prefix at this version.
     pub keys: usize,
+    /// The fleet gate's refusal this version was written over (`--force`,
+    /// [`ConfigHistory::with_gate_forced`](crate::history::ConfigHistory::with_gate_forced)).
+    pub gate_overridden: Option<String>,
     storage: VersionStorage,
 }
 
@@ -341,6 +348,9 @@ pub(crate) struct Meta {
     pub(crate) restored_from: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) batch: Option<[u32; 2]>,
+    /// The fleet gate's refusal the write overrode (`--force`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gate_overridden: Option<String>,
 }
 
 impl Meta {
@@ -353,6 +363,7 @@ impl Meta {
             comment: text(comment),
             restored_from: None,
             batch: None,
+            gate_overridden: None,
         }
     }
 }
@@ -436,6 +447,7 @@ impl Head {
             restored_from: self.meta.restored_from,
             batch: self.meta.batch.map(|[n, of]| (n, of)),
             keys: self.keys,
+            gate_overridden: self.meta.gate_overridden.clone(),
             storage: VersionStorage {
                 bytes: self.bytes,
                 base: match self.kind {

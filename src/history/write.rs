@@ -141,7 +141,7 @@ pub(crate) async fn write_guarded(
             restored_from = meta.restored_from,
             version = tracing::field::Empty
         ),
-        VersionKind::Publish | VersionKind::External => tracing::info_span!(
+        VersionKind::Publish | VersionKind::External | VersionKind::Rollout => tracing::info_span!(
             target: HISTORY_TARGET,
             "publish",
             prefix,

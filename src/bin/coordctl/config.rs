@@ -10,6 +10,25 @@ use crate::{
     author, fail, open, parse_version, print_json, report_write, Cli, ConfigCommand, Failure,
 };
 
+/// A document file's bytes (`-`: standard input), at most the value size limit.
+pub(crate) fn read_input(file: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    let limit = coordination::config::DEFAULT_MAX_VALUE_BYTES as u64;
+    let mut text = Vec::new();
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().take(limit + 1).read_to_end(&mut text)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit + 1).read_to_end(&mut text))
+    };
+    read.map_err(|e| fail(1, format!("reading {}: {e}", file.display())))?;
+    if text.len() as u64 > limit {
+        return Err(fail(
+            3,
+            format!("{} is over the limit of {limit} bytes", file.display()),
+        ));
+    }
+    Ok(text)
+}
+
 pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failure> {
     match command {
         ConfigCommand::Get {
@@ -58,10 +77,14 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             comment,
             no_validate,
             allow_unknown,
+            force,
         } => {
             let mut history = open(cli, prefix, !no_validate).await?;
             if *allow_unknown {
                 history = history.with_unknown_fields_allowed();
+            }
+            if *force {
+                history = history.with_gate_forced();
             }
             let result = history
                 .put(field, value, &author(cli), comment.as_deref().unwrap_or(""))
@@ -73,22 +96,13 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             file,
             comment,
             no_validate,
+            force,
         } => {
-            let limit = coordination::config::DEFAULT_MAX_VALUE_BYTES as u64;
-            let mut text = Vec::new();
-            let read = if file.as_os_str() == "-" {
-                std::io::stdin().take(limit + 1).read_to_end(&mut text)
-            } else {
-                std::fs::File::open(file).and_then(|f| f.take(limit + 1).read_to_end(&mut text))
-            };
-            read.map_err(|e| fail(1, format!("reading {}: {e}", file.display())))?;
-            if text.len() as u64 > limit {
-                return Err(fail(
-                    3,
-                    format!("{} is over the limit of {limit} bytes", file.display()),
-                ));
+            let text = read_input(file)?;
+            let mut history = open(cli, prefix, !no_validate).await?;
+            if *force {
+                history = history.with_gate_forced();
             }
-            let history = open(cli, prefix, !no_validate).await?;
             let doc = history
                 .parse_document(&text)
                 .map_err(|e| fail(3, format!("{}: {}", file.display(), e.message())))?;
@@ -166,8 +180,12 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             prefix,
             version,
             comment,
+            force,
         } => {
-            let history = open(cli, prefix, true).await?;
+            let mut history = open(cli, prefix, true).await?;
+            if *force {
+                history = history.with_gate_forced();
+            }
             let result = history
                 .rollback_to(*version, &author(cli), comment.as_deref().unwrap_or(""))
                 .await?;
@@ -224,6 +242,16 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                 let _ = out.flush();
             }
         }
+        ConfigCommand::Instances {
+            prefix,
+            stale_after,
+        } => crate::fleet::instances(cli, prefix, *stale_after).await?,
+        ConfigCommand::Wait {
+            prefix,
+            revision,
+            timeout,
+        } => crate::fleet::wait(cli, prefix, *revision, *timeout).await?,
+        ConfigCommand::Rollout { command } => crate::fleet::rollout(cli, command).await?,
     }
     Ok(())
 }

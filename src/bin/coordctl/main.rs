@@ -20,11 +20,19 @@
 //! `COORD_HISTORY_KEY` holding the key) the versions coordctl writes hold them encrypted and a
 //! rollback restores them; `--history-read-key-file` adds older keys after a rotation.
 //!
+//! Fleet operations: `config instances` (who serves which revision, who is stale, who rejected
+//! what), `config wait` (until every live instance serves a revision), and staged rollouts
+//! (`config rollout start|status|pause|resume|promote|abort`). `put`, `apply`, `rollback` and
+//! `rollout start` are refused when a schema still running in the fleet would reject the
+//! candidate; `--force` writes anyway and records the refusal.
+//!
 //! Exit codes: 0 success; 1 etcd or I/O failure; 2 bad usage; 3 invalid input refused (the
-//! message names the field); 4 conflict (the prefix changed meanwhile); 5 version or schema
-//! not found.
+//! message names the field; also the fleet gate's refusal); 4 conflict (the prefix changed
+//! meanwhile, a rollout already running); 5 version or schema not found; 6 not converged
+//! (`wait` timed out or an instance rejected the revision; a rollout was reverted).
 
 mod config;
+mod fleet;
 mod lock;
 mod output;
 #[cfg(feature = "console")]
@@ -163,6 +171,9 @@ enum ConfigCommand {
         /// Write a field path the published schema does not know (the value is still checked).
         #[arg(long)]
         allow_unknown: bool,
+        /// Write even if a schema running in the fleet would reject it (recorded in the history).
+        #[arg(long)]
+        force: bool,
     },
     /// Publish a whole config from a YAML or JSON file, validated against the published schema.
     Apply {
@@ -177,6 +188,9 @@ enum ConfigCommand {
         /// Write without checking the published schema.
         #[arg(long)]
         no_validate: bool,
+        /// Write even if a schema running in the fleet would reject it (recorded in the history).
+        #[arg(long)]
+        force: bool,
     },
     /// List the recorded versions, newest first.
     History {
@@ -201,6 +215,9 @@ enum ConfigCommand {
         /// Why (recorded in the history).
         #[arg(short = 'm', long)]
         comment: Option<String>,
+        /// Restore even if a schema running in the fleet would reject it (recorded in the history).
+        #[arg(long)]
+        force: bool,
     },
     /// Print the JSON Schema the service published.
     Schema {
@@ -214,6 +231,30 @@ enum ConfigCommand {
         /// Exit after this many changes.
         #[arg(long)]
         count: Option<usize>,
+    },
+    /// The live instances: how many serve each revision, who is stale, who rejected what.
+    Instances {
+        /// The config prefix.
+        prefix: String,
+        /// Flag an instance stale when it is behind the prefix for longer than this.
+        #[arg(long, default_value = "10s", value_parser = fleet::parse_duration)]
+        stale_after: std::time::Duration,
+    },
+    /// Wait until every live instance serves a revision (exit 6 listing laggards otherwise).
+    Wait {
+        /// The config prefix.
+        prefix: String,
+        /// The revision every live instance must serve (or a later one).
+        #[arg(long)]
+        revision: i64,
+        /// Give up after this long (`30s`, `500ms`, `2m`).
+        #[arg(long, default_value = "30s", value_parser = fleet::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Staged rollouts by label, with bake times and automatic revert.
+    Rollout {
+        #[command(subcommand)]
+        command: fleet::RolloutCommand,
     },
 }
 
