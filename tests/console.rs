@@ -154,7 +154,30 @@ impl Browser {
         self.client.find(Locator::Css(css)).await.is_ok()
     }
 
+    /// Clicks a link or submit button and waits until the next page has loaded.
     async fn click(&self, css: &str) {
+        self.client
+            .execute(
+                "document.documentElement.setAttribute('data-left', '1');",
+                vec![],
+            )
+            .await
+            .unwrap();
+        self.click_only(css).await;
+        let loaded = eventually!(WAIT, {
+            self.client
+                .execute(
+                    "return document.readyState === 'complete' && !document.documentElement.hasAttribute('data-left');",
+                    vec![],
+                )
+                .await
+                .map(|v| v == json!(true))
+                .unwrap_or(false)
+        });
+        assert!(loaded, "clicking `{css}` loaded a page");
+    }
+
+    async fn click_only(&self, css: &str) {
         self.client
             .find(Locator::Css(css))
             .await
@@ -461,6 +484,18 @@ async fn history_diff_rollback_and_publish_in_the_browser() {
     assert!(row.contains("healthy") && row.contains("zone-a"), "{row}");
     b.shot("registry").await;
     drop(reg);
+
+    // Instances: the bound handle's receipt, at the revision it serves.
+    let serving = cfg.load().revision();
+    b.goto(&format!("{url}/instances")).await;
+    let receipt =
+        format!("section.fleet[data-prefix='{P}'] tr.instance[data-revision='{serving}']");
+    assert!(
+        eventually!(WAIT, b.exists(&receipt).await),
+        "the instance's receipt shows revision {serving}"
+    );
+    assert!(b.text(&receipt).await.contains("live"));
+    b.shot("instances").await;
 
     // etcd gone: the banner says so, without a reload.
     b.goto(&history_url(url)).await;

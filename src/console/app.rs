@@ -83,6 +83,7 @@ pub(crate) fn router(state: Shared) -> Router {
         )
         .route("/publish/review", post(pages::history::publish_review))
         .route("/instances", get(pages::instances::page))
+        .route("/rollout", post(pages::instances::act))
         .route("/locks", get(pages::locks::page))
         .route(
             "/locks/release",

@@ -9,7 +9,8 @@
 //! diffs, publish and rollback (schema-validated, compare-and-swap on the revision the page
 //! showed), [`Coordinator::lock_status`] and [`Coordinator::force_unlock`] for locks and
 //! elections, [`Registry::discover`](crate::registry::Registry::discover) for the registry, and
-//! the crate's prefix follower for the live stream.
+//! [`Fleet`](crate::fleet::Fleet) for instances' receipts and rollouts, and the crate's prefix
+//! follower for the live stream.
 //!
 //! # Access
 //! The console is read-only unless writers are configured ([`Writers`]): each writer is a name
@@ -31,7 +32,7 @@
 //! | CSRF tokens and the checks every write passes | `csrf.rs` |
 //! | the live stream: followers, etcd reachability, `/events` | `live.rs` |
 //! | the page layout, style and script | `templates.rs` |
-//! | pages: prefixes, history (versions, diff, publish, rollback), locks and elections, registry, instances, login | `pages/` |
+//! | pages: prefixes, history (versions, diff, publish, rollback), instances and rollouts (pause, resume, promote, abort), locks and elections, registry, login | `pages/` |
 
 mod app;
 mod auth;

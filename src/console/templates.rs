@@ -162,6 +162,14 @@ pub(crate) const SCRIPT: &str = r#"(function () {
     if (timer) return;
     timer = setTimeout(function () { timer = null; refresh(); }, 100);
   }
+  // Bake countdowns tick between refreshes.
+  setInterval(function () {
+    var all = document.querySelectorAll("[data-until]");
+    for (var i = 0; i < all.length; i++) {
+      var left = Math.max(0, Math.round((Number(all[i].getAttribute("data-until")) - Date.now()) / 1000));
+      all[i].textContent = left + " s left";
+    }
+  }, 1000);
   if (!window.EventSource) return;
   var events = null;
   function open() {

@@ -728,9 +728,9 @@ impl ConfigHistory {
         Ok(())
     }
 
-    /// [`apply`](Self::apply) of a document edited from a masked view, compare-and-swap on the
-    /// revision `seen` it was read at: a secret field whose value is `***` keeps its current
-    /// value. The console's publish.
+    /// [`apply`](Self::apply) of a document edited from a masked view (schema, then the fleet
+    /// gate), compare-and-swap on the revision `seen` it was read at: a secret field whose
+    /// value is `***` keeps its current value. The console's publish.
     #[cfg_attr(not(feature = "console"), allow(dead_code))]
     pub(crate) async fn apply_seen(
         &self,
@@ -746,24 +746,24 @@ impl ConfigHistory {
         for path in &self.secrets {
             keep_masked(&mut document, &current, path);
         }
-        self.check_doc(&document, false)?;
-        let target = target_for(
-            self.prefix(),
-            &document,
-            &self.fields,
-            DEFAULT_MAX_VALUE_BYTES,
-            &self.secrets,
-        )?;
-        self.write_over(
-            &now,
-            &target,
-            Meta::new(VersionKind::Publish, author, comment),
-        )
-        .await
+        let (target, gate_overridden) = self
+            .checked(&document, false, || {
+                target_for(
+                    self.prefix(),
+                    &document,
+                    &self.fields,
+                    DEFAULT_MAX_VALUE_BYTES,
+                    &self.secrets,
+                )
+            })
+            .await?;
+        let mut meta = Meta::new(VersionKind::Publish, author, comment);
+        meta.gate_overridden = gate_overridden;
+        self.write_over(&now, &target, meta).await
     }
 
-    /// [`rollback_to`](Self::rollback_to), compare-and-swap on the revision `seen` the
-    /// confirmation showed. The console's rollback.
+    /// [`rollback_to`](Self::rollback_to) (the fleet gate included), compare-and-swap on the
+    /// revision `seen` the confirmation showed. The console's rollback.
     #[cfg_attr(not(feature = "console"), allow(dead_code))]
     pub(crate) async fn rollback_seen(
         &self,
@@ -777,6 +777,7 @@ impl ConfigHistory {
         let target = self.store.restore_at(version, &now.1).await?;
         let mut meta = Meta::new(VersionKind::Rollback, author, comment);
         meta.restored_from = Some(version);
+        meta.gate_overridden = self.gate(&target).await?;
         self.write_over(&now, &target, meta).await
     }
 
