@@ -1,5 +1,5 @@
 //! `/`: every config prefix with a published schema in the namespace, with its type, secret
-//! fields, current revision and history.
+//! fields, current revision, how many live instances serve it (their receipts) and history.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -63,6 +63,8 @@ struct Row {
     keys: usize,
     revision: i64,
     versions: std::result::Result<Vec<crate::history::Version>, String>,
+    /// Live instances (receipts), and how many serve the newest revision of the prefix.
+    instances: std::result::Result<(usize, usize), String>,
 }
 
 async fn page_rows(state: &Shared) -> Result<Vec<Row>> {
@@ -75,11 +77,27 @@ async fn page_rows(state: &Shared) -> Result<Vec<Row>> {
             Ok(h) => h.versions().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
+        let instances = match crate::fleet::Fleet::open(&state.coord, &p.prefix) {
+            Ok(fleet) => fleet
+                .instances()
+                .await
+                .map(|i| {
+                    let current = i
+                        .list
+                        .iter()
+                        .filter(|x| x.receipt.revision >= revision)
+                        .count();
+                    (i.list.len(), current)
+                })
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         rows.push(Row {
             published: p,
             keys: kvs.len(),
             revision,
             versions,
+            instances,
         });
     }
     Ok(rows)
@@ -100,7 +118,7 @@ pub(crate) async fn page(State(state): State<Shared>, headers: HeaderMap) -> Res
             p #empty { "No bound prefix yet: bind a config type once and its schema appears here." }
         } @else {
             table #prefixes {
-                thead { tr { th { "prefix" } th { "type" } th { "secret fields" } th { "keys" } th { "current revision" } th { "versions" } th { "newest version" } } }
+                thead { tr { th { "prefix" } th { "type" } th { "secret fields" } th { "keys" } th { "current revision" } th { "instances (at it / live)" } th { "versions" } th { "newest version" } } }
                 tbody {
                     @for row in &rows {
                         tr data-prefix=(row.published.prefix) {
@@ -109,6 +127,12 @@ pub(crate) async fn page(State(state): State<Shared>, headers: HeaderMap) -> Res
                             td { @for s in &row.published.secrets { code { (s) } " " } }
                             td { (row.keys) }
                             td.revision { (row.revision) }
+                            td.instances {
+                                @match &row.instances {
+                                    Ok((live, current)) => { a href=(format!("/instances?prefix={}", enc(&row.published.prefix))) { (current) " / " (live) } }
+                                    Err(e) => span.muted { (e) },
+                                }
+                            }
                             @match &row.versions {
                                 Ok(versions) => {
                                     td { (versions.len()) }
