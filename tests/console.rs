@@ -497,6 +497,43 @@ async fn history_diff_rollback_and_publish_in_the_browser() {
     assert!(b.text(&receipt).await.contains("live"));
     b.shot("instances").await;
 
+    // A rollout started (no controller drives it): paused and aborted from the browser.
+    let history = coordination::history::ConfigHistory::open(&coord, P)
+        .await
+        .unwrap();
+    let fleet = coordination::fleet::Fleet::open(&coord, P).unwrap();
+    let plan = coordination::fleet::RolloutPlan::new(
+        json!({"port": 8082, "database": {"host": "db1", "pool": 40}}),
+    )
+    .with_author("bob", "pool 40 in steps");
+    fleet.start_rollout(&history, plan).await.unwrap();
+    let section = format!("section.fleet[data-prefix='{P}'] section.rollout");
+    assert!(
+        eventually!(
+            WAIT,
+            b.exists(&format!("{section}[data-status='running']")).await
+        ),
+        "the open page shows the running rollout"
+    );
+    b.click("#rollout-pause").await;
+    assert!(b.text("#flash").await.contains("paused"));
+    assert_eq!(
+        fleet.rollout().await.unwrap().unwrap().status.as_str(),
+        "paused"
+    );
+    b.fill("section.rollout input[name='reason']", "not today")
+        .await;
+    b.shot("rollout").await;
+    b.click("#rollout-abort").await;
+    assert!(b.text("#flash").await.contains("aborted"));
+    let state = fleet.rollout().await.unwrap().unwrap();
+    assert_eq!(state.status.as_str(), "aborted");
+    assert!(
+        state.transitions.iter().any(|t| t.author == "alice"),
+        "the writer is the author of the transitions: {:?}",
+        state.transitions
+    );
+
     // etcd gone: the banner says so, without a reload.
     b.goto(&history_url(url)).await;
     etcd.kill();

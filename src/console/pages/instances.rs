@@ -96,7 +96,7 @@ fn rollout(state: &Shared, who: Option<&Principal>, prefix: &str, r: &RolloutSta
     html! {
         section.rollout data-status=(r.status.as_str()) {
             h3 { "Rollout " code { (r.id) } " · " span.kind { (r.status.as_str()) } }
-            p { "by " (r.author) " · " (r.comment) " · selector " code { (format!("{:?}", r.selector)) } }
+            p { "by " (r.author) " · " (r.comment) " · selector " code { (r.selector.to_string()) } }
             p { "steps: "
                 @for (i, s) in r.steps.iter().enumerate() {
                     @if i as u32 == r.step && r.status.is_active() { strong { "[" (s.to_string()) "]" } } @else { (s.to_string()) }
@@ -223,7 +223,7 @@ pub(crate) async fn act(
         Ok(r) => see_other(&format!(
             "/instances?prefix={}&done={}",
             enc(&prefix),
-            enc(&format!("{} {}", action, r.status.as_str()))
+            enc(&format!("{action}, now {}", r.status.as_str()))
         )),
         Err(e) => crate_error(&state, Some(&who), &e),
     }
