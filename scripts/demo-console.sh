@@ -19,8 +19,11 @@ esac
 
 PIDS=()
 LOCK_PID=""
+CONSOLE_PID=""
 cleanup() {
   if [ -n "$LOCK_PID" ]; then pkill -P "$LOCK_PID" 2>/dev/null || true; kill "$LOCK_PID" 2>/dev/null || true; fi
+  # A background job of a script ignores SIGINT; the console stops on SIGTERM.
+  if [ -n "$CONSOLE_PID" ]; then kill "$CONSOLE_PID" 2>/dev/null || true; fi
   for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   coord_stop_etcd
@@ -74,7 +77,8 @@ chmod 600 "$ETCD_DATA/writers"
 PORT=$(coord_free_port)
 COORD_CONSOLE_WRITERS_FILE="$ETCD_DATA/writers" "$TARGET/debug/coordctl" --endpoints "$ETCD_ENDPOINT" \
   serve --listen "127.0.0.1:$PORT" --lock demo/nightly >"$ETCD_DATA/console.out" 2>&1 &
-PIDS+=($!)
+CONSOLE_PID=$!
+PIDS+=($CONSOLE_PID)
 URL=""
 for _ in $(seq 1 100); do
   URL=$(grep -o 'http://[^ ]*' "$ETCD_DATA/console.out" 2>/dev/null | head -1 || true)
@@ -101,4 +105,4 @@ if [ -n "$SECONDS_TO_RUN" ]; then
   exit 0
 fi
 echo "    Ctrl-C to stop."
-wait "${PIDS[-1]}"
+wait "$CONSOLE_PID"

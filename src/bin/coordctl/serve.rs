@@ -82,6 +82,10 @@ pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     println!("console listening on http://{addr}/ ({mode})");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    Console::new(&coord, options).serve(listener).await?;
+    // Ctrl-C stops serving at once: open event streams would hold a graceful shutdown forever.
+    tokio::select! {
+        served = Console::new(&coord, options).serve(listener) => served?,
+        _ = tokio::signal::ctrl_c() => eprintln!("console: interrupted, stopping"),
+    }
     Ok(())
 }
