@@ -139,7 +139,9 @@ impl ConsoleOptions {
 ///
 /// let writers = Writers::from_file("console-writers")?; // lines of `NAME:TOKEN`
 /// let console = Console::new(&coord, ConsoleOptions::new().with_writers(writers));
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")
+///     .await
+///     .map_err(|e| coordination::Error::new(coordination::ErrorKind::Io, e.to_string()))?;
 /// console.serve(listener).await
 /// # }
 /// ```
