@@ -658,3 +658,36 @@ async fn read_only_without_a_token_and_csrf_on_every_write() {
     assert_eq!(status, 409, "{body}");
     b.client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_loopback_listen_needs_the_explicit_flag() {
+    let etcd = Etcd::start().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &etcd.endpoint()])
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("ETCD_ENDPOINTS")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--insecure-listen"), "{stderr}");
+    // A writers file that is not one is refused by line, never echoing a token.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("writers");
+    std::fs::write(&file, "alice:alice-console-token-0123456789\nbob:short\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &etcd.endpoint()])
+        .args(["serve", "--listen", "127.0.0.1:0", "--writers-file"])
+        .arg(&file)
+        .env_remove("ETCD_ENDPOINTS")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2") && !stderr.contains("alice-console-token"),
+        "{stderr}"
+    );
+}
