@@ -13,10 +13,14 @@
 #                                (scripts/demo-history.sh, on an etcd of its own)
 #   ./scripts/demo.sh change-control   a policy, a proposal by alice, bob's approval, the apply
 #                                (scripts/demo-change-control.sh, on an etcd of its own)
+#   ./scripts/demo.sh console    three instances, a lock and the operator web console; prints its
+#                                URL (scripts/demo-console.sh; `console 60` stops after 60 s,
+#                                and with CI=true it checks the pages once and stops)
 #   ./scripts/demo.sh rollout    five labelled instances, and coordctl: a staged rollout of a bad
 #                                value that stops at the canary and reverts, then a good one
 #                                that completes (scripts/demo-rollout.sh, on an etcd of its own)
-#   ./scripts/demo.sh all        all of the above, one after the other
+#   ./scripts/demo.sh all        all of the above, one after the other (the console checked
+#                                once, then stopped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -27,8 +31,9 @@ case "$WHAT" in
   quickstart|lock|election|registry|metrics|all) ;;
   history) exec scripts/demo-history.sh ;;
   change-control) exec scripts/demo-change-control.sh ;;
+  console) exec scripts/demo-console.sh "${@:2}" ;;
   rollout) exec scripts/demo-rollout.sh ;;
-  *) echo "usage: $0 [quickstart|lock|election|registry|metrics|history|change-control|rollout|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [quickstart|lock|election|registry|metrics|history|change-control|rollout|console|all]" >&2; exit 2 ;;
 esac
 
 QS_PID=""
@@ -123,6 +128,8 @@ if [ "$WHAT" = all ]; then
   scripts/demo-history.sh
   printf '\n\033[1m==> scripts/demo-change-control.sh\033[0m\n'
   scripts/demo-change-control.sh
+  printf '\n\033[1m==> scripts/demo-console.sh 0\033[0m\n'
+  scripts/demo-console.sh 0
   printf '\n\033[1m==> scripts/demo-rollout.sh\033[0m\n'
   scripts/demo-rollout.sh
 fi

@@ -20,6 +20,10 @@ coord_missing_packages() {
   [ -d /usr/share/gocode/src/google.golang.org/grpc/health ] || missing+=(golang-google-grpc-dev)
   # promtool checks and unit-tests docs/alerts.yml (tests/alerts.rs).
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  # tests/console.rs: headless Chromium through chromedriver.
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   echo "${missing[@]:-}"
 }
 
@@ -31,7 +35,7 @@ coord_ensure_deps() {
     if ! command -v apt-get >/dev/null 2>&1; then
       echo "error: missing: $missing, and apt-get is not available on this machine." >&2
       echo "Install the equivalents of: ${COORD_APT_PACKAGES[*]} (protoc, the protobuf well-known" >&2
-      echo "includes, etcd 3.4+ and etcdctl, Go, promtool), then run this script again." >&2
+      echo "includes, etcd 3.4+ and etcdctl, Go, promtool, Chromium and chromedriver, curl), then run this script again." >&2
       exit 1
     fi
     local sudo=""

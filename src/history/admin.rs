@@ -685,6 +685,112 @@ impl ConfigHistory {
         self.write_over(&now, &target, meta).await
     }
 
+    /// Refuses with [`ErrorKind::Conflict`] unless the prefix as read now (`now`) is exactly as
+    /// it was at revision `seen` (the revision a page showed): no key under it was put after
+    /// `seen`, and the keys at `seen` are the keys now. A compacted `seen` is a conflict too.
+    #[cfg_attr(not(feature = "console"), allow(dead_code))]
+    async fn unchanged_since(&self, seen: i64, now: &(i64, Kvs, Revs)) -> Result<()> {
+        let conflict = |why: String| {
+            Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "`{}` changed since revision {seen} (the one shown): {why}; reload and try again",
+                    self.prefix()
+                ),
+            )
+            .with_revision(seen))
+        };
+        if let Some((key, rev)) = now.2.iter().find(|(_, rev)| **rev > seen) {
+            return conflict(format!(
+                "`{}` was written at revision {rev}",
+                String::from_utf8_lossy(key)
+            ));
+        }
+        let end = self.store.keys().prefix_end();
+        let then = match crate::etcd::read_range(
+            self.store.etcd(),
+            self.prefix().as_bytes().to_vec(),
+            end,
+            PAGE,
+            Some(seen),
+        )
+        .await
+        {
+            Ok((_, kvs)) => kvs,
+            Err(e) if e.kind() == ErrorKind::Compacted => {
+                return conflict("that revision was compacted".into())
+            }
+            Err(e) => return Err(e),
+        };
+        let then: Vec<&[u8]> = then.iter().map(|kv| kv.key()).collect();
+        let keys: Vec<&[u8]> = now.1.keys().map(Vec::as_slice).collect();
+        if then != keys {
+            return conflict("keys were deleted".into());
+        }
+        Ok(())
+    }
+
+    /// [`apply`](Self::apply) of a document edited from a masked view (schema, then the fleet
+    /// gate), compare-and-swap on the revision `seen` it was read at: a secret field whose
+    /// value is `***` keeps its current value. The console's publish.
+    #[cfg_attr(not(feature = "console"), allow(dead_code))]
+    pub(crate) async fn apply_seen(
+        &self,
+        seen: i64,
+        document: &Value,
+        author: &str,
+        comment: &str,
+    ) -> Result<Option<Version>> {
+        let now = self.current().await?;
+        self.unchanged_since(seen, &now).await?;
+        let current = diff::document(self.prefix(), &now.1, &self.fields);
+        let mut document = document.clone();
+        for path in &self.secrets {
+            keep_masked(&mut document, &current, path);
+        }
+        let (target, gate_overridden) = self
+            .checked(&document, false, || {
+                target_for(
+                    self.prefix(),
+                    &document,
+                    &self.fields,
+                    DEFAULT_MAX_VALUE_BYTES,
+                    &self.secrets,
+                )
+            })
+            .await?;
+        let mut meta = Meta::new(VersionKind::Publish, author, comment);
+        meta.gate_overridden = gate_overridden;
+        self.write_over(&now, &target, meta).await
+    }
+
+    /// [`rollback_to`](Self::rollback_to) (the fleet gate included), compare-and-swap on the
+    /// revision `seen` the confirmation showed. The console's rollback.
+    #[cfg_attr(not(feature = "console"), allow(dead_code))]
+    pub(crate) async fn rollback_seen(
+        &self,
+        seen: i64,
+        version: i64,
+        author: &str,
+        comment: &str,
+    ) -> Result<Option<Version>> {
+        let now = self.current().await?;
+        self.unchanged_since(seen, &now).await?;
+        let target = self.store.restore_at(version, &now.1).await?;
+        let mut meta = Meta::new(VersionKind::Rollback, author, comment);
+        meta.restored_from = Some(version);
+        meta.gate_overridden = self.gate(&target).await?;
+        self.write_over(&now, &target, meta).await
+    }
+
+    /// The fields publishing `document` would change in the etcd layer's document now,
+    /// secrets masked (a secret left at `***` is unchanged).
+    #[cfg_attr(not(feature = "console"), allow(dead_code))]
+    pub(crate) async fn preview(&self, document: &Value) -> Result<Vec<FieldChange>> {
+        let (_, current) = self.document(None).await?;
+        Ok(diff::diff(&current, document, &self.secrets))
+    }
+
     /// A stream of the prefix's changes from now on, one item per etcd revision, with the
     /// changed fields (secrets masked). It heals itself through etcd restarts, compaction and
     /// restores (see [`PrefixChanges`]).
@@ -836,5 +942,56 @@ impl ConfigHistory {
             }
         }
         Ok(now)
+    }
+}
+
+/// Where `document` holds `***` at the dotted `path`, puts `current`'s value there (or removes
+/// the field when `current` has none): an edited masked view keeps the secret it did not see.
+#[cfg_attr(not(feature = "console"), allow(dead_code))]
+fn keep_masked(document: &mut Value, current: &Value, path: &str) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut doc = document;
+    let mut cur = Some(current);
+    for part in parts {
+        match doc.get_mut(part) {
+            Some(next) => doc = next,
+            None => return,
+        }
+        cur = cur.and_then(|c| c.get(part));
+    }
+    let Some(map) = doc.as_object_mut() else {
+        return;
+    };
+    if map.get(last).and_then(Value::as_str) != Some(crate::secrets::MASK) {
+        return;
+    }
+    match cur.and_then(|c| c.get(last)) {
+        Some(value) => {
+            map.insert(last.to_string(), value.clone());
+        }
+        None => {
+            map.remove(last);
+        }
+    }
+}
+
+#[cfg(test)]
+mod keep_masked_tests {
+    use super::keep_masked;
+    use serde_json::json;
+
+    #[test]
+    fn a_masked_secret_keeps_its_current_value() {
+        let current = json!({"db": {"password": "s3cret", "pool": 4}});
+        let mut edited = json!({"db": {"password": "***", "pool": 5}});
+        keep_masked(&mut edited, &current, "db.password");
+        assert_eq!(edited, json!({"db": {"password": "s3cret", "pool": 5}}));
+        let mut changed = json!({"db": {"password": "new", "pool": 5}});
+        keep_masked(&mut changed, &current, "db.password");
+        assert_eq!(changed["db"]["password"], "new");
+        let mut absent = json!({"db": {"password": "***"}});
+        keep_masked(&mut absent, &json!({}), "db.password");
+        assert_eq!(absent, json!({"db": {}}));
     }
 }

@@ -69,6 +69,8 @@ mod fence;
 mod monitor;
 mod mutex;
 mod queue;
+#[cfg(feature = "console")]
+pub(crate) use queue::prefix_for;
 mod session;
 
 pub use admin::{LockEntry, LockStatus};

@@ -6,6 +6,7 @@
 //! coordctl config apply /apps/chat/config -f chat.yaml -m "raise the pool"
 //! coordctl config diff /apps/chat/config 42 current
 //! coordctl config rollback /apps/chat/config 42 -m "bad deploy"
+//! COORD_CONSOLE_WRITERS_FILE=writers coordctl serve --listen 127.0.0.1:8080
 //! coordctl --endpoints https://etcd-1:2379 --cacert ca.pem --cert me.pem --key me-key.pem \
 //!          --user alice config get /apps/chat/config
 //! ```
@@ -41,6 +42,8 @@ mod config;
 mod fleet;
 mod lock;
 mod output;
+#[cfg(feature = "console")]
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -125,6 +128,9 @@ enum Command {
         #[command(subcommand)]
         command: LockCommand,
     },
+    /// Serve the operator web console (history, diff, publish, rollback, locks, registry).
+    #[cfg(feature = "console")]
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -589,5 +595,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Config { command } => config::run(&cli, command).await,
         Command::Lock { command } => lock::run(&cli, command).await,
+        #[cfg(feature = "console")]
+        Command::Serve(args) => serve::run(&cli, args).await,
     }
 }

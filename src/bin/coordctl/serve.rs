@@ -1,0 +1,91 @@
+//! `coordctl serve`: the operator web console (feature `console`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use coordination::console::{Console, ConsoleOptions, Writers};
+use coordination::history::SecretKey;
+
+use crate::{connect, fail, key_failure, Cli, Failure, HISTORY_KEY_ENV};
+
+/// The environment variable that may hold the writers (`NAME:TOKEN`, comma-separated).
+const WRITERS_ENV: &str = "COORD_CONSOLE_WRITERS";
+
+/// Arguments of `coordctl serve`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on. Anything but a loopback address needs --insecure-listen.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// A file of writers, lines of `NAME:TOKEN` (also COORD_CONSOLE_WRITERS_FILE, or the
+    /// writers themselves in COORD_CONSOLE_WRITERS). Without writers the console is read-only.
+    #[arg(long, env = "COORD_CONSOLE_WRITERS_FILE", value_name = "FILE")]
+    writers_file: Option<PathBuf>,
+    /// Listen on a non-loopback address over plain HTTP (tokens and session cookies then
+    /// cross the network in clear: put a TLS-terminating proxy in front).
+    #[arg(long)]
+    insecure_listen: bool,
+    /// A lock to show on the locks page (may be repeated).
+    #[arg(long = "lock", value_name = "NAME")]
+    locks: Vec<String>,
+    /// An election to show on the locks page (may be repeated).
+    #[arg(long = "election", value_name = "NAME")]
+    elections: Vec<String>,
+}
+
+pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
+    if !args.listen.ip().is_loopback() && !args.insecure_listen {
+        return Err(fail(
+            2,
+            format!(
+                "refusing to serve the console on {} over plain HTTP: tokens and session cookies \
+                 would cross the network in clear. Listen on a loopback address behind a \
+                 TLS-terminating proxy, or pass --insecure-listen.",
+                args.listen
+            ),
+        ));
+    }
+    let writers = match &args.writers_file {
+        Some(file) => Writers::from_file(file),
+        None => Writers::from_env(WRITERS_ENV),
+    }
+    .map_err(|e| fail(2, e.to_string()))?;
+    let read_only = writers.is_empty();
+    let mut options = ConsoleOptions::new().with_writers(writers);
+    for name in &args.locks {
+        options = options.with_lock(name);
+    }
+    for name in &args.elections {
+        options = options.with_election(name);
+    }
+    if let Some(file) = &cli.history_key_file {
+        options = options.with_secret_key(SecretKey::from_file(file).map_err(key_failure)?);
+    } else if std::env::var_os(HISTORY_KEY_ENV).is_some() {
+        options =
+            options.with_secret_key(SecretKey::from_env(HISTORY_KEY_ENV).map_err(key_failure)?);
+    }
+    for file in &cli.history_read_key_file {
+        options = options.with_read_key(SecretKey::from_file(file).map_err(key_failure)?);
+    }
+    let coord = connect(cli).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| fail(1, format!("listening on {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| fail(1, format!("listening on {}: {e}", args.listen)))?;
+    let mode = if read_only {
+        "read-only"
+    } else {
+        "writers configured"
+    };
+    println!("console listening on http://{addr}/ ({mode})");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // Ctrl-C stops serving at once: open event streams would hold a graceful shutdown forever.
+    tokio::select! {
+        served = Console::new(&coord, options).serve(listener) => served?,
+        _ = tokio::signal::ctrl_c() => eprintln!("console: interrupted, stopping"),
+    }
+    Ok(())
+}
