@@ -74,6 +74,18 @@ impl Registry {
         id: &str,
         requested_by: &str,
     ) -> Result<DrainRequest> {
+        self.request_drain_on(service, id, requested_by, None).await
+    }
+
+    /// [`request_drain`](Self::request_drain), refused with [`ErrorKind::Conflict`] unless the
+    /// instance is registered on `expected_lease` (the registration an operator was shown).
+    pub(crate) async fn request_drain_on(
+        &self,
+        service: &str,
+        id: &str,
+        requested_by: &str,
+        expected_lease: Option<i64>,
+    ) -> Result<DrainRequest> {
         validate_segment("service name", service)?;
         validate_segment("instance id", id)?;
         let layout = self.layout();
@@ -109,6 +121,16 @@ impl Registry {
                     ErrorKind::NotFound,
                     format!(
                         "the record `{status_key}` has no lease: no registration keeps it, so none can drain"
+                    ),
+                )
+                .with_key(status_key)
+                .with_revision(kv.mod_revision()));
+            }
+            if let Some(expected) = expected_lease.filter(|&e| e != lease) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "instance `{label}` is registered on lease {lease:x} now, not {expected:x}: it registered again"
                     ),
                 )
                 .with_key(status_key)
