@@ -588,7 +588,7 @@ async fn history_diff_rollback_and_publish_in_the_browser() {
 async fn read_only_without_a_token_and_csrf_on_every_write() {
     support::init_tracing();
     let etcd = Etcd::start().await;
-    let (_coord, cfg) = bind(&etcd).await;
+    let (coord, cfg) = bind(&etcd).await;
     cfg.update(|c| c.database.pool = 7, "bob", "pool 7")
         .await
         .unwrap();
@@ -605,6 +605,14 @@ async fn read_only_without_a_token_and_csrf_on_every_write() {
     assert!(!b.exists("#publish").await, "no publish button");
     assert!(b.text("header").await.contains("read-only"));
     b.shot("history-read-only").await;
+    let reg = coord
+        .registry()
+        .register(InstanceSpec::new("web", "web-9", "127.0.0.1:7009"))
+        .await
+        .unwrap();
+    b.goto(&format!("{}/registry", read_only.url)).await;
+    assert!(b.text("tr[data-id='web-9']").await.contains("healthy"));
+    assert!(!b.exists("a.drain").await, "no drain button");
     let before = revision_now(&etcd);
     let (status, _) = raw(&read_only.url, "POST", "/rollback", &[], &form).await;
     assert_eq!(status, 403);
@@ -662,6 +670,7 @@ async fn read_only_without_a_token_and_csrf_on_every_write() {
     )
     .await;
     assert_eq!(status, 403, "a read-only console refuses a drain");
+    assert_eq!(reg.status().health, coordination::registry::Health::Healthy);
     assert_eq!(
         revision_now(&etcd),
         before,
