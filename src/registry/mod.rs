@@ -19,8 +19,9 @@
 //!
 //! Private files: `registrar.rs` is the background task of a registration (keepalive on the
 //! crate's etcd lease, guarded writes, re-registration on a new lease, write-back of keys
-//! deleted under its live lease, takeover); `own_keys.rs` holds a registration's two keys,
-//! their guarded transactions and their watch; `discover.rs` the one-shot paged reads;
+//! deleted under its live lease, takeover, operator drain requests); `own_keys.rs` holds a
+//! registration's two keys, their guarded transactions and their watch (with the
+//! drain-request key's); `discover.rs` the one-shot paged reads;
 //! `changes.rs` the one-change-at-a-time reading behind [`StatusWatch`] and [`LiveUpdates`].
 //!
 //! Times are [`Duration`](std::time::Duration)s. A registration's requested lease TTL is
