@@ -483,6 +483,37 @@ async fn history_diff_rollback_and_publish_in_the_browser() {
     let row = b.text("tr[data-id='web-1']").await;
     assert!(row.contains("healthy") && row.contains("zone-a"), "{row}");
     b.shot("registry").await;
+
+    // Drain, confirmed: the instance's own registration drains it and the page shows it.
+    let mut status = reg.status_watch();
+    b.click("tr[data-id='web-1'] a.drain").await;
+    assert!(b.text("#drain-form").await.contains("Drain"));
+    b.shot("registry-drain-confirm").await;
+    b.click("#confirm-drain").await;
+    assert!(b.text("#flash").await.contains("web-1"));
+    let drained = tokio::time::timeout(
+        WAIT,
+        status.wait_for(|s| s.health == coordination::registry::Health::Draining),
+    )
+    .await;
+    assert!(
+        matches!(drained, Ok(Some(_))),
+        "the registration drained itself"
+    );
+    assert!(
+        eventually!(
+            WAIT,
+            b.text("tr[data-id='web-1']").await.contains("draining")
+        ),
+        "the registry page shows web-1 draining without a reload"
+    );
+    assert!(
+        !b.exists("tr[data-id='web-1'] a.drain").await,
+        "no drain button on a draining instance"
+    );
+    let found = coord.registry().discover("web").await.unwrap();
+    assert!(!found[0].is_serving(), "discovery no longer serves web-1");
+    b.shot("registry-drained").await;
     drop(reg);
 
     // Instances: the bound handle's receipt, at the revision it serves.
@@ -557,7 +588,7 @@ async fn history_diff_rollback_and_publish_in_the_browser() {
 async fn read_only_without_a_token_and_csrf_on_every_write() {
     support::init_tracing();
     let etcd = Etcd::start().await;
-    let (_coord, cfg) = bind(&etcd).await;
+    let (coord, cfg) = bind(&etcd).await;
     cfg.update(|c| c.database.pool = 7, "bob", "pool 7")
         .await
         .unwrap();
@@ -574,6 +605,14 @@ async fn read_only_without_a_token_and_csrf_on_every_write() {
     assert!(!b.exists("#publish").await, "no publish button");
     assert!(b.text("header").await.contains("read-only"));
     b.shot("history-read-only").await;
+    let reg = coord
+        .registry()
+        .register(InstanceSpec::new("web", "web-9", "127.0.0.1:7009"))
+        .await
+        .unwrap();
+    b.goto(&format!("{}/registry", read_only.url)).await;
+    assert!(b.text("tr[data-id='web-9']").await.contains("healthy"));
+    assert!(!b.exists("a.drain").await, "no drain button");
     let before = revision_now(&etcd);
     let (status, _) = raw(&read_only.url, "POST", "/rollback", &[], &form).await;
     assert_eq!(status, 403);
@@ -612,6 +651,26 @@ async fn read_only_without_a_token_and_csrf_on_every_write() {
     .await;
     assert_eq!(status, 403);
     assert!(body.contains("CSRF"), "{body}");
+    let (status, body) = raw(
+        &served.url,
+        "POST",
+        "/registry/drain",
+        &auth,
+        "service=web&id=web-1&lease=1",
+    )
+    .await;
+    assert_eq!(status, 403, "a drain without the CSRF token is refused");
+    assert!(body.contains("CSRF"), "{body}");
+    let (status, _) = raw(
+        &read_only.url,
+        "POST",
+        "/registry/drain",
+        &auth,
+        "service=web&id=web-1&lease=1",
+    )
+    .await;
+    assert_eq!(status, 403, "a read-only console refuses a drain");
+    assert_eq!(reg.status().health, coordination::registry::Health::Healthy);
     assert_eq!(
         revision_now(&etcd),
         before,

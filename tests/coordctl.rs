@@ -371,3 +371,56 @@ async fn coordctl_sees_a_fresh_bind_and_refuses_unknown_fields() {
     assert_eq!(out["version"]["keys"], 4, "{out}");
     wait_for(&cfg, "pool 7", |c| c.database.pool == 7).await;
 }
+
+/// `coordctl registry drain SERVICE INSTANCE` asks a registered instance to drain: its
+/// registration (here in the test process) drains itself and discovery stops serving it; an
+/// instance that is not registered exits 5 (not found) and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordctl_registry_drain_drains_a_registered_instance() {
+    use coordination::registry::{Health, InstanceSpec};
+
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let reg = coord
+        .registry()
+        .register(InstanceSpec::new("chat", "chat-1", "127.0.0.1:7101"))
+        .await
+        .unwrap();
+    let mut status = reg.status_watch();
+    let v = json(&etcd, &["registry", "drain", "chat", "chat-1"]);
+    assert_eq!(v["id"], "chat-1");
+    assert_eq!(v["requested_by"], "ops", "the author is who asked");
+    assert_eq!(v["lease"], format!("{:x}", reg.lease_id()));
+    let drained = tokio::time::timeout(
+        WAIT,
+        status.wait_for(|s| {
+            s.health == Health::Draining && s.revision > v["revision"].as_i64().unwrap()
+        }),
+    )
+    .await;
+    assert!(
+        matches!(drained, Ok(Some(_))),
+        "the registration drained itself"
+    );
+    let found = coord.registry().discover("chat").await.unwrap();
+    assert_eq!(found[0].health, Health::Draining);
+    assert!(!found[0].is_serving());
+
+    let before = revision_now(&etcd);
+    let out = coordctl(&etcd, &["registry", "drain", "chat", "chat-9"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not registered"));
+    assert_eq!(
+        revision_now(&etcd),
+        before,
+        "a refused drain writes nothing"
+    );
+    let printed = ok(&etcd, &["registry", "drain", "chat", "chat-1"]);
+    assert!(printed.contains("asked chat/chat-1 to drain"), "{printed}");
+    reg.deregister().await.unwrap();
+}

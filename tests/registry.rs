@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coordination::registry::{
-    Health, HealthCheck, Instance, InstanceSpec, LiveInstances, LiveSet, LiveUpdates,
+    Balancer, Health, HealthCheck, Instance, InstanceSpec, LiveInstances, LiveSet, LiveUpdates,
     RegistrationState, RegistrationStatus, Registry, RegistryEvent, RegistryOptions, RegistryWatch,
     StatusWatch,
 };
@@ -1064,4 +1064,102 @@ async fn the_registry_watch_status_watch_and_live_updates_are_streams() {
 
     let fixed = LiveSet::from_instances("chat", std::iter::empty());
     assert!(StreamExt::next(&mut fixed.updates()).await.is_none());
+}
+
+/// An operator (another coordinator, as another process would be) asks a registered instance
+/// to drain: the instance's own registration follows the request, reports draining, leaves the
+/// resolver key space and the live view's picks, and keeps it so through a write-back; the
+/// request key sits on the instance's lease and goes with it.
+#[tokio::test]
+async fn an_operator_drain_request_drains_the_instance_and_discovery_stops_picking_it() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let instance_side = etcd.coordinator().await;
+    let operator = etcd.coordinator().await.registry();
+    let one = instance_side
+        .registry()
+        .register(chat("chat-1"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
+    let two = instance_side
+        .registry()
+        .register(chat("chat-22"))
+        .with_lease_ttl(TTL)
+        .await
+        .unwrap();
+    let live = operator.live("chat").await.unwrap();
+    assert!(
+        eventually!(Duration::from_secs(5), live.current().serving().len() == 2),
+        "both instances serving before the drain"
+    );
+    let mut status = one.status_watch();
+
+    let request = operator
+        .request_drain("chat", "chat-1", "alice")
+        .await
+        .unwrap();
+    assert_eq!(
+        (request.service.as_str(), request.id.as_str()),
+        ("chat", "chat-1")
+    );
+    assert_eq!(request.lease_id, one.lease_id());
+    assert!(request.revision > 0);
+    assert_eq!(key_lease(&etcd, &request.key).await, Some(one.lease_id()));
+    // Draining, written by the instance itself after the request (its record's revision).
+    let drained = wait_status(
+        &mut status,
+        Duration::from_secs(5),
+        "draining written",
+        |s| s.health == Health::Draining && s.revision > request.revision,
+    )
+    .await;
+    assert_eq!(drained.state, RegistrationState::Registered);
+    assert_eq!(drained.lease_id, request.lease_id);
+    assert_eq!(key_lease(&etcd, one.resolver_key()).await, None);
+    let found = operator.discover("chat").await.unwrap();
+    let chat_1 = found.iter().find(|i| i.id() == "chat-1").unwrap();
+    assert_eq!(chat_1.health, Health::Draining);
+    assert!(!chat_1.is_serving());
+    assert!(
+        eventually!(Duration::from_secs(5), live.current().serving().len() == 1),
+        "the live view drops the drained instance"
+    );
+    for _ in 0..10 {
+        let picked = live
+            .pick(&Balancer::WeightedRoundRobin)
+            .expect("chat-22 serves");
+        assert_eq!(picked.id(), "chat-22");
+    }
+    assert_eq!(
+        two.status().health,
+        Health::Healthy,
+        "only the named instance drains"
+    );
+
+    // Its write-back after an operator's delete keeps the drain.
+    etcd.del(one.status_key());
+    let now = wait_status(&mut status, Duration::from_secs(5), "write-back", |s| {
+        s.restored_keys == 1
+    })
+    .await;
+    assert_eq!(now.health, Health::Draining);
+    assert_eq!(key_lease(&etcd, one.resolver_key()).await, None);
+
+    // Bad requests: not registered, not one key segment.
+    let err = operator
+        .request_drain("chat", "chat-9", "alice")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = operator
+        .request_drain("chat", "a/b", "alice")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+
+    // The request goes with the instance's lease.
+    one.deregister().await.unwrap();
+    assert_eq!(key_lease(&etcd, &request.key).await, None);
+    drop(two);
 }

@@ -90,6 +90,10 @@ pub(crate) fn router(state: Shared) -> Router {
             get(pages::locks::release_confirm).post(pages::locks::release),
         )
         .route("/registry", get(pages::registry::page))
+        .route(
+            "/registry/drain",
+            get(pages::registry::drain_confirm).post(pages::registry::drain),
+        )
         .route("/login", get(pages::login::form).post(pages::login::login))
         .route("/logout", post(pages::login::logout))
         .route("/events", get(super::live::events))

@@ -8,7 +8,8 @@
 //! crate's own APIs: [`ConfigHistory`](crate::history::ConfigHistory) for versions, documents,
 //! diffs, publish and rollback (schema-validated, compare-and-swap on the revision the page
 //! showed), [`Coordinator::lock_status`] and [`Coordinator::force_unlock`] for locks and
-//! elections, [`Registry::discover`](crate::registry::Registry::discover) for the registry, and
+//! elections, [`Registry::discover`](crate::registry::Registry::discover) and
+//! [`Registry::request_drain`](crate::registry::Registry::request_drain) for the registry, and
 //! [`Fleet`](crate::fleet::Fleet) for instances' receipts and rollouts, and the crate's prefix
 //! follower for the live stream.
 //!
@@ -21,8 +22,8 @@
 //! only; every write is a form POST that carries a CSRF token (an HMAC of the session, keyed by
 //! a random key made when the console starts) and is refused with 403 without it, with a
 //! foreign `Origin`, or without a writer's credentials. The author recorded with a publish or
-//! rollback is the writer's name. Rollback, publish and force release each go through a
-//! confirmation page that shows what will change.
+//! rollback is the writer's name. Rollback, publish, force release and a registry drain each go
+//! through a confirmation page that shows what will change.
 //!
 //! | part | file |
 //! |---|---|
@@ -32,7 +33,7 @@
 //! | CSRF tokens and the checks every write passes | `csrf.rs` |
 //! | the live stream: followers, etcd reachability, `/events` | `live.rs` |
 //! | the page layout, style and script | `templates.rs` |
-//! | pages: prefixes, history (versions, diff, publish, rollback), instances and rollouts (pause, resume, promote, abort), locks and elections, registry, login | `pages/` |
+//! | pages: prefixes, history (versions, diff, publish, rollback), instances and rollouts (pause, resume, promote, abort), locks and elections, registry (drain), login | `pages/` |
 
 mod app;
 mod auth;

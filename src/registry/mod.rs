@@ -11,6 +11,7 @@
 //! | how to register (`.await` it) | [`RegistrationBuilder`] | [`Registry::register`] | `register.rs` |
 //! | a registration's handle: health, weight, metadata, deregistration | [`Registration`] | awaiting a [`RegistrationBuilder`] | `registration.rs` |
 //! | where a registration stands, once or as it changes | [`RegistrationStatus`], [`RegistrationState`], [`StatusWatch`] | [`Registration::status`], [`Registration::status_watch`] | `status.rs` |
+//! | an operator's request that a registered instance drain itself | [`Registry::request_drain`], [`DrainRequest`] | — | `drain.rs` |
 //! | a background probe that flips health | [`HealthCheck`] | [`HealthCheck::tcp`], [`HealthCheck::http`], [`HealthCheck::custom`] | `health.rs` |
 //! | every change of a service, in revision order | [`RegistryWatch`], [`RegistryEvent`] | [`Registry::watch`] | `watch.rs` |
 //! | a service's instances kept current, with lock-free picks | [`LiveSet`], [`LiveInstances`], [`LiveUpdates`] | [`Registry::live`], [`LiveSet::updates`] | `live.rs` |
@@ -18,8 +19,9 @@
 //!
 //! Private files: `registrar.rs` is the background task of a registration (keepalive on the
 //! crate's etcd lease, guarded writes, re-registration on a new lease, write-back of keys
-//! deleted under its live lease, takeover); `own_keys.rs` holds a registration's two keys,
-//! their guarded transactions and their watch; `discover.rs` the one-shot paged reads;
+//! deleted under its live lease, takeover, operator drain requests); `own_keys.rs` holds a
+//! registration's two keys, their guarded transactions and their watch (with the
+//! drain-request key's); `discover.rs` the one-shot paged reads;
 //! `changes.rs` the one-change-at-a-time reading behind [`StatusWatch`] and [`LiveUpdates`].
 //!
 //! Times are [`Duration`](std::time::Duration)s. A registration's requested lease TTL is
@@ -60,6 +62,7 @@
 mod balancer;
 mod changes;
 mod discover;
+mod drain;
 mod health;
 mod instance;
 mod live;
@@ -74,6 +77,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use balancer::Balancer;
+pub use drain::DrainRequest;
 pub use health::HealthCheck;
 pub use instance::{Health, Instance, InstanceSpec, DEFAULT_WEIGHT};
 pub use live::{LiveInstances, LiveSet, LiveUpdates};
@@ -132,7 +136,8 @@ impl RegistryOptions {
     }
 
     /// The key prefix of the full records (no trailing `/`; the namespace is put in front).
-    /// Must not overlap the resolver prefix.
+    /// Must not overlap the resolver prefix. Drain requests live beside it, under the same
+    /// prefix with `-drain` appended (default `/__coordination/registry-drain`).
     #[must_use]
     pub fn with_status_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.status_prefix = prefix.into().trim_end_matches('/').to_string();
@@ -161,6 +166,8 @@ pub(crate) struct Layout {
     resolver_root: String,
     /// `<ns><status_prefix>`, no trailing `/`.
     status_root: String,
+    /// `<status_root>-drain`, no trailing `/`: operators' drain requests.
+    drain_root: String,
     pub(crate) page_size: i64,
     pub(crate) event_capacity: usize,
 }
@@ -186,9 +193,19 @@ impl Layout {
                 ),
             ));
         }
+        let drain_root = format!("{status_root}-drain");
+        if overlaps(&resolver_root, &drain_root) || overlaps(&drain_root, &resolver_root) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "registry resolver prefix `{resolver_root}` and drain-request prefix `{drain_root}` overlap"
+                ),
+            ));
+        }
         Ok(Layout {
             resolver_root,
             status_root,
+            drain_root,
             page_size: i64::from(options.page_size),
             event_capacity: options.event_capacity,
         })
@@ -203,18 +220,25 @@ impl Layout {
     pub(crate) fn status_dir(&self, service: &str) -> String {
         format!("{}/{service}/", self.status_root)
     }
+
+    /// `<status root>-drain/<service>/<id>`: an operator's drain request for one instance.
+    pub(crate) fn drain_key(&self, service: &str, id: &str) -> String {
+        format!("{}/{service}/{id}", self.drain_root)
+    }
 }
 
 /// The service registry on a [`Coordinator`]'s connection: register instances, discover them,
 /// watch them, and keep load-balanced live views. Cheap to clone.
 ///
 /// # Key layout
-/// Two key spaces, both written in one transaction and both attached to the instance's lease:
+/// Two key spaces, both written in one transaction and both attached to the instance's lease,
+/// and a third where operators ask an instance to drain (also on the instance's lease):
 ///
 /// | key | value | present |
 /// |---|---|---|
 /// | `<ns>/services/<service>/<id>` | gRPC naming JSON `{"Op":0,"Addr":"host:port","Metadata":null}` | only while the instance is healthy with weight > 0 |
 /// | `<ns>/__coordination/registry/<service>/<id>` | the full record: [`InstanceSpec`] fields + `"health"` | while registered |
+/// | `<ns>/__coordination/registry-drain/<service>/<id>` | an operator's drain request, JSON `{"requested_by":…}` | from [`request_drain`](Self::request_drain) until the instance's lease ends |
 ///
 /// A Go gRPC client dialing [`resolver_target`](Self::resolver_target) (e.g.
 /// `etcd:////services/chat/`) therefore sees exactly the instances that should get traffic;

@@ -14,6 +14,8 @@ pub(super) struct OwnKeys {
     pub(super) status: String,
     /// `<ns><resolver prefix>/<service>/<id>`: the gRPC naming entry, while serving.
     pub(super) resolver: String,
+    /// `<ns><status prefix>-drain/<service>/<id>`: an operator's drain request (only read).
+    pub(super) drain: String,
 }
 
 /// When a guarded write goes in.
@@ -124,6 +126,8 @@ impl OwnKeys {
         KeyWatch {
             status: follow(&self.status, true),
             resolver: follow(&self.resolver, resolver_present),
+            // Read first: a request may already be there (written before this watch opened).
+            drain: PrefixFollower::key(etcd.clone(), &self.drain, options),
         }
     }
 }
@@ -135,6 +139,8 @@ pub(super) enum Which {
     Status,
     /// The resolver key.
     Resolver,
+    /// The drain-request key.
+    Drain,
 }
 
 /// The state of one of the keys as of a revision.
@@ -148,22 +154,24 @@ pub(super) struct Seen {
     pub(super) kv: Option<KeyValue>,
 }
 
-/// The two keys of a registration, each followed by the crate's prefix follower (which heals
-/// the watch through restarts, partitions and compaction).
+/// The two keys of a registration and its drain-request key, each followed by the crate's
+/// prefix follower (which heals the watch through restarts, partitions and compaction).
 #[derive(Debug)]
 pub(super) struct KeyWatch {
     status: PrefixFollower,
     resolver: PrefixFollower,
+    drain: PrefixFollower,
 }
 
 impl KeyWatch {
-    /// The next state seen of either key. Failures are healed by the followers and only
+    /// The next state seen of any of the keys. Failures are healed by the followers and only
     /// logged. Cancel-safe.
     pub(super) async fn next(&mut self) -> Seen {
         loop {
             let (which, followed) = tokio::select! {
                 followed = self.status.next() => (Which::Status, followed),
                 followed = self.resolver.next() => (Which::Resolver, followed),
+                followed = self.drain.next() => (Which::Drain, followed),
             };
             let (revision, kv) = match followed {
                 Followed::Resynced { revision, kvs, .. } => (revision, kvs.into_iter().next()),

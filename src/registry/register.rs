@@ -137,6 +137,7 @@ impl RegistrationBuilder {
         let keys = OwnKeys {
             status: format!("{}{}", layout.status_dir(&instance.service), instance.id),
             resolver: format!("{}{}", layout.resolver_dir(&instance.service), instance.id),
+            drain: layout.drain_key(&instance.service, &instance.id),
         };
         let label = format!("{}/{}", instance.service, instance.id);
         let etcd = registry.coordinator().etcd().clone();

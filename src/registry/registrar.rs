@@ -65,6 +65,8 @@ pub(super) struct Registrar {
     reregistrations: u64,
     restored_keys: u64,
     revision: i64,
+    /// The `mod_revision` of the last operator drain request followed (0: none).
+    drain_request: i64,
     status: watch::Sender<RegistrationStatus>,
     /// The watch of the instance's own keys (dropped once superseded).
     watch: Option<KeyWatch>,
@@ -115,6 +117,7 @@ impl Registrar {
             reregistrations: 0,
             restored_keys: 0,
             revision,
+            drain_request: 0,
             status,
             watch: Some(watch),
             retry_at: None,
@@ -335,6 +338,10 @@ impl Registrar {
 
     /// One of the instance's keys changed (or was read again) after our last write.
     async fn on_seen(&mut self, seen: Seen) {
+        if seen.which == Which::Drain {
+            // Not filtered by our own last write: a request is a key we never write.
+            return self.on_drain_request(seen.kv).await;
+        }
         if seen.revision <= self.revision
             || !matches!(
                 self.state,
@@ -356,11 +363,38 @@ impl Registrar {
         }
     }
 
+    /// An operator asked this instance to drain (`Registry::request_drain`): drain exactly as
+    /// `set_health(Health::Draining)` does, so the write-back of deleted keys keeps it out of
+    /// the resolver space. Requests on another lease (an earlier registration's, on its way
+    /// out) and requests already followed (seen again after a resync) are ignored.
+    async fn on_drain_request(&mut self, kv: Option<KeyValue>) {
+        let Some(kv) = kv else { return };
+        if !matches!(
+            self.state,
+            RegistrationState::Registered | RegistrationState::Reconnecting
+        ) || kv.lease() != self.lease.id()
+            || kv.mod_revision() <= self.drain_request
+        {
+            return;
+        }
+        self.drain_request = kv.mod_revision();
+        tracing::warn!(
+            instance = %self.label,
+            requested_by = %super::drain::requested_by(kv.value()),
+            revision = kv.mod_revision(),
+            "an operator requested a drain; draining"
+        );
+        if let Err(error) = self.on_update(Update::Health(Health::Draining)).await {
+            tracing::warn!(instance = %self.label, error = %error, "cannot write the requested drain yet; retrying at the next keepalive");
+        }
+    }
+
     /// A key was deleted while the lease is alive: write both back.
     async fn restore(&mut self, which: Which) {
         let key = match which {
             Which::Status => &self.keys.status,
             Which::Resolver => &self.keys.resolver,
+            Which::Drain => &self.keys.drain,
         };
         tracing::warn!(
             instance = %self.label,

@@ -19,6 +19,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// registration with the same service and id took over), it becomes
 /// [`RegistrationState::Superseded`](super::RegistrationState::Superseded) at once.
 ///
+/// It also follows its drain-request key: when an operator calls
+/// [`Registry::request_drain`](super::Registry::request_drain) for this instance, it sets its own
+/// health to [`Health::Draining`] as [`set_health`](Self::set_health) would.
+///
 /// Dropping the handle deregisters in the background (the keys are deleted at once if etcd is
 /// reachable, otherwise they expire with the lease). Must be created inside a Tokio runtime.
 pub struct Registration {

@@ -42,6 +42,7 @@ mod config;
 mod fleet;
 mod lock;
 mod output;
+mod registry;
 #[cfg(feature = "console")]
 mod serve;
 
@@ -128,9 +129,27 @@ enum Command {
         #[command(subcommand)]
         command: LockCommand,
     },
+    /// The service registry: operator actions on registered instances.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// Serve the operator web console (history, diff, publish, rollback, locks, registry).
     #[cfg(feature = "console")]
     Serve(serve::ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum RegistryCommand {
+    /// Ask a registered instance (any process) to drain: its registration sets its own health
+    /// to draining, so it leaves the resolver keys and discovery's picks. `--author` (or $USER)
+    /// is recorded as who asked.
+    Drain {
+        /// The service name, e.g. chat.
+        service: String,
+        /// The instance id, e.g. chat-1.
+        instance: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -595,6 +614,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Config { command } => config::run(&cli, command).await,
         Command::Lock { command } => lock::run(&cli, command).await,
+        Command::Registry { command } => registry::run(&cli, command).await,
         #[cfg(feature = "console")]
         Command::Serve(args) => serve::run(&cli, args).await,
     }
