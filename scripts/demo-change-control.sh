@@ -10,24 +10,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 coord_ensure_deps
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  coord_stop_etcd
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-echo "==> building coordctl and the history example"
-cargo build --quiet --features cli --bin coordctl --example history
-TARGET="${CARGO_TARGET_DIR:-target}"
-
-coord_start_etcd
-echo "==> etcd running at $ETCD_ENDPOINT (data in $ETCD_DATA)"
-ctl() { etcdctl --endpoints "$ETCD_ENDPOINT" "$@"; }
+coord_demo_setup cli history
+# Each command names its author (--author), as reviewers and approvers differ.
 coordctl() { env -u COORDCTL_AUTHOR "$TARGET/debug/coordctl" --endpoints "$ETCD_ENDPOINT" "$@"; }
-say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 P=/apps/demo/config
 
 say "etcdctl put $P/port 8080; etcdctl put $P/database/host db1.internal"

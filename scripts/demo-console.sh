@@ -17,28 +17,14 @@ case "$SECONDS_TO_RUN" in
   ''|*[!0-9]*) [ -z "$SECONDS_TO_RUN" ] || { echo "usage: $0 [SECONDS]" >&2; exit 2; } ;;
 esac
 
-PIDS=()
 LOCK_PID=""
 CONSOLE_PID=""
-cleanup() {
+demo_cleanup() {
   if [ -n "$LOCK_PID" ]; then pkill -P "$LOCK_PID" 2>/dev/null || true; kill "$LOCK_PID" 2>/dev/null || true; fi
   # A background job of a script ignores SIGINT; the console stops on SIGTERM.
   if [ -n "$CONSOLE_PID" ]; then kill "$CONSOLE_PID" 2>/dev/null || true; fi
-  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  coord_stop_etcd
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-echo "==> building coordctl (feature console) and the history example"
-cargo build --quiet --features console --bin coordctl --example history
-TARGET="${CARGO_TARGET_DIR:-target}"
-
-coord_start_etcd
-echo "==> etcd running at $ETCD_ENDPOINT (data in $ETCD_DATA)"
-ctl() { etcdctl --endpoints "$ETCD_ENDPOINT" "$@"; }
-coordctl() { COORDCTL_AUTHOR="${COORDCTL_AUTHOR:-alice}" "$TARGET/debug/coordctl" --endpoints "$ETCD_ENDPOINT" "$@"; }
+coord_demo_setup console history
 P=/apps/demo/config
 
 ctl put "$P/port" 8080 >/dev/null

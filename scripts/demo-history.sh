@@ -8,24 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 coord_ensure_deps
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  coord_stop_etcd
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-echo "==> building coordctl and the history example"
-cargo build --quiet --features cli --bin coordctl --example history
-TARGET="${CARGO_TARGET_DIR:-target}"
-
-coord_start_etcd
-echo "==> etcd running at $ETCD_ENDPOINT (data in $ETCD_DATA)"
-ctl() { etcdctl --endpoints "$ETCD_ENDPOINT" "$@"; }
-coordctl() { COORDCTL_AUTHOR="${COORDCTL_AUTHOR:-alice}" "$TARGET/debug/coordctl" --endpoints "$ETCD_ENDPOINT" "$@"; }
-say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+coord_demo_setup cli history
 revision_of() { grep -o '"revision": [0-9]*' | head -1 | grep -o '[0-9]*$'; }
 P=/apps/demo/config
 

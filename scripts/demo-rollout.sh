@@ -9,24 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 coord_ensure_deps
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  coord_stop_etcd
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-echo "==> building coordctl and the fleet example"
-cargo build --quiet --features cli --bin coordctl --example fleet
-TARGET="${CARGO_TARGET_DIR:-target}"
-
-coord_start_etcd
-echo "==> etcd running at $ETCD_ENDPOINT (data in $ETCD_DATA)"
-ctl() { etcdctl --endpoints "$ETCD_ENDPOINT" "$@"; }
-coordctl() { COORDCTL_AUTHOR="${COORDCTL_AUTHOR:-alice}" "$TARGET/debug/coordctl" --endpoints "$ETCD_ENDPOINT" "$@"; }
-say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+coord_demo_setup cli fleet
 P=/apps/shop/config
 
 say "etcdctl put $P/greeting hello; etcdctl put $P/pool/max 10"

@@ -99,3 +99,32 @@ coord_stop_etcd() {
     ETCD_DATA=""
   fi
 }
+
+# The operator demos' common start (scripts/demo-*.sh): on exit, stops the processes in PIDS
+# (after the script's own `demo_cleanup`, if it defines one) and etcd; builds coordctl with
+# FEATURES and the given examples, starts a throwaway etcd, and defines `ctl` (etcdctl),
+# `coordctl` (author alice unless COORDCTL_AUTHOR is set) and `say` (prints a command).
+#   coord_demo_setup FEATURES EXAMPLE...
+PIDS=()
+coord_demo_cleanup() {
+  if declare -F demo_cleanup >/dev/null; then demo_cleanup; fi
+  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  coord_stop_etcd
+}
+coord_demo_setup() {
+  local features="$1"
+  shift
+  trap coord_demo_cleanup EXIT
+  trap 'exit 130' INT TERM
+  local examples=()
+  for example in "$@"; do examples+=(--example "$example"); done
+  echo "==> building coordctl (feature $features) and the $* example"
+  cargo build --quiet --features "$features" --bin coordctl "${examples[@]}"
+  TARGET="${CARGO_TARGET_DIR:-target}"
+  coord_start_etcd
+  echo "==> etcd running at $ETCD_ENDPOINT (data in $ETCD_DATA)"
+  ctl() { etcdctl --endpoints "$ETCD_ENDPOINT" "$@"; }
+  coordctl() { COORDCTL_AUTHOR="${COORDCTL_AUTHOR:-alice}" "$TARGET/debug/coordctl" --endpoints "$ETCD_ENDPOINT" "$@"; }
+  say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+}

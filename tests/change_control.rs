@@ -91,16 +91,11 @@ mod quickstart {
 }
 
 fn coordctl_env(etcd: &Etcd, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
-    cmd.arg("--endpoints")
-        .arg(etcd.endpoint())
-        .args(args)
-        .env_remove("ETCD_ENDPOINTS")
-        .env_remove("COORDCTL_AUTHOR")
+    let mut cmd = support::coordctl::command(etcd, args);
+    cmd.env_remove("COORDCTL_AUTHOR")
         .env_remove("COORDCTL_NOW")
         .env("USER", "nobody")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null());
+        .envs(env.iter().copied());
     cmd.output().expect("run coordctl")
 }
 
@@ -108,14 +103,7 @@ fn coordctl(etcd: &Etcd, args: &[&str]) -> Output {
     coordctl_env(etcd, &[], args)
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use support::coordctl::text;
 
 fn ok(etcd: &Etcd, args: &[&str]) -> String {
     let out = coordctl(etcd, args);

@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use coordination::{ConfigHandle, ConfigOptions, CoordConfig};
@@ -40,20 +40,7 @@ fn default_pool() -> u32 {
     4
 }
 
-fn coordctl_command(etcd: &Etcd, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
-    cmd.arg("--endpoints")
-        .arg(etcd.endpoint())
-        .args(args)
-        .env_remove("ETCD_ENDPOINTS")
-        .env("COORDCTL_AUTHOR", "ops")
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn coordctl(etcd: &Etcd, args: &[&str]) -> Output {
-    coordctl_command(etcd, args).output().expect("run coordctl")
-}
+use support::coordctl::{command as coordctl_command, run as coordctl};
 
 fn ok(etcd: &Etcd, args: &[&str]) -> String {
     let out = coordctl(etcd, args);

@@ -220,29 +220,9 @@ impl Fleet5 {
     }
 }
 
-fn coordctl_command(etcd: &Etcd, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
-    cmd.arg("--endpoints")
-        .arg(etcd.endpoint())
-        .args(args)
-        .env_remove("ETCD_ENDPOINTS")
-        .env("COORDCTL_AUTHOR", "ops")
-        .stdin(Stdio::null());
-    cmd
-}
+use support::coordctl::{command as coordctl_command, run as coordctl};
 
-fn coordctl(etcd: &Etcd, args: &[&str]) -> Output {
-    coordctl_command(etcd, args).output().expect("run coordctl")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use support::coordctl::text;
 
 /// Seeds the prefix: greeting `hello`, pool.max 10.
 fn seed(etcd: &Etcd, prefix: &str) -> i64 {

@@ -2,6 +2,7 @@
 //!
 //! - [`etcd`]: etcd processes on free loopback ports with temp data dirs;
 //! - [`etcdctl`]: the `etcdctl` binary against them;
+//! - [`coordctl`]: the crate's own `coordctl` binary against them (feature `cli`);
 //! - [`cluster`]: three-member clusters;
 //! - [`proxy`]: a loopback TCP proxy that cuts or black-holes the connection (partitions);
 //! - [`grpc_proxy`]: `etcd grpc-proxy` in front of an etcd (coalesced watches);
@@ -15,6 +16,8 @@
 #[macro_use]
 pub mod poll;
 pub mod cluster;
+#[cfg(feature = "cli")]
+pub mod coordctl;
 pub mod etcd;
 pub mod etcdctl;
 pub mod grpc_proxy;
