@@ -557,10 +557,14 @@ impl<T: CoordConfig> State<T> {
             .map(|(k, r)| (k.to_string(), r))
             .collect();
         self.etcd.clear();
+        let batch: Vec<(&[u8], &[u8], i64)> = kvs
+            .iter()
+            .map(|kv| (kv.key(), kv.value(), kv.mod_revision()))
+            .collect();
+        self.etcd.put_all(&batch, &self.fields);
+        drop(batch);
         let mut changed = Vec::new();
         for kv in &kvs {
-            self.etcd
-                .put(kv.key(), kv.value(), kv.mod_revision(), &self.fields);
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             if before.remove(&key) != Some(kv.mod_revision()) {
                 changed.push(key);
