@@ -295,8 +295,10 @@ impl EtcdLayer {
 
     /// The layer as a tree, or the first bad key (in key order, shallow keys first).
     pub(crate) fn tree(&self) -> Result<LayerTree> {
+        // The entries come in key order, so a stable sort by depth alone orders them by
+        // (depth, key) without comparing keys.
         let mut ordered: Vec<(&String, &Entry)> = self.entries.iter().collect();
-        ordered.sort_by(|a, b| a.1.depth.cmp(&b.1.depth).then_with(|| a.0.cmp(b.0)));
+        ordered.sort_by_key(|(_, entry)| entry.depth);
         let mut tree = LayerTree::default();
         for (key, entry) in ordered {
             let source = Arc::new(Source::new(Origin::Etcd {
@@ -342,6 +344,45 @@ mod tests {
         l.delete(b"/p/database/host");
         let (v, _) = merge([&l.tree().unwrap()]);
         assert_eq!(v["database"]["host"], json!("a"));
+    }
+
+    #[test]
+    fn put_all_on_threads_equals_puts_one_by_one() {
+        let f = StringFields::new(json!({}));
+        let keys: Vec<(String, String, i64)> = (0..3 * PARALLEL_PARSE_MIN)
+            .map(|i| {
+                let value = match i % 5 {
+                    0 => format!("{{weight: {i}, label: x}}"),
+                    1 => format!("{i}"),
+                    2 => "[1, 2".to_string(),
+                    3 => format!("{{\"a\": {i}}}"),
+                    _ => "plain text".to_string(),
+                };
+                (format!("/p/items/k{i:06}"), value, i as i64 + 2)
+            })
+            .collect();
+        let batch: Vec<(&[u8], &[u8], i64)> = keys
+            .iter()
+            .map(|(k, v, r)| (k.as_bytes(), v.as_bytes(), *r))
+            .collect();
+        let mut one_by_one = EtcdLayer::new("/p/".into(), 1024);
+        for &(k, v, r) in &batch {
+            one_by_one.put(k, v, r, &f);
+        }
+        let mut all = EtcdLayer::new("/p/".into(), 1024);
+        all.put_all(&batch, &f);
+        assert_eq!(all.len(), one_by_one.len());
+        assert_eq!(all.bytes(), one_by_one.bytes());
+        assert_eq!(all.bad, one_by_one.bad);
+        for ((ka, a), (kb, b)) in all.entries.iter().zip(&one_by_one.entries) {
+            assert_eq!(ka, kb);
+            assert_eq!(a.value, b.value, "{ka}");
+            assert_eq!((a.mod_revision, a.depth), (b.mod_revision, b.depth));
+        }
+        assert_eq!(
+            all.tree().unwrap_err().to_string(),
+            one_by_one.tree().unwrap_err().to_string()
+        );
     }
 
     #[test]
