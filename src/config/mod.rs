@@ -28,7 +28,7 @@ pub(crate) use feed::{RawBody, RawOp, RawRevision};
 pub use handle::{ConfigHandle, LocalCache, SnapshotGuard};
 pub use options::{ConfigOptions, UnknownKeys, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES};
 pub use rebuild::{ChangedPaths, ConfigMap, Rebuild};
-pub(crate) use reload::Reloader;
+pub(crate) use reload::{BoundRead, Reloader};
 pub use snapshot::Snapshot;
 pub use status::{ConfigStatus, WatchState};
 pub use unknown::UnknownKey;

@@ -27,8 +27,8 @@ use super::schema;
 use super::sealing::Sealing;
 use super::store::{revs_of, KeySet, Kvs, MetaFrom, Outcome, Prev, Revs, Store};
 use crate::config::{
-    ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Reloader, Snapshot,
-    StringFields, Subscription, WatchState,
+    BoundRead, ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Reloader,
+    Snapshot, StringFields, Subscription, WatchState,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::Backoff;
@@ -171,6 +171,7 @@ impl<T: CoordConfig> Tracker<T> {
         namespace: &str,
         prefix: &str,
         reloader: &Reloader<T>,
+        bound_read: Option<BoundRead>,
         options: &ConfigOptions,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let feed = reloader.feed().subscribe();
@@ -229,6 +230,10 @@ impl<T: CoordConfig> Tracker<T> {
         };
         let (bind_done, bind_wait) = oneshot::channel();
         let bind_at = live.then(|| bound.revision());
+        let bind_at = bind_at.map(|revision| {
+            let read = bound_read.filter(|r| r.revision == revision);
+            (revision, read)
+        });
         let task = tokio::spawn(recorder.run(feed, schema_doc, bind_at, bind_done));
         let bound = async move {
             let _ = bind_wait.await;
@@ -259,16 +264,16 @@ impl<T: CoordConfig> Recorder<T> {
         mut self,
         mut feed: broadcast::Receiver<Arc<RawRevision>>,
         mut schema_doc: Option<Value>,
-        bind_at: Option<i64>,
+        bind_at: Option<(i64, Option<BoundRead>)>,
         bind_done: oneshot::Sender<()>,
     ) {
-        if let Some(revision) = bind_at {
+        if let Some((revision, read)) = bind_at {
             if let Some(doc) = &schema_doc {
                 if self.publish_schema(doc).await {
                     schema_doc = None;
                 }
             }
-            self.bind_at(revision).await;
+            self.bind_at(revision, read).await;
         }
         let _ = bind_done.send(());
         if let Some(doc) = schema_doc {
@@ -339,11 +344,24 @@ impl<T: CoordConfig> Recorder<T> {
         }
     }
 
-    /// Takes the key set of the bound snapshot's `revision` (one paged read pinned there) as the
-    /// view and records it unless the newest version holds it. Leaves `self.revision` at 0 if
-    /// the read fails (the task then re-reads the prefix).
-    async fn bind_at(&mut self, revision: i64) {
+    /// Takes the key set of the bound snapshot's `revision` as the view (`read`, the bind's own
+    /// read at that revision, or else one paged read pinned there) and records it unless the
+    /// newest version holds it. Leaves `self.revision` at 0 if the read fails (the task then
+    /// re-reads the prefix).
+    async fn bind_at(&mut self, revision: i64, read: Option<BoundRead>) {
         let keys = self.shared.store.keys().clone();
+        if let Some(read) = read {
+            // The bind's own read at this revision: the same keys a read here would return.
+            self.revs = Arc::new(read.kvs.iter().map(|(k, _, r)| (k.clone(), *r)).collect());
+            self.kvs = Arc::new(read.kvs.into_iter().map(|(k, v, _)| (k, v)).collect());
+            self.revision = revision;
+            self.publish_view();
+            if self.recording() {
+                self.record_state().await;
+                self.publish_view();
+            }
+            return;
+        }
         let read = read_range(
             self.shared.store.etcd(),
             keys.prefix().as_bytes().to_vec(),
