@@ -12,7 +12,9 @@
 //! Sizes by environment variable (defaults in brackets): `SCALE_KEYS` [10000],
 //! `SCALE_BIG_KEYS` [100000; 0 skips], `SCALE_PUTS` [1000], `SCALE_BIG_PUTS` [300],
 //! `SCALE_FULL_PUTS` [100], `SCALE_CHANGES` [1000], `SCALE_HANDLES` [100],
-//! `SCALE_FANOUT_PUTS` [200], `SCALE_LATENCY_PUTS` [1000]. Quick run:
+//! `SCALE_FANOUT_PUTS` [200], `SCALE_LATENCY_PUTS` [1000], `SCALE_BIND_RUNS` [5: cold binds
+//! measured, each after a raw paged get]. `SCALE_ONLY=cold` runs only the cold-bind row (at
+//! `SCALE_KEYS`) and prints its table. Quick run:
 //! `SCALE_KEYS=2000 SCALE_BIG_KEYS=0 SCALE_PUTS=200 SCALE_CHANGES=200 SCALE_LATENCY_PUTS=200 cargo bench --bench scale`.
 //!
 //! Run with `cargo bench --bench scale`. It starts its own etcd on a free loopback port.
@@ -330,9 +332,11 @@ fn main() {
     // 1 + 2 at the usual size.
     let prefix = "/bench/scale";
     rt.block_on(fill(&mut client, prefix, keys));
+    let only_cold = std::env::var("SCALE_ONLY").is_ok_and(|v| v == "cold");
+    let bind_runs = env("SCALE_BIND_RUNS", 5).max(1);
     let mut raw_get = Vec::new();
     let mut binds = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..bind_runs {
         let t = Instant::now();
         let n = rt.block_on(raw_paged_get(&mut client, &format!("{prefix}/")));
         raw_get.push(t.elapsed());
@@ -352,7 +356,28 @@ fn main() {
         binds.push(t.elapsed());
         assert_eq!(h.load().items.len(), keys);
     }
+    let ratios: Vec<f64> = raw_get
+        .iter()
+        .zip(&binds)
+        .map(|(r, b)| ms(*b) / ms(*r))
+        .collect();
     let (raw_get, bind) = (median(raw_get), median(binds));
+    if only_cold {
+        println!();
+        println!("## Cold bind (ms; median of {bind_runs} at {keys} keys)");
+        println!();
+        println!("| keys | bind | raw paged get | ratio (target ≤ 1.3x) | ratio of each pair |");
+        println!("|---|---|---|---|---|");
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "| {keys} | {:.1} | {:.1} | {:.2}x | {} |",
+            ms(bind),
+            ms(raw_get),
+            ms(bind) / ms(raw_get),
+            each.join(", ")
+        );
+        return;
+    }
 
     let handle: ConfigHandle<Fleet> = rt
         .block_on(coord.config_with(ConfigOptions::new().without_sharing()))
@@ -574,7 +599,7 @@ fn main() {
         );
     }
     println!();
-    println!("## Cold bind (ms; median of 5 at {keys} keys)");
+    println!("## Cold bind (ms; median of {bind_runs} at {keys} keys)");
     println!();
     println!("| keys | bind | raw paged get | ratio (target ≤ 1.3x) |");
     println!("|---|---|---|---|");

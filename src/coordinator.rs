@@ -451,10 +451,13 @@ impl Coordinator {
             revision = tracing::field::Empty
         );
         let config = async {
-            let started = Reloader::<T>::start(self.etcd().clone(), full.clone(), &options).await?;
+            let mut started =
+                Reloader::<T>::start(self.etcd().clone(), full.clone(), &options).await?;
             tracing::Span::current()
                 .record("revision", started.reloader.current().load().revision());
-            let (history, bound) = Tracker::start(self, &full, &started.reloader, &options);
+            let bound_read = started.bound_read.take();
+            let (history, bound) =
+                Tracker::start(self, &full, &started.reloader, bound_read, &options);
             let overlay = started.reloader.overlay_sender();
             let config = ConfigHandle::spawn(started, full.clone(), history);
             let reserved = full

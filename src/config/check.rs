@@ -337,12 +337,18 @@ impl<T: CoordConfig> Checker<T> {
         secrets: SecretPaths<'_>,
     ) -> Result<T> {
         let mut violations = Vec::new();
-        let parsed = match serde_path_to_error::deserialize::<_, T>(doc) {
+        // Plain deserialization first: tracking the field path costs on every node, and is
+        // needed only to report a failure, so a failing value is deserialized again with it
+        // (deserializing the same JSON is deterministic: it fails the same way).
+        let parsed = match <T as serde::Deserialize>::deserialize(doc) {
             Ok(value) => Some(value),
-            Err(e) => {
-                violations.push(serde_violation(&e, secrets));
-                None
-            }
+            Err(_) => match serde_path_to_error::deserialize::<_, T>(doc) {
+                Ok(value) => Some(value),
+                Err(e) => {
+                    violations.push(serde_violation(&e, secrets));
+                    None
+                }
+            },
         };
         // `is_valid` is the fast path; errors are collected only for a candidate that fails.
         if !self.validator.is_valid(doc) {

@@ -137,6 +137,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
         let Started {
             reloader,
             file_watch,
+            ..
         } = started;
         let current = Arc::clone(reloader.current());
         let events = reloader.events().clone();

@@ -29,7 +29,7 @@ pub use handle::{ConfigHandle, LocalCache, SnapshotGuard};
 pub(crate) use options::Setting;
 pub use options::{ConfigOptions, UnknownKeys, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUE_BYTES};
 pub use rebuild::{ChangedPaths, ConfigMap, Rebuild};
-pub(crate) use reload::Reloader;
+pub(crate) use reload::{BoundRead, Reloader};
 pub use snapshot::Snapshot;
 pub use status::{ConfigStatus, WatchState};
 pub use unknown::UnknownKey;

@@ -116,6 +116,18 @@ pub(super) struct Timing {
 pub(crate) struct Started<T: CoordConfig> {
     pub(crate) reloader: Reloader<T>,
     pub(crate) file_watch: Option<FileWatch>,
+    /// What the bind read from etcd, if it did (not after a cold start): the history part
+    /// starts from it instead of reading the prefix a second time.
+    pub(crate) bound_read: Option<BoundRead>,
+}
+
+/// The keys under the prefix as the bind read them, at the bound revision.
+#[derive(Debug)]
+pub(crate) struct BoundRead {
+    /// The revision every page was read at (the bound snapshot's).
+    pub(crate) revision: i64,
+    /// Every key with its value and `mod_revision`, in key order.
+    pub(crate) kvs: Vec<(Vec<u8>, Vec<u8>, i64)>,
 }
 
 impl<T: CoordConfig> Reloader<T> {
@@ -182,8 +194,22 @@ impl<T: CoordConfig> Reloader<T> {
             full_reload: options.full_reload,
             in_place: false,
         };
-        let status = match state.read_all().await {
-            Ok(_) => {
+        let mut bound_read = None;
+        let read = read_prefix(&state.conn, &state.prefix, state.page_size).await;
+        let status = match read.map(|(revision, kvs)| {
+            let revs: Vec<i64> = kvs.iter().map(KeyValue::mod_revision).collect();
+            let (_, raw) = state.replace_etcd(revision, kvs);
+            (revision, raw, revs)
+        }) {
+            Ok((revision, raw, revs)) => {
+                bound_read = Some(BoundRead {
+                    revision,
+                    kvs: raw
+                        .into_iter()
+                        .zip(revs)
+                        .map(|((k, v), r)| (k, v, r))
+                        .collect(),
+                });
                 state.synced = true;
                 ConfigStatus::new(WatchState::Live, state.revision, None)
             }
@@ -273,6 +299,7 @@ impl<T: CoordConfig> Reloader<T> {
         Ok(Started {
             reloader,
             file_watch,
+            bound_read,
         })
     }
 
@@ -581,13 +608,6 @@ impl<T: CoordConfig> Reloader<T> {
 }
 
 impl<T: CoordConfig> State<T> {
-    /// Replaces the etcd layer with a fresh read of the prefix; returns the keys that differ
-    /// from before (put, changed or deleted) and every key with its raw value.
-    async fn read_all(&mut self) -> Result<(Vec<String>, RawKvs)> {
-        let (revision, kvs) = read_prefix(&self.conn, &self.prefix, self.page_size).await?;
-        Ok(self.replace_etcd(revision, kvs))
-    }
-
     /// Replaces the etcd layer with `kvs`, read at `revision`; returns the keys that differ
     /// from before (put, changed or deleted) and every key with its raw value.
     fn replace_etcd(&mut self, revision: i64, kvs: Vec<KeyValue>) -> (Vec<String>, RawKvs) {
@@ -597,10 +617,14 @@ impl<T: CoordConfig> State<T> {
             .map(|(k, r)| (k.to_string(), r))
             .collect();
         self.etcd.clear();
+        let batch: Vec<(&[u8], &[u8], i64)> = kvs
+            .iter()
+            .map(|kv| (kv.key(), kv.value(), kv.mod_revision()))
+            .collect();
+        self.etcd.put_all(&batch, &self.fields);
+        drop(batch);
         let mut changed = Vec::new();
         for kv in &kvs {
-            self.etcd
-                .put(kv.key(), kv.value(), kv.mod_revision(), &self.fields);
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             if before.remove(&key) != Some(kv.mod_revision()) {
                 changed.push(key);

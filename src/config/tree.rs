@@ -11,7 +11,8 @@ use crate::provenance::{Source, Sources};
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LayerTree {
     root: Map<String, Value>,
-    leaves: BTreeMap<String, Source>,
+    /// One `Arc` per inserted key, shared by every leaf that key set.
+    leaves: BTreeMap<String, Arc<Source>>,
 }
 
 /// A key whose path runs through a value that is not an object (e.g. `port/x` while `port`
@@ -28,6 +29,17 @@ impl LayerTree {
         path: &[&str],
         value: Value,
         source: &Source,
+    ) -> Result<(), Blocked> {
+        self.insert_shared(path, value, &Arc::new(source.clone()))
+    }
+
+    /// As [`insert`](Self::insert), with the source already shared: every leaf `value` sets
+    /// points to the one `source` (no copy of it per leaf).
+    pub(crate) fn insert_shared(
+        &mut self,
+        path: &[&str],
+        value: Value,
+        source: &Arc<Source>,
     ) -> Result<(), Blocked> {
         let Some((last, parents)) = path.split_last() else {
             return match value {
@@ -105,7 +117,7 @@ impl LayerTree {
     pub(crate) fn leaves_within<'s>(
         &'s self,
         path: &str,
-    ) -> impl Iterator<Item = (&'s str, &'s Source)> + 's {
+    ) -> impl Iterator<Item = (&'s str, &'s Arc<Source>)> + 's {
         let exact = self.leaves.get_key_value(path);
         let from = format!("{path}.");
         let to = format!("{path}/");
@@ -235,14 +247,14 @@ impl Merged {
             push_segment(&mut above, segment);
             self.sources.remove(&above);
         }
-        let mut leaves: BTreeMap<&str, &Source> = BTreeMap::new();
+        let mut leaves: BTreeMap<&str, &Arc<Source>> = BTreeMap::new();
         for layer in &layers[start..] {
             leaves.extend(layer.leaves_within(&dotted));
         }
         let root = self.root.as_object()?;
         for (p, source) in leaves {
             if is_leaf(root, p) {
-                self.sources.insert(p, Arc::new(source.clone()));
+                self.sources.insert(p, Arc::clone(source));
             }
         }
         let (check_at, fields_changed) = match created {
@@ -278,7 +290,7 @@ fn push_segment(dotted: &mut String, segment: &str) {
     dotted.push_str(segment);
 }
 
-fn remove_below(leaves: &mut BTreeMap<String, Source>, path: &str) {
+fn remove_below(leaves: &mut BTreeMap<String, Arc<Source>>, path: &str) {
     leaves.remove(path);
     let below = format!("{path}.");
     let doomed: Vec<String> = leaves
@@ -294,8 +306,8 @@ fn remove_below(leaves: &mut BTreeMap<String, Source>, path: &str) {
 fn collect_leaves(
     map: &Map<String, Value>,
     prefix: &mut String,
-    source: &Source,
-    out: &mut BTreeMap<String, Source>,
+    source: &Arc<Source>,
+    out: &mut BTreeMap<String, Arc<Source>>,
 ) {
     for (key, value) in map {
         let len = prefix.len();

@@ -44,8 +44,8 @@ use super::sealing::Sealing;
 use super::seat::{Seat, SeatState};
 use super::store::{revs_of, KeySet, Kvs, MetaFrom, Outcome, Prev, Revs, Store};
 use crate::config::{
-    ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Reloader, Snapshot,
-    StringFields, Subscription, WatchState,
+    BoundRead, ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Reloader,
+    Snapshot, StringFields, Subscription, WatchState,
 };
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
@@ -196,6 +196,7 @@ impl<T: CoordConfig> Tracker<T> {
         coord: &Coordinator,
         prefix: &str,
         reloader: &Reloader<T>,
+        bound_read: Option<BoundRead>,
         options: &ConfigOptions,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let feed = reloader.feed().subscribe();
@@ -270,6 +271,10 @@ impl<T: CoordConfig> Tracker<T> {
         };
         let (bind_done, bind_wait) = oneshot::channel();
         let bind_at = live.then(|| bound.revision());
+        let bind_at = bind_at.map(|revision| {
+            let read = bound_read.filter(|r| r.revision == revision);
+            (revision, read)
+        });
         let task = tokio::spawn(recorder.run(feed, schema_doc, bind_at, bind_done));
         let bound = async move {
             let _ = bind_wait.await;
@@ -312,16 +317,16 @@ impl<T: CoordConfig> Recorder<T> {
         mut self,
         mut feed: broadcast::Receiver<Arc<RawRevision>>,
         mut schema_doc: Option<Value>,
-        bind_at: Option<i64>,
+        bind_at: Option<(i64, Option<BoundRead>)>,
         bind_done: oneshot::Sender<()>,
     ) {
-        if let Some(revision) = bind_at {
+        if let Some((revision, read)) = bind_at {
             if let Some(doc) = &schema_doc {
                 if self.publish_schema(doc).await {
                     schema_doc = None;
                 }
             }
-            self.bind_at(revision).await;
+            self.bind_at(revision, read).await;
             if self.revision > 0 {
                 if let Some(seat) = self.seat.as_mut() {
                     let state = seat.settle().await;
@@ -602,11 +607,20 @@ impl<T: CoordConfig> Recorder<T> {
         }
     }
 
-    /// Takes the key set of the bound snapshot's `revision` (one paged read pinned there) as the
-    /// view (recording it is the seat holder's take-over). Leaves `self.revision` at 0 if the
-    /// read fails (the task then re-reads the prefix).
-    async fn bind_at(&mut self, revision: i64) {
+    /// Takes the key set of the bound snapshot's `revision` as the view (`read`, the bind's own
+    /// read at that revision, or else one paged read pinned there); recording it is the seat
+    /// holder's take-over. Leaves `self.revision` at 0 if the read fails (the task then
+    /// re-reads the prefix).
+    async fn bind_at(&mut self, revision: i64, read: Option<BoundRead>) {
         let keys = self.shared.store.keys().clone();
+        if let Some(read) = read {
+            // The bind's own read at this revision: the same keys a read here would return.
+            self.revs = Arc::new(read.kvs.iter().map(|(k, _, r)| (k.clone(), *r)).collect());
+            self.kvs = Arc::new(read.kvs.into_iter().map(|(k, v, _)| (k, v)).collect());
+            self.revision = revision;
+            self.publish_view();
+            return;
+        }
         let read = read_range(
             self.shared.store.etcd(),
             keys.prefix().as_bytes().to_vec(),

@@ -1,6 +1,7 @@
 //! The etcd layer: the keys under the bound prefix, as of one revision.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -8,6 +9,10 @@ use crate::config::tree::{Blocked, LayerTree};
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provenance::{Origin, Source};
+
+/// The fewest keys [`EtcdLayer::put_all`] parses on several threads (below it, starting the
+/// threads costs more than it saves).
+const PARALLEL_PARSE_MIN: usize = 512;
 
 /// The keys under a prefix with their parsed values. Parsing happens once per write, so a
 /// rebuild after a change re-parses only the keys that changed.
@@ -49,7 +54,57 @@ impl EtcdLayer {
 
     /// Records a put of `key` (a full etcd key under the prefix) at `mod_revision`.
     pub(crate) fn put(&mut self, key: &[u8], raw: &[u8], mod_revision: i64, fields: &StringFields) {
-        let (key, value) = match std::str::from_utf8(key) {
+        let (key, value) = self.parse(key, raw, fields);
+        self.record(key, raw, mod_revision, value);
+    }
+
+    /// Records the puts of `kvs` (full etcd keys with their values and `mod_revision`s) in
+    /// order, as [`put`](Self::put) would one by one. Parsing is the costly part of a read of
+    /// the whole prefix and each value parses on its own, so a large batch is parsed on up to
+    /// 4 threads (as many as the machine has cores) before the entries are recorded in order.
+    pub(crate) fn put_all(&mut self, kvs: &[(&[u8], &[u8], i64)], fields: &StringFields) {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if threads < 2 || kvs.len() < PARALLEL_PARSE_MIN {
+            for &(key, raw, mod_revision) in kvs {
+                self.put(key, raw, mod_revision, fields);
+            }
+            return;
+        }
+        let chunk = kvs.len().div_ceil(threads);
+        let this = &*self;
+        let parsed: Vec<Vec<(String, Result<Value, String>)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = kvs
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|&(key, raw, _)| this.parse(key, raw, fields))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| match w.join() {
+                    Ok(part) => part,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        });
+        for (&(_, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed.into_iter().flatten())
+        {
+            self.record(key, raw, mod_revision, value);
+        }
+    }
+
+    /// The key as text and its parsed value (or why it is bad).
+    fn parse(
+        &self,
+        key: &[u8],
+        raw: &[u8],
+        fields: &StringFields,
+    ) -> (String, Result<Value, String>) {
+        match std::str::from_utf8(key) {
             Ok(k) => {
                 let value = match self.segments(k) {
                     Err(msg) => Err(msg),
@@ -71,7 +126,10 @@ impl EtcdLayer {
                 String::from_utf8_lossy(key).into_owned(),
                 Err("key is not valid UTF-8".to_string()),
             ),
-        };
+        }
+    }
+
+    fn record(&mut self, key: String, raw: &[u8], mod_revision: i64, value: Result<Value, String>) {
         let depth = key.matches('/').count();
         self.bad += usize::from(value.is_err());
         let key_len = key.len();
@@ -150,11 +208,11 @@ impl EtcdLayer {
         for (key, entry) in keys {
             let value = entry.value.as_ref().ok()?;
             let segments = self.segments(key).ok()?;
-            let source = Source::new(Origin::Etcd {
+            let source = Arc::new(Source::new(Origin::Etcd {
                 key: key.clone(),
                 mod_revision: entry.mod_revision,
-            });
-            tree.insert(&segments, value.clone(), &source).ok()?;
+            }));
+            tree.insert_shared(&segments, value.clone(), &source).ok()?;
         }
         Some(tree)
     }
@@ -237,19 +295,21 @@ impl EtcdLayer {
 
     /// The layer as a tree, or the first bad key (in key order, shallow keys first).
     pub(crate) fn tree(&self) -> Result<LayerTree> {
+        // The entries come in key order, so a stable sort by depth alone orders them by
+        // (depth, key) without comparing keys.
         let mut ordered: Vec<(&String, &Entry)> = self.entries.iter().collect();
-        ordered.sort_by(|a, b| a.1.depth.cmp(&b.1.depth).then_with(|| a.0.cmp(b.0)));
+        ordered.sort_by_key(|(_, entry)| entry.depth);
         let mut tree = LayerTree::default();
         for (key, entry) in ordered {
-            let source = Source::new(Origin::Etcd {
+            let source = Arc::new(Source::new(Origin::Etcd {
                 key: key.clone(),
                 mod_revision: entry.mod_revision,
-            });
+            }));
             let bad =
                 |msg: String| Error::new(ErrorKind::Validation, msg).with_origin(&source.origin);
             let value = entry.value.as_ref().map_err(|msg| bad(msg.clone()))?;
             let path = self.segments(key).map_err(bad)?;
-            tree.insert(&path, value.clone(), &source)
+            tree.insert_shared(&path, value.clone(), &source)
                 .map_err(|Blocked(at)| self.blocked(key, entry, &path, &at))?;
         }
         Ok(tree)
@@ -284,6 +344,45 @@ mod tests {
         l.delete(b"/p/database/host");
         let (v, _) = merge([&l.tree().unwrap()]);
         assert_eq!(v["database"]["host"], json!("a"));
+    }
+
+    #[test]
+    fn put_all_on_threads_equals_puts_one_by_one() {
+        let f = StringFields::new(json!({}));
+        let keys: Vec<(String, String, i64)> = (0..3 * PARALLEL_PARSE_MIN)
+            .map(|i| {
+                let value = match i % 5 {
+                    0 => format!("{{weight: {i}, label: x}}"),
+                    1 => format!("{i}"),
+                    2 => "[1, 2".to_string(),
+                    3 => format!("{{\"a\": {i}}}"),
+                    _ => "plain text".to_string(),
+                };
+                (format!("/p/items/k{i:06}"), value, i as i64 + 2)
+            })
+            .collect();
+        let batch: Vec<(&[u8], &[u8], i64)> = keys
+            .iter()
+            .map(|(k, v, r)| (k.as_bytes(), v.as_bytes(), *r))
+            .collect();
+        let mut one_by_one = EtcdLayer::new("/p/".into(), 1024);
+        for &(k, v, r) in &batch {
+            one_by_one.put(k, v, r, &f);
+        }
+        let mut all = EtcdLayer::new("/p/".into(), 1024);
+        all.put_all(&batch, &f);
+        assert_eq!(all.len(), one_by_one.len());
+        assert_eq!(all.bytes(), one_by_one.bytes());
+        assert_eq!(all.bad, one_by_one.bad);
+        for ((ka, a), (kb, b)) in all.entries.iter().zip(&one_by_one.entries) {
+            assert_eq!(ka, kb);
+            assert_eq!(a.value, b.value, "{ka}");
+            assert_eq!((a.mod_revision, a.depth), (b.mod_revision, b.depth));
+        }
+        assert_eq!(
+            all.tree().unwrap_err().to_string(),
+            one_by_one.tree().unwrap_err().to_string()
+        );
     }
 
     #[test]
