@@ -2,12 +2,14 @@
 //! published schema and the configured locks and elections; etcd reachability; and `/events`,
 //! the server-sent event stream pages follow.
 //!
-//! Events: `change` (data: the etcd revision) whenever a followed range changes, and `etcd`
+//! Events: `seen` (data: the newest revision reported so far) first on every connection,
+//! `change` (data: the etcd revision) whenever a followed range changes, and `etcd`
 //! (data: `ok`, or the error while the console cannot reach etcd), sent first on every
 //! connection and then whenever reachability changes.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,10 +45,13 @@ pub(crate) enum LiveEvent {
 struct Hub {
     tx: broadcast::Sender<LiveEvent>,
     lost: Mutex<Option<String>>,
+    /// The newest revision a follower reported (0 before any).
+    seen: AtomicI64,
 }
 
 impl Hub {
     fn changed(&self, revision: i64) {
+        self.seen.fetch_max(revision, Ordering::Relaxed);
         let _ = self.tx.send(LiveEvent::Changed(revision));
     }
 
@@ -87,6 +92,7 @@ impl Live {
         let hub = Arc::new(Hub {
             tx,
             lost: Mutex::new(None),
+            seen: AtomicI64::new(0),
         });
         let mut names = options.locks.clone();
         names.extend(options.elections.iter().cloned());
@@ -101,6 +107,12 @@ impl Live {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The newest revision the followers reported: a page carries the value at its render, and
+    /// the event stream sends the value at its opening, so a change in between still refreshes.
+    pub(crate) fn seen(&self) -> i64 {
+        self.hub.seen.load(Ordering::Relaxed)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
@@ -212,7 +224,10 @@ fn etcd_event(lost: Option<String>) -> Event {
 pub(crate) async fn events(
     State(state): State<Shared>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let first = tokio_stream::once(Ok(etcd_event(state.live.lost())));
+    let seen = Event::default()
+        .event("seen")
+        .data(state.live.seen().to_string());
+    let first = tokio_stream::iter([Ok(etcd_event(state.live.lost())), Ok(seen)]);
     let rest = BroadcastStream::new(state.live.subscribe()).map(|item| {
         Ok(match item {
             Ok(LiveEvent::Changed(revision)) => {

@@ -69,7 +69,7 @@ pub(crate) fn page(
                 div #etcd-banner .banner hidden[lost.is_none()] {
                     @if let Some(error) = &lost { "The console has lost etcd: " (error) ". Pages show what was last read." }
                 }
-                main #main data-live=(if live { "on" } else { "off" }) {
+                main #main data-live=(if live { "on" } else { "off" }) data-seen=(state.live.seen()) {
                     (body)
                 }
             }
@@ -135,7 +135,7 @@ form.inline { display:inline; }
 /// shows the banner while the console has lost etcd or cannot be reached.
 pub(crate) const SCRIPT: &str = r#"(function () {
   "use strict";
-  var timer = null, unreachable = false, lost = null;
+  var timer = null, unreachable = false, lost = null, asked = 0, shown = 0;
   function banner() {
     var b = document.getElementById("etcd-banner");
     if (!b) return;
@@ -147,13 +147,18 @@ pub(crate) const SCRIPT: &str = r#"(function () {
   function refresh() {
     var main = document.getElementById("main");
     if (!main || main.getAttribute("data-live") !== "on") return;
+    // Answers may come back out of order: an older one never replaces a newer one.
+    var mine = ++asked;
     fetch(location.href, { credentials: "same-origin", headers: { "X-Console-Refresh": "1" } })
       .then(function (r) { return r.text(); })
       .then(function (text) {
+        if (mine < shown) return;
+        shown = mine;
         var doc = new DOMParser().parseFromString(text, "text/html");
         var fresh = doc.getElementById("main");
         if (!fresh) return;
         main.innerHTML = fresh.innerHTML;
+        main.setAttribute("data-seen", fresh.getAttribute("data-seen") || "0");
         document.body.setAttribute("data-refreshed", String(Date.now()));
       })
       .catch(function () {});
@@ -180,6 +185,12 @@ pub(crate) const SCRIPT: &str = r#"(function () {
       lost = e.data === "ok" ? null : e.data;
       banner();
       if (was && !lost) schedule();
+    });
+    // A change between the page's render and the stream's opening sends no `change`: the
+    // stream's first `seen` is then newer than the page's.
+    events.addEventListener("seen", function (e) {
+      var main = document.getElementById("main");
+      if (main && Number(e.data) > Number(main.getAttribute("data-seen") || "0")) schedule();
     });
     events.onopen = function () { if (unreachable) { unreachable = false; banner(); schedule(); } };
     events.onerror = function () { unreachable = true; banner(); };
