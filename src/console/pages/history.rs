@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::{enc, field, see_other, when};
+use super::{enc, field, number, see_other, when};
 use crate::console::app::{crate_error, error_box, error_page, Shared};
 use crate::console::auth::Principal;
 use crate::console::csrf;
@@ -282,12 +282,6 @@ pub(crate) async fn rollback_confirm(
 
 fn bad_input(message: &str) -> Error {
     Error::new(ErrorKind::InvalidArgument, message.to_string())
-}
-
-fn number(form: &HashMap<String, String>, name: &str) -> Result<i64, Error> {
-    field(form, name)
-        .parse()
-        .map_err(|_| bad_input(&format!("the form's `{name}` is not a number")))
 }
 
 /// `POST /rollback`: the confirmed rollback, compare-and-swap on the revision shown.

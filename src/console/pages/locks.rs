@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::{enc, field, see_other};
+use super::{enc, field, number, see_other};
 use crate::console::app::{crate_error, error_page, Shared};
 use crate::console::auth::Principal;
 use crate::console::csrf;
@@ -203,12 +203,7 @@ pub(crate) async fn release(
     };
     let name = field(&form, "name").to_string();
     let result = async {
-        let token: i64 = field(&form, "token").parse().map_err(|_| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                "the form's `token` is not a number",
-            )
-        })?;
+        let token = number(&form, "token")?;
         let status = state.coord.lock_status(&name).await?;
         if status.holder.as_ref().map(|h| h.create_revision) != Some(token) {
             return Err(Error::new(

@@ -35,6 +35,17 @@ pub(crate) fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a st
     form.get(name).map(|s| s.trim()).unwrap_or("")
 }
 
+/// A form field read as an integer (a revision, fencing token or lease id);
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the field otherwise.
+pub(crate) fn number(form: &HashMap<String, String>, name: &str) -> crate::Result<i64> {
+    field(form, name).parse().map_err(|_| {
+        crate::Error::new(
+            crate::ErrorKind::InvalidArgument,
+            format!("the form's `{name}` is not a number"),
+        )
+    })
+}
+
 /// A version's time as `YYYY-MM-DD HH:MM:SS` UTC.
 pub(crate) fn when(version: &crate::history::Version) -> String {
     let mut text = version.time_rfc3339();

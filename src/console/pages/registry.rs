@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::{enc, field, see_other};
+use super::{enc, field, number, see_other};
 use crate::console::app::{crate_error, error_page, Shared};
 use crate::console::csrf;
 use crate::console::templates::{csrf_field, page as layout, Nav};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::etcd::read_prefix;
 use crate::registry::{Health, Instance};
 
@@ -164,12 +164,7 @@ pub(crate) async fn drain(
     let service = field(&form, "service").to_string();
     let id = field(&form, "id").to_string();
     let result = async {
-        let lease: i64 = field(&form, "lease").parse().map_err(|_| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                "the form's `lease` is not a number",
-            )
-        })?;
+        let lease = number(&form, "lease")?;
         let request = state
             .coord
             .registry()
