@@ -183,9 +183,9 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub(crate) fn from_map(leaves: BTreeMap<String, Arc<Source>>) -> Self {
+    pub(crate) fn from_map(leaves: BTreeMap<Arc<str>, Arc<Source>>) -> Self {
         Sources {
-            leaves: leaves.into_iter().map(|(p, s)| (Arc::from(p), s)).collect(),
+            leaves: leaves.into_iter().collect(),
         }
     }
 
@@ -358,7 +358,11 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("servers".to_string(), etcd("/p/servers"));
         m.insert("database.host".to_string(), etcd("/p/database/host"));
-        let s = Sources::from_map(m.into_iter().map(|(p, s)| (p, Arc::new(s))).collect());
+        let s = Sources::from_map(
+            m.into_iter()
+                .map(|(p, s)| (Arc::from(p), Arc::new(s)))
+                .collect(),
+        );
         assert_eq!(
             s.get("servers.0").origin.key().as_deref(),
             Some("/p/servers")

@@ -296,8 +296,10 @@ impl<T: CoordConfig> Checker<T> {
     /// Deserializes (failing field path from `serde_path_to_error`), checks the schema's
     /// constraints, then runs `T::validate`. A deserialization error and every schema violation
     /// are reported together; the error's field, layer and key are the first one's.
+    #[cfg(test)]
     pub(crate) fn check(&self, merged: &Value, sources: &Sources) -> Result<T> {
-        self.check_json(merged, Some(sources))
+        self.evaluate(merged)
+            .map_err(|failed| self.explain(failed, merged, Some(sources)))
     }
 
     /// Checks a whole value (serialized to JSON): serde round trip, schema constraints, then
@@ -317,25 +319,16 @@ impl<T: CoordConfig> Checker<T> {
                 format!("value does not serialize: {shown}"),
             )
         })?;
-        self.check_json(&json, None).map(drop)
+        self.evaluate(&json)
+            .map(drop)
+            .map_err(|failed| self.explain(failed, &json, None))
     }
 
-    fn check_json(&self, doc: &Value, sources: Option<&Sources>) -> Result<T> {
+    /// [`check`](Self::check) without the provenance: the value, or what is wrong with it, for
+    /// [`explain`](Self::explain) to turn into the error once the sources are known (they are
+    /// built while this runs, for a large value).
+    pub(crate) fn evaluate(&self, doc: &Value) -> std::result::Result<T, Failed> {
         let secrets = SecretPaths::new(T::SECRETS);
-        self.check_unscrubbed(doc, sources, secrets).map_err(|e| {
-            // Whatever a message still quotes (a custom `Deserialize` impl's wording, a
-            // `validate()` reason), no secret value of the candidate is shown.
-            let message = secrets.scrub(e.message(), doc);
-            e.with_message(message)
-        })
-    }
-
-    fn check_unscrubbed(
-        &self,
-        doc: &Value,
-        sources: Option<&Sources>,
-        secrets: SecretPaths<'_>,
-    ) -> Result<T> {
         let mut violations = Vec::new();
         // Plain deserialization first: tracking the field path costs on every node, and is
         // needed only to report a failure, so a failing value is deserialized again with it
@@ -360,19 +353,45 @@ impl<T: CoordConfig> Checker<T> {
             found.retain(|v| !serde_path.as_deref().is_some_and(|p| v.covers(p)));
             violations.extend(found);
         }
-        let value = match (report(&violations, sources), parsed) {
-            (None, Some(value)) => value,
-            (Some(error), _) => return Err(error),
-            (None, None) => unreachable!("a deserialization error is a violation"),
+        let value = match parsed {
+            Some(value) if violations.is_empty() => value,
+            _ => return Err(Failed(Failure::Violations(violations))),
         };
-        value.validate().map_err(|reason| {
-            Error::new(
-                ErrorKind::Validation,
-                format!("rejected by validate(): {reason}"),
-            )
-        })?;
+        value
+            .validate()
+            .map_err(|reason| Failed(Failure::Validate(reason)))?;
         Ok(value)
     }
+
+    /// The error for what [`evaluate`](Self::evaluate) found wrong with `doc`, naming the layer
+    /// and key of the first violation from `sources`; no secret value of `doc` is shown.
+    pub(crate) fn explain(&self, failed: Failed, doc: &Value, sources: Option<&Sources>) -> Error {
+        let error = match failed.0 {
+            Failure::Violations(violations) => {
+                report(&violations, sources).expect("a failed check has a violation")
+            }
+            Failure::Validate(reason) => Error::new(
+                ErrorKind::Validation,
+                format!("rejected by validate(): {reason}"),
+            ),
+        };
+        // Whatever a message still quotes (a custom `Deserialize` impl's wording, a
+        // `validate()` reason), no secret value of the candidate is shown.
+        let message = SecretPaths::new(T::SECRETS).scrub(error.message(), doc);
+        error.with_message(message)
+    }
+}
+
+/// What [`Checker::evaluate`] found wrong with a candidate.
+#[derive(Debug)]
+pub(crate) struct Failed(Failure);
+
+#[derive(Debug)]
+enum Failure {
+    /// A deserialization error and schema violations (at least one).
+    Violations(Vec<Violation>),
+    /// `T::validate`'s reason.
+    Validate(String),
 }
 
 impl Violation {

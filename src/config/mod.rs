@@ -10,6 +10,7 @@ mod handle;
 mod layers;
 mod observe;
 mod options;
+mod plain;
 pub(crate) mod rebuild;
 mod reload;
 mod snapshot;

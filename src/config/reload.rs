@@ -15,7 +15,10 @@ use super::check::{Checker, Region};
 use super::coord_config::CoordConfig;
 use super::event::{ConfigEvent, Rejection, ReloadCause};
 use super::feed::{RawBody, RawOp, RawRevision};
-use super::layers::{env_layer, file_layer, read_file, EtcdLayer, FileContent, FileWatch, Overlay};
+use super::layers::{
+    env_layer, file_layer, read_file, read_layer, EtcdLayer, FileContent, FileWatch, LayerRead,
+    Overlay,
+};
 use super::observe::ConfigMetrics;
 use super::options::{ConfigOptions, Setting, UnknownKeys};
 use super::snapshot::Snapshot;
@@ -25,7 +28,7 @@ use super::unknown::{self, UnknownKey};
 use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::follow::{self, FollowOptions, ResyncReason};
-use crate::etcd::{read_prefix, Etcd};
+use crate::etcd::Etcd;
 use crate::provenance::{Layer, Origin};
 use crate::secrets::SecretPaths;
 use crate::telemetry::CONFIG_TARGET;
@@ -43,6 +46,9 @@ pub(super) struct State<T: CoordConfig> {
     checker: Arc<Checker<T>>,
     fields: StringFields,
     etcd: EtcdLayer,
+    /// The etcd layer's tree as built with a read of the whole prefix, for the full build that
+    /// follows the read (which takes it instead of building it again).
+    etcd_tree: Option<Result<LayerTree>>,
     file_path: Option<PathBuf>,
     file: Result<LayerTree>,
     /// What the file held at its last read (or why it could not be read): a file event whose
@@ -172,6 +178,7 @@ impl<T: CoordConfig> Reloader<T> {
         let cache_path = options.cache_file.clone();
         let mut state = State {
             etcd: EtcdLayer::new(prefix.clone(), options.max_value_bytes),
+            etcd_tree: None,
             conn: etcd,
             prefix,
             page_size: options.page_size,
@@ -195,19 +202,33 @@ impl<T: CoordConfig> Reloader<T> {
             in_place: false,
         };
         let mut bound_read = None;
-        let read = read_prefix(&state.conn, &state.prefix, state.page_size).await;
-        let status = match read.map(|(revision, kvs)| {
-            let revs: Vec<i64> = kvs.iter().map(KeyValue::mod_revision).collect();
-            let (_, raw) = state.replace_etcd(revision, kvs);
-            (revision, raw, revs)
-        }) {
-            Ok((revision, raw, revs)) => {
+        let empty = EtcdLayer::new(state.prefix.clone(), options.max_value_bytes);
+        let (layer, read) = read_layer(
+            &state.conn,
+            &state.prefix,
+            state.page_size,
+            std::mem::replace(&mut state.etcd, empty),
+            &state.fields,
+        )
+        .await;
+        state.etcd = layer;
+        let status = match read {
+            Ok(LayerRead {
+                revision,
+                kvs,
+                tree,
+            }) => {
+                state.etcd_tree = Some(tree);
+                state.revision = revision;
                 bound_read = Some(BoundRead {
                     revision,
-                    kvs: raw
+                    kvs: kvs
                         .into_iter()
-                        .zip(revs)
-                        .map(|((k, v), r)| (k, v, r))
+                        .map(|kv| {
+                            let mod_revision = kv.mod_revision();
+                            let (k, v) = kv.into_key_value();
+                            (k, v, mod_revision)
+                        })
                         .collect(),
                 });
                 state.synced = true;
@@ -215,6 +236,7 @@ impl<T: CoordConfig> Reloader<T> {
             }
             Err(e) if options.require_etcd || !is_unreachable(&e) => return Err(e),
             Err(unreachable) => {
+                state.etcd.clear();
                 let cached = cache_path
                     .as_deref()
                     .and_then(|p| cache::load(p, &state.prefix));
@@ -617,6 +639,7 @@ impl<T: CoordConfig> State<T> {
             .map(|(k, r)| (k.to_string(), r))
             .collect();
         self.etcd.clear();
+        self.etcd_tree = None;
         let batch: Vec<(&[u8], &[u8], i64)> = kvs
             .iter()
             .map(|kv| (kv.key(), kv.value(), kv.mod_revision()))
@@ -763,7 +786,7 @@ impl<T: CoordConfig> State<T> {
             if path.is_empty() {
                 return None;
             }
-            let etcd = self.etcd.subtree(path)?;
+            let etcd = self.etcd.subtree(path, &self.fields)?;
             let mut at = layers.clone();
             at.insert(1, &etcd);
             let touched = merged.update(&at, path)?;
@@ -791,7 +814,11 @@ impl<T: CoordConfig> State<T> {
     /// Merges the layers from scratch and checks the whole result.
     fn build_full(&mut self, change: ReloadCause) -> Result<Snapshot<T>> {
         self.merged = None;
-        let etcd = self.etcd.tree().map_err(|e| self.blame(e, &change))?;
+        let etcd = match self.etcd_tree.take() {
+            Some(tree) => tree,
+            None => self.etcd.tree(&self.fields),
+        };
+        let etcd = etcd.map_err(|e| self.blame(e, &change))?;
         let file = self
             .file
             .as_ref()
@@ -801,7 +828,9 @@ impl<T: CoordConfig> State<T> {
             None => None,
         };
         let above: Vec<&LayerTree> = overlay.into_iter().chain([&self.env]).collect();
-        let merged = Merged::full(file, etcd, &above);
+        let checker = &self.checker;
+        let (merged, checked) =
+            Merged::full_with(file, etcd, &above, |root| checker.evaluate(root));
         let unknown = match self.unknown_keys {
             UnknownKeys::Ignore => Vec::new(),
             UnknownKeys::Warn | UnknownKeys::Reject => {
@@ -812,10 +841,12 @@ impl<T: CoordConfig> State<T> {
         self.merged = Some(merged);
         let merged = self.merged.as_ref().expect("just set");
         let blame = |e: Error| self.blame(e, &change);
-        let value = self
-            .checker
-            .check(&merged.root, &merged.sources)
-            .map_err(blame)?;
+        let value = checked.map_err(|failed| {
+            blame(
+                self.checker
+                    .explain(failed, &merged.root, Some(&merged.sources)),
+            )
+        })?;
         if let (UnknownKeys::Reject, Some(first)) = (self.unknown_keys, unknown.first()) {
             let mut error = Error::new(ErrorKind::Validation, first.to_string())
                 .with_origin(&first.source.origin)

@@ -1,18 +1,25 @@
 //! One layer as a JSON tree with the source of every leaf, and the merge of layers.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use crate::provenance::{Source, Sources};
 
+/// The fewest leaves whose sources [`Merged::full_with`] collects on a thread of their own
+/// (below it, starting the thread costs more than it saves).
+const PARALLEL_SOURCES_MIN: usize = 4096;
+
 /// A layer's values as a JSON object tree plus the source of every leaf path in it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LayerTree {
     root: Map<String, Value>,
-    /// One `Arc` per inserted key, shared by every leaf that key set.
-    leaves: BTreeMap<String, Arc<Source>>,
+    /// The source of every leaf path of `root`, exactly (no path that is not a leaf): one
+    /// `Arc` per inserted key, shared by every leaf that key set. Paths are `Arc<str>` so that
+    /// the merged [`Sources`] take them without copying.
+    leaves: BTreeMap<Arc<str>, Arc<Source>>,
 }
 
 /// A key whose path runs through a value that is not an object (e.g. `port/x` while `port`
@@ -64,7 +71,13 @@ impl LayerTree {
                 .entry((*segment).to_string())
                 .or_insert_with(|| Value::Object(Map::new()));
             node = match child {
-                Value::Object(map) => map,
+                Value::Object(map) => {
+                    if map.is_empty() {
+                        // An empty object was a leaf; it is about to hold the new value.
+                        self.leaves.remove(dotted.as_str());
+                    }
+                    map
+                }
                 _ => return Err(Blocked(dotted)),
             };
         }
@@ -72,11 +85,11 @@ impl LayerTree {
         remove_below(&mut self.leaves, &dotted);
         match &value {
             Value::Object(map) if !map.is_empty() => {
-                let mut prefix = dotted.clone();
+                let mut prefix = dotted;
                 collect_leaves(map, &mut prefix, source, &mut self.leaves);
             }
             _ => {
-                self.leaves.insert(dotted, source.clone());
+                self.leaves.insert(Arc::from(dotted), source.clone());
             }
         }
         node.insert((*last).to_string(), value);
@@ -123,8 +136,13 @@ impl LayerTree {
         let to = format!("{path}/");
         exact
             .into_iter()
-            .chain(self.leaves.range(from..to))
-            .map(|(p, s)| (p.as_str(), s))
+            .chain(
+                self.leaves.range::<str, _>((
+                    Bound::Included(from.as_str()),
+                    Bound::Excluded(to.as_str()),
+                )),
+            )
+            .map(|(p, s)| (&**p, s))
     }
 }
 
@@ -153,25 +171,32 @@ impl Merged {
     /// Merges the layers from scratch, as [`merge`] does, taking the etcd layer's tree
     /// instead of copying it (it is usually by far the biggest). `above` are the layers over
     /// etcd, lowest precedence first (a rollout's overlay, then the environment).
-    pub(crate) fn full(file: &LayerTree, etcd: LayerTree, above: &[&LayerTree]) -> Merged {
-        let (mut root, mut leaves) = if file.root.is_empty() && file.leaves.is_empty() {
-            (etcd.root, etcd.leaves)
-        } else {
-            let mut root = file.root.clone();
-            let mut leaves = file.leaves.clone();
-            merge_into(&mut root, &etcd.root);
-            leaves.extend(etcd.leaves);
-            (root, leaves)
-        };
-        for layer in above {
-            merge_into(&mut root, &layer.root);
-            leaves.extend(layer.leaves.iter().map(|(p, s)| (p.clone(), s.clone())));
+    ///
+    /// `alongside` runs on the merged tree while its sources are collected: on another thread
+    /// when there are many (the two costs of a large full build then overlap); its result is
+    /// returned with the merge.
+    pub(crate) fn full_with<R>(
+        file: &LayerTree,
+        etcd: LayerTree,
+        above: &[&LayerTree],
+        alongside: impl FnOnce(&Value) -> R,
+    ) -> (Merged, R) {
+        let (root, leaves) = merge_full(file, etcd, above);
+        let root = Value::Object(root);
+        if leaves.len() < PARALLEL_SOURCES_MIN {
+            let sources = Sources::from_map(leaves);
+            let result = alongside(&root);
+            return (Merged { root, sources }, result);
         }
-        leaves.retain(|path, _| is_leaf(&root, path));
-        Merged {
-            root: Value::Object(root),
-            sources: Sources::from_map(leaves),
-        }
+        let (sources, result) = std::thread::scope(|scope| {
+            let sources = scope.spawn(move || Sources::from_map(leaves));
+            let result = alongside(&root);
+            match sources.join() {
+                Ok(sources) => (sources, result),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        (Merged { root, sources }, result)
     }
 
     /// Recomputes the merged subtree and the sources at `path` (segments, not empty) from the
@@ -268,6 +293,34 @@ impl Merged {
     }
 }
 
+/// The merged tree and the source of each of its leaves, from scratch (see [`Merged::full_with`]).
+fn merge_full(
+    file: &LayerTree,
+    etcd: LayerTree,
+    above: &[&LayerTree],
+) -> (Map<String, Value>, BTreeMap<Arc<str>, Arc<Source>>) {
+    let empty = |layer: &LayerTree| layer.root.is_empty() && layer.leaves.is_empty();
+    if empty(file) && above.iter().all(|layer| empty(layer)) {
+        // One layer: its leaves are exactly the leaves of its tree.
+        return (etcd.root, etcd.leaves);
+    }
+    let (mut root, mut leaves) = if empty(file) {
+        (etcd.root, etcd.leaves)
+    } else {
+        let mut root = file.root.clone();
+        let mut leaves = file.leaves.clone();
+        merge_into(&mut root, &etcd.root);
+        leaves.extend(etcd.leaves);
+        (root, leaves)
+    };
+    for layer in above {
+        merge_into(&mut root, &layer.root);
+        leaves.extend(layer.leaves.iter().map(|(p, s)| (p.clone(), s.clone())));
+    }
+    leaves.retain(|path, _| is_leaf(&root, path));
+    (root, leaves)
+}
+
 /// Whether the merged tree has a value at `path`.
 fn node_has(root: &Map<String, Value>, path: &[String]) -> bool {
     let mut node = root;
@@ -290,13 +343,13 @@ fn push_segment(dotted: &mut String, segment: &str) {
     dotted.push_str(segment);
 }
 
-fn remove_below(leaves: &mut BTreeMap<String, Arc<Source>>, path: &str) {
+fn remove_below(leaves: &mut BTreeMap<Arc<str>, Arc<Source>>, path: &str) {
     leaves.remove(path);
     let below = format!("{path}.");
-    let doomed: Vec<String> = leaves
-        .range(below.clone()..)
+    let doomed: Vec<Arc<str>> = leaves
+        .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
         .take_while(|(p, _)| p.starts_with(&below))
-        .map(|(p, _)| p.clone())
+        .map(|(p, _)| Arc::clone(p))
         .collect();
     for p in doomed {
         leaves.remove(&p);
@@ -307,7 +360,7 @@ fn collect_leaves(
     map: &Map<String, Value>,
     prefix: &mut String,
     source: &Arc<Source>,
-    out: &mut BTreeMap<String, Arc<Source>>,
+    out: &mut BTreeMap<Arc<str>, Arc<Source>>,
 ) {
     for (key, value) in map {
         let len = prefix.len();
@@ -315,7 +368,7 @@ fn collect_leaves(
         match value {
             Value::Object(inner) if !inner.is_empty() => collect_leaves(inner, prefix, source, out),
             _ => {
-                out.insert(prefix.clone(), source.clone());
+                out.insert(Arc::from(prefix.as_str()), source.clone());
             }
         }
         prefix.truncate(len);

@@ -7,8 +7,12 @@
 //! or bool is kept as the text written: `version: 1.10` stays `"1.10"`, `password: 0123` stays
 //! `"0123"`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde_json::Value;
 
+use super::plain::{plain_scalar, simple};
 use super::yaml::{self, Budget};
 
 /// Default for the deepest field path a value may set: key segments below the prefix plus the
@@ -17,28 +21,6 @@ pub(crate) const DEFAULT_MAX_DEPTH: usize = 64;
 
 /// Nodes a value may expand to beyond its length in bytes (aliases make a short text large).
 const NODE_ALLOWANCE: usize = 4096;
-
-/// `Some` for text that is exactly a decimal integer without a leading zero (fits i64 or u64),
-/// `true` or `false`: what YAML would make of it, without running the YAML parser.
-fn plain_scalar(text: &str) -> Option<Value> {
-    match text {
-        "true" => return Some(Value::Bool(true)),
-        "false" => return Some(Value::Bool(false)),
-        _ => {}
-    }
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let plain = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits == "0" || !digits.starts_with('0'))
-        && text != "-0";
-    if !plain {
-        return None;
-    }
-    if let Ok(n) = text.parse::<i64>() {
-        return Some(Value::from(n));
-    }
-    text.parse::<u64>().ok().map(Value::from)
-}
 
 /// A JSON value that refuses what `serde_json::Value` would silently accept: a mapping with
 /// the same key twice (the last would win), and numbers JSON cannot hold (NaN, infinities).
@@ -125,13 +107,37 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
 #[derive(Clone, Debug)]
 pub(crate) struct StringFields {
     schema: Value,
+    /// The target of every local `$ref` (`#/…`) the schema holds, by reference text: looked up
+    /// for every value parsed, so resolved once here.
+    refs: Arc<HashMap<String, Value>>,
     max_depth: usize,
 }
 
 impl StringFields {
     /// A parser for the type whose JSON Schema is `schema`, with the default depth limit.
     pub(crate) fn new(schema: Value) -> Self {
+        let mut refs = HashMap::new();
+        let mut stack = vec![&schema];
+        while let Some(node) = stack.pop() {
+            match node {
+                Value::Object(map) => {
+                    if let Some(Value::String(reference)) = map.get("$ref") {
+                        let target = reference
+                            .strip_prefix('#')
+                            .and_then(|pointer| schema.pointer(pointer));
+                        if let Some(target) = target {
+                            refs.entry(reference.clone())
+                                .or_insert_with(|| target.clone());
+                        }
+                    }
+                    stack.extend(map.values());
+                }
+                Value::Array(items) => stack.extend(items),
+                _ => {}
+            }
+        }
         StringFields {
+            refs: Arc::new(refs),
             schema,
             max_depth: DEFAULT_MAX_DEPTH,
         }
@@ -179,6 +185,10 @@ impl StringFields {
             return Ok(v);
         }
         let depth = self.max_depth - path.len();
+        // A plain word or a one-line flow mapping of plain words, read as YAML reads them.
+        if let Some(v) = simple(text, self, node, depth) {
+            return Ok(v);
+        }
         // JSON documents: serde_json is linear and fast; it is used where its result needs no
         // text kept as written, and YAML (which reads JSON too, tabs included) otherwise.
         if trimmed.starts_with('{') || trimmed.starts_with('[') {
@@ -304,8 +314,7 @@ impl StringFields {
         }
         match node.get("$ref").and_then(Value::as_str) {
             Some(reference) => {
-                let pointer = reference.strip_prefix('#')?;
-                let target = self.schema.pointer(pointer)?;
+                let target = self.refs.get(reference)?;
                 self.resolve(target, depth + 1)
             }
             None => Some(node),
@@ -397,28 +406,6 @@ mod tests {
             .contains("duplicate key"));
         assert!(parse(b".nan").unwrap_err().contains("not a finite number"));
         assert!(parse(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
-    }
-
-    #[test]
-    fn fast_path_agrees_with_yaml() {
-        for text in [
-            "0",
-            "7",
-            "-7",
-            "8080",
-            "18446744073709551615",
-            "-9223372036854775808",
-            "true",
-            "false",
-        ] {
-            let yaml: Value = serde_yaml::from_str(text).unwrap();
-            assert_eq!(plain_scalar(text), Some(yaml), "{text}");
-        }
-        for text in [
-            "007", "-0", "1.5", "1e3", "0x10", "+1", "True", " 1", "1 ", "-",
-        ] {
-            assert_eq!(plain_scalar(text), None, "{text}");
-        }
     }
 
     #[test]

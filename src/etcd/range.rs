@@ -53,12 +53,30 @@ pub(crate) async fn read_range(
     page: i64,
     at: Option<i64>,
 ) -> Result<(i64, Vec<KeyValue>)> {
+    let mut out = Vec::new();
+    let revision = read_range_pages(etcd, start, end, page, at, |kvs, _| out.extend(kvs)).await?;
+    Ok((revision, out))
+}
+
+/// As [`read_range`], handing each page to `each` as it arrives (with whether more pages
+/// follow) instead of collecting them: the caller can work on one page while the next is read.
+/// Returns the revision every page was read at.
+///
+/// # Errors
+/// As [`read_prefix`]; the pages before the failing one have been handed to `each`.
+pub(crate) async fn read_range_pages(
+    etcd: &Etcd,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    page: i64,
+    at: Option<i64>,
+    mut each: impl FnMut(Vec<KeyValue>, bool),
+) -> Result<i64> {
     let mut client = etcd.kv();
     let page = page.max(1);
     let mut limit = page;
     let mut from = start.clone();
     let mut revision = at.unwrap_or(0);
-    let mut out = Vec::new();
     loop {
         let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
         if revision > 0 {
@@ -87,19 +105,19 @@ pub(crate) async fn read_range(
         if revision == 0 {
             revision = resp.header().map_or(0, |h| h.revision());
         }
-        let more = resp.more();
         let kvs = resp.take_kvs();
-        match kvs.last() {
-            Some(last) if more => {
+        let more = match kvs.last() {
+            Some(last) if resp.more() => {
                 from = last.key().to_vec();
                 from.push(0);
+                true
             }
-            _ => {
-                out.extend(kvs);
-                return Ok((revision, out));
-            }
+            _ => false,
+        };
+        each(kvs, more);
+        if !more {
+            return Ok(revision);
         }
-        out.extend(kvs);
     }
 }
 

@@ -70,7 +70,7 @@ pub(crate) fn document(prefix: &str, kvs: &Kvs, fields: &StringFields) -> Value 
     }
     let mut patched = std::collections::BTreeSet::new();
     for _ in 0..=2 * kvs.len() {
-        match layer.tree() {
+        match layer.tree(fields) {
             Ok(tree) => return merge([&tree]).0,
             Err(error) => {
                 let Some(key) = error.key().map(str::to_string) else {

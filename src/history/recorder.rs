@@ -312,7 +312,9 @@ async fn seat_changed(seat: &mut Option<Seat>) -> SeatState {
 
 impl<T: CoordConfig> Recorder<T> {
     /// With `bind_at` (the bound snapshot's revision, when the bind read etcd), first publishes
-    /// the schema and records that revision's key set, then says so on `bind_done`.
+    /// the schema and records that revision's key set, then says so on `bind_done`. A handle
+    /// that never records has nothing to put in etcd first: `bind_done` is sent at once (its
+    /// view of the bound revision follows; readers wait for it with `view_at_least`).
     async fn run(
         mut self,
         mut feed: broadcast::Receiver<Arc<RawRevision>>,
@@ -320,6 +322,12 @@ impl<T: CoordConfig> Recorder<T> {
         bind_at: Option<(i64, Option<BoundRead>)>,
         bind_done: oneshot::Sender<()>,
     ) {
+        let mut bind_done = Some(bind_done);
+        if self.seat.is_none() && schema_doc.is_none() {
+            if let Some(done) = bind_done.take() {
+                let _ = done.send(());
+            }
+        }
         if let Some((revision, read)) = bind_at {
             if let Some(doc) = &schema_doc {
                 if self.publish_schema(doc).await {
@@ -334,7 +342,9 @@ impl<T: CoordConfig> Recorder<T> {
                 }
             }
         }
-        let _ = bind_done.send(());
+        if let Some(done) = bind_done {
+            let _ = done.send(());
+        }
         if let Some(doc) = schema_doc {
             if self.may_record() {
                 self.publish_schema(&doc).await;

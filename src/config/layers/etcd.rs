@@ -31,12 +31,33 @@ pub(crate) struct EtcdLayer {
     bytes: usize,
 }
 
+/// The tree [`EtcdLayer::load_page`] builds with a read of the whole prefix.
+#[derive(Debug)]
+pub(crate) struct Loading {
+    /// The tree so far; `None` once a value could not be inserted.
+    tree: Option<LayerTree>,
+    /// The last key loaded (pages come in key order).
+    last: Option<Vec<u8>>,
+}
+
+impl Default for Loading {
+    fn default() -> Self {
+        Loading {
+            tree: Some(LayerTree::default()),
+            last: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     mod_revision: i64,
     depth: usize,
     raw: Vec<u8>,
-    value: Result<Value, String>,
+    /// The parsed value, or why it is bad. `Ok(None)` once the value has been moved into the
+    /// tree built with the read ([`put_all_into_tree`](EtcdLayer::put_all_into_tree)): it is
+    /// parsed again from `raw` when a later tree needs it.
+    value: Result<Option<Value>, String>,
 }
 
 impl EtcdLayer {
@@ -55,7 +76,7 @@ impl EtcdLayer {
     /// Records a put of `key` (a full etcd key under the prefix) at `mod_revision`.
     pub(crate) fn put(&mut self, key: &[u8], raw: &[u8], mod_revision: i64, fields: &StringFields) {
         let (key, value) = self.parse(key, raw, fields);
-        self.record(key, raw, mod_revision, value);
+        self.record(key, raw, mod_revision, value.map(Some));
     }
 
     /// Records the puts of `kvs` (full etcd keys with their values and `mod_revision`s) in
@@ -63,15 +84,108 @@ impl EtcdLayer {
     /// the whole prefix and each value parses on its own, so a large batch is parsed on up to
     /// 4 threads (as many as the machine has cores) before the entries are recorded in order.
     pub(crate) fn put_all(&mut self, kvs: &[(&[u8], &[u8], i64)], fields: &StringFields) {
+        let parsed = self.parse_all(kvs, fields);
+        for (&(_, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed) {
+            self.record(key, raw, mod_revision, value.map(Some));
+        }
+    }
+
+    /// Records the puts of `kvs` into an empty layer, as [`put_all`](Self::put_all) does, and
+    /// returns the layer's tree, as [`tree`](Self::tree) would: each parsed value is moved into
+    /// the tree instead of kept beside its raw text (the costly copy of a large read), and is
+    /// parsed again from that text when a later tree needs it.
+    ///
+    /// # Errors
+    /// As [`tree`](Self::tree); the layer holds every key either way.
+    #[cfg(test)]
+    pub(crate) fn put_all_into_tree(
+        &mut self,
+        kvs: &[(&[u8], &[u8], i64)],
+        fields: &StringFields,
+    ) -> Result<LayerTree> {
+        let mut load = Loading::default();
+        self.load_page(kvs, fields, &mut load);
+        self.loaded_tree(load, fields)
+    }
+
+    /// Records one page of a read of the whole prefix into an empty layer (pages in key order)
+    /// and inserts its parsed values into the tree `load` builds with the read, which
+    /// [`loaded_tree`](Self::loaded_tree) returns once every page is in.
+    ///
+    /// Key order inserts a key before every key below it (its key is a prefix of theirs), as
+    /// the shallow-first order of [`tree`](Self::tree) does, and inserts of unrelated paths
+    /// commute, so the tree is the same. At the first bad or blocked value (or a key out of
+    /// order) the tree is dropped: `loaded_tree` then builds it the ordinary way, which names
+    /// the key to blame.
+    pub(crate) fn load_page(
+        &mut self,
+        kvs: &[(&[u8], &[u8], i64)],
+        fields: &StringFields,
+        load: &mut Loading,
+    ) {
+        let parsed = self.parse_all(kvs, fields);
+        let tree = &mut load.tree;
+        for (&(raw_key, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed) {
+            if load.last.as_deref().is_some_and(|last| raw_key <= last) {
+                *tree = None;
+            }
+            load.last = Some(raw_key.to_vec());
+            let (kept, value) = match value {
+                Ok(v) => (Ok(None), Some(v)),
+                Err(msg) => (Err(msg), None),
+            };
+            let source = tree.as_ref().and(value.as_ref()).map(|_| {
+                Arc::new(Source::new(Origin::Etcd {
+                    key: key.clone(),
+                    mod_revision,
+                }))
+            });
+            let replaced = self.record(key, raw, mod_revision, kept);
+            let inserted = match (tree.as_mut(), value, source) {
+                (Some(t), Some(value), Some(source)) if !replaced => {
+                    let Origin::Etcd { key, .. } = &source.origin else {
+                        unreachable!("made just above");
+                    };
+                    self.segments(key)
+                        .ok()
+                        .is_some_and(|path| t.insert_shared(&path, value, &source).is_ok())
+                }
+                _ => false,
+            };
+            if !inserted {
+                *tree = None;
+            }
+        }
+    }
+
+    /// The tree built by [`load_page`](Self::load_page), or (where a value was bad or blocked)
+    /// the layer's tree built the ordinary way.
+    ///
+    /// # Errors
+    /// As [`tree`](Self::tree).
+    pub(crate) fn loaded_tree(&self, load: Loading, fields: &StringFields) -> Result<LayerTree> {
+        match load.tree {
+            Some(tree) if self.bad == 0 => Ok(tree),
+            _ => self.tree(fields),
+        }
+    }
+
+    /// Every key of `kvs` as text with its parsed value (or why it is bad), in order; a large
+    /// batch is parsed on up to 4 threads (as many as the machine has cores).
+    fn parse_all(
+        &self,
+        kvs: &[(&[u8], &[u8], i64)],
+        fields: &StringFields,
+    ) -> Vec<(String, Result<Value, String>)> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         if threads < 2 || kvs.len() < PARALLEL_PARSE_MIN {
-            for &(key, raw, mod_revision) in kvs {
-                self.put(key, raw, mod_revision, fields);
-            }
-            return;
+            return kvs
+                .iter()
+                .map(|&(key, raw, _)| self.parse(key, raw, fields))
+                .collect();
         }
         let chunk = kvs.len().div_ceil(threads);
-        let this = &*self;
+        let this = self;
         let parsed: Vec<Vec<(String, Result<Value, String>)>> = std::thread::scope(|scope| {
             let workers: Vec<_> = kvs
                 .chunks(chunk)
@@ -91,10 +205,7 @@ impl EtcdLayer {
                 })
                 .collect()
         });
-        for (&(_, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed.into_iter().flatten())
-        {
-            self.record(key, raw, mod_revision, value);
-        }
+        parsed.into_iter().flatten().collect()
     }
 
     /// The key as text and its parsed value (or why it is bad).
@@ -129,7 +240,14 @@ impl EtcdLayer {
         }
     }
 
-    fn record(&mut self, key: String, raw: &[u8], mod_revision: i64, value: Result<Value, String>) {
+    /// Records one key; returns whether it replaced a recorded one.
+    fn record(
+        &mut self,
+        key: String,
+        raw: &[u8],
+        mod_revision: i64,
+        value: Result<Option<Value>, String>,
+    ) -> bool {
         let depth = key.matches('/').count();
         self.bad += usize::from(value.is_err());
         let key_len = key.len();
@@ -143,8 +261,12 @@ impl EtcdLayer {
                 value,
             },
         );
-        if let Some(old) = old {
-            self.forget(&old, key_len);
+        match old {
+            Some(old) => {
+                self.forget(&old, key_len);
+                true
+            }
+            None => false,
         }
     }
 
@@ -189,7 +311,7 @@ impl EtcdLayer {
     /// above `path` and the keys below it, inserted as [`tree`](Self::tree) inserts them. At
     /// and below `path` it equals the whole layer's tree. `None` if one of those keys is bad or
     /// blocked (the whole tree then reports it).
-    pub(crate) fn subtree(&self, path: &[String]) -> Option<LayerTree> {
+    pub(crate) fn subtree(&self, path: &[String], fields: &StringFields) -> Option<LayerTree> {
         let mut keys: Vec<(&String, &Entry)> = Vec::new();
         for n in 0..=path.len() {
             let key = format!("{}{}", self.prefix, path[..n].join("/"));
@@ -206,13 +328,13 @@ impl EtcdLayer {
         keys.sort_by(|a, b| a.1.depth.cmp(&b.1.depth).then_with(|| a.0.cmp(b.0)));
         let mut tree = LayerTree::default();
         for (key, entry) in keys {
-            let value = entry.value.as_ref().ok()?;
+            let value = self.value_of(key, entry, fields).ok()?;
             let segments = self.segments(key).ok()?;
             let source = Arc::new(Source::new(Origin::Etcd {
                 key: key.clone(),
                 mod_revision: entry.mod_revision,
             }));
-            tree.insert_shared(&segments, value.clone(), &source).ok()?;
+            tree.insert_shared(&segments, value, &source).ok()?;
         }
         Some(tree)
     }
@@ -293,8 +415,19 @@ impl EtcdLayer {
             .with_field(field)
     }
 
-    /// The layer as a tree, or the first bad key (in key order, shallow keys first).
-    pub(crate) fn tree(&self) -> Result<LayerTree> {
+    /// An entry's parsed value (a copy, or parsed again from its raw text where the value was
+    /// moved into the tree built with the read), or why it is bad.
+    fn value_of(&self, key: &str, entry: &Entry, fields: &StringFields) -> Result<Value, String> {
+        match &entry.value {
+            Ok(Some(value)) => Ok(value.clone()),
+            Ok(None) => self.parse(key.as_bytes(), &entry.raw, fields).1,
+            Err(msg) => Err(msg.clone()),
+        }
+    }
+
+    /// The layer as a tree, or the first bad key (in key order, shallow keys first). `fields`
+    /// is the parser the values were recorded with.
+    pub(crate) fn tree(&self, fields: &StringFields) -> Result<LayerTree> {
         // The entries come in key order, so a stable sort by depth alone orders them by
         // (depth, key) without comparing keys.
         let mut ordered: Vec<(&String, &Entry)> = self.entries.iter().collect();
@@ -307,9 +440,9 @@ impl EtcdLayer {
             }));
             let bad =
                 |msg: String| Error::new(ErrorKind::Validation, msg).with_origin(&source.origin);
-            let value = entry.value.as_ref().map_err(|msg| bad(msg.clone()))?;
+            let value = self.value_of(key, entry, fields).map_err(bad)?;
             let path = self.segments(key).map_err(bad)?;
-            tree.insert_shared(&path, value.clone(), &source)
+            tree.insert_shared(&path, value, &source)
                 .map_err(|Blocked(at)| self.blocked(key, entry, &path, &at))?;
         }
         Ok(tree)
@@ -335,14 +468,14 @@ mod tests {
         l.put(b"/p/database", b"{host: a, port: 1}", 2, &f);
         l.put(b"/p/database/host", b"b", 3, &f);
         l.put(b"/p/port", b"8080", 4, &f);
-        let (v, s) = merge([&l.tree().unwrap()]);
+        let (v, s) = merge([&l.tree(&f).unwrap()]);
         assert_eq!(
             v,
             json!({"database": {"host": "b", "port": 1}, "port": 8080})
         );
         assert_eq!(s.get("database.host").revision, Some(3));
         l.delete(b"/p/database/host");
-        let (v, _) = merge([&l.tree().unwrap()]);
+        let (v, _) = merge([&l.tree(&f).unwrap()]);
         assert_eq!(v["database"]["host"], json!("a"));
     }
 
@@ -380,8 +513,58 @@ mod tests {
             assert_eq!((a.mod_revision, a.depth), (b.mod_revision, b.depth));
         }
         assert_eq!(
-            all.tree().unwrap_err().to_string(),
-            one_by_one.tree().unwrap_err().to_string()
+            all.tree(&f).unwrap_err().to_string(),
+            one_by_one.tree(&f).unwrap_err().to_string()
+        );
+    }
+
+    #[test]
+    fn the_tree_built_with_a_read_equals_the_tree_built_after_it() {
+        let f = StringFields::new(json!({}));
+        let keys: Vec<(String, String, i64)> = (0..2 * PARALLEL_PARSE_MIN)
+            .map(|i| {
+                let (key, value) = match i % 4 {
+                    0 => (
+                        format!("/p/items/k{i:06}"),
+                        format!("{{weight: {i}, label: x}}"),
+                    ),
+                    1 => (format!("/p/items/k{:06}/label", i - 1), format!("l{i}")),
+                    2 => (format!("/p/n{i:06}"), "a: [1, {b: 2}]".to_string()),
+                    _ => (format!("/p/s{i:06}"), format!("{{\"a\": {i}}}")),
+                };
+                (key, value, i as i64 + 2)
+            })
+            .collect();
+        let batch: Vec<(&[u8], &[u8], i64)> = keys
+            .iter()
+            .map(|(k, v, r)| (k.as_bytes(), v.as_bytes(), *r))
+            .collect();
+        let mut kept = EtcdLayer::new("/p/".into(), 1024);
+        kept.put_all(&batch, &f);
+        let mut moved = EtcdLayer::new("/p/".into(), 1024);
+        let built = moved.put_all_into_tree(&batch, &f).unwrap();
+        let want = merge([&kept.tree(&f).unwrap()]);
+        assert_eq!(merge([&built]), want);
+        // The moved values are parsed again for a later tree, and for a subtree.
+        assert_eq!(merge([&moved.tree(&f).unwrap()]), want);
+        let path = vec!["items".to_string(), "k000004".to_string()];
+        assert_eq!(
+            merge([&moved.subtree(&path, &f).unwrap()]),
+            merge([&kept.subtree(&path, &f).unwrap()])
+        );
+
+        // A bad key: the same error as the tree built after the read.
+        let bad: Vec<(&[u8], &[u8], i64)> = vec![
+            (b"/p/port", b"8080", 2),
+            (b"/p/port/x", b"1", 3),
+            (b"/p/z", b"[1, 2", 4),
+        ];
+        let mut kept = EtcdLayer::new("/p/".into(), 1024);
+        kept.put_all(&bad, &f);
+        let mut moved = EtcdLayer::new("/p/".into(), 1024);
+        assert_eq!(
+            moved.put_all_into_tree(&bad, &f).unwrap_err().to_string(),
+            kept.tree(&f).unwrap_err().to_string()
         );
     }
 
@@ -390,19 +573,19 @@ mod tests {
         let (mut l, f) = layer();
         l.put(b"/p/port", b"8080", 2, &f);
         l.put(b"/p/port/x", b"1", 3, &f);
-        let err = l.tree().unwrap_err();
+        let err = l.tree(&f).unwrap_err();
         assert_eq!(err.key(), Some("/p/port/x"));
         assert!(err.message().contains("`port`"), "{err}");
 
         let (mut l, f) = layer();
         l.put(b"/p/big", &[b'a'; 2048], 2, &f);
-        let err = l.tree().unwrap_err();
+        let err = l.tree(&f).unwrap_err();
         assert!(err.message().contains("2048 bytes"), "{err}");
 
         let (mut l, f) = layer();
         let deep = format!("/p/{}", vec!["a"; 10_000].join("/"));
         l.put(deep.as_bytes(), b"1", 2, &f);
-        let err = l.tree().unwrap_err();
+        let err = l.tree(&f).unwrap_err();
         assert!(err.message().contains("10000 path segments"), "{err}");
         assert_eq!(err.key(), Some(deep.as_str()));
 
@@ -410,21 +593,21 @@ mod tests {
         let (mut l, f) = layer();
         l.put(b"/p/limits/max", b"1", 2, &f);
         l.put(b"/p/", b"limits: 5", 3, &f);
-        let err = l.tree().unwrap_err();
+        let err = l.tree(&f).unwrap_err();
         assert_eq!(err.key(), Some("/p/"), "{err}");
         assert!(err.message().contains("`/p/limits/max`"), "{err}");
         // And an older root document blocking a newer key: the key is named, with the document.
         let (mut l, f) = layer();
         l.put(b"/p/", b"limits: 5", 2, &f);
         l.put(b"/p/limits/max", b"1", 3, &f);
-        let err = l.tree().unwrap_err();
+        let err = l.tree(&f).unwrap_err();
         assert_eq!(err.key(), Some("/p/limits/max"), "{err}");
         assert!(err.message().contains("(key `/p/`)"), "{err}");
 
         let (mut l, f) = layer();
         l.put(b"/p/a//b", b"1", 2, &f);
         assert!(l
-            .tree()
+            .tree(&f)
             .unwrap_err()
             .message()
             .contains("empty path segment"));

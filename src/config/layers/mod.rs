@@ -3,10 +3,12 @@
 
 mod env;
 mod etcd;
+mod etcd_read;
 mod file;
 mod overlay;
 
 pub(crate) use env::env_layer;
 pub(crate) use etcd::EtcdLayer;
+pub(crate) use etcd_read::{read_layer, LayerRead};
 pub(crate) use file::{file_layer, read_file, FileContent, FileWatch};
 pub(crate) use overlay::Overlay;

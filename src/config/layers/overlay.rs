@@ -29,7 +29,7 @@ impl Overlay {
         for (key, value, mod_revision) in &self.kvs {
             layer.put(key, value, *mod_revision, fields);
         }
-        layer.tree()
+        layer.tree(fields)
     }
 }
 

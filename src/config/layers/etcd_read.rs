@@ -1,0 +1,85 @@
+//! The bind's read of the etcd layer: every page is parsed and put into the layer's tree on a
+//! blocking thread while the next page is read, so parsing overlaps the read.
+
+use etcd_client::KeyValue;
+
+use super::etcd::{EtcdLayer, Loading};
+use crate::config::tree::LayerTree;
+use crate::config::value::StringFields;
+use crate::error::{Error, ErrorKind, Result};
+use crate::etcd::{prefix_end, read_range_pages, Etcd};
+
+/// What [`read_layer`] read.
+pub(crate) struct LayerRead {
+    /// The revision every page was read at.
+    pub(crate) revision: i64,
+    /// Every key under the prefix, in key order.
+    pub(crate) kvs: Vec<KeyValue>,
+    /// The layer's tree (or its first bad key), as [`EtcdLayer::tree`] gives it.
+    pub(crate) tree: Result<LayerTree>,
+}
+
+/// Reads every key under `layer`'s prefix (empty) into it, in pages of `page_size` keys at one
+/// revision, as `read_prefix` does. Returns the layer (holding what was read, even after an
+/// error) and the read.
+///
+/// Cancel safety: dropping the future stops the read after the page in flight; the thread
+/// parsing pages ends with it.
+///
+/// # Errors
+/// The error of the read, as `read_prefix` gives it.
+pub(crate) async fn read_layer(
+    etcd: &Etcd,
+    prefix: &str,
+    page_size: i64,
+    mut layer: EtcdLayer,
+    fields: &StringFields,
+) -> (EtcdLayer, Result<LayerRead>) {
+    let (pages, received) = std::sync::mpsc::channel::<Vec<KeyValue>>();
+    let fields = fields.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut load = Loading::default();
+        let mut kvs = Vec::new();
+        for page in received {
+            let batch: Vec<(&[u8], &[u8], i64)> = page
+                .iter()
+                .map(|kv| (kv.key(), kv.value(), kv.mod_revision()))
+                .collect();
+            layer.load_page(&batch, &fields, &mut load);
+            drop(batch);
+            kvs.extend(page);
+        }
+        let tree = layer.loaded_tree(load, &fields);
+        (layer, kvs, tree)
+    });
+    let read = read_range_pages(
+        etcd,
+        prefix.as_bytes().to_vec(),
+        prefix_end(prefix.as_bytes()),
+        page_size,
+        None,
+        |page, _| {
+            // The receiver lives until every page is sent.
+            let _ = pages.send(page);
+        },
+    )
+    .await;
+    drop(pages);
+    let (layer, kvs, tree) = match worker.await {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => {
+            let error = Error::new(
+                ErrorKind::Unavailable,
+                format!("reading `{prefix}`: the runtime is shutting down"),
+            );
+            return (EtcdLayer::new(prefix.to_string(), usize::MAX), Err(error));
+        }
+    };
+    let read = read.map(|revision| LayerRead {
+        revision,
+        kvs,
+        tree,
+    });
+    (layer, read)
+}

@@ -1,0 +1,336 @@
+//! The common shapes of a raw value, read without the YAML parser: a decimal integer or bool,
+//! a plain word (`alice`, `1.10`, `eu-west-1`, `hello world`) and a one-line flow mapping of
+//! plain words (`{weight: 1, label: blue}`).
+//!
+//! Each shape is a small subset of YAML whose meaning is fixed: the text is split where the
+//! YAML parser would split it, and every scalar is resolved by the same function and the same
+//! string-field rule as the parser's own path ([`resolve_plain`], `is_string_only`). Anything
+//! outside the subset (quotes, `#`, `:` or brackets inside a word, several lines, a key twice,
+//! a word that does not resolve) is declined with `None` and read by the YAML parser, which
+//! also gives the error. A property test holds each shape's result equal to the parser's.
+
+use serde_json::{Map, Value};
+
+use super::value::StringFields;
+use super::yaml::resolve_plain;
+
+/// `Some` for text that is exactly a decimal integer without a leading zero (fits i64 or u64),
+/// `true` or `false`: what YAML would make of it, without running the YAML parser.
+pub(super) fn plain_scalar(text: &str) -> Option<Value> {
+    match text {
+        "true" => return Some(Value::Bool(true)),
+        "false" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let plain = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && text != "-0";
+    if !plain {
+        return None;
+    }
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(Value::from(n));
+    }
+    text.parse::<u64>().ok().map(Value::from)
+}
+
+/// What YAML makes of `text` if it is a plain word or a one-line flow mapping of plain words
+/// (see the module docs); `None` for any other text. `node` is the schema of the value's place
+/// in the bound type and `depth` the nesting levels it may still have (a mapping needs 1).
+pub(super) fn simple(
+    text: &str,
+    fields: &StringFields,
+    node: Option<&Value>,
+    depth: usize,
+) -> Option<Value> {
+    let text = text.trim_matches(' ');
+    if let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+        return (depth >= 1)
+            .then(|| flow_mapping(inner, fields, node))
+            .flatten();
+    }
+    if is_word(text) {
+        return word(text, fields, node);
+    }
+    None
+}
+
+/// The entries of a flow mapping (the text between the braces): `key: word` pairs separated
+/// by commas, each key a plain identifier-like word.
+fn flow_mapping(inner: &str, fields: &StringFields, node: Option<&Value>) -> Option<Value> {
+    let mut map = Map::new();
+    if inner.trim_matches(' ').is_empty() {
+        return Some(Value::Object(map));
+    }
+    for entry in inner.split(',') {
+        let (key, value) = entry.split_once(": ")?;
+        let (key, value) = (key.trim_matches(' '), value.trim_matches(' '));
+        if !is_key(key) || !is_word(value) {
+            return None;
+        }
+        let child = node.and_then(|n| fields.child(n, key, 0));
+        let value = word(value, fields, child)?;
+        if map.insert(key.to_string(), value).is_some() {
+            return None;
+        }
+    }
+    Some(Value::Object(map))
+}
+
+/// A plain word's value by YAML 1.2's core schema, kept as text where the schema wants a
+/// string; `None` where it does not resolve (`.inf`), so the parser reports it.
+fn word(text: &str, fields: &StringFields, node: Option<&Value>) -> Option<Value> {
+    let value = resolve_plain(text).ok()?;
+    if matches!(value, Value::Number(_) | Value::Bool(_))
+        && node.is_some_and(|n| fields.is_string_only(n))
+    {
+        return Some(Value::String(text.to_string()));
+    }
+    Some(value)
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-')
+}
+
+/// A plain scalar the YAML parser reads as its text in any context: words of letters, digits
+/// and `_ . + -` separated by single spaces, each starting with a letter, digit or `_` (or one
+/// of `. + -` directly before one), so none can be an indicator (`- `, `---`, `...`).
+fn is_word(text: &str) -> bool {
+    !text.is_empty() && text.split(' ').all(is_word_part)
+}
+
+fn is_word_part(part: &str) -> bool {
+    let b = part.as_bytes();
+    let starts = match b {
+        [first, ..] if first.is_ascii_alphanumeric() || *first == b'_' => true,
+        [b'.' | b'+' | b'-', second, ..] => second.is_ascii_alphanumeric() || *second == b'_',
+        _ => false,
+    };
+    starts && b.iter().all(|&c| is_word_byte(c))
+}
+
+/// A mapping key: letters, digits, `_` and `-`, starting with a letter, digit or `_`.
+fn is_key(text: &str) -> bool {
+    let b = text.as_bytes();
+    matches!(b.first(), Some(c) if c.is_ascii_alphanumeric() || *c == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml::{self, Budget};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn fields() -> StringFields {
+        StringFields::new(json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "port": {"type": "integer"},
+                "items": {
+                    "type": "object",
+                    "additionalProperties": {"$ref": "#/definitions/Item"}
+                }
+            },
+            "definitions": {
+                "Item": {
+                    "type": "object",
+                    "properties": {
+                        "label": {"type": "string"},
+                        "weight": {"type": "integer"}
+                    }
+                }
+            }
+        }))
+    }
+
+    /// The YAML parser's reading of `text` (what the fast path must equal).
+    fn parsed(text: &str, fields: &StringFields, node: Option<&Value>) -> Result<Value, String> {
+        let budget = Budget {
+            depth: 8,
+            nodes: text.len() + 4096,
+            alias_nodes: text.len() / 4 + 4096,
+            depth_limit: 8,
+        };
+        yaml::parse(text, fields, node, budget)
+    }
+
+    #[test]
+    fn integers_and_bools_agree_with_yaml() {
+        for text in [
+            "0",
+            "7",
+            "-7",
+            "8080",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "true",
+            "false",
+        ] {
+            let yaml: Value = serde_yaml::from_str(text).unwrap();
+            assert_eq!(plain_scalar(text), Some(yaml), "{text}");
+        }
+        for text in [
+            "007", "-0", "1.5", "1e3", "0x10", "+1", "True", " 1", "1 ", "-",
+        ] {
+            assert_eq!(plain_scalar(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn words_and_flow_mappings_read_as_yaml_reads_them() {
+        let f = fields();
+        let item = f.schema().pointer("/definitions/Item");
+        assert_eq!(
+            simple("{weight: 1, label: 0123}", &f, item, 4),
+            Some(json!({"weight": 1, "label": "0123"}))
+        );
+        assert_eq!(
+            simple("{weight: 1.5, label: 1.10}", &f, item, 4),
+            Some(json!({"weight": 1.5, "label": "1.10"}))
+        );
+        assert_eq!(
+            simple("hello world", &f, None, 4),
+            Some(json!("hello world"))
+        );
+        assert_eq!(simple("-1.5e3", &f, None, 4), Some(json!(-1500.0)));
+        assert_eq!(simple("{}", &f, None, 4), Some(json!({})));
+        // Declined: the parser reads (or refuses) these itself.
+        for text in [
+            "{a: 1, a: 2}",
+            "{a: 1,}",
+            "{a:1}",
+            "{a: 'x'}",
+            "{a: [1]}",
+            "{a: x # c}",
+            "a: 1",
+            "- a",
+            "---",
+            ".inf",
+            "a\nb",
+            "{a: 1}\n",
+        ] {
+            assert_eq!(simple(text, &f, None, 4), None, "{text}");
+        }
+        assert_eq!(simple("{a: 1}", &f, None, 0), None, "too deep");
+    }
+
+    /// Text made of the pieces the fast path looks at, and of the ones that end it.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => "[a-z]{1,6}",
+            4 => "[0-9]{1,4}",
+            1 => "0[0-9]{1,3}",
+            1 => "-?[0-9]{1,3}\\.[0-9]{0,3}(e[+-]?[0-9]{1,2})?",
+            1 => Just("true".to_string()),
+            1 => Just("False".to_string()),
+            1 => Just("null".to_string()),
+            1 => Just("~".to_string()),
+            1 => Just(".inf".to_string()),
+            1 => Just("0x1F".to_string()),
+            1 => Just("+12".to_string()),
+            1 => Just("-".to_string()),
+            1 => Just(".".to_string()),
+            1 => Just("_x".to_string()),
+            1 => Just("a-b".to_string()),
+            1 => Just("a.b".to_string()),
+            1 => Just("label".to_string()),
+            1 => Just("weight".to_string()),
+            1 => Just("name".to_string()),
+            1 => Just("port".to_string()),
+        ]
+    }
+
+    fn spaces() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => Just(String::new()),
+            3 => Just(" ".to_string()),
+            1 => Just("  ".to_string()),
+        ]
+    }
+
+    fn separator() -> impl Strategy<Value = String> {
+        prop_oneof![
+            12 => Just(": ".to_string()),
+            1 => Just(":".to_string()),
+            1 => Just(": # ".to_string()),
+            1 => Just(" : ".to_string()),
+            1 => Just(":  ".to_string()),
+        ]
+    }
+
+    /// A word: pieces joined by spaces (sometimes two) or by `:`, `#`, `,` and quotes.
+    fn word_text() -> impl Strategy<Value = String> {
+        let joint = prop_oneof![
+            12 => Just(" ".to_string()),
+            1 => Just("  ".to_string()),
+            4 => Just(String::new()),
+            1 => Just(":".to_string()),
+            1 => Just(" #".to_string()),
+            1 => Just("'".to_string()),
+            1 => Just("\"".to_string()),
+            1 => Just("[".to_string()),
+        ];
+        (piece(), proptest::collection::vec((joint, piece()), 0..3)).prop_map(|(first, rest)| {
+            let mut s = first;
+            for (j, p) in rest {
+                s.push_str(&j);
+                s.push_str(&p);
+            }
+            s
+        })
+    }
+
+    fn mapping_text() -> impl Strategy<Value = String> {
+        let entry = (spaces(), piece(), separator(), word_text(), spaces())
+            .prop_map(|(a, k, sep, v, b)| format!("{a}{k}{sep}{v}{b}"));
+        (
+            spaces(),
+            proptest::collection::vec(entry, 0..5),
+            prop_oneof![4 => Just(String::new()), 1 => Just(",".to_string())],
+            spaces(),
+        )
+            .prop_map(|(before, entries, trailing, after)| {
+                format!("{before}{{{}{trailing}}}{after}", entries.join(","))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn a_simple_shape_reads_as_the_yaml_parser_reads_it(
+            text in prop_oneof![word_text(), mapping_text()],
+            at in prop_oneof![Just(None), Just(Some("/definitions/Item")), Just(Some("/properties/name"))],
+        ) {
+            let f = fields();
+            let node = at.and_then(|p| f.schema().pointer(p));
+            if let Some(fast) = simple(&text, &f, node, 4) {
+                prop_assert_eq!(Ok(fast), parsed(&text, &f, node), "text {:?}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn the_shapes_of_common_values_take_the_fast_path() {
+        let f = fields();
+        let item = f.schema().pointer("/definitions/Item");
+        for text in [
+            "{weight: 1, label: blue}",
+            "{ weight: 12 , label: a b c }",
+            "eu-west-1",
+            "1.10",
+            "v2.3.4-rc.1",
+        ] {
+            let fast = simple(text, &f, item, 4);
+            assert!(fast.is_some(), "{text}");
+            assert_eq!(Ok(fast.unwrap()), parsed(text, &f, item), "{text}");
+        }
+    }
+}
