@@ -296,7 +296,6 @@ impl<T: CoordConfig> Checker<T> {
     /// Deserializes (failing field path from `serde_path_to_error`), checks the schema's
     /// constraints, then runs `T::validate`. A deserialization error and every schema violation
     /// are reported together; the error's field, layer and key are the first one's.
-    #[cfg(test)]
     pub(crate) fn check(&self, merged: &Value, sources: &Sources) -> Result<T> {
         self.evaluate(merged)
             .map_err(|failed| self.explain(failed, merged, Some(sources)))
@@ -325,9 +324,9 @@ impl<T: CoordConfig> Checker<T> {
     }
 
     /// [`check`](Self::check) without the provenance: the value, or what is wrong with it, for
-    /// [`explain`](Self::explain) to turn into the error once the sources are known (they are
-    /// built while this runs, for a large value).
-    pub(crate) fn evaluate(&self, doc: &Value) -> std::result::Result<T, Failed> {
+    /// [`explain`](Self::explain) to turn into the error (provenance is looked up only for a
+    /// candidate that fails).
+    fn evaluate(&self, doc: &Value) -> std::result::Result<T, Failed> {
         let secrets = SecretPaths::new(T::SECRETS);
         let mut violations = Vec::new();
         // Plain deserialization first: tracking the field path costs on every node, and is
@@ -365,7 +364,7 @@ impl<T: CoordConfig> Checker<T> {
 
     /// The error for what [`evaluate`](Self::evaluate) found wrong with `doc`, naming the layer
     /// and key of the first violation from `sources`; no secret value of `doc` is shown.
-    pub(crate) fn explain(&self, failed: Failed, doc: &Value, sources: Option<&Sources>) -> Error {
+    fn explain(&self, failed: Failed, doc: &Value, sources: Option<&Sources>) -> Error {
         let error = match failed.0 {
             Failure::Violations(violations) => {
                 report(&violations, sources).expect("a failed check has a violation")

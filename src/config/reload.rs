@@ -828,9 +828,7 @@ impl<T: CoordConfig> State<T> {
             None => None,
         };
         let above: Vec<&LayerTree> = overlay.into_iter().chain([&self.env]).collect();
-        let checker = &self.checker;
-        let (merged, checked) =
-            Merged::full_with(file, etcd, &above, |root| checker.evaluate(root));
+        let merged = Merged::full(file, etcd, &above);
         let unknown = match self.unknown_keys {
             UnknownKeys::Ignore => Vec::new(),
             UnknownKeys::Warn | UnknownKeys::Reject => {
@@ -841,12 +839,10 @@ impl<T: CoordConfig> State<T> {
         self.merged = Some(merged);
         let merged = self.merged.as_ref().expect("just set");
         let blame = |e: Error| self.blame(e, &change);
-        let value = checked.map_err(|failed| {
-            blame(
-                self.checker
-                    .explain(failed, &merged.root, Some(&merged.sources)),
-            )
-        })?;
+        let value = self
+            .checker
+            .check(&merged.root, &merged.sources)
+            .map_err(blame)?;
         if let (UnknownKeys::Reject, Some(first)) = (self.unknown_keys, unknown.first()) {
             let mut error = Error::new(ErrorKind::Validation, first.to_string())
                 .with_origin(&first.source.origin)

@@ -8,10 +8,6 @@ use serde_json::{Map, Value};
 
 use crate::provenance::{Source, Sources};
 
-/// The fewest leaves whose sources [`Merged::full_with`] collects on a thread of their own
-/// (below it, starting the thread costs more than it saves).
-const PARALLEL_SOURCES_MIN: usize = 4096;
-
 /// A layer's values as a JSON object tree plus the source of every leaf path in it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LayerTree {
@@ -82,7 +78,10 @@ impl LayerTree {
             };
         }
         push_segment(&mut dotted, last);
-        remove_below(&mut self.leaves, &dotted);
+        if node.contains_key(*last) {
+            // Only a path that holds a value has leaves at or below it.
+            remove_below(&mut self.leaves, &dotted);
+        }
         match &value {
             Value::Object(map) if !map.is_empty() => {
                 let mut prefix = dotted;
@@ -171,32 +170,12 @@ impl Merged {
     /// Merges the layers from scratch, as [`merge`] does, taking the etcd layer's tree
     /// instead of copying it (it is usually by far the biggest). `above` are the layers over
     /// etcd, lowest precedence first (a rollout's overlay, then the environment).
-    ///
-    /// `alongside` runs on the merged tree while its sources are collected: on another thread
-    /// when there are many (the two costs of a large full build then overlap); its result is
-    /// returned with the merge.
-    pub(crate) fn full_with<R>(
-        file: &LayerTree,
-        etcd: LayerTree,
-        above: &[&LayerTree],
-        alongside: impl FnOnce(&Value) -> R,
-    ) -> (Merged, R) {
+    pub(crate) fn full(file: &LayerTree, etcd: LayerTree, above: &[&LayerTree]) -> Merged {
         let (root, leaves) = merge_full(file, etcd, above);
-        let root = Value::Object(root);
-        if leaves.len() < PARALLEL_SOURCES_MIN {
-            let sources = Sources::from_map(leaves);
-            let result = alongside(&root);
-            return (Merged { root, sources }, result);
+        Merged {
+            root: Value::Object(root),
+            sources: Sources::from_map(leaves),
         }
-        let (sources, result) = std::thread::scope(|scope| {
-            let sources = scope.spawn(move || Sources::from_map(leaves));
-            let result = alongside(&root);
-            match sources.join() {
-                Ok(sources) => (sources, result),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        });
-        (Merged { root, sources }, result)
     }
 
     /// Recomputes the merged subtree and the sources at `path` (segments, not empty) from the
@@ -293,7 +272,7 @@ impl Merged {
     }
 }
 
-/// The merged tree and the source of each of its leaves, from scratch (see [`Merged::full_with`]).
+/// The merged tree and the source of each of its leaves, from scratch (see [`Merged::full`]).
 fn merge_full(
     file: &LayerTree,
     etcd: LayerTree,

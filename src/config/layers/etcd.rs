@@ -15,7 +15,9 @@ use crate::provenance::{Origin, Source};
 const PARALLEL_PARSE_MIN: usize = 512;
 
 /// The keys under a prefix with their parsed values. Parsing happens once per write, so a
-/// rebuild after a change re-parses only the keys that changed.
+/// rebuild after a change re-parses only the keys that changed; the exception is the values of
+/// a read of the whole prefix, which are moved into the tree built with it (not copied) and
+/// parsed again if a later full rebuild needs them.
 ///
 /// Key `<prefix>/a/b` is field path `a.b`; key `<prefix>/` (nothing after the slash) holds a
 /// document for the root. A bad value (invalid YAML, too large, a key that cannot name a field)
