@@ -3,7 +3,6 @@
 //! carries it for the bad value ([`Provenance`]). Both are built from one [`Origin`].
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
 use std::path::PathBuf;
@@ -179,14 +178,16 @@ impl fmt::Display for Source {
 /// paths at that key, so consecutive snapshots share almost all of their provenance.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sources {
-    leaves: imbl::OrdMap<Arc<str>, Arc<Source>>,
+    leaves: Leaves,
 }
 
+/// Leaf paths (dotted) with their sources: the map inside [`Sources`], which a layer's tree
+/// builds as it goes, so the merged sources take it whole.
+pub(crate) type Leaves = imbl::OrdMap<Arc<str>, Arc<Source>>;
+
 impl Sources {
-    pub(crate) fn from_map(leaves: BTreeMap<Arc<str>, Arc<Source>>) -> Self {
-        Sources {
-            leaves: leaves.into_iter().collect(),
-        }
+    pub(crate) fn from_map(leaves: Leaves) -> Self {
+        Sources { leaves }
     }
 
     /// The source of the value at `path` (dotted). Looks up the path itself, then its closest
@@ -355,7 +356,7 @@ mod tests {
 
     #[test]
     fn lookup_falls_back_to_closest_ancestor_then_default() {
-        let mut m = BTreeMap::new();
+        let mut m = std::collections::BTreeMap::new();
         m.insert("servers".to_string(), etcd("/p/servers"));
         m.insert("database.host".to_string(), etcd("/p/database/host"));
         let s = Sources::from_map(

@@ -64,6 +64,8 @@ fn flow_mapping(inner: &str, fields: &StringFields, node: Option<&Value>) -> Opt
     if inner.trim_matches(' ').is_empty() {
         return Some(Value::Object(map));
     }
+    // The mapping's schema with its `$ref` followed, once for every key.
+    let node = node.and_then(|n| fields.resolved(n));
     for entry in inner.split(',') {
         let (key, value) = entry.split_once(": ")?;
         let (key, value) = (key.trim_matches(' '), value.trim_matches(' '));
@@ -91,25 +93,57 @@ fn word(text: &str, fields: &StringFields, node: Option<&Value>) -> Option<Value
     Some(value)
 }
 
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-')
+/// What a byte may be in a word: one that may start a part (a letter, digit or `_`), one that
+/// may only follow (`.`, `+`, `-`; or start a part directly before a byte of the first kind),
+/// the space between parts, or none of these.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Start,
+    Inner,
+    Space,
+    Other,
 }
+
+const CLASSES: [Class; 256] = {
+    let mut classes = [Class::Other; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        classes[b] = if c.is_ascii_alphanumeric() || c == b'_' {
+            Class::Start
+        } else if c == b'.' || c == b'+' || c == b'-' {
+            Class::Inner
+        } else if c == b' ' {
+            Class::Space
+        } else {
+            Class::Other
+        };
+        b += 1;
+    }
+    classes
+};
 
 /// A plain scalar the YAML parser reads as its text in any context: words of letters, digits
 /// and `_ . + -` separated by single spaces, each starting with a letter, digit or `_` (or one
 /// of `. + -` directly before one), so none can be an indicator (`- `, `---`, `...`).
 fn is_word(text: &str) -> bool {
-    !text.is_empty() && text.split(' ').all(is_word_part)
-}
-
-fn is_word_part(part: &str) -> bool {
-    let b = part.as_bytes();
-    let starts = match b {
-        [first, ..] if first.is_ascii_alphanumeric() || *first == b'_' => true,
-        [b'.' | b'+' | b'-', second, ..] => second.is_ascii_alphanumeric() || *second == b'_',
-        _ => false,
-    };
-    starts && b.iter().all(|&c| is_word_byte(c))
+    let b = text.as_bytes();
+    let class = |i: usize| b.get(i).map_or(Class::Other, |&c| CLASSES[c as usize]);
+    if !b.iter().all(|&c| CLASSES[c as usize] != Class::Other) {
+        return false;
+    }
+    // Every part starts right: at the start and after each space (so no part is empty).
+    let mut start = 0;
+    loop {
+        match (class(start), class(start + 1)) {
+            (Class::Start, _) | (Class::Inner, Class::Start) => {}
+            _ => return false,
+        }
+        match text[start..].find(' ') {
+            Some(at) => start += at + 1,
+            None => return true,
+        }
+    }
 }
 
 /// A mapping key: letters, digits, `_` and `-`, starting with a letter, digit or `_`.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::provenance::{Source, Sources};
+use crate::provenance::{Leaves, Source, Sources};
 
 /// A layer's values as a JSON object tree plus the source of every leaf path in it.
 #[derive(Clone, Debug, Default)]
@@ -15,7 +15,7 @@ pub(crate) struct LayerTree {
     /// The source of every leaf path of `root`, exactly (no path that is not a leaf): one
     /// `Arc` per inserted key, shared by every leaf that key set. Paths are `Arc<str>` so that
     /// the merged [`Sources`] take them without copying.
-    leaves: BTreeMap<Arc<str>, Arc<Source>>,
+    leaves: Leaves,
 }
 
 /// A key whose path runs through a value that is not an object (e.g. `port/x` while `port`
@@ -60,12 +60,13 @@ impl LayerTree {
             };
         };
         let mut node = &mut self.root;
-        let mut dotted = String::new();
+        let mut dotted = String::with_capacity(path.iter().map(|s| s.len() + 1).sum());
         for segment in parents {
             push_segment(&mut dotted, segment);
-            let child = node
-                .entry((*segment).to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
+            if !node.contains_key(*segment) {
+                node.insert((*segment).to_string(), Value::Object(Map::new()));
+            }
+            let child = node.get_mut(*segment).expect("inserted above");
             node = match child {
                 Value::Object(map) => {
                     if map.is_empty() {
@@ -136,7 +137,7 @@ impl LayerTree {
         exact
             .into_iter()
             .chain(
-                self.leaves.range::<str, _>((
+                self.leaves.range::<_, str>((
                     Bound::Included(from.as_str()),
                     Bound::Excluded(to.as_str()),
                 )),
@@ -277,7 +278,7 @@ fn merge_full(
     file: &LayerTree,
     etcd: LayerTree,
     above: &[&LayerTree],
-) -> (Map<String, Value>, BTreeMap<Arc<str>, Arc<Source>>) {
+) -> (Map<String, Value>, Leaves) {
     let empty = |layer: &LayerTree| layer.root.is_empty() && layer.leaves.is_empty();
     if empty(file) && above.iter().all(|layer| empty(layer)) {
         // One layer: its leaves are exactly the leaves of its tree.
@@ -296,7 +297,7 @@ fn merge_full(
         merge_into(&mut root, &layer.root);
         leaves.extend(layer.leaves.iter().map(|(p, s)| (p.clone(), s.clone())));
     }
-    leaves.retain(|path, _| is_leaf(&root, path));
+    keep_leaves(&mut leaves, &root);
     (root, leaves)
 }
 
@@ -322,11 +323,24 @@ fn push_segment(dotted: &mut String, segment: &str) {
     dotted.push_str(segment);
 }
 
-fn remove_below(leaves: &mut BTreeMap<Arc<str>, Arc<Source>>, path: &str) {
+/// Drops the paths that are not leaves of `root` (a higher layer replaced an object with a
+/// scalar, dropping the leaves below it, or the reverse).
+fn keep_leaves(leaves: &mut Leaves, root: &Map<String, Value>) {
+    let doomed: Vec<Arc<str>> = leaves
+        .keys()
+        .filter(|path| !is_leaf(root, path))
+        .cloned()
+        .collect();
+    for path in doomed {
+        leaves.remove(&*path);
+    }
+}
+
+fn remove_below(leaves: &mut Leaves, path: &str) {
     leaves.remove(path);
     let below = format!("{path}.");
     let doomed: Vec<Arc<str>> = leaves
-        .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
+        .range::<_, str>((Bound::Included(below.as_str()), Bound::Unbounded))
         .take_while(|(p, _)| p.starts_with(&below))
         .map(|(p, _)| Arc::clone(p))
         .collect();
@@ -339,7 +353,7 @@ fn collect_leaves(
     map: &Map<String, Value>,
     prefix: &mut String,
     source: &Arc<Source>,
-    out: &mut BTreeMap<Arc<str>, Arc<Source>>,
+    out: &mut Leaves,
 ) {
     for (key, value) in map {
         let len = prefix.len();
@@ -358,14 +372,14 @@ fn collect_leaves(
 /// layer replaces what is below it. Returns the merged tree and the source of each of its leaves.
 pub(crate) fn merge<'a>(layers: impl IntoIterator<Item = &'a LayerTree>) -> (Value, Sources) {
     let mut root = Map::new();
-    let mut leaves = BTreeMap::new();
+    let mut leaves = Leaves::new();
     for layer in layers {
         merge_into(&mut root, &layer.root);
         leaves.extend(layer.leaves.iter().map(|(p, s)| (p.clone(), s.clone())));
     }
     // Keep only paths that are still leaves of the merged tree: a higher layer may have replaced
     // an object with a scalar (dropping the leaves below it) or the reverse.
-    leaves.retain(|path, _| is_leaf(&root, path));
+    keep_leaves(&mut leaves, &root);
     (Value::Object(root), Sources::from_map(leaves))
 }
 

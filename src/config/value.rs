@@ -308,6 +308,12 @@ impl StringFields {
         None
     }
 
+    /// `node` with its `$ref` followed (itself if it has none); `None` for a reference the
+    /// schema does not hold.
+    pub(crate) fn resolved<'a>(&'a self, node: &'a Value) -> Option<&'a Value> {
+        self.resolve(node, 0)
+    }
+
     fn resolve<'a>(&'a self, node: &'a Value, depth: usize) -> Option<&'a Value> {
         if depth > 32 {
             return None;
