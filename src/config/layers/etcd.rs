@@ -40,6 +40,10 @@ pub(crate) struct Loading {
     tree: Option<LayerTree>,
     /// The last key loaded (pages come in key order).
     last: Option<Vec<u8>>,
+    /// The entries loaded, in key order while `sorted`: recorded into the layer at the end,
+    /// where a map built from sorted entries costs no key comparisons.
+    entries: Vec<(String, Entry)>,
+    sorted: bool,
 }
 
 impl Default for Loading {
@@ -47,6 +51,8 @@ impl Default for Loading {
         Loading {
             tree: Some(LayerTree::default()),
             last: None,
+            entries: Vec::new(),
+            sorted: true,
         }
     }
 }
@@ -78,7 +84,7 @@ impl EtcdLayer {
     /// Records a put of `key` (a full etcd key under the prefix) at `mod_revision`.
     pub(crate) fn put(&mut self, key: &[u8], raw: &[u8], mod_revision: i64, fields: &StringFields) {
         let (key, value) = self.parse(key, raw, fields);
-        self.record(key, raw, mod_revision, value.map(Some));
+        self.put_parsed(key, raw, mod_revision, value.map(Some));
     }
 
     /// Records the puts of `kvs` (full etcd keys with their values and `mod_revision`s) in
@@ -88,7 +94,7 @@ impl EtcdLayer {
     pub(crate) fn put_all(&mut self, kvs: &[(&[u8], &[u8], i64)], fields: &StringFields) {
         let parsed = self.parse_all(kvs, fields);
         for (&(_, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed) {
-            self.record(key, raw, mod_revision, value.map(Some));
+            self.put_parsed(key, raw, mod_revision, value.map(Some));
         }
     }
 
@@ -125,13 +131,18 @@ impl EtcdLayer {
         fields: &StringFields,
         load: &mut Loading,
     ) {
+        debug_assert!(self.entries.is_empty(), "the layer is filled at the end");
         let parsed = self.parse_all(kvs, fields);
         let tree = &mut load.tree;
-        for (&(raw_key, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed) {
-            if load.last.as_deref().is_some_and(|last| raw_key <= last) {
+        for (i, (&(raw_key, raw, mod_revision), (key, value))) in kvs.iter().zip(parsed).enumerate()
+        {
+            let previous = match i {
+                0 => load.last.as_deref(),
+                _ => Some(kvs[i - 1].0),
+            };
+            if previous.is_some_and(|last| raw_key <= last) {
                 *tree = None;
             }
-            load.last = Some(raw_key.to_vec());
             let (kept, value) = match value {
                 Ok(v) => (Ok(None), Some(v)),
                 Err(msg) => (Err(msg), None),
@@ -142,9 +153,20 @@ impl EtcdLayer {
                     mod_revision,
                 }))
             });
-            let replaced = self.record(key, raw, mod_revision, kept);
+            // Keys that are not valid UTF-8 may read as the same text: such a key is bad anyway.
+            if load.sorted && load.entries.last().is_some_and(|(last, _)| key <= *last) {
+                load.sorted = false;
+                *tree = None;
+            }
+            let entry = Entry {
+                mod_revision,
+                depth: key.matches('/').count(),
+                raw: raw.to_vec(),
+                value: kept,
+            };
+            load.entries.push((key, entry));
             let inserted = match (tree.as_mut(), value, source) {
-                (Some(t), Some(value), Some(source)) if !replaced => {
+                (Some(t), Some(value), Some(source)) => {
                     let Origin::Etcd { key, .. } = &source.origin else {
                         unreachable!("made just above");
                     };
@@ -158,6 +180,9 @@ impl EtcdLayer {
                 *tree = None;
             }
         }
+        if let Some(&(last, _, _)) = kvs.last() {
+            load.last = Some(last.to_vec());
+        }
     }
 
     /// The tree built by [`load_page`](Self::load_page), or (where a value was bad or blocked)
@@ -165,7 +190,22 @@ impl EtcdLayer {
     ///
     /// # Errors
     /// As [`tree`](Self::tree).
-    pub(crate) fn loaded_tree(&self, load: Loading, fields: &StringFields) -> Result<LayerTree> {
+    pub(crate) fn loaded_tree(
+        &mut self,
+        load: Loading,
+        fields: &StringFields,
+    ) -> Result<LayerTree> {
+        if load.sorted {
+            for (key, entry) in &load.entries {
+                self.bad += usize::from(entry.value.is_err());
+                self.bytes += key.len() + entry.raw.len();
+            }
+            self.entries = load.entries.into_iter().collect();
+        } else {
+            for (key, entry) in load.entries {
+                self.record(key, entry);
+            }
+        }
         match load.tree {
             Some(tree) if self.bad == 0 => Ok(tree),
             _ => self.tree(fields),
@@ -242,33 +282,29 @@ impl EtcdLayer {
         }
     }
 
-    /// Records one key; returns whether it replaced a recorded one.
-    fn record(
+    /// Records one key's value (`raw`, parsed as `value`).
+    fn put_parsed(
         &mut self,
         key: String,
         raw: &[u8],
         mod_revision: i64,
         value: Result<Option<Value>, String>,
-    ) -> bool {
-        let depth = key.matches('/').count();
-        self.bad += usize::from(value.is_err());
+    ) {
+        let entry = Entry {
+            mod_revision,
+            depth: key.matches('/').count(),
+            raw: raw.to_vec(),
+            value,
+        };
+        self.record(key, entry);
+    }
+
+    fn record(&mut self, key: String, entry: Entry) {
+        self.bad += usize::from(entry.value.is_err());
         let key_len = key.len();
-        self.bytes += key_len + raw.len();
-        let old = self.entries.insert(
-            key,
-            Entry {
-                mod_revision,
-                depth,
-                raw: raw.to_vec(),
-                value,
-            },
-        );
-        match old {
-            Some(old) => {
-                self.forget(&old, key_len);
-                true
-            }
-            None => false,
+        self.bytes += key_len + entry.raw.len();
+        if let Some(old) = self.entries.insert(key, entry) {
+            self.forget(&old, key_len);
         }
     }
 
