@@ -63,8 +63,8 @@ struct Entry {
     depth: usize,
     raw: Vec<u8>,
     /// The parsed value, or why it is bad. `Ok(None)` once the value has been moved into the
-    /// tree built with the read ([`put_all_into_tree`](EtcdLayer::put_all_into_tree)): it is
-    /// parsed again from `raw` when a later tree needs it.
+    /// tree built with the read ([`load_page`](EtcdLayer::load_page)): it is parsed again from
+    /// `raw` when a later tree needs it.
     value: Result<Option<Value>, String>,
 }
 
@@ -559,30 +559,44 @@ mod tests {
     #[test]
     fn the_tree_built_with_a_read_equals_the_tree_built_after_it() {
         let f = StringFields::new(json!({}));
-        let keys: Vec<(String, String, i64)> = (0..2 * PARALLEL_PARSE_MIN)
-            .map(|i| {
-                let (key, value) = match i % 4 {
-                    0 => (
-                        format!("/p/items/k{i:06}"),
-                        format!("{{weight: {i}, label: x}}"),
-                    ),
-                    1 => (format!("/p/items/k{:06}/label", i - 1), format!("l{i}")),
-                    2 => (format!("/p/n{i:06}"), "a: [1, {b: 2}]".to_string()),
-                    _ => (format!("/p/s{i:06}"), format!("{{\"a\": {i}}}")),
-                };
-                (key, value, i as i64 + 2)
-            })
-            .collect();
+        // A root document that deeper keys override, items with and without a key below them,
+        // documents and JSON: in key order, as a read returns them.
+        let mut keys: Vec<(String, String)> = vec![(
+            "/p/".to_string(),
+            "{port: 1, items: {k000000: {weight: 7, extra: true}}}".to_string(),
+        )];
+        keys.extend((0..2 * PARALLEL_PARSE_MIN).map(|i| match i % 4 {
+            0 => (
+                format!("/p/items/k{i:06}"),
+                format!("{{weight: {i}, label: x}}"),
+            ),
+            1 => (format!("/p/items/k{:06}/label", i - 1), format!("l{i}")),
+            2 => (format!("/p/n{i:06}"), "a: [1, {b: 2}]".to_string()),
+            _ => (format!("/p/s{i:06}"), format!("{{\"a\": {i}}}")),
+        }));
+        keys.sort();
         let batch: Vec<(&[u8], &[u8], i64)> = keys
             .iter()
-            .map(|(k, v, r)| (k.as_bytes(), v.as_bytes(), *r))
+            .zip(2..)
+            .map(|((k, v), r)| (k.as_bytes(), v.as_bytes(), r))
             .collect();
         let mut kept = EtcdLayer::new("/p/".into(), 1024);
         kept.put_all(&batch, &f);
-        let mut moved = EtcdLayer::new("/p/".into(), 1024);
-        let built = moved.put_all_into_tree(&batch, &f).unwrap();
         let want = merge([&kept.tree(&f).unwrap()]);
+
+        // Two pages, as the bind's read hands them over: the tree is built with them.
+        let mut moved = EtcdLayer::new("/p/".into(), 1024);
+        let mut load = Loading::default();
+        let (first, second) = batch.split_at(batch.len() / 2);
+        moved.load_page(first, &f, &mut load);
+        moved.load_page(second, &f, &mut load);
+        assert!(load.tree.is_some() && load.sorted, "built with the read");
+        let built = moved.loaded_tree(load, &f).unwrap();
         assert_eq!(merge([&built]), want);
+        assert_eq!(
+            (moved.len(), moved.bytes(), moved.bad),
+            (kept.len(), kept.bytes(), kept.bad)
+        );
         // The moved values are parsed again for a later tree, and for a subtree.
         assert_eq!(merge([&moved.tree(&f).unwrap()]), want);
         let path = vec!["items".to_string(), "k000004".to_string()];
@@ -590,6 +604,15 @@ mod tests {
             merge([&moved.subtree(&path, &f).unwrap()]),
             merge([&kept.subtree(&path, &f).unwrap()])
         );
+
+        // Keys out of order: the tree is built the ordinary way, with the same result.
+        let mut shuffled = batch.clone();
+        shuffled.reverse();
+        let mut load = Loading::default();
+        let mut reversed = EtcdLayer::new("/p/".into(), 1024);
+        reversed.load_page(&shuffled, &f, &mut load);
+        assert!(load.tree.is_none());
+        assert_eq!(merge([&reversed.loaded_tree(load, &f).unwrap()]), want);
 
         // A bad key: the same error as the tree built after the read.
         let bad: Vec<(&[u8], &[u8], i64)> = vec![
