@@ -22,6 +22,19 @@ pub struct Etcd {
     child: Option<Child>,
 }
 
+/// Whether the etcd (or proxy) at `endpoint` answers a read within a second.
+pub async fn serves(endpoint: String) -> bool {
+    async {
+        let mut c = etcd_client::Client::connect([endpoint], None).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(1), c.get("ready", None))
+            .await
+            .ok()?
+            .ok()
+    }
+    .await
+    .is_some()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
@@ -31,18 +44,48 @@ pub fn free_port() -> u16 {
 }
 
 impl Etcd {
-    /// Starts etcd and waits until it serves reads.
+    /// Starts etcd and waits until it serves reads. A free port can be taken by another
+    /// process between the probe and etcd's bind (tests run in parallel): then it starts
+    /// again on other ports, up to 5 times.
     pub async fn start() -> Etcd {
-        let mut etcd = Etcd {
-            name: "t".into(),
-            client_port: free_port(),
-            peer_port: free_port(),
-            initial_cluster: None,
-            data: tempfile::tempdir().expect("temp dir"),
-            child: None,
-        };
-        etcd.spawn().await;
-        etcd
+        for _ in 0..5 {
+            let mut etcd = Etcd {
+                name: "t".into(),
+                client_port: free_port(),
+                peer_port: free_port(),
+                initial_cluster: None,
+                data: tempfile::tempdir().expect("temp dir"),
+                child: None,
+            };
+            etcd.spawn_process();
+            if !etcd.exited_on_a_taken_port().await {
+                etcd.wait_ready().await;
+                return etcd;
+            }
+        }
+        panic!("etcd found its ports taken 5 times");
+    }
+
+    /// Waits up to 2 s for etcd to exit because a port was taken; false once it serves, or
+    /// if it is still starting (then [`wait_ready`](Self::wait_ready) waits for it).
+    async fn exited_on_a_taken_port(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .is_some();
+            if exited {
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                return log.contains("address already in use");
+            }
+            if self.serves().await {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// A cluster member, not started yet (see [`cluster::Cluster`]).
@@ -98,20 +141,15 @@ impl Etcd {
         self.data.path().join("etcd.log")
     }
 
+    /// Whether etcd answers a read now.
+    async fn serves(&self) -> bool {
+        serves(self.endpoint()).await
+    }
+
     pub(crate) async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = async {
-                let mut c = etcd_client::Client::connect([self.endpoint()], None)
-                    .await
-                    .ok()?;
-                tokio::time::timeout(Duration::from_secs(1), c.get("ready", None))
-                    .await
-                    .ok()?
-                    .ok()
-            }
-            .await;
-            if ok.is_some() {
+            if self.serves().await {
                 return;
             }
             if Instant::now() > deadline {

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::etcd::{free_port, Etcd};
+use super::etcd::{free_port, serves, Etcd};
 use super::process::Proc;
 
 /// A running `etcd grpc-proxy`.
@@ -34,17 +34,7 @@ impl GrpcProxy {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = async {
-                let mut c = etcd_client::Client::connect([proxy.endpoint()], None)
-                    .await
-                    .ok()?;
-                tokio::time::timeout(Duration::from_secs(1), c.get("ready", None))
-                    .await
-                    .ok()?
-                    .ok()
-            }
-            .await;
-            if ok.is_some() {
+            if serves(proxy.endpoint()).await {
                 return proxy;
             }
             assert!(
