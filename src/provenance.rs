@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A configuration layer. Higher layers override lower ones, field by field:
 /// `Default < File < Etcd < Env` (the derived `Ord` follows that precedence).
@@ -176,18 +176,118 @@ impl fmt::Display for Source {
 ///
 /// A persistent map: cloning it is O(1) and a reload that changed one key updates only the
 /// paths at that key, so consecutive snapshots share almost all of their provenance.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// After a bind that read the whole prefix, the map is computed on a background thread once the
+/// handle is serving (about 10 ms for 10,000 keys on 2 cores), so the bind does not wait for
+/// it; a method called before it is done computes it at once or waits for that thread, so
+/// every method returns the whole map, never a partial one.
+#[derive(Clone, Default)]
 pub struct Sources {
-    leaves: Leaves,
+    leaves: Held,
 }
 
 /// Leaf paths (dotted) with their sources: the map inside [`Sources`], which a layer's tree
 /// builds as it goes, so the merged sources take it whole.
 pub(crate) type Leaves = imbl::OrdMap<Arc<str>, Arc<Source>>;
 
+/// How [`Sources`] holds its map.
+#[derive(Clone)]
+enum Held {
+    Ready(Leaves),
+    Deferred(Arc<Deferred>),
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held::Ready(Leaves::new())
+    }
+}
+
+/// A map computed once, by whichever comes first: the thread started for it or a caller.
+struct Deferred {
+    leaves: OnceLock<Leaves>,
+    compute: Mutex<Option<Box<dyn FnOnce() -> Leaves + Send>>>,
+}
+
+impl Deferred {
+    fn force(&self) -> &Leaves {
+        self.leaves.get_or_init(|| {
+            let compute = self
+                .compute
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .expect("a deferred map is computed once");
+            compute()
+        })
+    }
+}
+
 impl Sources {
     pub(crate) fn from_map(leaves: Leaves) -> Self {
-        Sources { leaves }
+        Sources {
+            leaves: Held::Ready(leaves),
+        }
+    }
+
+    /// Sources whose map `compute` makes when it is first needed, or on the thread
+    /// [`compute_in_background`](Self::compute_in_background) starts. `compute` runs exactly
+    /// once.
+    pub(crate) fn deferred(compute: impl FnOnce() -> Leaves + Send + 'static) -> Self {
+        Sources {
+            leaves: Held::Deferred(Arc::new(Deferred {
+                leaves: OnceLock::new(),
+                compute: Mutex::new(Some(Box::new(compute))),
+            })),
+        }
+    }
+
+    /// Starts computing a deferred map on a thread of its own, so that it is ready when it is
+    /// asked for. Does nothing if the map is computed (or no thread can be started: the first
+    /// caller then computes it).
+    pub(crate) fn compute_in_background(&self) {
+        if let Held::Deferred(deferred) = &self.leaves {
+            if deferred.leaves.get().is_none() {
+                let deferred = Arc::clone(deferred);
+                let _ = std::thread::Builder::new()
+                    .name("coordination-provenance".into())
+                    .spawn(move || {
+                        deferred.force();
+                    });
+            }
+        }
+    }
+
+    fn leaves(&self) -> &Leaves {
+        match &self.leaves {
+            Held::Ready(leaves) => leaves,
+            Held::Deferred(deferred) => deferred.force(),
+        }
+    }
+
+    fn leaves_mut(&mut self) -> &mut Leaves {
+        if let Held::Deferred(deferred) = &self.leaves {
+            self.leaves = Held::Ready(deferred.force().clone());
+        }
+        match &mut self.leaves {
+            Held::Ready(leaves) => leaves,
+            Held::Deferred(_) => unreachable!("made ready above"),
+        }
+    }
+
+    /// The number of recorded paths if the map is computed (without computing it).
+    pub(crate) fn len_if_ready(&self) -> Option<usize> {
+        match &self.leaves {
+            Held::Ready(leaves) => Some(leaves.len()),
+            Held::Deferred(deferred) => deferred.leaves.get().map(imbl::OrdMap::len),
+        }
+    }
+
+    /// Waits until the map is computed (computing it here if its thread has not started).
+    /// Whoever changes the tree the map was computed from calls this first: afterwards
+    /// nothing else holds that tree.
+    pub(crate) fn settle(&mut self) {
+        self.leaves_mut();
     }
 
     /// The source of the value at `path` (dotted). Looks up the path itself, then its closest
@@ -198,9 +298,10 @@ impl Sources {
 
     /// Like [`get`](Self::get) but `None` where the value is a default.
     pub fn find(&self, path: &str) -> Option<&Source> {
+        let leaves = self.leaves();
         let mut candidate = path;
         loop {
-            if let Some(source) = self.leaves.get(candidate) {
+            if let Some(source) = leaves.get(candidate) {
                 return Some(source);
             }
             match candidate.rfind('.') {
@@ -224,7 +325,7 @@ impl Sources {
         let from = format!("{path}.");
         // `/` follows `.` in byte order: `path/` bounds everything that starts with `path.`.
         let to = format!("{path}/");
-        self.leaves
+        self.leaves()
             .range::<_, str>((Bound::Included(from.as_str()), Bound::Excluded(to.as_str())))
             .map(|(p, s)| (&**p, &**s))
             .collect::<Vec<_>>()
@@ -234,35 +335,52 @@ impl Sources {
     /// Forgets the sources at `path` and below it.
     pub(crate) fn remove_within(&mut self, path: &str) {
         let doomed: Vec<Arc<str>> = self.below(path).map(|(p, _)| Arc::from(p)).collect();
+        let leaves = self.leaves_mut();
         for p in doomed {
-            self.leaves.remove(&*p);
+            leaves.remove(&*p);
         }
-        self.leaves.remove(path);
+        leaves.remove(path);
     }
 
     /// Forgets the source recorded at exactly `path`, if any.
     pub(crate) fn remove(&mut self, path: &str) {
-        self.leaves.remove(path);
+        self.leaves_mut().remove(path);
     }
 
     /// Records `source` for the leaf at `path`.
     pub(crate) fn insert(&mut self, path: &str, source: Arc<Source>) {
-        self.leaves.insert(Arc::from(path), source);
+        self.leaves_mut().insert(Arc::from(path), source);
     }
 
     /// Every leaf path with its source, in path order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Source)> {
-        self.leaves.iter().map(|(p, s)| (&**p, &**s))
+        self.leaves().iter().map(|(p, s)| (&**p, &**s))
     }
 
     /// The number of leaf values that came from a layer other than the defaults.
     pub fn len(&self) -> usize {
-        self.leaves.len()
+        self.leaves().len()
     }
 
     /// True when every value is a default.
     pub fn is_empty(&self) -> bool {
-        self.leaves.is_empty()
+        self.leaves().is_empty()
+    }
+}
+
+impl PartialEq for Sources {
+    fn eq(&self, other: &Self) -> bool {
+        self.leaves() == other.leaves()
+    }
+}
+
+impl Eq for Sources {}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sources")
+            .field("leaves", self.leaves())
+            .finish()
     }
 }
 

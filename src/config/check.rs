@@ -296,8 +296,11 @@ impl<T: CoordConfig> Checker<T> {
     /// Deserializes (failing field path from `serde_path_to_error`), checks the schema's
     /// constraints, then runs `T::validate`. A deserialization error and every schema violation
     /// are reported together; the error's field, layer and key are the first one's.
-    pub(crate) fn check(&self, merged: &Value, sources: &Sources) -> Result<T> {
-        self.evaluate(merged)
+    ///
+    /// With `big` (a document of thousands of keys), the schema's constraints are checked on a
+    /// second thread while the value is deserialized.
+    pub(crate) fn check(&self, merged: &Value, sources: &Sources, big: bool) -> Result<T> {
+        self.evaluate(merged, big)
             .map_err(|failed| self.explain(failed, merged, Some(sources)))
     }
 
@@ -318,7 +321,7 @@ impl<T: CoordConfig> Checker<T> {
                 format!("value does not serialize: {shown}"),
             )
         })?;
-        self.evaluate(&json)
+        self.evaluate(&json, false)
             .map(drop)
             .map_err(|failed| self.explain(failed, &json, None))
     }
@@ -326,13 +329,27 @@ impl<T: CoordConfig> Checker<T> {
     /// [`check`](Self::check) without the provenance: the value, or what is wrong with it, for
     /// [`explain`](Self::explain) to turn into the error (provenance is looked up only for a
     /// candidate that fails).
-    fn evaluate(&self, doc: &Value) -> std::result::Result<T, Failed> {
+    fn evaluate(&self, doc: &Value, big: bool) -> std::result::Result<T, Failed> {
         let secrets = SecretPaths::new(T::SECRETS);
         let mut violations = Vec::new();
+        // `is_valid` is the fast path; errors are collected only for a candidate that fails.
+        let (deserialized, valid) = if big {
+            std::thread::scope(|scope| {
+                let valid = scope.spawn(|| self.validator.is_valid(doc));
+                let deserialized = <T as serde::Deserialize>::deserialize(doc);
+                let valid = valid
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (deserialized, valid)
+            })
+        } else {
+            let deserialized = <T as serde::Deserialize>::deserialize(doc);
+            (deserialized, self.validator.is_valid(doc))
+        };
         // Plain deserialization first: tracking the field path costs on every node, and is
         // needed only to report a failure, so a failing value is deserialized again with it
         // (deserializing the same JSON is deterministic: it fails the same way).
-        let parsed = match <T as serde::Deserialize>::deserialize(doc) {
+        let parsed = match deserialized {
             Ok(value) => Some(value),
             Err(_) => match serde_path_to_error::deserialize::<_, T>(doc) {
                 Ok(value) => Some(value),
@@ -342,8 +359,7 @@ impl<T: CoordConfig> Checker<T> {
                 }
             },
         };
-        // `is_valid` is the fast path; errors are collected only for a candidate that fails.
-        if !self.validator.is_valid(doc) {
+        if !valid {
             let mut found = Vec::new();
             for error in self.validator.iter_errors(doc) {
                 schema_violations(&error, secrets, &mut found);
@@ -640,11 +656,17 @@ mod tests {
         }
     }
 
+    /// The error of checking `doc`, the same whether the schema is checked beside the
+    /// deserialization (a big document) or after it.
     fn check(doc: Value) -> Error {
-        Checker::<Vault>::new()
-            .unwrap()
-            .check(&doc, &Sources::default())
-            .unwrap_err()
+        let checker = Checker::<Vault>::new().unwrap();
+        let after = checker.check(&doc, &Sources::default(), false).unwrap_err();
+        let beside = checker.check(&doc, &Sources::default(), true).unwrap_err();
+        assert_eq!(
+            (beside.message(), beside.field(), beside.kind()),
+            (after.message(), after.field(), after.kind())
+        );
+        after
     }
 
     #[test]

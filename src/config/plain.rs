@@ -58,18 +58,40 @@ pub(super) fn simple(
 }
 
 /// The entries of a flow mapping (the text between the braces): `key: word` pairs separated
-/// by commas, each key a plain identifier-like word.
+/// by commas, each key a plain identifier-like word. Read in one pass: a key, optional spaces,
+/// `: `, the word up to the next comma (trailing spaces dropped).
 fn flow_mapping(inner: &str, fields: &StringFields, node: Option<&Value>) -> Option<Value> {
     let mut map = Map::new();
-    if inner.trim_matches(' ').is_empty() {
+    let b = inner.as_bytes();
+    let skip_spaces = |mut i: usize| {
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_spaces(0);
+    if i == b.len() {
         return Some(Value::Object(map));
     }
     // The mapping's schema with its `$ref` followed, once for every key.
     let node = node.and_then(|n| fields.resolved(n));
-    for entry in inner.split(',') {
-        let (key, value) = entry.split_once(": ")?;
-        let (key, value) = (key.trim_matches(' '), value.trim_matches(' '));
-        if !is_key(key) || !is_word(value) {
+    loop {
+        let start = i;
+        while b
+            .get(i)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
+        {
+            i += 1;
+        }
+        let key = &inner[start..i];
+        i = skip_spaces(i);
+        if !is_key(key) || b.get(i) != Some(&b':') || b.get(i + 1) != Some(&b' ') {
+            return None;
+        }
+        let start = skip_spaces(i + 2);
+        let end = inner[start..].find(',').map_or(b.len(), |at| start + at);
+        let value = inner[start..end].trim_end_matches(' ');
+        if !is_word(value) {
             return None;
         }
         let child = node.and_then(|n| fields.child(n, key, 0));
@@ -77,8 +99,11 @@ fn flow_mapping(inner: &str, fields: &StringFields, node: Option<&Value>) -> Opt
         if map.insert(key.to_string(), value).is_some() {
             return None;
         }
+        if end == b.len() {
+            return Some(Value::Object(map));
+        }
+        i = skip_spaces(end + 1);
     }
-    Some(Value::Object(map))
 }
 
 /// A plain word's value by YAML 1.2's core schema, kept as text where the schema wants a
@@ -129,7 +154,7 @@ const CLASSES: [Class; 256] = {
 fn is_word(text: &str) -> bool {
     let b = text.as_bytes();
     let class = |i: usize| b.get(i).map_or(Class::Other, |&c| CLASSES[c as usize]);
-    if !b.iter().all(|&c| CLASSES[c as usize] != Class::Other) {
+    if !all_word_bytes(b) {
         return false;
     }
     // Every part starts right: at the start and after each space (so no part is empty).
@@ -144,6 +169,23 @@ fn is_word(text: &str) -> bool {
             None => return true,
         }
     }
+}
+
+/// Whether every byte may be in a word (its class is not [`Class::Other`]). Written without
+/// the table and without an early exit inside a block, so that the compiler checks a block of
+/// bytes at once (long values are mostly such words).
+fn all_word_bytes(b: &[u8]) -> bool {
+    fn word_byte(c: u8) -> bool {
+        c.is_ascii_alphanumeric()
+            | (c == b'_')
+            | (c == b'.')
+            | (c == b'+')
+            | (c == b'-')
+            | (c == b' ')
+    }
+    let block = |bytes: &[u8]| bytes.iter().fold(true, |ok, &c| ok & word_byte(c));
+    let mut blocks = b.chunks_exact(32);
+    blocks.all(block) && block(blocks.remainder())
 }
 
 /// A mapping key: letters, digits, `_` and `-`, starting with a letter, digit or `_`.
@@ -349,6 +391,22 @@ mod tests {
                 prop_assert_eq!(Ok(fast), parsed(&text, &f, node), "text {:?}", text);
             }
         }
+    }
+
+    #[test]
+    fn the_block_check_agrees_with_the_byte_classes() {
+        for c in 0..=255u8 {
+            for len in [1, 31, 32, 33, 64, 70] {
+                let mut text = vec![b'a'; len];
+                text[len - 1] = c;
+                let want = CLASSES[c as usize] != Class::Other;
+                assert_eq!(all_word_bytes(&text), want, "byte {c} at {}", len - 1);
+                text[len - 1] = b'a';
+                text[0] = c;
+                assert_eq!(all_word_bytes(&text), want, "byte {c} at 0 of {len}");
+            }
+        }
+        assert!(all_word_bytes(b""));
     }
 
     #[test]

@@ -340,8 +340,8 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for ConfigMap<V> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
-                while let Some((k, v)) = map.next_entry::<String, V>()? {
-                    entries.push((Arc::<str>::from(k), Arc::new(v)));
+                while let Some(k) = map.next_key_seed(SharedKey)? {
+                    entries.push((k, Arc::new(map.next_value::<V>()?)));
                 }
                 Ok(ConfigMap {
                     entries: entries.into_iter().collect(),
@@ -349,6 +349,30 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for ConfigMap<V> {
             }
         }
         deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+/// Deserializes a map key straight into the `Arc<str>` the map keeps (one allocation, where
+/// a `String` and then an `Arc` would be two).
+struct SharedKey;
+
+impl<'de> serde::de::DeserializeSeed<'de> for SharedKey {
+    type Value = Arc<str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Arc<str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for SharedKey {
+    type Value = Arc<str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Arc<str>, E> {
+        Ok(Arc::from(key))
     }
 }
 

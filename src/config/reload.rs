@@ -23,7 +23,7 @@ use super::observe::ConfigMetrics;
 use super::options::{ConfigOptions, Setting, UnknownKeys};
 use super::snapshot::Snapshot;
 use super::status::{ConfigStatus, WatchState};
-use super::tree::{LayerTree, Merged};
+use super::tree::{EtcdTree, LayerTree, Merged};
 use super::unknown::{self, UnknownKey};
 use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
@@ -48,7 +48,7 @@ pub(super) struct State<T: CoordConfig> {
     etcd: EtcdLayer,
     /// The etcd layer's tree as built with a read of the whole prefix, for the full build that
     /// follows the read (which takes it instead of building it again).
-    etcd_tree: Option<Result<LayerTree>>,
+    etcd_tree: Option<Result<EtcdTree>>,
     file_path: Option<PathBuf>,
     file: Result<LayerTree>,
     /// What the file held at its last read (or why it could not be read): a file event whose
@@ -749,7 +749,9 @@ impl<T: CoordConfig> State<T> {
             change.clone(),
         )
         .with_unknown_keys(self.unknown_now.clone())
-        .with_approx_bytes(self.etcd.bytes() + 64 * merged.sources.len());
+        .with_approx_bytes(
+            self.etcd.bytes() + 64 * merged.sources.len_if_ready().unwrap_or(self.etcd.len()),
+        );
         (Some(snapshot), Some(regions))
     }
 
@@ -811,12 +813,20 @@ impl<T: CoordConfig> State<T> {
         Some(regions)
     }
 
+    /// Starts working out the serving tree's sources, where a bind left them to be worked out
+    /// once the handle serves (see [`Merged::full`]).
+    pub(super) fn compute_sources_in_background(&self) {
+        if let Some(merged) = &self.merged {
+            merged.sources.compute_in_background();
+        }
+    }
+
     /// Merges the layers from scratch and checks the whole result.
     fn build_full(&mut self, change: ReloadCause) -> Result<Snapshot<T>> {
         self.merged = None;
         let etcd = match self.etcd_tree.take() {
             Some(tree) => tree,
-            None => self.etcd.tree(&self.fields),
+            None => self.etcd.tree(&self.fields).map(EtcdTree::Leaves),
         };
         let etcd = etcd.map_err(|e| self.blame(e, &change))?;
         let file = self
@@ -841,7 +851,11 @@ impl<T: CoordConfig> State<T> {
         let blame = |e: Error| self.blame(e, &change);
         let value = self
             .checker
-            .check(&merged.root, &merged.sources)
+            .check(
+                &merged.root,
+                &merged.sources,
+                self.etcd.len() >= PARALLEL_CHECK_MIN,
+            )
             .map_err(blame)?;
         if let (UnknownKeys::Reject, Some(first)) = (self.unknown_keys, unknown.first()) {
             let mut error = Error::new(ErrorKind::Validation, first.to_string())
@@ -860,7 +874,9 @@ impl<T: CoordConfig> State<T> {
             change,
         )
         .with_unknown_keys(unknown)
-        .with_approx_bytes(self.etcd.bytes() + 64 * merged.sources.len()))
+        .with_approx_bytes(
+            self.etcd.bytes() + 64 * merged.sources.len_if_ready().unwrap_or(self.etcd.len()),
+        ))
     }
 
     /// Remembers the unknown keys of a snapshot about to serve; logs them at `warn` and returns
@@ -914,6 +930,10 @@ impl<T: CoordConfig> State<T> {
         }
     }
 }
+
+/// The fewest etcd keys for which a full build checks the schema's constraints on a second
+/// thread while it deserializes (below it, the thread costs more than it saves).
+const PARALLEL_CHECK_MIN: usize = 2048;
 
 /// The `cause` field of a `reload` span.
 fn cause_label(change: &ReloadCause) -> &'static str {

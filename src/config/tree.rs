@@ -59,25 +59,16 @@ impl LayerTree {
                 _ => Err(Blocked(String::new())),
             };
         };
-        let mut node = &mut self.root;
         let mut dotted = String::with_capacity(path.iter().map(|s| s.len() + 1).sum());
-        for segment in parents {
+        let leaves = &mut self.leaves;
+        let node = walk_to_parent(&mut self.root, parents, |segment, was_empty| {
             push_segment(&mut dotted, segment);
-            if !node.contains_key(*segment) {
-                node.insert((*segment).to_string(), Value::Object(Map::new()));
+            if was_empty {
+                // An empty object was a leaf; it is about to hold the new value.
+                leaves.remove(dotted.as_str());
             }
-            let child = node.get_mut(*segment).expect("inserted above");
-            node = match child {
-                Value::Object(map) => {
-                    if map.is_empty() {
-                        // An empty object was a leaf; it is about to hold the new value.
-                        self.leaves.remove(dotted.as_str());
-                    }
-                    map
-                }
-                _ => return Err(Blocked(dotted)),
-            };
-        }
+        })
+        .map_err(|at| Blocked(parents[..=at].join(".")))?;
         push_segment(&mut dotted, last);
         if node.contains_key(*last) {
             // Only a path that holds a value has leaves at or below it.
@@ -94,6 +85,187 @@ impl LayerTree {
         }
         node.insert((*last).to_string(), value);
         Ok(())
+    }
+}
+
+/// Walks from `root` down `parents` (segments), making the objects that are missing, and
+/// returns the object at the end. `visit` sees each segment as it is entered, with whether its
+/// object was empty before (an empty object is a leaf that is about to hold a value). `Err`
+/// holds the index of the first segment whose value is not an object.
+fn walk_to_parent<'m>(
+    root: &'m mut Map<String, Value>,
+    parents: &[&str],
+    mut visit: impl FnMut(&str, bool),
+) -> Result<&'m mut Map<String, Value>, usize> {
+    let mut node = root;
+    for (i, segment) in parents.iter().enumerate() {
+        if !node.contains_key(*segment) {
+            node.insert((*segment).to_string(), Value::Object(Map::new()));
+        }
+        node = match node.get_mut(*segment).expect("inserted above") {
+            Value::Object(map) => {
+                visit(segment, map.is_empty());
+                map
+            }
+            _ => return Err(i),
+        };
+    }
+    Ok(node)
+}
+
+/// A layer's tree built from the keys of a read in key order, with the source of each key
+/// instead of each leaf: the leaves' sources are worked out from the finished tree when they
+/// are needed ([`Merged::full`] does it on a background thread). In key order a key comes
+/// before every key below it, so each leaf's source is that of the deepest key at or above
+/// it, as [`LayerTree::insert`] would have recorded it.
+#[derive(Debug, Default)]
+pub(crate) struct KeyedTree {
+    root: Map<String, Value>,
+    /// The etcd key prefix the keys' paths are relative to (ends with `/`).
+    prefix: String,
+    /// The source of every inserted key, each naming its etcd key.
+    keys: Vec<Arc<Source>>,
+    /// Values of consecutive keys with the same parent (its path first), put into the parent
+    /// together: a map made from many entries at once compares far fewer keys than one that
+    /// takes them one by one.
+    pending: Option<Siblings>,
+}
+
+/// A parent's path (segments) and values to put into it, in key order.
+type Siblings = (Vec<String>, Vec<(String, Value)>);
+
+impl KeyedTree {
+    /// An empty tree for the keys under `prefix` (which ends with `/`).
+    pub(crate) fn new(prefix: &str) -> Self {
+        KeyedTree {
+            prefix: prefix.to_string(),
+            ..KeyedTree::default()
+        }
+    }
+
+    /// Inserts `value` at `path` (segments of the key that `source` names, below the prefix),
+    /// as [`LayerTree::insert_shared`] does. Keys must come in key order.
+    pub(crate) fn insert(
+        &mut self,
+        path: &[&str],
+        value: Value,
+        source: &Arc<Source>,
+    ) -> Result<(), Blocked> {
+        let Some((last, parents)) = path.split_last() else {
+            self.flush();
+            match value {
+                Value::Object(map) => self.root = map,
+                Value::Null => self.root = Map::new(),
+                _ => return Err(Blocked(String::new())),
+            }
+            self.keys.push(Arc::clone(source));
+            return Ok(());
+        };
+        match &mut self.pending {
+            // Its parent is known to be an object: the key before this one went there.
+            Some((parent, children))
+                if parent
+                    .iter()
+                    .map(String::as_str)
+                    .eq(parents.iter().copied()) =>
+            {
+                children.push(((*last).to_string(), value));
+            }
+            _ => {
+                self.flush();
+                walk_to_parent(&mut self.root, parents, |_, _| {})
+                    .map_err(|at| Blocked(parents[..=at].join(".")))?;
+                let parent = parents.iter().map(|s| (*s).to_string()).collect();
+                self.pending = Some((parent, vec![((*last).to_string(), value)]));
+            }
+        }
+        self.keys.push(Arc::clone(source));
+        Ok(())
+    }
+
+    /// Puts the pending values into their parent (later values win, as later inserts do).
+    fn flush(&mut self) {
+        let Some((parent, children)) = self.pending.take() else {
+            return;
+        };
+        let parents: Vec<&str> = parent.iter().map(String::as_str).collect();
+        let node = walk_to_parent(&mut self.root, &parents, |_, _| {})
+            .expect("the parent was reached when its first value was inserted");
+        node.append(&mut children.into_iter().collect());
+    }
+
+    /// The tree with the source of every leaf, as [`LayerTree::insert`] builds it.
+    pub(crate) fn into_layer(mut self) -> LayerTree {
+        self.flush();
+        let leaves = leaves_of_keys(&self.root, &self.keys, &self.prefix);
+        LayerTree {
+            root: self.root,
+            leaves,
+        }
+    }
+}
+
+/// The source of every leaf of `root`: that of the deepest key in `keys` at or above it.
+fn leaves_of_keys(root: &Map<String, Value>, keys: &[Arc<Source>], prefix: &str) -> Leaves {
+    let by_path: std::collections::HashMap<String, &Arc<Source>> = keys
+        .iter()
+        .filter_map(|source| {
+            let key = source.origin.key()?;
+            let rel = key.strip_prefix(prefix)?;
+            Some((rel.replace('/', "."), source))
+        })
+        .collect();
+    fn walk(
+        map: &Map<String, Value>,
+        path: &mut String,
+        source: Option<&Arc<Source>>,
+        by_path: &std::collections::HashMap<String, &Arc<Source>>,
+        out: &mut Leaves,
+    ) {
+        for (segment, value) in map {
+            let len = path.len();
+            push_segment(path, segment);
+            let here = by_path.get(path.as_str()).copied().or(source);
+            match value {
+                Value::Object(inner) if !inner.is_empty() => walk(inner, path, here, by_path, out),
+                _ => {
+                    if let Some(source) = here {
+                        out.insert(Arc::from(path.as_str()), Arc::clone(source));
+                    }
+                }
+            }
+            path.truncate(len);
+        }
+    }
+    let mut out = Leaves::new();
+    walk(
+        root,
+        &mut String::new(),
+        by_path.get("").copied(),
+        &by_path,
+        &mut out,
+    );
+    out
+}
+
+/// A layer's tree as a read of the whole prefix built it: with the source of every leaf, or
+/// of every key (see [`KeyedTree`]).
+#[derive(Debug)]
+pub(crate) enum EtcdTree {
+    /// Built key by key with the source of every leaf.
+    Leaves(LayerTree),
+    /// Built in key order with the source of every key.
+    Keys(KeyedTree),
+}
+
+impl EtcdTree {
+    /// The tree with the source of every leaf.
+    #[cfg(test)]
+    pub(crate) fn into_layer(self) -> LayerTree {
+        match self {
+            EtcdTree::Leaves(layer) => layer,
+            EtcdTree::Keys(keyed) => keyed.into_layer(),
+        }
     }
 }
 
@@ -150,8 +322,9 @@ impl LayerTree {
 /// and updated in place at the paths a change touched.
 #[derive(Debug)]
 pub(crate) struct Merged {
-    /// The merged tree (always an object).
-    pub(crate) root: Value,
+    /// The merged tree (always an object). Shared with the computation of `sources` until
+    /// that is done (see [`Sources::settle`]).
+    pub(crate) root: Arc<Value>,
     /// The source of every leaf of `root` (shared with the snapshots made from it).
     pub(crate) sources: Sources,
 }
@@ -171,10 +344,28 @@ impl Merged {
     /// Merges the layers from scratch, as [`merge`] does, taking the etcd layer's tree
     /// instead of copying it (it is usually by far the biggest). `above` are the layers over
     /// etcd, lowest precedence first (a rollout's overlay, then the environment).
-    pub(crate) fn full(file: &LayerTree, etcd: LayerTree, above: &[&LayerTree]) -> Merged {
+    pub(crate) fn full(file: &LayerTree, etcd: EtcdTree, above: &[&LayerTree]) -> Merged {
+        let empty = |layer: &LayerTree| layer.root.is_empty() && layer.leaves.is_empty();
+        let etcd = match etcd {
+            EtcdTree::Keys(mut keyed) if empty(file) && above.iter().all(|layer| empty(layer)) => {
+                keyed.flush();
+                // One layer: its leaves are those of its tree, worked out when first needed or
+                // once the handle serves (the snapshot can serve before its provenance).
+                let root = Arc::new(Value::Object(keyed.root));
+                let shared = Arc::clone(&root);
+                let (keys, prefix) = (keyed.keys, keyed.prefix);
+                let sources = Sources::deferred(move || {
+                    let map = shared.as_object().expect("the merged tree is an object");
+                    leaves_of_keys(map, &keys, &prefix)
+                });
+                return Merged { root, sources };
+            }
+            EtcdTree::Keys(keyed) => keyed.into_layer(),
+            EtcdTree::Leaves(layer) => layer,
+        };
         let (root, leaves) = merge_full(file, etcd, above);
         Merged {
-            root: Value::Object(root),
+            root: Arc::new(Value::Object(root)),
             sources: Sources::from_map(leaves),
         }
     }
@@ -205,8 +396,10 @@ impl Merged {
                 });
             }
         }
-        // Walk to the parent, making the objects the new value needs.
-        let mut node = self.root.as_object_mut()?;
+        // Walk to the parent, making the objects the new value needs. Nothing else holds the
+        // tree once its sources are settled, so it is changed in place, not copied.
+        self.sources.settle();
+        let mut node = Arc::make_mut(&mut self.root).as_object_mut()?;
         let mut created: Option<usize> = None;
         for (depth, segment) in parents.iter().enumerate() {
             if !node.contains_key(segment.as_str()) {
@@ -441,6 +634,54 @@ mod tests {
         assert_eq!(v, json!({"database": {"host": "b", "port": 5432}}));
         assert_eq!(s.get("database.host"), &deep);
         assert_eq!(s.get("database.port"), &doc);
+    }
+
+    #[test]
+    fn sources_worked_out_from_the_keys_equal_those_recorded_leaf_by_leaf() {
+        let keys = [
+            (
+                "/p/",
+                json!({"port": 1, "items": {"a": {"w": 1, "l": "x"}}}),
+            ),
+            ("/p/items/a", json!({"w": 2})),
+            ("/p/items/a-b", json!({})),
+            ("/p/items/a/l", json!("y")),
+            ("/p/items/b", json!({"w": 3, "l": "z"})),
+            ("/p/items/c", json!(null)),
+            ("/p/z", json!([1, 2])),
+        ];
+        let mut leaf_by_leaf = LayerTree::default();
+        let mut keyed = KeyedTree::new("/p/");
+        for (key, value) in keys.clone() {
+            let path: Vec<&str> = key["/p/".len()..]
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .collect();
+            let source = Arc::new(src(Layer::Etcd, key));
+            leaf_by_leaf
+                .insert_shared(&path, value.clone(), &source)
+                .unwrap();
+            keyed.insert(&path, value, &source).unwrap();
+        }
+        let want = merge([&leaf_by_leaf]);
+        assert_eq!(want.1.get("items.a.l"), &src(Layer::Etcd, "/p/items/a/l"));
+        assert_eq!(want.1.get("items.a.w"), &src(Layer::Etcd, "/p/items/a"));
+        assert_eq!(want.1.get("port"), &src(Layer::Etcd, "/p/"));
+
+        let mut merged = Merged::full(&LayerTree::default(), EtcdTree::Keys(keyed), &[]);
+        // Until the sources are worked out, their computation shares the tree.
+        assert_eq!(Arc::strong_count(&merged.root), 2);
+        let reader = merged.sources.clone();
+        merged.sources.compute_in_background();
+        let from_threads: Vec<usize> = std::thread::scope(|scope| {
+            let readers: Vec<_> = (0..4).map(|_| scope.spawn(|| reader.len())).collect();
+            readers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(from_threads, vec![want.1.len(); 4]);
+        assert_eq!((Value::clone(&merged.root), merged.sources.clone()), want);
+        // Settled, nothing else holds the tree: an update changes it in place.
+        merged.sources.settle();
+        assert_eq!(Arc::strong_count(&merged.root), 1);
     }
 
     #[test]

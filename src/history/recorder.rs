@@ -188,8 +188,8 @@ impl<T: CoordConfig> Tracker<T> {
     /// When the bind read etcd (the usual case), the task first publishes the JSON Schema,
     /// campaigns for the prefix's recorder seat and, if it wins it within a few seconds, takes
     /// over (records the revisions since the last recorded version, the bound one included); the
-    /// returned future resolves when that is done (or the task ended), so the bind can wait
-    /// until they are in etcd, and every later revision reaches the recorder through the feed
+    /// returned future resolves when that is done (or the task ended; at once for a handle that
+    /// never records, which writes nothing), so the bind can wait until they are in etcd, and every later revision reaches the recorder through the feed
     /// as its own version. A failure there is logged and left to the task, which retries with a
     /// fresh read; it never fails the bind.
     pub(crate) fn start(
@@ -275,9 +275,13 @@ impl<T: CoordConfig> Tracker<T> {
             let read = bound_read.filter(|r| r.revision == revision);
             (revision, read)
         });
+        // A handle that never records writes nothing before it is handed out: no wait.
+        let writes = recorder.seat.is_some() || schema_doc.is_some();
         let task = tokio::spawn(recorder.run(feed, schema_doc, bind_at, bind_done));
         let bound = async move {
-            let _ = bind_wait.await;
+            if writes {
+                let _ = bind_wait.await;
+            }
         };
         (Tracker { shared, task }, bound)
     }
@@ -312,9 +316,9 @@ async fn seat_changed(seat: &mut Option<Seat>) -> SeatState {
 
 impl<T: CoordConfig> Recorder<T> {
     /// With `bind_at` (the bound snapshot's revision, when the bind read etcd), first publishes
-    /// the schema and records that revision's key set, then says so on `bind_done`. A handle
-    /// that never records has nothing to put in etcd first: `bind_done` is sent at once (its
-    /// view of the bound revision follows; readers wait for it with `view_at_least`).
+    /// the schema and records that revision's key set, then says so on `bind_done` (which the
+    /// bind of a handle that never records does not wait for: its view of the bound revision
+    /// follows, and readers wait for it with `view_at_least`).
     async fn run(
         mut self,
         mut feed: broadcast::Receiver<Arc<RawRevision>>,
@@ -322,12 +326,6 @@ impl<T: CoordConfig> Recorder<T> {
         bind_at: Option<(i64, Option<BoundRead>)>,
         bind_done: oneshot::Sender<()>,
     ) {
-        let mut bind_done = Some(bind_done);
-        if self.seat.is_none() && schema_doc.is_none() {
-            if let Some(done) = bind_done.take() {
-                let _ = done.send(());
-            }
-        }
         if let Some((revision, read)) = bind_at {
             if let Some(doc) = &schema_doc {
                 if self.publish_schema(doc).await {
@@ -342,9 +340,7 @@ impl<T: CoordConfig> Recorder<T> {
                 }
             }
         }
-        if let Some(done) = bind_done {
-            let _ = done.send(());
-        }
+        let _ = bind_done.send(());
         if let Some(doc) = schema_doc {
             if self.may_record() {
                 self.publish_schema(&doc).await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::tree::{Blocked, LayerTree};
+use crate::config::tree::{Blocked, EtcdTree, KeyedTree, LayerTree};
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provenance::{Origin, Source};
@@ -37,7 +37,7 @@ pub(crate) struct EtcdLayer {
 #[derive(Debug)]
 pub(crate) struct Loading {
     /// The tree so far; `None` once a value could not be inserted.
-    tree: Option<LayerTree>,
+    tree: Option<KeyedTree>,
     /// The last key loaded (pages come in key order).
     last: Option<Vec<u8>>,
     /// The entries loaded, in key order while `sorted`: recorded into the layer at the end,
@@ -46,10 +46,11 @@ pub(crate) struct Loading {
     sorted: bool,
 }
 
-impl Default for Loading {
-    fn default() -> Self {
+impl Loading {
+    /// Nothing loaded yet, for the keys under `prefix`.
+    pub(crate) fn new(prefix: &str) -> Self {
         Loading {
-            tree: Some(LayerTree::default()),
+            tree: Some(KeyedTree::new(prefix)),
             last: None,
             entries: Vec::new(),
             sorted: true,
@@ -79,6 +80,11 @@ impl EtcdLayer {
             bad: 0,
             bytes: 0,
         }
+    }
+
+    /// The prefix the layer's keys are under (ends with `/`).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Records a put of `key` (a full etcd key under the prefix) at `mod_revision`.
@@ -111,14 +117,15 @@ impl EtcdLayer {
         kvs: &[(&[u8], &[u8], i64)],
         fields: &StringFields,
     ) -> Result<LayerTree> {
-        let mut load = Loading::default();
+        let mut load = Loading::new(&self.prefix);
         self.load_page(kvs, fields, &mut load);
-        self.loaded_tree(load, fields)
+        self.loaded_tree(load, fields).map(EtcdTree::into_layer)
     }
 
     /// Records one page of a read of the whole prefix into an empty layer (pages in key order)
-    /// and inserts its parsed values into the tree `load` builds with the read, which
-    /// [`loaded_tree`](Self::loaded_tree) returns once every page is in.
+    /// and inserts its parsed values into the tree `load` builds with the read (with the source
+    /// of each key, see [`KeyedTree`]), which [`loaded_tree`](Self::loaded_tree) returns once
+    /// every page is in.
     ///
     /// Key order inserts a key before every key below it (its key is a prefix of theirs), as
     /// the shallow-first order of [`tree`](Self::tree) does, and inserts of unrelated paths
@@ -172,7 +179,7 @@ impl EtcdLayer {
                     };
                     self.segments(key)
                         .ok()
-                        .is_some_and(|path| t.insert_shared(&path, value, &source).is_ok())
+                        .is_some_and(|path| t.insert(&path, value, &source).is_ok())
                 }
                 _ => false,
             };
@@ -190,11 +197,7 @@ impl EtcdLayer {
     ///
     /// # Errors
     /// As [`tree`](Self::tree).
-    pub(crate) fn loaded_tree(
-        &mut self,
-        load: Loading,
-        fields: &StringFields,
-    ) -> Result<LayerTree> {
+    pub(crate) fn loaded_tree(&mut self, load: Loading, fields: &StringFields) -> Result<EtcdTree> {
         if load.sorted {
             for (key, entry) in &load.entries {
                 self.bad += usize::from(entry.value.is_err());
@@ -207,8 +210,8 @@ impl EtcdLayer {
             }
         }
         match load.tree {
-            Some(tree) if self.bad == 0 => Ok(tree),
-            _ => self.tree(fields),
+            Some(tree) if self.bad == 0 => Ok(EtcdTree::Keys(tree)),
+            _ => self.tree(fields).map(EtcdTree::Leaves),
         }
     }
 
@@ -490,7 +493,7 @@ impl EtcdLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tree::merge;
+    use crate::config::tree::{merge, Merged};
     use serde_json::json;
 
     fn layer() -> (EtcdLayer, StringFields) {
@@ -586,13 +589,19 @@ mod tests {
 
         // Two pages, as the bind's read hands them over: the tree is built with them.
         let mut moved = EtcdLayer::new("/p/".into(), 1024);
-        let mut load = Loading::default();
+        let mut load = Loading::new("/p/");
         let (first, second) = batch.split_at(batch.len() / 2);
         moved.load_page(first, &f, &mut load);
         moved.load_page(second, &f, &mut load);
         assert!(load.tree.is_some() && load.sorted, "built with the read");
         let built = moved.loaded_tree(load, &f).unwrap();
-        assert_eq!(merge([&built]), want);
+        assert!(
+            matches!(built, EtcdTree::Keys(_)),
+            "with the source of every key"
+        );
+        // The sources the merge works out in the background equal those built key by key.
+        let merged = Merged::full(&LayerTree::default(), built, &[]);
+        assert_eq!((Value::clone(&merged.root), merged.sources), want);
         assert_eq!(
             (moved.len(), moved.bytes(), moved.bad),
             (kept.len(), kept.bytes(), kept.bad)
@@ -608,11 +617,13 @@ mod tests {
         // Keys out of order: the tree is built the ordinary way, with the same result.
         let mut shuffled = batch.clone();
         shuffled.reverse();
-        let mut load = Loading::default();
+        let mut load = Loading::new("/p/");
         let mut reversed = EtcdLayer::new("/p/".into(), 1024);
         reversed.load_page(&shuffled, &f, &mut load);
         assert!(load.tree.is_none());
-        assert_eq!(merge([&reversed.loaded_tree(load, &f).unwrap()]), want);
+        let ordinary = reversed.loaded_tree(load, &f).unwrap();
+        assert!(matches!(ordinary, EtcdTree::Leaves(_)));
+        assert_eq!(merge([&ordinary.into_layer()]), want);
 
         // A bad key: the same error as the tree built after the read.
         let bad: Vec<(&[u8], &[u8], i64)> = vec![

@@ -4,7 +4,7 @@
 use etcd_client::KeyValue;
 
 use super::etcd::{EtcdLayer, Loading};
-use crate::config::tree::LayerTree;
+use crate::config::tree::EtcdTree;
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::{prefix_end, read_range_pages, Etcd};
@@ -16,7 +16,7 @@ pub(crate) struct LayerRead {
     /// Every key under the prefix, in key order.
     pub(crate) kvs: Vec<KeyValue>,
     /// The layer's tree (or its first bad key), as [`EtcdLayer::tree`] gives it.
-    pub(crate) tree: Result<LayerTree>,
+    pub(crate) tree: Result<EtcdTree>,
 }
 
 /// Reads every key under `layer`'s prefix (empty) into it, in pages of `page_size` keys at one
@@ -38,7 +38,7 @@ pub(crate) async fn read_layer(
     let (pages, received) = std::sync::mpsc::channel::<Vec<KeyValue>>();
     let fields = fields.clone();
     let worker = tokio::task::spawn_blocking(move || {
-        let mut load = Loading::default();
+        let mut load = Loading::new(layer.prefix());
         let mut kvs = Vec::new();
         for page in received {
             let batch: Vec<(&[u8], &[u8], i64)> = page
