@@ -82,12 +82,17 @@ impl<T> Snapshot<T> {
     }
 
     /// Provenance of every value: layer, key (or file, or variable) and etcd `mod_revision`.
+    ///
+    /// Never blocks itself, but right after a bind of a large prefix the first question asked
+    /// of the returned [`Sources`] may wait while its map is worked out (about 10 ms at 10,000
+    /// keys on 2 cores; see [`Sources`]). [`load`](crate::ConfigHandle::load) never waits for it.
     pub fn sources(&self) -> &Sources {
         &self.sources
     }
 
     /// Where the value at the dotted `path` came from (`database.host`);
-    /// [`Source::DEFAULT`] for values from the type's serde defaults.
+    /// [`Source::DEFAULT`] for values from the type's serde defaults. May wait as
+    /// [`sources`](Self::sources) says.
     pub fn source(&self, path: &str) -> &Source {
         self.sources.get(path)
     }
