@@ -3,7 +3,8 @@
 //!
 //! 1. Reload of one changed key in a prefix of 10k and 100k keys (incremental, the default;
 //!    and, at 10k, with `with_full_reload()` as the before figure) vs raw put → watch event.
-//! 2. Cold bind of 10k keys vs a raw paged get of the same prefix; a bind of 100k keys.
+//! 2. Cold bind of 10k keys vs a raw paged get of the same prefix; a bind of 100k keys; and how
+//!    long the first `sources()` call right after each bind waits for the provenance.
 //! 3. RSS of a 10k-key handle right after bind and after 1,000 changes (measured in a child
 //!    process running this binary, so the other sections do not count).
 //! 4. put → applied on all of 100 handles of one prefix vs on one handle.
