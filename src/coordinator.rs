@@ -474,6 +474,9 @@ impl Coordinator {
             }
             // The schema and the bound revision are in etcd before the handle is handed out.
             bound.await;
+            // A bind that read the whole prefix leaves the snapshot's provenance to be worked
+            // out: start that now that the bind's own work is done.
+            config.load().sources().compute_in_background();
             Ok::<_, Error>(config)
         }
         .instrument(span)

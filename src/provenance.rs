@@ -177,8 +177,8 @@ impl fmt::Display for Source {
 /// A persistent map: cloning it is O(1) and a reload that changed one key updates only the
 /// paths at that key, so consecutive snapshots share almost all of their provenance.
 ///
-/// After a bind that read the whole prefix, the map is computed on a background thread once the
-/// handle is serving (about 10 ms for 10,000 keys on 2 cores), so the bind does not wait for
+/// After a bind that read the whole prefix, the map is computed on a background thread started
+/// as the bind returns (about 10 ms for 10,000 keys on 2 cores), so the bind does not wait for
 /// it; a method called before it is done computes it at once or waits for that thread, so
 /// every method returns the whole map, never a partial one.
 #[derive(Clone, Default)]

@@ -813,14 +813,6 @@ impl<T: CoordConfig> State<T> {
         Some(regions)
     }
 
-    /// Starts working out the serving tree's sources, where a bind left them to be worked out
-    /// once the handle serves (see [`Merged::full`]).
-    pub(super) fn compute_sources_in_background(&self) {
-        if let Some(merged) = &self.merged {
-            merged.sources.compute_in_background();
-        }
-    }
-
     /// Merges the layers from scratch and checks the whole result.
     fn build_full(&mut self, change: ReloadCause) -> Result<Snapshot<T>> {
         self.merged = None;

@@ -24,7 +24,6 @@ impl<T: CoordConfig> Reloader<T> {
         let mut follower = self.follower();
         let mut file_due: Option<Instant> = None;
         let mut overlay = self.overlay_rx.take();
-        self.state.compute_sources_in_background();
         loop {
             let now = Instant::now();
             tokio::select! {
