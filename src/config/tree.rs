@@ -114,8 +114,8 @@ fn walk_to_parent<'m>(
 }
 
 /// A layer's tree built from the keys of a read in key order, with the source of each key
-/// instead of each leaf: the leaves' sources are worked out from the finished tree when they
-/// are needed ([`Merged::full`] does it on a background thread). In key order a key comes
+/// instead of each leaf: the leaves' sources are worked out from the finished tree later
+/// ([`Merged::full`] defers them; the bind starts a thread for them as it returns). In key order a key comes
 /// before every key below it, so each leaf's source is that of the deepest key at or above
 /// it, as [`LayerTree::insert`] would have recorded it.
 #[derive(Debug, Default)]
@@ -350,7 +350,7 @@ impl Merged {
             EtcdTree::Keys(mut keyed) if empty(file) && above.iter().all(|layer| empty(layer)) => {
                 keyed.flush();
                 // One layer: its leaves are those of its tree, worked out when first needed or
-                // once the handle serves (the snapshot can serve before its provenance).
+                // on the thread the bind starts as it returns (the snapshot serves before).
                 let root = Arc::new(Value::Object(keyed.root));
                 let shared = Arc::clone(&root);
                 let (keys, prefix) = (keyed.keys, keyed.prefix);

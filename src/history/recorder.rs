@@ -189,8 +189,8 @@ impl<T: CoordConfig> Tracker<T> {
     /// campaigns for the prefix's recorder seat and, if it wins it within a few seconds, takes
     /// over (records the revisions since the last recorded version, the bound one included); the
     /// returned future resolves when that is done (or the task ended; at once for a handle that
-    /// never records, which writes nothing), so the bind can wait until they are in etcd, and every later revision reaches the recorder through the feed
-    /// as its own version. A failure there is logged and left to the task, which retries with a
+    /// never records, which writes nothing), so the bind can wait until they are in etcd, and
+    /// every later revision reaches the recorder through the feed as its own version. A failure there is logged and left to the task, which retries with a
     /// fresh read; it never fails the bind.
     pub(crate) fn start(
         coord: &Coordinator,
