@@ -2,6 +2,7 @@
 
 mod cache;
 mod check;
+mod chunks;
 mod coord_config;
 mod event;
 mod feed;

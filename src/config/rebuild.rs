@@ -18,6 +18,8 @@ use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use super::chunks::Chunks;
+
 /// The field paths a change touched, relative to the value being rebuilt: each path is a list of
 /// document field names (serde names), e.g. `["database", "host"]`. An empty path means the
 /// whole value changed.
@@ -213,22 +215,26 @@ impl<T: DeserializeOwned> KeepDeserialize<T> for Probe<T> {
 }
 
 /// A map from string keys to values whose entries are shared between snapshots: a persistent
-/// ordered map (`imbl::OrdMap`) of `Arc`ed values.
+/// ordered map of `Arc`ed values, kept in sorted chunks of up to 128 entries that snapshots
+/// share.
 ///
 /// Use it for big keyed collections in a config type (`items: ConfigMap<Item>` for keys
 /// `<prefix>/items/<name>`): a reload that changed one entry deserializes that entry only, and
 /// the new snapshot shares every other entry (and most of the map's nodes) with the one before,
-/// so memory does not grow with the number of snapshots kept. In the document and the JSON
-/// Schema it is a map like `BTreeMap<String, V>`; it iterates in key order.
+/// so memory does not grow with the number of snapshots kept (a changed entry copies its chunk
+/// and the list of chunks, one pointer per 64 entries or so). In the document and the JSON
+/// Schema it is a map like `BTreeMap<String, V>`; it iterates in key order. Lookups, inserts and
+/// removes take O(log n) comparisons; deserializing a map whose keys arrive in order (as from a
+/// bound document) builds it in one pass.
 pub struct ConfigMap<V> {
-    entries: imbl::OrdMap<Arc<str>, Arc<V>>,
+    entries: Chunks<V>,
 }
 
 impl<V> ConfigMap<V> {
     /// An empty map.
     pub fn new() -> Self {
         ConfigMap {
-            entries: imbl::OrdMap::new(),
+            entries: Chunks::new(),
         }
     }
 
@@ -245,7 +251,7 @@ impl<V> ConfigMap<V> {
 
     /// Whether `key` has a value.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.entries.contains_key(key)
+        self.entries.get(key).is_some()
     }
 
     /// The number of entries.
@@ -255,7 +261,7 @@ impl<V> ConfigMap<V> {
 
     /// True when there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
     }
 
     /// Every entry, in key order.
@@ -265,7 +271,7 @@ impl<V> ConfigMap<V> {
 
     /// Every key, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(|k| &**k)
+        self.entries.iter().map(|(k, _)| &**k)
     }
 
     /// Sets `key` to `value`; returns the previous value.
@@ -302,12 +308,13 @@ impl<V: fmt::Debug> fmt::Debug for ConfigMap<V> {
 
 impl<V: PartialEq> PartialEq for ConfigMap<V> {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len()
-            && self
-                .entries
-                .iter()
-                .zip(other.entries.iter())
-                .all(|((ka, va), (kb, vb))| ka == kb && (Arc::ptr_eq(va, vb) || va == vb))
+        self.entries.ptr_eq(&other.entries)
+            || self.len() == other.len()
+                && self
+                    .entries
+                    .iter()
+                    .zip(other.entries.iter())
+                    .all(|((ka, va), (kb, vb))| ka == kb && (Arc::ptr_eq(va, vb) || va == vb))
     }
 }
 
@@ -316,10 +323,11 @@ impl<V: Eq> Eq for ConfigMap<V> {}
 impl<K: Borrow<str>, V> FromIterator<(K, V)> for ConfigMap<V> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         ConfigMap {
-            entries: iter
-                .into_iter()
-                .map(|(k, v)| (Arc::from(k.borrow()), Arc::new(v)))
-                .collect(),
+            entries: Chunks::from_entries(
+                iter.into_iter()
+                    .map(|(k, v)| (Arc::from(k.borrow()), Arc::new(v)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -344,7 +352,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for ConfigMap<V> {
                     entries.push((k, Arc::new(map.next_value::<V>()?)));
                 }
                 Ok(ConfigMap {
-                    entries: entries.into_iter().collect(),
+                    entries: Chunks::from_entries(entries),
                 })
             }
         }
