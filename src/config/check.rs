@@ -17,7 +17,6 @@ use serde_json::Value;
 use super::coord_config::CoordConfig;
 use super::rebuild::ChangedPaths;
 use super::unknown::value_at;
-use super::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provenance::{Source, Sources};
 use crate::secrets::{SecretPaths, MASK};
@@ -100,7 +99,20 @@ struct Violation {
 impl<T: CoordConfig> Checker<T> {
     /// Generates `T`'s JSON Schema and compiles it.
     pub(crate) fn new() -> Result<Self> {
-        let schema = schemars::schema_for!(T).to_value();
+        Self::compile(Self::generate_schema())
+    }
+
+    /// `T`'s JSON Schema (what [`schema`](Self::schema) gives once compiled).
+    pub(crate) fn generate_schema() -> Value {
+        schemars::schema_for!(T).to_value()
+    }
+
+    /// Compiles `schema` (`T`'s, from [`generate_schema`](Self::generate_schema)), after
+    /// checking it against its meta-schema.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if the schema does not compile.
+    pub(crate) fn compile(schema: Value) -> Result<Self> {
         let validator = jsonschema::validator_for(&schema).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidArgument,
@@ -286,11 +298,6 @@ impl<T: CoordConfig> Checker<T> {
     /// `T`'s JSON Schema (draft 2020-12).
     pub(crate) fn schema(&self) -> &Value {
         &self.schema
-    }
-
-    /// Which fields are strings, for parsing raw etcd and environment values.
-    pub(crate) fn string_fields(&self) -> StringFields {
-        StringFields::new(self.schema.clone())
     }
 
     /// Deserializes (failing field path from `serde_path_to_error`), checks the schema's

@@ -11,7 +11,7 @@
 
 use serde_json::{Map, Value};
 
-use super::value::StringFields;
+use super::value::{Lookups, StringFields};
 use super::yaml::resolve_plain;
 
 /// `Some` for text that is exactly a decimal integer without a leading zero (fits i64 or u64),
@@ -38,21 +38,23 @@ pub(super) fn plain_scalar(text: &str) -> Option<Value> {
 
 /// What YAML makes of `text` if it is a plain word or a one-line flow mapping of plain words
 /// (see the module docs); `None` for any other text. `node` is the schema of the value's place
-/// in the bound type and `depth` the nesting levels it may still have (a mapping needs 1).
-pub(super) fn simple(
+/// in the bound type and `depth` the nesting levels it may still have (a mapping needs 1);
+/// `lookups` remembers schema lookups from one value to the next.
+pub(super) fn simple<'a>(
     text: &str,
-    fields: &StringFields,
-    node: Option<&Value>,
+    fields: &'a StringFields,
+    node: Option<&'a Value>,
     depth: usize,
+    lookups: &mut Lookups<'a>,
 ) -> Option<Value> {
     let text = text.trim_matches(' ');
     if let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
         return (depth >= 1)
-            .then(|| flow_mapping(inner, fields, node))
+            .then(|| flow_mapping(inner, fields, node, lookups))
             .flatten();
     }
     if is_word(text) {
-        return word(text, fields, node);
+        return word(text, node.is_some_and(|n| lookups.string_only(fields, n)));
     }
     None
 }
@@ -60,7 +62,12 @@ pub(super) fn simple(
 /// The entries of a flow mapping (the text between the braces): `key: word` pairs separated
 /// by commas, each key a plain identifier-like word. Read in one pass: a key, optional spaces,
 /// `: `, the word up to the next comma (trailing spaces dropped).
-fn flow_mapping(inner: &str, fields: &StringFields, node: Option<&Value>) -> Option<Value> {
+fn flow_mapping<'a>(
+    inner: &str,
+    fields: &'a StringFields,
+    node: Option<&'a Value>,
+    lookups: &mut Lookups<'a>,
+) -> Option<Value> {
     let mut map = Map::new();
     let b = inner.as_bytes();
     let skip_spaces = |mut i: usize| {
@@ -73,8 +80,6 @@ fn flow_mapping(inner: &str, fields: &StringFields, node: Option<&Value>) -> Opt
     if i == b.len() {
         return Some(Value::Object(map));
     }
-    // The mapping's schema with its `$ref` followed, once for every key.
-    let node = node.and_then(|n| fields.resolved(n));
     loop {
         let start = i;
         while b
@@ -94,8 +99,8 @@ fn flow_mapping(inner: &str, fields: &StringFields, node: Option<&Value>) -> Opt
         if !is_word(value) {
             return None;
         }
-        let child = node.and_then(|n| fields.child(n, key, 0));
-        let value = word(value, fields, child)?;
+        let string_only = node.is_some_and(|n| lookups.field_string_only(fields, n, key));
+        let value = word(value, string_only)?;
         if map.insert(key.to_string(), value).is_some() {
             return None;
         }
@@ -107,12 +112,10 @@ fn flow_mapping(inner: &str, fields: &StringFields, node: Option<&Value>) -> Opt
 }
 
 /// A plain word's value by YAML 1.2's core schema, kept as text where the schema wants a
-/// string; `None` where it does not resolve (`.inf`), so the parser reports it.
-fn word(text: &str, fields: &StringFields, node: Option<&Value>) -> Option<Value> {
+/// string (`string_only`); `None` where it does not resolve (`.inf`), so the parser reports it.
+fn word(text: &str, string_only: bool) -> Option<Value> {
     let value = resolve_plain(text).ok()?;
-    if matches!(value, Value::Number(_) | Value::Bool(_))
-        && node.is_some_and(|n| fields.is_string_only(n))
-    {
+    if string_only && matches!(value, Value::Number(_) | Value::Bool(_)) {
         return Some(Value::String(text.to_string()));
     }
     Some(value)
@@ -264,19 +267,37 @@ mod tests {
         let f = fields();
         let item = f.schema().pointer("/definitions/Item");
         assert_eq!(
-            simple("{weight: 1, label: 0123}", &f, item, 4),
+            simple(
+                "{weight: 1, label: 0123}",
+                &f,
+                item,
+                4,
+                &mut Lookups::default()
+            ),
             Some(json!({"weight": 1, "label": "0123"}))
         );
         assert_eq!(
-            simple("{weight: 1.5, label: 1.10}", &f, item, 4),
+            simple(
+                "{weight: 1.5, label: 1.10}",
+                &f,
+                item,
+                4,
+                &mut Lookups::default()
+            ),
             Some(json!({"weight": 1.5, "label": "1.10"}))
         );
         assert_eq!(
-            simple("hello world", &f, None, 4),
+            simple("hello world", &f, None, 4, &mut Lookups::default()),
             Some(json!("hello world"))
         );
-        assert_eq!(simple("-1.5e3", &f, None, 4), Some(json!(-1500.0)));
-        assert_eq!(simple("{}", &f, None, 4), Some(json!({})));
+        assert_eq!(
+            simple("-1.5e3", &f, None, 4, &mut Lookups::default()),
+            Some(json!(-1500.0))
+        );
+        assert_eq!(
+            simple("{}", &f, None, 4, &mut Lookups::default()),
+            Some(json!({}))
+        );
         // Declined: the parser reads (or refuses) these itself.
         for text in [
             "{a: 1, a: 2}",
@@ -292,9 +313,17 @@ mod tests {
             "a\nb",
             "{a: 1}\n",
         ] {
-            assert_eq!(simple(text, &f, None, 4), None, "{text}");
+            assert_eq!(
+                simple(text, &f, None, 4, &mut Lookups::default()),
+                None,
+                "{text}"
+            );
         }
-        assert_eq!(simple("{a: 1}", &f, None, 0), None, "too deep");
+        assert_eq!(
+            simple("{a: 1}", &f, None, 0, &mut Lookups::default()),
+            None,
+            "too deep"
+        );
     }
 
     /// Text made of the pieces the fast path looks at, and of the ones that end it.
@@ -387,7 +416,7 @@ mod tests {
         ) {
             let f = fields();
             let node = at.and_then(|p| f.schema().pointer(p));
-            if let Some(fast) = simple(&text, &f, node, 4) {
+            if let Some(fast) = simple(&text, &f, node, 4, &mut Lookups::default()) {
                 prop_assert_eq!(Ok(fast), parsed(&text, &f, node), "text {:?}", text);
             }
         }
@@ -420,7 +449,7 @@ mod tests {
             "1.10",
             "v2.3.4-rc.1",
         ] {
-            let fast = simple(text, &f, item, 4);
+            let fast = simple(text, &f, item, 4, &mut Lookups::default());
             assert!(fast.is_some(), "{text}");
             assert_eq!(Ok(fast.unwrap()), parsed(text, &f, item), "{text}");
         }

@@ -42,7 +42,6 @@ pub(super) struct State<T: CoordConfig> {
     pub(super) conn: Etcd,
     /// The full etcd prefix, namespace included, ending with `/`.
     pub(super) prefix: String,
-    page_size: i64,
     checker: Arc<Checker<T>>,
     fields: StringFields,
     etcd: EtcdLayer,
@@ -143,8 +142,11 @@ impl<T: CoordConfig> Reloader<T> {
         prefix: String,
         options: &ConfigOptions,
     ) -> Result<Started<T>> {
-        let checker = Arc::new(Checker::<T>::new()?);
-        let fields = checker.string_fields().with_max_depth(options.max_depth);
+        let schema = Checker::<T>::generate_schema();
+        let fields = StringFields::new(schema.clone()).with_max_depth(options.max_depth);
+        // The schema is checked and compiled on a thread of its own while etcd is read (the
+        // read waits on etcd at first); a schema that does not compile still fails the bind.
+        let compiling = tokio::task::spawn_blocking(move || Checker::<T>::compile(schema));
 
         let env_prefix = match &options.env_prefix {
             Setting::FromType => T::ENV_PREFIX.map(str::to_string),
@@ -176,12 +178,29 @@ impl<T: CoordConfig> Reloader<T> {
         let file_watch = file_path.as_deref().map(FileWatch::new).transpose()?;
 
         let cache_path = options.cache_file.clone();
+        let (layer, read) = read_layer(
+            &etcd,
+            &prefix,
+            options.page_size,
+            EtcdLayer::new(prefix.clone(), options.max_value_bytes),
+            &fields,
+        )
+        .await;
+        let checker = match compiling.await {
+            Ok(compiled) => Arc::new(compiled?),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("binding `{prefix}`: the runtime is shutting down"),
+                ))
+            }
+        };
         let mut state = State {
-            etcd: EtcdLayer::new(prefix.clone(), options.max_value_bytes),
+            etcd: layer,
             etcd_tree: None,
             conn: etcd,
             prefix,
-            page_size: options.page_size,
             checker,
             fields,
             file_path,
@@ -202,16 +221,6 @@ impl<T: CoordConfig> Reloader<T> {
             in_place: false,
         };
         let mut bound_read = None;
-        let empty = EtcdLayer::new(state.prefix.clone(), options.max_value_bytes);
-        let (layer, read) = read_layer(
-            &state.conn,
-            &state.prefix,
-            state.page_size,
-            std::mem::replace(&mut state.etcd, empty),
-            &state.fields,
-        )
-        .await;
-        state.etcd = layer;
         let status = match read {
             Ok(LayerRead {
                 revision,

@@ -162,6 +162,17 @@ impl StringFields {
     /// the text's length in bytes plus 4096, and aliases that add more than a quarter of that
     /// length plus 4096 nodes.
     pub(crate) fn parse_for(&self, path: &[&str], raw: &[u8]) -> Result<Value, String> {
+        self.parse_with(path, raw, &mut Lookups::default())
+    }
+
+    /// [`parse_for`](Self::parse_for), with the schema lookups of the values parsed before
+    /// (`lookups`, one per thread, for values parsed one after another) taken as done.
+    pub(crate) fn parse_with<'a>(
+        &'a self,
+        path: &[&str],
+        raw: &[u8],
+        lookups: &mut Lookups<'a>,
+    ) -> Result<Value, String> {
         if path.len() > self.max_depth {
             return Err(format!(
                 "field path has {} segments, over the limit of {}",
@@ -175,18 +186,18 @@ impl StringFields {
         if trimmed.is_empty() {
             return Ok(Value::Null);
         }
-        let node = self.node_at(path);
+        let node = lookups.node_at(self, path);
         // Fast path for the most common values, which YAML reads the same way: a decimal
         // integer without a leading zero, and `true` / `false`.
         if let Some(v) = plain_scalar(text) {
-            if node.is_some_and(|n| self.is_string_only(n)) {
+            if node.is_some_and(|n| lookups.string_only(self, n)) {
                 return Ok(Value::String(text.to_string()));
             }
             return Ok(v);
         }
         let depth = self.max_depth - path.len();
         // A plain word or a one-line flow mapping of plain words, read as YAML reads them.
-        if let Some(v) = simple(text, self, node, depth) {
+        if let Some(v) = simple(text, self, node, depth, lookups) {
             return Ok(v);
         }
         // JSON documents: serde_json is linear and fast; it is used where its result needs no
@@ -383,6 +394,84 @@ impl StringFields {
     }
 }
 
+/// Schema lookups remembered from one parsed value to the next. Keys read in order mostly share
+/// their parent's schema node (every entry of a map has the same one), and the values of one
+/// map are mappings with the same fields, so most of the schema walk for a value was done for
+/// the value before. Each answer is what [`StringFields`] gives without it; the lookups of one
+/// `StringFields` only.
+#[derive(Default)]
+pub(crate) struct Lookups<'a> {
+    /// The last key's parent path (all but its last segment) and that path's schema node.
+    parent: Option<(Vec<String>, Option<&'a Value>)>,
+    /// The last mapping node whose fields were looked up, and for each field asked about
+    /// whether a number or bool there is kept as text.
+    mapping: Option<(&'a Value, Vec<(String, bool)>)>,
+    /// The last node asked whether it keeps numbers and bools as text, and the answer.
+    string_only: Option<(&'a Value, bool)>,
+}
+
+/// Fields of one mapping node remembered at most (a mapping with more is looked up as usual
+/// past them).
+const REMEMBERED_FIELDS: usize = 32;
+
+impl<'a> Lookups<'a> {
+    /// The schema node of the field at `path`, as [`StringFields::node_at`] gives it.
+    fn node_at(&mut self, fields: &'a StringFields, path: &[&str]) -> Option<&'a Value> {
+        let Some((last, parents)) = path.split_last() else {
+            return Some(&fields.schema);
+        };
+        let parent = match &self.parent {
+            Some((at, node)) if at.iter().map(String::as_str).eq(parents.iter().copied()) => *node,
+            _ => {
+                let node = fields.node_at(parents);
+                self.parent = Some((parents.iter().map(|s| s.to_string()).collect(), node));
+                node
+            }
+        };
+        fields.child(parent?, last, 0)
+    }
+
+    /// Whether a number or bool at `node` is kept as text, as
+    /// [`StringFields::is_string_only`] says.
+    pub(crate) fn string_only(&mut self, fields: &'a StringFields, node: &'a Value) -> bool {
+        match self.string_only {
+            Some((at, only)) if std::ptr::eq(at, node) => only,
+            _ => {
+                let only = fields.is_string_only(node);
+                self.string_only = Some((node, only));
+                only
+            }
+        }
+    }
+
+    /// Whether a number or bool in field `key` of the mapping whose schema is `node` is kept as
+    /// text: the field's schema is `node`'s child `key` once `node`'s `$ref` is followed.
+    pub(crate) fn field_string_only(
+        &mut self,
+        fields: &'a StringFields,
+        node: &'a Value,
+        key: &str,
+    ) -> bool {
+        if !matches!(&self.mapping, Some((at, _)) if std::ptr::eq(*at, node)) {
+            self.mapping = Some((node, Vec::new()));
+        }
+        let Some((_, known)) = self.mapping.as_mut() else {
+            unreachable!("set just above");
+        };
+        if let Some((_, only)) = known.iter().find(|(field, _)| field == key) {
+            return *only;
+        }
+        let only = fields
+            .resolved(node)
+            .and_then(|n| fields.child(n, key, 0))
+            .is_some_and(|child| fields.is_string_only(child));
+        if known.len() < REMEMBERED_FIELDS {
+            known.push((key.to_string(), only));
+        }
+        only
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +501,48 @@ mod tests {
             .contains("duplicate key"));
         assert!(parse(b".nan").unwrap_err().contains("not a finite number"));
         assert!(parse(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Values parsed one after another with shared lookups read as each does alone, for
+        /// paths and mappings that share schema nodes, differ in them, and have none.
+        #[test]
+        fn shared_lookups_read_as_fresh_ones(
+            picks in proptest::collection::vec((0usize..9, 0usize..8), 1..60),
+        ) {
+            let f = StringFields::new(json!({
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "port": {"type": "integer"},
+                    "db": {"$ref": "#/$defs/Db"},
+                    "items": {"type": "object", "additionalProperties": {"$ref": "#/$defs/Item"}},
+                    "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "maybe": {"anyOf": [{"$ref": "#/$defs/Db"}, {"type": "null"}]}
+                },
+                "$defs": {
+                    "Db": {"type": "object", "properties": {"password": {"type": "string"}}},
+                    "Item": {"type": "object", "properties": {
+                        "label": {"type": "string"}, "weight": {"type": "integer"}
+                    }}
+                }
+            }));
+            let paths: [&[&str]; 9] = [
+                &["items", "a"], &["items", "b"], &["tags", "x"], &["db"], &["db", "password"],
+                &["maybe", "password"], &["name"], &["unknown", "deep"], &[],
+            ];
+            let raws: [&[u8]; 8] = [
+                b"1.10", b"{weight: 1, label: 0123}", b"{label: true, password: 7}", b"true",
+                b"0123", b"{password: 1.5}", b"hello world", b"port: 1\nname: 2\n",
+            ];
+            let mut lookups = Lookups::default();
+            for (path, raw) in picks {
+                let shared = f.parse_with(paths[path], raws[raw], &mut lookups);
+                proptest::prop_assert_eq!(shared, f.parse_for(paths[path], raws[raw]));
+            }
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub(crate) mod range;
 use etcd_client::{Client, KvClient, WatchClient};
 
 pub(crate) use backoff::Backoff;
-pub(crate) use range::{is_too_large, prefix_end, read_prefix, read_range, read_range_pages};
+pub(crate) use range::{
+    is_too_large, prefix_end, read_prefix, read_range, read_range_pages, Pages,
+};
 
 /// Sleeps until `at`, or forever for `None`: a `select!` branch for an optional deadline.
 pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {

@@ -54,8 +54,20 @@ pub(crate) async fn read_range(
     at: Option<i64>,
 ) -> Result<(i64, Vec<KeyValue>)> {
     let mut out = Vec::new();
-    let revision = read_range_pages(etcd, start, end, page, at, |kvs, _| out.extend(kvs)).await?;
+    let pages = Pages { page, tail: 0 };
+    let revision = read_range_pages(etcd, start, end, pages, at, |kvs, _| out.extend(kvs)).await?;
     Ok((revision, out))
+}
+
+/// How many keys a paged read asks for at a time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pages {
+    /// Keys per page (at most; fewer where a page would be over the decode limit).
+    pub(crate) page: i64,
+    /// With more than this many keys left but no more than a page, the read asks for all but
+    /// this many, so that the last page holds `tail` keys: a caller that works on each page as
+    /// the next one is read then has little left to do once the read ends. 0: no such split.
+    pub(crate) tail: i64,
 }
 
 /// As [`read_range`], handing each page to `each` as it arrives (with whether more pages
@@ -68,12 +80,12 @@ pub(crate) async fn read_range_pages(
     etcd: &Etcd,
     start: Vec<u8>,
     end: Vec<u8>,
-    page: i64,
+    pages: Pages,
     at: Option<i64>,
     mut each: impl FnMut(Vec<KeyValue>, bool),
 ) -> Result<i64> {
     let mut client = etcd.kv();
-    let page = page.max(1);
+    let page = pages.page.max(1);
     let mut limit = page;
     let mut from = start.clone();
     let mut revision = at.unwrap_or(0);
@@ -114,6 +126,11 @@ pub(crate) async fn read_range_pages(
             }
             _ => false,
         };
+        // `count` is the number of keys from this page's start to the end, at `revision`.
+        let left = resp.count().saturating_sub(kvs.len() as i64);
+        if more && pages.tail > 0 && left > pages.tail && left <= limit {
+            limit = left - pages.tail;
+        }
         each(kvs, more);
         if !more {
             return Ok(revision);

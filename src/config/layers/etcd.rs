@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::tree::{Blocked, EtcdTree, KeyedTree, LayerTree};
-use crate::config::value::StringFields;
+use crate::config::value::{Lookups, StringFields};
 use crate::error::{Error, ErrorKind, Result};
 use crate::provenance::{Origin, Source};
 
@@ -89,7 +89,7 @@ impl EtcdLayer {
 
     /// Records a put of `key` (a full etcd key under the prefix) at `mod_revision`.
     pub(crate) fn put(&mut self, key: &[u8], raw: &[u8], mod_revision: i64, fields: &StringFields) {
-        let (key, value) = self.parse(key, raw, fields);
+        let (key, value) = self.parse(key, raw, fields, &mut Lookups::default());
         self.put_parsed(key, raw, mod_revision, value.map(Some));
     }
 
@@ -98,7 +98,7 @@ impl EtcdLayer {
     /// the whole prefix and each value parses on its own, so a large batch is parsed on up to
     /// 4 threads (as many as the machine has cores) before the entries are recorded in order.
     pub(crate) fn put_all(&mut self, kvs: &[(&[u8], &[u8], i64)], fields: &StringFields) {
-        let parsed = self.parse_all(kvs, fields);
+        let parsed = self.parse_all(kvs, fields, true);
         for (&(_, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed) {
             self.put_parsed(key, raw, mod_revision, value.map(Some));
         }
@@ -118,7 +118,7 @@ impl EtcdLayer {
         fields: &StringFields,
     ) -> Result<LayerTree> {
         let mut load = Loading::new(&self.prefix);
-        self.load_page(kvs, fields, &mut load);
+        self.load_page(kvs, fields, &mut load, true);
         self.loaded_tree(load, fields).map(EtcdTree::into_layer)
     }
 
@@ -137,9 +137,10 @@ impl EtcdLayer {
         kvs: &[(&[u8], &[u8], i64)],
         fields: &StringFields,
         load: &mut Loading,
+        parallel: bool,
     ) {
         debug_assert!(self.entries.is_empty(), "the layer is filled at the end");
-        let parsed = self.parse_all(kvs, fields);
+        let parsed = self.parse_all(kvs, fields, parallel);
         let tree = &mut load.tree;
         for (i, (&(raw_key, raw, mod_revision), (key, value))) in kvs.iter().zip(parsed).enumerate()
         {
@@ -215,18 +216,24 @@ impl EtcdLayer {
         }
     }
 
-    /// Every key of `kvs` as text with its parsed value (or why it is bad), in order; a large
-    /// batch is parsed on up to 4 threads (as many as the machine has cores).
+    /// Every key of `kvs` as text with its parsed value (or why it is bad), in order; with
+    /// `parallel`, a large batch is parsed on up to 4 threads (as many as the machine has
+    /// cores), else on this one.
     fn parse_all(
         &self,
         kvs: &[(&[u8], &[u8], i64)],
         fields: &StringFields,
+        parallel: bool,
     ) -> Vec<(String, Result<Value, String>)> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let threads = match parallel {
+            true => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            false => 1,
+        };
         if threads < 2 || kvs.len() < PARALLEL_PARSE_MIN {
+            let mut lookups = Lookups::default();
             return kvs
                 .iter()
-                .map(|&(key, raw, _)| self.parse(key, raw, fields))
+                .map(|&(key, raw, _)| self.parse(key, raw, fields, &mut lookups))
                 .collect();
         }
         let chunk = kvs.len().div_ceil(threads);
@@ -236,8 +243,9 @@ impl EtcdLayer {
                 .chunks(chunk)
                 .map(|part| {
                     scope.spawn(move || {
+                        let mut lookups = Lookups::default();
                         part.iter()
-                            .map(|&(key, raw, _)| this.parse(key, raw, fields))
+                            .map(|&(key, raw, _)| this.parse(key, raw, fields, &mut lookups))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -253,12 +261,14 @@ impl EtcdLayer {
         parsed.into_iter().flatten().collect()
     }
 
-    /// The key as text and its parsed value (or why it is bad).
-    fn parse(
+    /// The key as text and its parsed value (or why it is bad); `lookups` remembers schema
+    /// lookups from the key parsed before.
+    fn parse<'a>(
         &self,
         key: &[u8],
         raw: &[u8],
-        fields: &StringFields,
+        fields: &'a StringFields,
+        lookups: &mut Lookups<'a>,
     ) -> (String, Result<Value, String>) {
         match std::str::from_utf8(key) {
             Ok(k) => {
@@ -274,7 +284,7 @@ impl EtcdLayer {
                         raw.len(),
                         self.max_value_bytes
                     )),
-                    Ok(path) => fields.parse_for(&path, raw),
+                    Ok(path) => fields.parse_with(&path, raw, lookups),
                 };
                 (k.to_string(), value)
             }
@@ -368,8 +378,9 @@ impl EtcdLayer {
         );
         keys.sort_by(|a, b| a.1.depth.cmp(&b.1.depth).then_with(|| a.0.cmp(b.0)));
         let mut tree = LayerTree::default();
+        let mut lookups = Lookups::default();
         for (key, entry) in keys {
-            let value = self.value_of(key, entry, fields).ok()?;
+            let value = self.value_of(key, entry, fields, &mut lookups).ok()?;
             let segments = self.segments(key).ok()?;
             let source = Arc::new(Source::new(Origin::Etcd {
                 key: key.clone(),
@@ -458,10 +469,16 @@ impl EtcdLayer {
 
     /// An entry's parsed value (a copy, or parsed again from its raw text where the value was
     /// moved into the tree built with the read), or why it is bad.
-    fn value_of(&self, key: &str, entry: &Entry, fields: &StringFields) -> Result<Value, String> {
+    fn value_of<'a>(
+        &self,
+        key: &str,
+        entry: &Entry,
+        fields: &'a StringFields,
+        lookups: &mut Lookups<'a>,
+    ) -> Result<Value, String> {
         match &entry.value {
             Ok(Some(value)) => Ok(value.clone()),
-            Ok(None) => self.parse(key.as_bytes(), &entry.raw, fields).1,
+            Ok(None) => self.parse(key.as_bytes(), &entry.raw, fields, lookups).1,
             Err(msg) => Err(msg.clone()),
         }
     }
@@ -474,6 +491,7 @@ impl EtcdLayer {
         let mut ordered: Vec<(&String, &Entry)> = self.entries.iter().collect();
         ordered.sort_by_key(|(_, entry)| entry.depth);
         let mut tree = LayerTree::default();
+        let mut lookups = Lookups::default();
         for (key, entry) in ordered {
             let source = Arc::new(Source::new(Origin::Etcd {
                 key: key.clone(),
@@ -481,7 +499,9 @@ impl EtcdLayer {
             }));
             let bad =
                 |msg: String| Error::new(ErrorKind::Validation, msg).with_origin(&source.origin);
-            let value = self.value_of(key, entry, fields).map_err(bad)?;
+            let value = self
+                .value_of(key, entry, fields, &mut lookups)
+                .map_err(bad)?;
             let path = self.segments(key).map_err(bad)?;
             tree.insert_shared(&path, value, &source)
                 .map_err(|Blocked(at)| self.blocked(key, entry, &path, &at))?;
@@ -591,8 +611,8 @@ mod tests {
         let mut moved = EtcdLayer::new("/p/".into(), 1024);
         let mut load = Loading::new("/p/");
         let (first, second) = batch.split_at(batch.len() / 2);
-        moved.load_page(first, &f, &mut load);
-        moved.load_page(second, &f, &mut load);
+        moved.load_page(first, &f, &mut load, false);
+        moved.load_page(second, &f, &mut load, true);
         assert!(load.tree.is_some() && load.sorted, "built with the read");
         let built = moved.loaded_tree(load, &f).unwrap();
         assert!(
@@ -619,7 +639,7 @@ mod tests {
         shuffled.reverse();
         let mut load = Loading::new("/p/");
         let mut reversed = EtcdLayer::new("/p/".into(), 1024);
-        reversed.load_page(&shuffled, &f, &mut load);
+        reversed.load_page(&shuffled, &f, &mut load, true);
         assert!(load.tree.is_none());
         let ordinary = reversed.loaded_tree(load, &f).unwrap();
         assert!(matches!(ordinary, EtcdTree::Leaves(_)));

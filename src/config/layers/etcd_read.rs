@@ -1,13 +1,16 @@
 //! The bind's read of the etcd layer: every page is parsed and put into the layer's tree on a
 //! blocking thread while the next page is read, so parsing overlaps the read.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use etcd_client::KeyValue;
 
 use super::etcd::{EtcdLayer, Loading};
 use crate::config::tree::EtcdTree;
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
-use crate::etcd::{prefix_end, read_range_pages, Etcd};
+use crate::etcd::{prefix_end, read_range_pages, Etcd, Pages};
 
 /// What [`read_layer`] read.
 pub(crate) struct LayerRead {
@@ -20,8 +23,9 @@ pub(crate) struct LayerRead {
 }
 
 /// Reads every key under `layer`'s prefix (empty) into it, in pages of `page_size` keys at one
-/// revision, as `read_prefix` does. Returns the layer (holding what was read, even after an
-/// error) and the read.
+/// revision, as `read_prefix` does, except that the last page is kept to a quarter of a page
+/// (what is parsed after the read ends). Returns the layer (holding what was read, even after
+/// an error) and the read.
 ///
 /// Cancel safety: dropping the future stops the read after the page in flight; the thread
 /// parsing pages ends with it.
@@ -35,32 +39,44 @@ pub(crate) async fn read_layer(
     mut layer: EtcdLayer,
     fields: &StringFields,
 ) -> (EtcdLayer, Result<LayerRead>) {
-    let (pages, received) = std::sync::mpsc::channel::<Vec<KeyValue>>();
+    let (pages, received) = std::sync::mpsc::channel::<(Vec<KeyValue>, bool)>();
+    // Pages sent to the worker: with the worker's count of pages done, the backlog.
+    let sent = Arc::new(AtomicUsize::new(0));
     let fields = fields.clone();
-    let worker = tokio::task::spawn_blocking(move || {
-        let mut load = Loading::new(layer.prefix());
-        let mut kvs = Vec::new();
-        for page in received {
-            let batch: Vec<(&[u8], &[u8], i64)> = page
-                .iter()
-                .map(|kv| (kv.key(), kv.value(), kv.mod_revision()))
-                .collect();
-            layer.load_page(&batch, &fields, &mut load);
-            drop(batch);
-            kvs.extend(page);
+    let worker = tokio::task::spawn_blocking({
+        let sent = Arc::clone(&sent);
+        move || {
+            let mut load = Loading::new(layer.prefix());
+            let mut kvs = Vec::new();
+            for (done, (page, more)) in received.into_iter().enumerate() {
+                let batch: Vec<(&[u8], &[u8], i64)> = page
+                    .iter()
+                    .map(|kv| (kv.key(), kv.value(), kv.mod_revision()))
+                    .collect();
+                // While etcd serves the next page, one thread keeps up and leaves etcd a core;
+                // the last page, or a backlog, is parsed on every core.
+                let behind = sent.load(Ordering::Acquire) > done + 1;
+                layer.load_page(&batch, &fields, &mut load, !more || behind);
+                drop(batch);
+                kvs.extend(page);
+            }
+            let tree = layer.loaded_tree(load, &fields);
+            (layer, kvs, tree)
         }
-        let tree = layer.loaded_tree(load, &fields);
-        (layer, kvs, tree)
     });
     let read = read_range_pages(
         etcd,
         prefix.as_bytes().to_vec(),
         prefix_end(prefix.as_bytes()),
-        page_size,
+        Pages {
+            page: page_size,
+            tail: page_size / 4,
+        },
         None,
-        |page, _| {
+        |page, more| {
             // The receiver lives until every page is sent.
-            let _ = pages.send(page);
+            sent.fetch_add(1, Ordering::Release);
+            let _ = pages.send((page, more));
         },
     )
     .await;
