@@ -426,6 +426,11 @@ impl<T: CoordConfig> Reloader<T> {
         self.touch_status();
     }
 
+    /// Puts the bind's read into the etcd layer's map of entries (see [`EtcdLayer::settle`]).
+    pub(super) fn settle(&mut self) {
+        self.state.etcd.settle();
+    }
+
     /// Records a new watch state (and the error that caused it); subscribers get a
     /// [`ConfigEvent::Status`] when the state changes.
     pub(super) fn set_status(&self, state: WatchState, error: Option<Error>) {

@@ -21,6 +21,8 @@ use crate::etcd::follow::{Followed, PrefixFollower};
 impl<T: CoordConfig> Reloader<T> {
     /// Runs until the handle is dropped (the task is aborted then).
     pub(crate) async fn run(mut self, file_watch: Option<FileWatch>) {
+        // What the bind left to do once the handle serves.
+        self.settle();
         let mut follower = self.follower();
         let mut file_due: Option<Instant> = None;
         let mut overlay = self.overlay_rx.take();

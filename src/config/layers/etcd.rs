@@ -27,6 +27,10 @@ pub(crate) struct EtcdLayer {
     prefix: String,
     max_value_bytes: usize,
     entries: BTreeMap<String, Entry>,
+    /// The entries of a read of the whole prefix not yet put into `entries` (which is empty
+    /// while there are any), in key order: the bind hands the layer over with them, and
+    /// [`settle`](Self::settle) makes the map once the handle serves.
+    unsettled: Vec<(String, Entry)>,
     /// How many entries hold a bad value (their `value` is an error).
     bad: usize,
     /// The bytes of every key and raw value.
@@ -77,8 +81,20 @@ impl EtcdLayer {
             prefix,
             max_value_bytes,
             entries: BTreeMap::new(),
+            unsettled: Vec::new(),
             bad: 0,
             bytes: 0,
+        }
+    }
+
+    /// Puts the entries of the read of the whole prefix into the map of entries, if that was
+    /// left to do (see [`loaded_tree`](Self::loaded_tree)). Every change to the layer settles
+    /// it first, as does every tree made from the layer; the reload task settles it as it
+    /// starts.
+    pub(crate) fn settle(&mut self) {
+        if !self.unsettled.is_empty() {
+            // In key order: a map built from sorted entries compares no keys.
+            self.entries = std::mem::take(&mut self.unsettled).into_iter().collect();
         }
     }
 
@@ -98,7 +114,7 @@ impl EtcdLayer {
     /// the whole prefix and each value parses on its own, so a large batch is parsed on up to
     /// 4 threads (as many as the machine has cores) before the entries are recorded in order.
     pub(crate) fn put_all(&mut self, kvs: &[(&[u8], &[u8], i64)], fields: &StringFields) {
-        let parsed = self.parse_all(kvs, fields, true);
+        let parsed = self.parse_all(kvs, fields);
         for (&(_, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed) {
             self.put_parsed(key, raw, mod_revision, value.map(Some));
         }
@@ -118,7 +134,7 @@ impl EtcdLayer {
         fields: &StringFields,
     ) -> Result<LayerTree> {
         let mut load = Loading::new(&self.prefix);
-        self.load_page(kvs, fields, &mut load, true);
+        self.load_page(kvs, fields, &mut load);
         self.loaded_tree(load, fields).map(EtcdTree::into_layer)
     }
 
@@ -137,10 +153,9 @@ impl EtcdLayer {
         kvs: &[(&[u8], &[u8], i64)],
         fields: &StringFields,
         load: &mut Loading,
-        parallel: bool,
     ) {
         debug_assert!(self.entries.is_empty(), "the layer is filled at the end");
-        let parsed = self.parse_all(kvs, fields, parallel);
+        let parsed = self.parse_all(kvs, fields);
         let tree = &mut load.tree;
         for (i, (&(raw_key, raw, mod_revision), (key, value))) in kvs.iter().zip(parsed).enumerate()
         {
@@ -204,7 +219,9 @@ impl EtcdLayer {
                 self.bad += usize::from(entry.value.is_err());
                 self.bytes += key.len() + entry.raw.len();
             }
-            self.entries = load.entries.into_iter().collect();
+            // The map is not needed for the bound snapshot (made from the tree): it is made
+            // once the handle serves.
+            self.unsettled = load.entries;
         } else {
             for (key, entry) in load.entries {
                 self.record(key, entry);
@@ -216,19 +233,14 @@ impl EtcdLayer {
         }
     }
 
-    /// Every key of `kvs` as text with its parsed value (or why it is bad), in order; with
-    /// `parallel`, a large batch is parsed on up to 4 threads (as many as the machine has
-    /// cores), else on this one.
+    /// Every key of `kvs` as text with its parsed value (or why it is bad), in order; a large
+    /// batch is parsed on up to 4 threads (as many as the machine has cores).
     fn parse_all(
         &self,
         kvs: &[(&[u8], &[u8], i64)],
         fields: &StringFields,
-        parallel: bool,
     ) -> Vec<(String, Result<Value, String>)> {
-        let threads = match parallel {
-            true => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-            false => 1,
-        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         if threads < 2 || kvs.len() < PARALLEL_PARSE_MIN {
             let mut lookups = Lookups::default();
             return kvs
@@ -313,6 +325,7 @@ impl EtcdLayer {
     }
 
     fn record(&mut self, key: String, entry: Entry) {
+        self.settle();
         self.bad += usize::from(entry.value.is_err());
         let key_len = key.len();
         self.bytes += key_len + entry.raw.len();
@@ -323,6 +336,7 @@ impl EtcdLayer {
 
     /// Records a delete of `key`.
     pub(crate) fn delete(&mut self, key: &[u8]) {
+        self.settle();
         let key = String::from_utf8_lossy(key);
         if let Some(old) = self.entries.remove(key.as_ref()) {
             self.forget(&old, key.len());
@@ -337,6 +351,7 @@ impl EtcdLayer {
     /// Forgets every key (before a full re-read).
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
+        self.unsettled.clear();
         self.bad = 0;
         self.bytes = 0;
     }
@@ -362,7 +377,8 @@ impl EtcdLayer {
     /// above `path` and the keys below it, inserted as [`tree`](Self::tree) inserts them. At
     /// and below `path` it equals the whole layer's tree. `None` if one of those keys is bad or
     /// blocked (the whole tree then reports it).
-    pub(crate) fn subtree(&self, path: &[String], fields: &StringFields) -> Option<LayerTree> {
+    pub(crate) fn subtree(&mut self, path: &[String], fields: &StringFields) -> Option<LayerTree> {
+        self.settle();
         let mut keys: Vec<(&String, &Entry)> = Vec::new();
         for n in 0..=path.len() {
             let key = format!("{}{}", self.prefix, path[..n].join("/"));
@@ -393,13 +409,16 @@ impl EtcdLayer {
 
     /// The number of keys under the prefix.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.unsettled.len()
     }
 
     /// Every key with its raw value and `mod_revision`, in key order.
     pub(crate) fn raw_entries(&self) -> impl Iterator<Item = (&str, &[u8], i64)> {
+        // One of the two is empty; each is in key order.
+        let unsettled = self.unsettled.iter().map(|(k, e)| (k, e));
         self.entries
             .iter()
+            .chain(unsettled)
             .map(|(k, e)| (k.as_str(), e.raw.as_slice(), e.mod_revision))
     }
 
@@ -410,8 +429,10 @@ impl EtcdLayer {
 
     /// The keys and their `mod_revision`s, in key order.
     pub(crate) fn revisions(&self) -> impl Iterator<Item = (&str, i64)> {
+        let unsettled = self.unsettled.iter().map(|(k, e)| (k, e));
         self.entries
             .iter()
+            .chain(unsettled)
             .map(|(k, e)| (k.as_str(), e.mod_revision))
     }
 
@@ -485,7 +506,8 @@ impl EtcdLayer {
 
     /// The layer as a tree, or the first bad key (in key order, shallow keys first). `fields`
     /// is the parser the values were recorded with.
-    pub(crate) fn tree(&self, fields: &StringFields) -> Result<LayerTree> {
+    pub(crate) fn tree(&mut self, fields: &StringFields) -> Result<LayerTree> {
+        self.settle();
         // The entries come in key order, so a stable sort by depth alone orders them by
         // (depth, key) without comparing keys.
         let mut ordered: Vec<(&String, &Entry)> = self.entries.iter().collect();
@@ -521,6 +543,28 @@ mod tests {
             EtcdLayer::new("/p/".into(), 1024),
             StringFields::new(json!({})),
         )
+    }
+
+    #[test]
+    fn keys_split_into_segments() {
+        let (l, _) = layer();
+        for depth in [0, 1, 15, 16, 17, 40] {
+            let segments: Vec<String> = (0..depth).map(|i| format!("s{i}")).collect();
+            let key = format!("/p/{}", segments.join("/"));
+            assert_eq!(l.segments(&key).unwrap(), segments, "{depth} segments");
+        }
+        assert!(l
+            .segments("/p/a//b")
+            .unwrap_err()
+            .contains("empty path segment"));
+        assert!(l
+            .segments("/p/a/")
+            .unwrap_err()
+            .contains("empty path segment"));
+        assert!(l
+            .segments("/q/a")
+            .unwrap_err()
+            .contains("not under the prefix"));
     }
 
     #[test]
@@ -611,8 +655,8 @@ mod tests {
         let mut moved = EtcdLayer::new("/p/".into(), 1024);
         let mut load = Loading::new("/p/");
         let (first, second) = batch.split_at(batch.len() / 2);
-        moved.load_page(first, &f, &mut load, false);
-        moved.load_page(second, &f, &mut load, true);
+        moved.load_page(first, &f, &mut load);
+        moved.load_page(second, &f, &mut load);
         assert!(load.tree.is_some() && load.sorted, "built with the read");
         let built = moved.loaded_tree(load, &f).unwrap();
         assert!(
@@ -626,8 +670,14 @@ mod tests {
             (moved.len(), moved.bytes(), moved.bad),
             (kept.len(), kept.bytes(), kept.bad)
         );
+        // The map of entries is made later (`settle`); until then the layer reads the same.
+        assert!(moved.entries.is_empty() && !moved.unsettled.is_empty());
+        assert!(moved.raw_entries().eq(kept.raw_entries()));
+        assert!(moved.revisions().eq(kept.revisions()));
         // The moved values are parsed again for a later tree, and for a subtree.
         assert_eq!(merge([&moved.tree(&f).unwrap()]), want);
+        assert!(moved.unsettled.is_empty(), "a tree settles the layer");
+        assert!(moved.raw_entries().eq(kept.raw_entries()));
         let path = vec!["items".to_string(), "k000004".to_string()];
         assert_eq!(
             merge([&moved.subtree(&path, &f).unwrap()]),
@@ -639,7 +689,7 @@ mod tests {
         shuffled.reverse();
         let mut load = Loading::new("/p/");
         let mut reversed = EtcdLayer::new("/p/".into(), 1024);
-        reversed.load_page(&shuffled, &f, &mut load, true);
+        reversed.load_page(&shuffled, &f, &mut load);
         assert!(load.tree.is_none());
         let ordinary = reversed.loaded_tree(load, &f).unwrap();
         assert!(matches!(ordinary, EtcdTree::Leaves(_)));

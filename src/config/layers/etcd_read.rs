@@ -1,9 +1,6 @@
 //! The bind's read of the etcd layer: every page is parsed and put into the layer's tree on a
 //! blocking thread while the next page is read, so parsing overlaps the read.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use etcd_client::KeyValue;
 
 use super::etcd::{EtcdLayer, Loading};
@@ -39,30 +36,22 @@ pub(crate) async fn read_layer(
     mut layer: EtcdLayer,
     fields: &StringFields,
 ) -> (EtcdLayer, Result<LayerRead>) {
-    let (pages, received) = std::sync::mpsc::channel::<(Vec<KeyValue>, bool)>();
-    // Pages sent to the worker: with the worker's count of pages done, the backlog.
-    let sent = Arc::new(AtomicUsize::new(0));
+    let (pages, received) = std::sync::mpsc::channel::<Vec<KeyValue>>();
     let fields = fields.clone();
-    let worker = tokio::task::spawn_blocking({
-        let sent = Arc::clone(&sent);
-        move || {
-            let mut load = Loading::new(layer.prefix());
-            let mut kvs = Vec::new();
-            for (done, (page, more)) in received.into_iter().enumerate() {
-                let batch: Vec<(&[u8], &[u8], i64)> = page
-                    .iter()
-                    .map(|kv| (kv.key(), kv.value(), kv.mod_revision()))
-                    .collect();
-                // While etcd serves the next page, one thread keeps up and leaves etcd a core;
-                // the last page, or a backlog, is parsed on every core.
-                let behind = sent.load(Ordering::Acquire) > done + 1;
-                layer.load_page(&batch, &fields, &mut load, !more || behind);
-                drop(batch);
-                kvs.extend(page);
-            }
-            let tree = layer.loaded_tree(load, &fields);
-            (layer, kvs, tree)
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut load = Loading::new(layer.prefix());
+        let mut kvs = Vec::new();
+        for page in received {
+            let batch: Vec<(&[u8], &[u8], i64)> = page
+                .iter()
+                .map(|kv| (kv.key(), kv.value(), kv.mod_revision()))
+                .collect();
+            layer.load_page(&batch, &fields, &mut load);
+            drop(batch);
+            kvs.extend(page);
         }
+        let tree = layer.loaded_tree(load, &fields);
+        (layer, kvs, tree)
     });
     let read = read_range_pages(
         etcd,
@@ -73,10 +62,9 @@ pub(crate) async fn read_layer(
             tail: page_size / 4,
         },
         None,
-        |page, more| {
+        |page, _| {
             // The receiver lives until every page is sent.
-            sent.fetch_add(1, Ordering::Release);
-            let _ = pages.send((page, more));
+            let _ = pages.send(page);
         },
     )
     .await;
