@@ -16,7 +16,7 @@ use super::publish::target_for;
 use super::record::{Meta, Version, VersionKind};
 use super::schema::{self, SchemaCheck};
 use super::sealing::{mask_value, union, Sealing};
-use super::store::{revs_of, KeySet, Kvs, Revs, Store};
+use super::store::{revs_of, Kvs, Revs, Store};
 use super::watch::PrefixChanges;
 use super::write::{write_guarded, Recording};
 use crate::config::{StringFields, DEFAULT_MAX_VALUE_BYTES};
@@ -520,7 +520,7 @@ impl ConfigHistory {
         target: &Kvs,
         meta: Meta,
     ) -> Result<Option<Version>> {
-        let seen = KeySet { kvs: current, revs };
+        let seen = self.store.key_set(current, revs);
         write_guarded(
             &self.store,
             *revision,

@@ -13,7 +13,7 @@ use super::layout::layout;
 use super::patch::{self, FieldPatch};
 use super::record::{Meta, Version, VersionKind};
 use super::recorder::Shared;
-use super::store::{revs_of, KeySet, Kvs, Prev, Revs};
+use super::store::{revs_of, Kvs, Prev, Revs};
 use super::write::{write_guarded, Recording};
 use crate::config::{ConfigHandle, CoordConfig, Snapshot, StringFields};
 use crate::error::{Error, ErrorKind, Result};
@@ -99,10 +99,7 @@ async fn publish_over<T: CoordConfig>(
     write_guarded(
         &shared.store,
         base.revision,
-        KeySet {
-            kvs: &base.kvs,
-            revs: &base.revs,
-        },
+        shared.store.key_set(&base.kvs, &base.revs),
         target,
         Meta::new(VersionKind::Publish, author, comment),
         base.prev,

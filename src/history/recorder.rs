@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use etcd_client::KeyValue;
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -107,6 +108,8 @@ pub(crate) struct View {
     pub(crate) kvs: Arc<Kvs>,
     /// The `mod_revision`s of its keys, where known.
     pub(crate) revs: Arc<Revs>,
+    /// The key set's size as records count it (keys relative to the prefix plus values).
+    pub(crate) bytes: u64,
     /// The version record holding exactly this key set, if known.
     pub(crate) prev: Option<Prev>,
 }
@@ -241,6 +244,7 @@ impl<T: CoordConfig> Tracker<T> {
                 revision: 0,
                 kvs: Arc::default(),
                 revs: Arc::default(),
+                bytes: 0,
                 prev: None,
             }),
             seen,
@@ -264,6 +268,7 @@ impl<T: CoordConfig> Tracker<T> {
             page_size: options.page_size,
             kvs: Arc::default(),
             revs: Arc::default(),
+            bytes: 0,
             revision: 0,
             prev: None,
             seat,
@@ -298,6 +303,8 @@ struct Recorder<T: CoordConfig> {
     kvs: Arc<Kvs>,
     /// The `mod_revision`s of `kvs`'s keys, where known.
     revs: Arc<Revs>,
+    /// `kvs`'s size as records count it, kept up to date with each revision.
+    bytes: u64,
     revision: i64,
     prev: Option<Prev>,
     /// This handle's candidacy for the recorder seat (`None` when it never records).
@@ -461,11 +468,12 @@ impl<T: CoordConfig> Recorder<T> {
             Some(from),
         )
         .await;
-        let (mut kvs, mut revs) = match read {
+        let (mut kvs, mut revs, mut bytes) = match read {
             Ok((_, kvs)) => {
                 let revs = revs_of(&kvs);
                 let kvs: Kvs = kvs.into_iter().map(|kv| kv.into_key_value()).collect();
-                (kvs, revs)
+                let bytes = store.state_bytes(&kvs);
+                (kvs, revs, bytes)
             }
             Err(error) => {
                 tracing::warn!(prefix = %keys.prefix(), from, to = target, error = %error, "the revisions since the last recorded version cannot be replayed (compacted?); recording the current key set as one version");
@@ -504,24 +512,14 @@ impl<T: CoordConfig> Recorder<T> {
                             Change::Delete(kv) => RawOp::Delete(kv.key().to_vec()),
                         })
                         .collect();
-                    for op in &ops {
-                        match op {
-                            RawOp::Put(k, v) => {
-                                kvs.insert(k.clone(), v.clone());
-                                revs.insert(k.clone(), revision);
-                            }
-                            RawOp::Delete(k) => {
-                                kvs.remove(k);
-                                revs.remove(k);
-                            }
-                        }
-                    }
+                    store.apply((&mut kvs, &mut revs, &mut bytes), &ops, revision);
                     let outcome = store
                         .record(
                             revision,
                             KeySet {
                                 kvs: &kvs,
                                 revs: &revs,
+                                bytes,
                             },
                             Some(&ops),
                             MetaFrom::Lookup,
@@ -621,8 +619,8 @@ impl<T: CoordConfig> Recorder<T> {
         let keys = self.shared.store.keys().clone();
         if let Some(read) = read {
             // The bind's own read at this revision: the same keys a read here would return.
-            self.revs = Arc::new(read.kvs.iter().map(|(k, _, r)| (k.clone(), *r)).collect());
-            self.kvs = Arc::new(read.kvs.into_iter().map(|(k, v, _)| (k, v)).collect());
+            let revs = read.kvs.iter().map(|(k, _, r)| (k.clone(), *r)).collect();
+            self.set_state(read.kvs.into_iter().map(|(k, v, _)| (k, v)).collect(), revs);
             self.revision = revision;
             self.publish_view();
             return;
@@ -637,8 +635,7 @@ impl<T: CoordConfig> Recorder<T> {
         .await;
         match read {
             Ok((_, kvs)) => {
-                self.revs = Arc::new(revs_of(&kvs));
-                self.kvs = Arc::new(kvs.into_iter().map(|kv| kv.into_key_value()).collect());
+                self.set_read(kvs);
                 self.revision = revision;
                 self.publish_view();
             }
@@ -648,11 +645,28 @@ impl<T: CoordConfig> Recorder<T> {
         }
     }
 
+    /// Takes `kvs` and `revs` as the key set, counting its size.
+    fn set_state(&mut self, kvs: Kvs, revs: Revs) {
+        self.bytes = self.shared.store.state_bytes(&kvs);
+        self.kvs = Arc::new(kvs);
+        self.revs = Arc::new(revs);
+    }
+
+    /// Takes the key set etcd returned as the key set.
+    fn set_read(&mut self, kvs: Vec<KeyValue>) {
+        let revs = revs_of(&kvs);
+        self.set_state(
+            kvs.into_iter().map(KeyValue::into_key_value).collect(),
+            revs,
+        );
+    }
+
     fn publish_view(&self) {
         *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = View {
             revision: self.revision,
             kvs: Arc::clone(&self.kvs),
             revs: Arc::clone(&self.revs),
+            bytes: self.bytes,
             prev: self.prev,
         };
         self.shared.seen.send_replace(self.revision);
@@ -676,8 +690,7 @@ impl<T: CoordConfig> Recorder<T> {
         if revision <= self.revision {
             return;
         }
-        self.revs = Arc::new(revs_of(&kvs));
-        self.kvs = Arc::new(kvs.into_iter().map(|kv| kv.into_key_value()).collect());
+        self.set_read(kvs);
         self.revision = revision;
         self.prev = None;
         self.publish_view();
@@ -707,7 +720,7 @@ impl<T: CoordConfig> Recorder<T> {
                 }
                 return;
             }
-            if latest.keys == self.kvs.len() && latest.bytes == store.state_bytes(&self.kvs) {
+            if latest.keys == self.kvs.len() && latest.bytes == self.bytes {
                 match store.state_at(latest.revision).await {
                     Ok((_, state))
                         if store
@@ -731,6 +744,7 @@ impl<T: CoordConfig> Recorder<T> {
                 KeySet {
                     kvs: &self.kvs,
                     revs: &self.revs,
+                    bytes: self.bytes,
                 },
                 None,
                 MetaFrom::Lookup,
@@ -749,20 +763,12 @@ impl<T: CoordConfig> Recorder<T> {
         self.revision = raw.revision;
         let delta = match &raw.body {
             RawBody::Delta(ops) => {
-                let kvs = Arc::make_mut(&mut self.kvs);
-                let revs = Arc::make_mut(&mut self.revs);
-                for op in ops {
-                    match op {
-                        RawOp::Put(k, v) => {
-                            kvs.insert(k.clone(), v.clone());
-                            revs.insert(k.clone(), raw.revision);
-                        }
-                        RawOp::Delete(k) => {
-                            kvs.remove(k);
-                            revs.remove(k);
-                        }
-                    }
-                }
+                let state = (
+                    Arc::make_mut(&mut self.kvs),
+                    Arc::make_mut(&mut self.revs),
+                    &mut self.bytes,
+                );
+                self.shared.store.apply(state, ops, raw.revision);
                 Some(ops)
             }
             RawBody::Full(all) => {
@@ -773,8 +779,7 @@ impl<T: CoordConfig> Recorder<T> {
                     .filter(|(k, v)| self.kvs.get(k) == Some(v))
                     .filter_map(|(k, _)| Some((k.clone(), *self.revs.get(k)?)))
                     .collect();
-                self.revs = Arc::new(revs);
-                self.kvs = Arc::new(all.iter().cloned().collect());
+                self.set_state(all.iter().cloned().collect(), revs);
                 None
             }
         };
@@ -797,6 +802,7 @@ impl<T: CoordConfig> Recorder<T> {
                     KeySet {
                         kvs: &self.kvs,
                         revs: &self.revs,
+                        bytes: self.bytes,
                     },
                     Some(ops),
                     MetaFrom::Lookup,

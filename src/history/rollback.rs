@@ -58,6 +58,7 @@ impl<T: CoordConfig> ConfigHandle<T> {
             KeySet {
                 kvs: &view.kvs,
                 revs: &view.revs,
+                bytes: view.bytes,
             },
             &target,
             meta,

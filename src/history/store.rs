@@ -51,6 +51,9 @@ pub(crate) fn revs_of(kvs: &[KeyValue]) -> Revs {
 pub(crate) struct KeySet<'a> {
     pub(crate) kvs: &'a Kvs,
     pub(crate) revs: &'a Revs,
+    /// `kvs`'s size as records count it ([`Store::state_bytes`]), known to the caller so that
+    /// recording a revision of a big prefix does not scan it.
+    pub(crate) bytes: u64,
 }
 
 /// A key set as records hold it: full keys to values, secrets kept out (see
@@ -181,6 +184,42 @@ impl Store {
             .sum()
     }
 
+    /// `kvs` and `revs` as a [`KeySet`], its size counted by a scan.
+    pub(crate) fn key_set<'a>(&self, kvs: &'a Kvs, revs: &'a Revs) -> KeySet<'a> {
+        KeySet {
+            kvs,
+            revs,
+            bytes: self.state_bytes(kvs),
+        }
+    }
+
+    /// Applies `ops`, the writes of `revision`, to a key set (`kvs`, `revs`, and `bytes`, its
+    /// size as [`state_bytes`](Self::state_bytes) counts it), without a scan.
+    pub(crate) fn apply(
+        &self,
+        (kvs, revs, bytes): (&mut Kvs, &mut Revs, &mut u64),
+        ops: &[RawOp],
+        revision: i64,
+    ) {
+        let size = |k: &[u8], v: &[u8]| (self.keys.relative(k).len() + v.len()) as u64;
+        for op in ops {
+            let (k, old) = match op {
+                RawOp::Put(k, v) => {
+                    *bytes += size(k, v);
+                    revs.insert(k.clone(), revision);
+                    (k, kvs.insert(k.clone(), v.clone()))
+                }
+                RawOp::Delete(k) => {
+                    revs.remove(k);
+                    (k, kvs.remove(k))
+                }
+            };
+            if let Some(old) = old {
+                *bytes = bytes.saturating_sub(size(k, &old));
+            }
+        }
+    }
+
     fn delta_bytes(&self, ops: &[RawOp]) -> u64 {
         ops.iter()
             .map(|op| match op {
@@ -228,8 +267,12 @@ impl Store {
         prev: Option<Prev>,
         newer_than: Option<i64>,
     ) -> Result<Outcome> {
-        let KeySet { kvs: state, revs } = state;
-        let bytes = self.state_bytes(state);
+        let KeySet {
+            kvs: state,
+            revs,
+            bytes,
+        } = state;
+        debug_assert_eq!(bytes, self.state_bytes(state), "a key set's size drifted");
         let (kind, base, checkpoint, chain_bytes, content) = match (delta, prev) {
             (Some(ops), Some(p))
                 if p.revision < revision

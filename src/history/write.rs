@@ -181,6 +181,7 @@ async fn write_batches(
     let total = batches.len() as u32;
     let mut state = seen.kvs.clone();
     let mut revs = seen.revs.clone();
+    let mut bytes = seen.bytes;
     let mut base = seen_revision;
     let mut prev = prev;
     let mut last = None;
@@ -251,20 +252,9 @@ async fn write_batches(
             return Err(Error::new(ErrorKind::Conflict, message).with_revision(base));
         }
         let revision = resp.header().map_or(base + 1, |h| h.revision());
-        for op in &batch {
-            match op {
-                RawOp::Put(k, v) => {
-                    state.insert(k.clone(), v.clone());
-                    revs.insert(k.clone(), revision);
-                }
-                RawOp::Delete(k) => {
-                    state.remove(k);
-                    revs.remove(k);
-                }
-            }
-        }
+        store.apply((&mut state, &mut revs, &mut bytes), &batch, revision);
         base = revision;
-        let synthetic = synthetic_version(store, revision, &intent, &state);
+        let synthetic = synthetic_version(store, revision, &intent, (state.len(), bytes));
         if !recording.record {
             last = Some(synthetic);
             continue;
@@ -275,6 +265,7 @@ async fn write_batches(
                 KeySet {
                     kvs: &state,
                     revs: &revs,
+                    bytes,
                 },
                 Some(&batch),
                 MetaFrom::Known(intent),
@@ -304,7 +295,13 @@ async fn write_batches(
 }
 
 /// The listing entry of a version written but not (yet) recorded.
-fn synthetic_version(store: &Store, revision: i64, intent: &Intent, state: &Kvs) -> Version {
+/// `(keys, bytes)` is the key set's size.
+fn synthetic_version(
+    store: &Store,
+    revision: i64,
+    intent: &Intent,
+    (keys, bytes): (usize, u64),
+) -> Version {
     Head {
         format: FORMAT,
         prefix: store.keys().prefix().to_string(),
@@ -312,8 +309,8 @@ fn synthetic_version(store: &Store, revision: i64, intent: &Intent, state: &Kvs)
         time: intent.time.clone(),
         unix_ms: intent.unix_ms,
         meta: intent.meta.clone(),
-        keys: state.len(),
-        bytes: store.state_bytes(state),
+        keys,
+        bytes,
         kind: Kind::Full,
         base: None,
         checkpoint: revision,
