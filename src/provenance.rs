@@ -348,8 +348,8 @@ impl Sources {
     }
 
     /// Records `source` for the leaf at `path`.
-    pub(crate) fn insert(&mut self, path: &str, source: Arc<Source>) {
-        self.leaves_mut().insert(Arc::from(path), source);
+    pub(crate) fn insert(&mut self, path: Arc<str>, source: Arc<Source>) {
+        self.leaves_mut().insert(path, source);
     }
 
     /// Every leaf path with its source, in path order.

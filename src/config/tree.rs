@@ -302,19 +302,14 @@ impl LayerTree {
     pub(crate) fn leaves_within<'s>(
         &'s self,
         path: &str,
-    ) -> impl Iterator<Item = (&'s str, &'s Arc<Source>)> + 's {
+    ) -> impl Iterator<Item = (&'s Arc<str>, &'s Arc<Source>)> + 's {
         let exact = self.leaves.get_key_value(path);
         let from = format!("{path}.");
         let to = format!("{path}/");
-        exact
-            .into_iter()
-            .chain(
-                self.leaves.range::<_, str>((
-                    Bound::Included(from.as_str()),
-                    Bound::Excluded(to.as_str()),
-                )),
-            )
-            .map(|(p, s)| (&**p, s))
+        exact.into_iter().chain(
+            self.leaves
+                .range::<_, str>((Bound::Included(from.as_str()), Bound::Excluded(to.as_str()))),
+        )
     }
 }
 
@@ -401,6 +396,9 @@ impl Merged {
         self.sources.settle();
         let mut node = Arc::make_mut(&mut self.root).as_object_mut()?;
         let mut created: Option<usize> = None;
+        // The shallowest object above the path that was a leaf before (missing or empty):
+        // the objects above it were not empty, so no source was recorded at their paths.
+        let mut was_leaf: Option<usize> = None;
         for (depth, segment) in parents.iter().enumerate() {
             if !node.contains_key(segment.as_str()) {
                 if value.is_none() {
@@ -416,8 +414,12 @@ impl Merged {
                 Some(Value::Object(map)) => map,
                 _ => return None,
             };
+            if node.is_empty() {
+                was_leaf.get_or_insert(depth);
+            }
         }
         let existed = node.contains_key(last.as_str());
+        let present = value.is_some();
         match value {
             Some(v) => {
                 node.insert(last.clone(), v);
@@ -439,25 +441,32 @@ impl Merged {
         // it, which are not leaves now), then take the layers' leaves that are leaves of the
         // merged tree.
         let dotted = path.join(".");
-        self.sources.remove_within(&dotted);
-        let mut above = String::new();
-        for segment in parents {
-            push_segment(&mut above, segment);
-            self.sources.remove(&above);
+        if existed {
+            // Only a path that held a value has sources at or below it.
+            self.sources.remove_within(&dotted);
         }
-        let mut leaves: BTreeMap<&str, &Arc<Source>> = BTreeMap::new();
+        if let Some(from) = was_leaf {
+            let mut above = parents[..from].join(".");
+            for segment in &parents[from..] {
+                push_segment(&mut above, segment);
+                self.sources.remove(&above);
+            }
+        }
+        let mut leaves: BTreeMap<&Arc<str>, &Arc<Source>> = BTreeMap::new();
         for layer in &layers[start..] {
             leaves.extend(layer.leaves_within(&dotted));
         }
-        let root = self.root.as_object()?;
+        // Each path is `dotted` or below it: it is looked up from the value at `dotted`.
+        let at = node.get(last.as_str());
         for (p, source) in leaves {
-            if is_leaf(root, p) {
-                self.sources.insert(p, Arc::clone(source));
+            let below = p[dotted.len()..].strip_prefix('.').unwrap_or("");
+            if at.is_some_and(|value| is_leaf_of(value, below)) {
+                self.sources.insert(Arc::clone(p), Arc::clone(source));
             }
         }
         let (check_at, fields_changed) = match created {
             Some(depth) => (path[..=depth].to_vec(), true),
-            None => (path.to_vec(), !existed || !node_has(root, path)),
+            None => (path.to_vec(), !existed || !present),
         };
         Some(Touched {
             check_at: Some(check_at),
@@ -492,21 +501,6 @@ fn merge_full(
     }
     keep_leaves(&mut leaves, &root);
     (root, leaves)
-}
-
-/// Whether the merged tree has a value at `path`.
-fn node_has(root: &Map<String, Value>, path: &[String]) -> bool {
-    let mut node = root;
-    let Some((last, parents)) = path.split_last() else {
-        return true;
-    };
-    for segment in parents {
-        match node.get(segment.as_str()) {
-            Some(Value::Object(map)) => node = map,
-            _ => return false,
-        }
-    }
-    node.contains_key(last.as_str())
 }
 
 fn push_segment(dotted: &mut String, segment: &str) {
@@ -584,6 +578,15 @@ fn merge_into(base: &mut Map<String, Value>, over: &Map<String, Value>) {
                 base.insert(key.clone(), value.clone());
             }
         }
+    }
+}
+
+/// Whether `path` (dotted, relative to `value`; empty for `value` itself) is a leaf of `value`.
+fn is_leaf_of(value: &Value, path: &str) -> bool {
+    match value {
+        Value::Object(map) if path.is_empty() => map.is_empty(),
+        Value::Object(map) => is_leaf(map, path),
+        _ => path.is_empty(),
     }
 }
 

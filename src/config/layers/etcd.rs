@@ -35,6 +35,9 @@ pub(crate) struct EtcdLayer {
     bad: usize,
     /// The bytes of every key and raw value.
     bytes: usize,
+    /// How many entries there are of each depth (the `/`s in the key): a lookup of a key at a
+    /// depth no entry has is skipped.
+    depths: Vec<usize>,
 }
 
 /// The tree [`EtcdLayer::load_page`] builds with a read of the whole prefix.
@@ -84,6 +87,7 @@ impl EtcdLayer {
             unsettled: Vec::new(),
             bad: 0,
             bytes: 0,
+            depths: Vec::new(),
         }
     }
 
@@ -216,8 +220,7 @@ impl EtcdLayer {
     pub(crate) fn loaded_tree(&mut self, load: Loading, fields: &StringFields) -> Result<EtcdTree> {
         if load.sorted {
             for (key, entry) in &load.entries {
-                self.bad += usize::from(entry.value.is_err());
-                self.bytes += key.len() + entry.raw.len();
+                self.count(key, entry);
             }
             // The map is not needed for the bound snapshot (made from the tree): it is made
             // once the handle serves.
@@ -326,9 +329,8 @@ impl EtcdLayer {
 
     fn record(&mut self, key: String, entry: Entry) {
         self.settle();
-        self.bad += usize::from(entry.value.is_err());
+        self.count(&key, &entry);
         let key_len = key.len();
-        self.bytes += key_len + entry.raw.len();
         if let Some(old) = self.entries.insert(key, entry) {
             self.forget(&old, key_len);
         }
@@ -343,9 +345,21 @@ impl EtcdLayer {
         }
     }
 
+    /// Counts an entry in as recorded.
+    fn count(&mut self, key: &str, entry: &Entry) {
+        self.bad += usize::from(entry.value.is_err());
+        self.bytes += key.len() + entry.raw.len();
+        if self.depths.len() <= entry.depth {
+            self.depths.resize(entry.depth + 1, 0);
+        }
+        self.depths[entry.depth] += 1;
+    }
+
+    /// Counts a recorded entry out (it was replaced or deleted).
     fn forget(&mut self, old: &Entry, key_len: usize) {
         self.bad -= usize::from(old.value.is_err());
         self.bytes = self.bytes.saturating_sub(key_len + old.raw.len());
+        self.depths[old.depth] -= 1;
     }
 
     /// Forgets every key (before a full re-read).
@@ -354,6 +368,7 @@ impl EtcdLayer {
         self.unsettled.clear();
         self.bad = 0;
         self.bytes = 0;
+        self.depths.clear();
     }
 
     /// Whether some key holds a bad value (one that [`tree`](Self::tree) reports).
@@ -381,6 +396,12 @@ impl EtcdLayer {
         self.settle();
         let mut keys: Vec<(&String, &Entry)> = Vec::new();
         for n in 0..=path.len() {
+            // The prefix ends with `/`: the key of the root and of a top-level field have the
+            // prefix's depth, each segment past the first one more.
+            let depth = self.prefix.matches('/').count() + n.saturating_sub(1);
+            if self.depths.get(depth).is_none_or(|&count| count == 0) {
+                continue;
+            }
             let key = format!("{}{}", self.prefix, path[..n].join("/"));
             if let Some(found) = self.entries.get_key_value(&key) {
                 keys.push(found);
