@@ -65,6 +65,10 @@ impl Loading {
     }
 }
 
+/// A key as text and its parsed value with the key's path (segments below the prefix), or why
+/// it is bad.
+type Parsed<'k> = (String, Result<(Value, Vec<&'k str>), String>);
+
 #[derive(Debug)]
 struct Entry {
     mod_revision: i64,
@@ -110,7 +114,7 @@ impl EtcdLayer {
     /// Records a put of `key` (a full etcd key under the prefix) at `mod_revision`.
     pub(crate) fn put(&mut self, key: &[u8], raw: &[u8], mod_revision: i64, fields: &StringFields) {
         let (key, value) = self.parse(key, raw, fields, &mut Lookups::default());
-        self.put_parsed(key, raw, mod_revision, value.map(Some));
+        self.put_parsed(key, raw, mod_revision, value.map(|(v, _)| Some(v)));
     }
 
     /// Records the puts of `kvs` (full etcd keys with their values and `mod_revision`s) in
@@ -120,7 +124,7 @@ impl EtcdLayer {
     pub(crate) fn put_all(&mut self, kvs: &[(&[u8], &[u8], i64)], fields: &StringFields) {
         let parsed = self.parse_all(kvs, fields);
         for (&(_, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed) {
-            self.put_parsed(key, raw, mod_revision, value.map(Some));
+            self.put_parsed(key, raw, mod_revision, value.map(|(v, _)| Some(v)));
         }
     }
 
@@ -171,7 +175,7 @@ impl EtcdLayer {
                 *tree = None;
             }
             let (kept, value) = match value {
-                Ok(v) => (Ok(None), Some(v)),
+                Ok(parsed) => (Ok(None), Some(parsed)),
                 Err(msg) => (Err(msg), None),
             };
             let source = tree.as_ref().and(value.as_ref()).map(|_| {
@@ -193,13 +197,8 @@ impl EtcdLayer {
             };
             load.entries.push((key, entry));
             let inserted = match (tree.as_mut(), value, source) {
-                (Some(t), Some(value), Some(source)) => {
-                    let Origin::Etcd { key, .. } = &source.origin else {
-                        unreachable!("made just above");
-                    };
-                    self.segments(key)
-                        .ok()
-                        .is_some_and(|path| t.insert(&path, value, &source).is_ok())
+                (Some(t), Some((value, path)), Some(source)) => {
+                    t.insert(&path, value, &source).is_ok()
                 }
                 _ => false,
             };
@@ -236,13 +235,13 @@ impl EtcdLayer {
         }
     }
 
-    /// Every key of `kvs` as text with its parsed value (or why it is bad), in order; a large
-    /// batch is parsed on up to 4 threads (as many as the machine has cores).
-    fn parse_all(
+    /// Every key of `kvs` as [`parse`](Self::parse) gives it, in order; a large batch is
+    /// parsed on up to 4 threads (as many as the machine has cores).
+    fn parse_all<'k>(
         &self,
-        kvs: &[(&[u8], &[u8], i64)],
+        kvs: &[(&'k [u8], &[u8], i64)],
         fields: &StringFields,
-    ) -> Vec<(String, Result<Value, String>)> {
+    ) -> Vec<Parsed<'k>> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         if threads < 2 || kvs.len() < PARALLEL_PARSE_MIN {
             let mut lookups = Lookups::default();
@@ -253,7 +252,7 @@ impl EtcdLayer {
         }
         let chunk = kvs.len().div_ceil(threads);
         let this = self;
-        let parsed: Vec<Vec<(String, Result<Value, String>)>> = std::thread::scope(|scope| {
+        let parsed: Vec<Vec<Parsed<'k>>> = std::thread::scope(|scope| {
             let workers: Vec<_> = kvs
                 .chunks(chunk)
                 .map(|part| {
@@ -276,15 +275,15 @@ impl EtcdLayer {
         parsed.into_iter().flatten().collect()
     }
 
-    /// The key as text and its parsed value (or why it is bad); `lookups` remembers schema
-    /// lookups from the key parsed before.
-    fn parse<'a>(
+    /// The key as text and its parsed value with the key's path (segments below the prefix), or
+    /// why it is bad; `lookups` remembers schema lookups from the key parsed before.
+    fn parse<'a, 'k>(
         &self,
-        key: &[u8],
+        key: &'k [u8],
         raw: &[u8],
         fields: &'a StringFields,
         lookups: &mut Lookups<'a>,
-    ) -> (String, Result<Value, String>) {
+    ) -> Parsed<'k> {
         match std::str::from_utf8(key) {
             Ok(k) => {
                 let value = match self.segments(k) {
@@ -299,7 +298,7 @@ impl EtcdLayer {
                         raw.len(),
                         self.max_value_bytes
                     )),
-                    Ok(path) => fields.parse_with(&path, raw, lookups),
+                    Ok(path) => fields.parse_with(&path, raw, lookups).map(|v| (v, path)),
                 };
                 (k.to_string(), value)
             }
@@ -520,7 +519,10 @@ impl EtcdLayer {
     ) -> Result<Value, String> {
         match &entry.value {
             Ok(Some(value)) => Ok(value.clone()),
-            Ok(None) => self.parse(key.as_bytes(), &entry.raw, fields, lookups).1,
+            Ok(None) => self
+                .parse(key.as_bytes(), &entry.raw, fields, lookups)
+                .1
+                .map(|(v, _)| v),
             Err(msg) => Err(msg.clone()),
         }
     }
