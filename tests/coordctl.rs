@@ -40,7 +40,7 @@ fn default_pool() -> u32 {
     4
 }
 
-use support::coordctl::{command as coordctl_command, run as coordctl};
+use support::coordctl::{command as coordctl_command, run as coordctl, start_watch};
 
 fn ok(etcd: &Etcd, args: &[&str]) -> String {
     let out = coordctl(etcd, args);
@@ -231,20 +231,49 @@ async fn coordctl_end_to_end() {
     assert_eq!(out.status.code(), Some(5));
 
     // watch: prints the change another client makes.
-    let mut watch = coordctl_command(&etcd, &["config", "watch", P, "--count", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with("watching"), "{line}");
+    let mut watch = coordctl_command(&etcd, &["config", "watch", P, "--count", "1"]);
+    let (watch, _) = start_watch(watch.stdout(Stdio::piped()));
     etcd.put(&format!("{P}/port"), "8181");
     let out = watch.wait_with_output().unwrap();
     assert!(out.status.success());
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("port: 8080 -> 8181"), "{printed}");
+}
+
+/// A reader that goes away (`coordctl … | head -1`) ends `coordctl` quietly with exit 0: no
+/// panic, no backtrace, and a `watch` stops at its next line instead of running on. The read end
+/// of its stdout is closed before it starts, so every write it makes fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordctl_stops_quietly_when_its_reader_goes_away() {
+    let etcd = Etcd::start().await;
+    etcd.put(&format!("{P}/port"), "8080");
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    for args in [&["config", "get", P][..], &["--json", "config", "get", P]] {
+        let out = coordctl_command(&etcd, args)
+            .stdout(closed())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+
+    let mut watch = coordctl_command(&etcd, &["config", "watch", P]);
+    let (mut watch, mut stderr) = start_watch(watch.stdout(closed()));
+    etcd.put(&format!("{P}/port"), "8181");
+    let exited = eventually!(WAIT, watch.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = watch.kill();
+    }
+    assert!(exited, "the watch ran on after its reader went away");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(watch.wait().unwrap().code(), Some(0), "{rest}");
+    assert!(!rest.contains("panicked"), "{rest}");
 }
 
 /// `coordctl lock ls` lists the holder (here `etcdctl lock`) and a waiter (a Rust guard) in

@@ -9,8 +9,6 @@
 #[macro_use]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use coordination::config::{ReloadCause, ResyncReason, WatchState};
@@ -137,6 +135,7 @@ async fn registry_live_view_follows_a_restore() {
 }
 
 /// `coordctl config watch` prints the resync a restore causes, then the next change.
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn coordctl_config_watch_follows_a_restore() {
     let mut etcd = Etcd::start().await;
@@ -146,20 +145,12 @@ async fn coordctl_config_watch_follows_a_restore() {
     etcd.snapshot_save(&file);
     etcd.put(COUNTER, "2");
 
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .arg("--endpoints")
-        .arg(etcd.endpoint())
-        .args(["config", "watch", "/apps/substrate", "--count", "2"])
-        .env_remove("ETCD_ENDPOINTS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with("watching"), "{line}");
+    use std::process::Stdio;
+    let mut watch = support::coordctl::command(
+        &etcd,
+        &["config", "watch", "/apps/substrate", "--count", "2"],
+    );
+    let (mut watch, _stderr) = support::coordctl::start_watch(watch.stdout(Stdio::piped()));
 
     etcd.restore_snapshot(&file).await;
     // After the restore the watch reports counter 2 -> 1 (a resync), then 1 -> 5.

@@ -1,6 +1,7 @@
 //! The real `coordctl` binary against a test etcd.
 
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
 use super::Etcd;
 
@@ -30,4 +31,17 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Spawns `cmd` (a `coordctl config watch …` from [`command`], its stdout set by the caller) with
+/// stderr piped, and waits for its first stderr line, `watching PREFIX from revision N`: from then
+/// on the watch is in place and every later write reaches it. Returns the child and the rest of
+/// its stderr.
+pub fn start_watch(cmd: &mut Command) -> (Child, BufReader<ChildStderr>) {
+    let mut watch = cmd.stderr(Stdio::piped()).spawn().expect("spawn coordctl");
+    let mut stderr = BufReader::new(watch.stderr.take().expect("piped stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read coordctl's stderr");
+    assert!(line.starts_with("watching"), "{line}");
+    (watch, stderr)
 }

@@ -88,13 +88,13 @@ fn show(cli: &Cli, p: &Proposal) {
         print_json(p);
         return;
     }
-    println!("proposal {} for {} ({})", p.id, p.prefix, p.state);
-    println!("  author:   {}", p.author);
-    println!("  comment:  {}", p.comment);
-    println!("  base:     revision {}", p.base_revision);
-    println!("  time:     {}", p.time);
+    outln!("proposal {} for {} ({})", p.id, p.prefix, p.state);
+    outln!("  author:   {}", p.author);
+    outln!("  comment:  {}", p.comment);
+    outln!("  base:     revision {}", p.base_revision);
+    outln!("  time:     {}", p.time);
     let approvals: Vec<&str> = p.approvals.iter().map(|a| a.by.as_str()).collect();
-    println!(
+    outln!(
         "  approved: {}",
         if approvals.is_empty() {
             "(none)".to_string()
@@ -103,23 +103,24 @@ fn show(cli: &Cli, p: &Proposal) {
         }
     );
     if let Some(from) = &p.promoted_from {
-        println!(
+        outln!(
             "  promoted: from {} at revision {}",
-            from.prefix, from.revision
+            from.prefix,
+            from.revision
         );
     }
     if let Some(r) = &p.rejection {
-        println!("  rejected: by {}: {}", r.by, r.reason);
+        outln!("  rejected: by {}: {}", r.by, r.reason);
     }
     if let Some(a) = &p.applied {
-        println!(
+        outln!(
             "  applied:  by {} as version {}",
             a.by,
             a.revision
                 .map_or("- (unchanged)".to_string(), |r| r.to_string())
         );
     }
-    print!("{}", diff_table(&p.diff));
+    out!("{}", diff_table(&p.diff));
 }
 
 /// `config apply ID`.
@@ -169,11 +170,14 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             if cli.json {
                 print_json(&proposal);
             } else {
-                println!(
+                outln!(
                     "proposed {} on {} (base revision {}, by {})",
-                    proposal.id, proposal.prefix, proposal.base_revision, proposal.author
+                    proposal.id,
+                    proposal.prefix,
+                    proposal.base_revision,
+                    proposal.author
                 );
-                print!("{}", diff_table(&proposal.diff));
+                out!("{}", diff_table(&proposal.diff));
             }
         }
         ConfigCommand::Proposals { prefix } => {
@@ -200,7 +204,7 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     table(
                         &[
@@ -230,9 +234,10 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                 let control = control_for(cli, id, None).await?;
                 let p = control.rebase(id).await?;
                 if !cli.json {
-                    println!(
+                    outln!(
                         "rebased {} on revision {} (approvals dropped)",
-                        p.id, p.base_revision
+                        p.id,
+                        p.base_revision
                     );
                 }
                 show(cli, &p);
@@ -267,10 +272,10 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             } else {
                 match policy {
                     Some(p) => {
-                        println!("# {}", control.history().policy_key());
-                        print!("{}", serde_yaml::to_string(&p).unwrap_or_default());
+                        outln!("# {}", control.history().policy_key());
+                        out!("{}", serde_yaml::to_string(&p).unwrap_or_default());
                     }
-                    None => println!(
+                    None => outln!(
                         "no policy at {}: changes may be published directly, at any time",
                         control.history().policy_key()
                     ),
@@ -292,33 +297,35 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             if cli.json {
                 print_json(&promoted);
             } else {
-                println!(
+                outln!(
                     "promote {}@{} -> {}",
-                    promoted.from.prefix, promoted.from.revision, to
+                    promoted.from.prefix,
+                    promoted.from.revision,
+                    to
                 );
-                print!("{}", diff_table(&promoted.diff));
+                out!("{}", diff_table(&promoted.diff));
                 match (&promoted.proposal, &promoted.version) {
-                    (_, Some(v)) => println!("published version {} ({} keys)", v.revision, v.keys),
+                    (_, Some(v)) => outln!("published version {} ({} keys)", v.revision, v.keys),
                     (Some(p), None) if p.applied.is_some() => {
-                        println!("applied {}: unchanged", p.id)
+                        outln!("applied {}: unchanged", p.id)
                     }
-                    (Some(p), None) => println!(
+                    (Some(p), None) => outln!(
                         "proposed {} on {}: approve it (`coordctl config approve {}`), then `coordctl config apply {}`",
                         p.id, to, p.id, p.id
                     ),
-                    (None, None) => println!("nothing to promote"),
+                    (None, None) => outln!("nothing to promote"),
                 }
             }
         }
         ConfigCommand::Template { prefix } => {
             let history = open(cli, prefix, true).await?;
             let (_, doc) = history.document(None).await?;
-            print!("{}", template(&history, Some(&doc))?);
+            out!("{}", template(&history, Some(&doc))?);
         }
         ConfigCommand::Docs { prefix, format } => {
             let history = open(cli, prefix, true).await?;
             match format.as_str() {
-                "markdown" | "md" => print!("{}", reference_markdown(&history)?),
+                "markdown" | "md" => out!("{}", reference_markdown(&history)?),
                 "json" => print_json(&field_docs(&history)?),
                 other => {
                     return Err(fail(2, format!("--format `{other}`: markdown or json")));
@@ -334,7 +341,7 @@ async fn approve(cli: &Cli, id: &str) -> Result<(), Failure> {
     let control = control_for(cli, id, None).await?;
     let p = control.approve(id).await?;
     if !cli.json {
-        println!("approved {} as {}", p.id, control.actor());
+        outln!("approved {} as {}", p.id, control.actor());
     }
     show(cli, &p);
     Ok(())
@@ -344,7 +351,7 @@ async fn reject(cli: &Cli, id: &str, reason: &str) -> Result<(), Failure> {
     let control = control_for(cli, id, None).await?;
     let p = control.reject(id, reason).await?;
     if !cli.json {
-        println!("rejected {} as {}", p.id, control.actor());
+        outln!("rejected {} as {}", p.id, control.actor());
     }
     show(cli, &p);
     Ok(())

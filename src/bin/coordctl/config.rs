@@ -1,7 +1,7 @@
 //! `coordctl config …`: the current value, history, diff, validated put and apply, rollback,
 //! the published schema and a live watch.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use serde_json::{json, Value};
 
@@ -33,22 +33,22 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                         .collect();
                     print_json(&json!({"revision": revision, "keys": map}));
                 } else {
-                    println!("# {} at revision {revision}", history.prefix());
+                    outln!("# {} at revision {revision}", history.prefix());
                     let rows: Vec<Vec<String>> =
                         shown.into_iter().map(|(k, v)| vec![k, v]).collect();
-                    print!("{}", table(&["KEY", "VALUE"], &rows));
+                    out!("{}", table(&["KEY", "VALUE"], &rows));
                 }
             } else {
                 let (revision, doc) = history.document(*version).await?;
                 if cli.json {
                     print_json(&json!({"revision": revision, "config": doc}));
                 } else {
-                    println!("# {} at revision {revision}", history.prefix());
+                    outln!("# {} at revision {revision}", history.prefix());
                     let rows: Vec<Vec<String>> = leaves(&doc)
                         .into_iter()
                         .map(|(p, v)| vec![p, cell(Some(&v))])
                         .collect();
-                    print!("{}", table(&["FIELD", "VALUE"], &rows));
+                    out!("{}", table(&["FIELD", "VALUE"], &rows));
                 }
             }
         }
@@ -134,7 +134,7 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     table(
                         &["VERSION", "TIME", "SOURCE", "AUTHOR", "KEYS", "COMMENT"],
@@ -150,7 +150,7 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
             if cli.json {
                 print_json(&changes);
             } else if changes.is_empty() {
-                println!("no changes");
+                outln!("no changes");
             } else {
                 let rows: Vec<Vec<String>> = changes
                     .iter()
@@ -164,9 +164,9 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                         }
                     })
                     .collect();
-                print!("{}", table(&["FIELD", "OLD", "NEW"], &rows));
+                out!("{}", table(&["FIELD", "OLD", "NEW"], &rows));
                 if changes.iter().any(|c| c.unknown) {
-                    println!(
+                    outln!(
                         "?: a secret the history does not hold readably (recorded without a history key, or with a key not given here): whether it changed is unknown"
                     );
                 }
@@ -226,26 +226,19 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                     break;
                 };
                 seen += 1;
-                let mut out = std::io::stdout().lock();
                 if cli.json {
-                    let _ = writeln!(
-                        out,
-                        "{}",
-                        serde_json::to_string(&change).unwrap_or_default()
-                    );
+                    outln!("{}", serde_json::to_string(&change).unwrap_or_default());
                 } else if change.changes.is_empty() {
-                    let _ = writeln!(
-                        out,
+                    outln!(
                         "revision {}: keys changed, no field changed ({})",
                         change.revision,
                         change.keys.join(", ")
                     );
                 } else {
                     for c in &change.changes {
-                        let _ = writeln!(out, "revision {}: {c}", change.revision);
+                        outln!("revision {}: {c}", change.revision);
                     }
                 }
-                let _ = out.flush();
             }
         }
         ConfigCommand::Instances {

@@ -130,7 +130,7 @@ fn ago(ms: u64) -> String {
 /// The convergence table.
 fn print_instances(prefix: &str, view: &Instances) {
     let total = view.list.len();
-    println!(
+    outln!(
         "# {prefix}: prefix at revision {}, {total} live instance{}",
         view.prefix_revision,
         if total == 1 { "" } else { "s" }
@@ -141,8 +141,8 @@ fn print_instances(prefix: &str, view: &Instances) {
         .rev()
         .map(|(rev, n)| vec![rev.to_string(), format!("{n}/{total}")])
         .collect();
-    print!("{}", table(&["REVISION", "INSTANCES"], &rows));
-    println!();
+    out!("{}", table(&["REVISION", "INSTANCES"], &rows));
+    outln!();
     let rows: Vec<Vec<String>> = view
         .list
         .iter()
@@ -184,7 +184,7 @@ fn print_instances(prefix: &str, view: &Instances) {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(
             &[
@@ -200,10 +200,10 @@ fn print_instances(prefix: &str, view: &Instances) {
         grouped.entry(rejection.to_string()).or_default().push(id);
     }
     if !grouped.is_empty() {
-        println!();
+        outln!();
     }
     for (what, ids) in grouped {
-        println!(
+        outln!(
             "{} of {total} instances rejected {what} [{}]",
             ids.len(),
             ids.join(", ")
@@ -237,13 +237,13 @@ pub(crate) async fn wait(
     if cli.json {
         print_json(&report);
     } else if report.converged {
-        println!(
+        outln!(
             "all {} live instances serve revision {revision} or later ({} ms)",
             report.instances.list.len(),
             report.waited_ms
         );
     } else {
-        println!(
+        outln!(
             "not converged on revision {revision} after {} ms: {} of {} live instances behind",
             report.waited_ms,
             report.laggards.len(),
@@ -255,7 +255,7 @@ pub(crate) async fn wait(
                 Some((_, rejection)) => format!("rejected {rejection}"),
                 None => format!("{}, processed {}", r.status.as_str(), r.processed),
             };
-            println!("  {} serves revision {}: {why}", r.instance, r.revision);
+            outln!("  {} serves revision {}: {why}", r.instance, r.revision);
         }
     }
     if report.converged {
@@ -289,7 +289,7 @@ fn print_state(cli: &Cli, state: &RolloutState) {
         (true, Phase::Baking { until_unix_ms }) => format!("; baking until {until_unix_ms}"),
         _ => String::new(),
     };
-    println!(
+    outln!(
         "rollout {} of {}: {} at step {} ({}) of {}{phase}",
         state.id,
         state.prefix,
@@ -299,24 +299,24 @@ fn print_state(cli: &Cli, state: &RolloutState) {
         steps.join(","),
     );
     if !state.selector.0.is_empty() {
-        println!("selector: {}", state.selector);
+        outln!("selector: {}", state.selector);
     }
-    println!("cohort: {}", state.cohort.join(", "));
+    outln!("cohort: {}", state.cohort.join(", "));
     if let Some(reason) = &state.reason {
-        println!("reason: {reason}");
+        outln!("reason: {reason}");
     }
     if let Some(v) = state.published {
-        println!("published as version {v}");
+        outln!("published as version {v}");
     }
     if let Some(forced) = &state.forced {
-        println!("gate forced over: {forced}");
+        outln!("gate forced over: {forced}");
     }
     let rows: Vec<Vec<String>> = state
         .transitions
         .iter()
         .map(|t| vec![t.unix_ms.to_string(), t.author.clone(), t.what.clone()])
         .collect();
-    print!("{}", table(&["UNIX_MS", "BY", "TRANSITION"], &rows));
+    out!("{}", table(&["UNIX_MS", "BY", "TRANSITION"], &rows));
 }
 
 /// Drives the rollout, printing each transition; exit 7 if it was reverted.
@@ -336,7 +336,7 @@ async fn drive(
             |s: &RolloutState| {
                 if !json {
                     for t in s.transitions.iter().skip(printed) {
-                        println!("{} {}: {}", t.unix_ms, t.author, t.what);
+                        outln!("{} {}: {}", t.unix_ms, t.author, t.what);
                     }
                 }
                 printed = s.transitions.len();
@@ -361,7 +361,7 @@ fn finish(cli: &Cli, state: &RolloutState) -> Result<(), Failure> {
         )),
         _ => {
             if !cli.json {
-                println!("rollout {} {}", state.id, state.status);
+                outln!("rollout {} {}", state.id, state.status);
             }
             Ok(())
         }
@@ -409,7 +409,7 @@ pub(crate) async fn rollout(cli: &Cli, command: &RolloutCommand) -> Result<(), F
             }
             if !cli.json {
                 for t in &state.transitions {
-                    println!("{} {}: {}", t.unix_ms, t.author, t.what);
+                    outln!("{} {}: {}", t.unix_ms, t.author, t.what);
                 }
             }
             drive(cli, &fleet, prefix, *lock_ttl, state.transitions.len()).await
@@ -419,7 +419,7 @@ pub(crate) async fn rollout(cli: &Cli, command: &RolloutCommand) -> Result<(), F
             match fleet.rollout().await? {
                 Some(state) => print_state(cli, &state),
                 None if cli.json => print_json(&json!(null)),
-                None => println!("no rollout of {}", fleet.prefix()),
+                None => outln!("no rollout of {}", fleet.prefix()),
             }
             Ok(())
         }

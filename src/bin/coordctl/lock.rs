@@ -33,7 +33,7 @@ pub(crate) async fn run(cli: &Cli, command: &LockCommand) -> Result<(), Failure>
                     "entries": list,
                 }));
             } else if entries.is_empty() {
-                println!("{} is free (revision {})", status.prefix, status.revision);
+                outln!("{} is free (revision {})", status.prefix, status.revision);
             } else {
                 let rows: Vec<Vec<String>> = entries
                     .iter()
@@ -48,7 +48,7 @@ pub(crate) async fn run(cli: &Cli, command: &LockCommand) -> Result<(), Failure>
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     table(&["ROLE", "KEY", "LEASE", "CREATE_REVISION", "TTL"], &rows)
                 );
@@ -56,12 +56,14 @@ pub(crate) async fn run(cli: &Cli, command: &LockCommand) -> Result<(), Failure>
         }
         LockCommand::Release { name } => match coord.force_unlock(name).await? {
             Some(holder) if cli.json => print_json(&entry_json(&holder, "released")),
-            Some(holder) => println!(
+            Some(holder) => outln!(
                 "released {} (lease {:x}, fencing token {})",
-                holder.key, holder.lease, holder.create_revision
+                holder.key,
+                holder.lease,
+                holder.create_revision
             ),
             None if cli.json => print_json(&Value::Null),
-            None => println!("the lock is free: nothing to release"),
+            None => outln!("the lock is free: nothing to release"),
         },
     }
     Ok(())

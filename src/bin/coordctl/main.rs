@@ -37,11 +37,12 @@
 //! change-control policy; 7 not converged (`wait` timed out or an instance rejected the
 //! revision; a rollout was reverted).
 
+#[macro_use]
+mod output;
 mod change;
 mod config;
 mod fleet;
 mod lock;
-mod output;
 mod registry;
 #[cfg(feature = "console")]
 mod serve;
@@ -593,7 +594,7 @@ fn parse_version(text: &str) -> Result<Option<i64>, Failure> {
 }
 
 fn print_json(value: &impl serde::Serialize) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
@@ -605,8 +606,8 @@ fn report_write(cli: &Cli, what: &str, result: Option<Version>) {
         return;
     }
     match result {
-        Some(v) => println!("{what} version {} ({} keys)", v.revision, v.keys),
-        None => println!("unchanged: the prefix already holds exactly this"),
+        Some(v) => outln!("{what} version {} ({} keys)", v.revision, v.keys),
+        None => outln!("unchanged: the prefix already holds exactly this"),
     }
 }
 

@@ -1,6 +1,45 @@
-//! Plain-text tables and value formatting for `coordctl`'s human-readable output.
+//! Standard output, plain-text tables and value formatting for `coordctl`'s human-readable
+//! output.
+
+use std::fmt;
+use std::io::{self, Write};
 
 use serde_json::Value;
+
+/// Writes like `print!`, through [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// Writes like `println!`, through [`write_stdout`].
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes `args` to standard output and flushes it, so a line is out before the command goes on
+/// (a `watch` prints each change as it comes).
+///
+/// A reader that has gone away (`coordctl config schema P | head -5`) ends the process at once
+/// with exit 0, as Unix filters do: the output nobody reads is dropped, and a `watch` stops
+/// instead of running on. Any other write failure ends it with exit 1 and the error on stderr.
+/// `print!` would panic in both cases (exit 101, a backtrace on stderr).
+pub(crate) fn write_stdout(args: fmt::Arguments<'_>) {
+    let mut stdout = io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("coordctl: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
 
 /// Left-aligned columns separated by two spaces, with a header row.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {

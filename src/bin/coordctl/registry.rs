@@ -23,7 +23,7 @@ pub(crate) async fn run(cli: &Cli, command: &RegistryCommand) -> Result<(), Fail
                     "requested_by": by,
                 }));
             } else {
-                println!(
+                outln!(
                     "asked {}/{} to drain (lease {:x}, revision {}); it reports draining once its registration has written it",
                     request.service, request.id, request.lease_id, request.revision
                 );

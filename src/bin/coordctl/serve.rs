@@ -79,9 +79,7 @@ pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     } else {
         "writers configured"
     };
-    println!("console listening on http://{addr}/ ({mode})");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    outln!("console listening on http://{addr}/ ({mode})");
     // Ctrl-C stops serving at once: open event streams would hold a graceful shutdown forever.
     tokio::select! {
         served = Console::new(&coord, options).serve(listener) => served?,
