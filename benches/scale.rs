@@ -357,7 +357,7 @@ fn main() {
             .unwrap();
         binds.push(t.elapsed());
         assert_eq!(h.load().items.len(), keys);
-        // The snapshot serves before its provenance is worked out (on a thread of its own):
+        // The snapshot serves before its provenance is worked out (on the background thread):
         // how long the first question about it waits.
         let t = Instant::now();
         assert!(h.load().sources().len() >= keys);

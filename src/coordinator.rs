@@ -276,6 +276,11 @@ impl Coordinator {
     /// Connects and checks that the cluster answers (etcd-client connects lazily, so this makes
     /// one cheap read).
     ///
+    /// The first coordinator of a process also starts the crate's one background thread,
+    /// `coordination-background`, which works out what a bind leaves for later (a snapshot's
+    /// provenance, the history view of the bound keys). On Linux it runs under `SCHED_BATCH`:
+    /// the same share of CPU as other threads, but it never preempts one when it wakes.
+    ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for no endpoints or a bad URL; [`ErrorKind::Connection`],
     /// [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] if no endpoint answers;
@@ -321,6 +326,8 @@ impl Coordinator {
     /// # Cancel safety
     /// Cancel-safe: dropping the future keeps no connection.
     pub async fn connect_lazy(options: CoordinatorOptions) -> Result<Self> {
+        // Started here so that its start is not part of a bind.
+        crate::background::start();
         if options.endpoints.is_empty() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,

@@ -120,6 +120,7 @@
 //! | `console` | no | the operator web console, `coordctl serve` and [`console::Console`] (axum, maud, hmac); implies `cli` |
 //! | `stream` | no | `futures_core::Stream` for [`config::Subscription`], [`registry::RegistryWatch`], [`registry::StatusWatch`], [`registry::LiveUpdates`] and [`lock::Observer`] (the `futures-core` crate) |
 
+mod background;
 pub mod change;
 pub mod config;
 #[cfg(feature = "console")]

@@ -230,9 +230,9 @@ impl Sources {
         }
     }
 
-    /// Sources whose map `compute` makes when it is first needed, or on the thread
-    /// [`compute_in_background`](Self::compute_in_background) starts. `compute` runs exactly
-    /// once.
+    /// Sources whose map `compute` makes when it is first needed, or on the background thread
+    /// [`compute_in_background`](Self::compute_in_background) hands it to. `compute` runs
+    /// exactly once.
     pub(crate) fn deferred(compute: impl FnOnce() -> Leaves + Send + 'static) -> Self {
         Sources {
             leaves: Held::Deferred(Arc::new(Deferred {
@@ -242,18 +242,16 @@ impl Sources {
         }
     }
 
-    /// Starts computing a deferred map on a thread of its own, so that it is ready when it is
-    /// asked for. Does nothing if the map is computed (or no thread can be started: the first
-    /// caller then computes it).
+    /// Has the crate's background thread compute a deferred map, so that it is ready when it
+    /// is asked for. Does nothing if the map is computed. Whoever asks first computes it: a caller
+    /// never waits behind the background thread's queue, only for a computation under way.
     pub(crate) fn compute_in_background(&self) {
         if let Held::Deferred(deferred) = &self.leaves {
             if deferred.leaves.get().is_none() {
                 let deferred = Arc::clone(deferred);
-                let _ = std::thread::Builder::new()
-                    .name("coordination-provenance".into())
-                    .spawn(move || {
-                        deferred.force();
-                    });
+                crate::background::spawn(move || {
+                    deferred.force();
+                });
             }
         }
     }

@@ -44,6 +44,7 @@ use super::schema;
 use super::sealing::Sealing;
 use super::seat::{Seat, SeatState};
 use super::store::{revs_of, KeySet, Kvs, MetaFrom, Outcome, Prev, Revs, Store};
+use crate::background;
 use crate::config::{
     BoundRead, ConfigEvent, ConfigOptions, CoordConfig, RawBody, RawOp, RawRevision, Reloader,
     Snapshot, StringFields, Subscription, WatchState,
@@ -313,6 +314,14 @@ struct Recorder<T: CoordConfig> {
     leading: Option<i64>,
 }
 
+/// The key set, `mod_revision`s and size (as records count it) of the bind's own read.
+fn bound_state(store: &Store, read: BoundRead) -> (Kvs, Revs, u64) {
+    let revs: Revs = read.kvs.iter().map(|(k, _, r)| (k.clone(), *r)).collect();
+    let kvs: Kvs = read.kvs.into_iter().map(|(k, v, _)| (k, v)).collect();
+    let bytes = store.state_bytes(&kvs);
+    (kvs, revs, bytes)
+}
+
 /// The next state of `seat`, or never.
 async fn seat_changed(seat: &mut Option<Seat>) -> SeatState {
     match seat {
@@ -334,12 +343,14 @@ impl<T: CoordConfig> Recorder<T> {
         bind_done: oneshot::Sender<()>,
     ) {
         if let Some((revision, read)) = bind_at {
+            // The bind waits for this part only when it writes something first.
+            let bind_waits = self.seat.is_some() || schema_doc.is_some();
             if let Some(doc) = &schema_doc {
                 if self.publish_schema(doc).await {
                     schema_doc = None;
                 }
             }
-            self.bind_at(revision, read).await;
+            self.bind_at(revision, read, bind_waits).await;
             if self.revision > 0 {
                 if let Some(seat) = self.seat.as_mut() {
                     let state = seat.settle().await;
@@ -614,15 +625,29 @@ impl<T: CoordConfig> Recorder<T> {
     /// Takes the key set of the bound snapshot's `revision` as the view (`read`, the bind's own
     /// read at that revision, or else one paged read pinned there); recording it is the seat
     /// holder's take-over. Leaves `self.revision` at 0 if the read fails (the task then
-    /// re-reads the prefix).
-    async fn bind_at(&mut self, revision: i64, read: Option<BoundRead>) {
+    /// re-reads the prefix). With `bind_waits` false (the bind has returned without waiting for
+    /// this), the maps of `read` are built on the background thread, which does not take the CPU
+    /// from the bind's last steps.
+    async fn bind_at(&mut self, revision: i64, read: Option<BoundRead>, bind_waits: bool) {
         let keys = self.shared.store.keys().clone();
         if let Some(read) = read {
             // The bind's own read at this revision: the same keys a read here would return.
-            let revs = read.kvs.iter().map(|(k, _, r)| (k.clone(), *r)).collect();
-            self.set_state(read.kvs.into_iter().map(|(k, v, _)| (k, v)).collect(), revs);
-            self.revision = revision;
-            self.publish_view();
+            let store = self.shared.store.clone();
+            let taken = if bind_waits {
+                Some(bound_state(&store, read))
+            } else {
+                background::run(move || bound_state(&store, read)).await
+            };
+            match taken {
+                Some((kvs, revs, bytes)) => {
+                    self.take_state(kvs, revs, bytes);
+                    self.revision = revision;
+                    self.publish_view();
+                }
+                None => {
+                    tracing::warn!(prefix = %keys.prefix(), revision, "history could not take the bound key set; re-reading the prefix");
+                }
+            }
             return;
         }
         let read = read_range(
@@ -647,7 +672,13 @@ impl<T: CoordConfig> Recorder<T> {
 
     /// Takes `kvs` and `revs` as the key set, counting its size.
     fn set_state(&mut self, kvs: Kvs, revs: Revs) {
-        self.bytes = self.shared.store.state_bytes(&kvs);
+        let bytes = self.shared.store.state_bytes(&kvs);
+        self.take_state(kvs, revs, bytes);
+    }
+
+    /// Takes `kvs` and `revs` as the key set, of `bytes` as records count it.
+    fn take_state(&mut self, kvs: Kvs, revs: Revs, bytes: u64) {
+        self.bytes = bytes;
         self.kvs = Arc::new(kvs);
         self.revs = Arc::new(revs);
     }
