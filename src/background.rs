@@ -1,6 +1,6 @@
-//! One process-wide thread for work that follows a bind or a reload but that nothing waits on
-//! right away: working out a snapshot's provenance, taking the bound key set into the history
-//! view.
+//! One process-wide thread for work that follows a bind but that the bind does not wait for:
+//! working out the bound snapshot's provenance, taking the bound key set into the history view
+//! of a handle whose bind does not wait for its history task.
 //!
 //! A thread made for each such job, or a runtime worker woken for it, tends to run on the CPU
 //! of the task that just finished its part and to take that CPU from it: a bind's last steps
