@@ -17,7 +17,7 @@ use super::event::{ConfigEvent, Rejection, ReloadCause};
 use super::feed::{RawBody, RawOp, RawRevision};
 use super::layers::{
     env_layer, file_layer, read_file, read_layer, EtcdLayer, FileContent, FileWatch, LayerRead,
-    Overlay,
+    Overlay, ReadKv,
 };
 use super::observe::ConfigMetrics;
 use super::options::{ConfigOptions, Setting, UnknownKeys};
@@ -131,8 +131,9 @@ pub(crate) struct Started<T: CoordConfig> {
 pub(crate) struct BoundRead {
     /// The revision every page was read at (the bound snapshot's).
     pub(crate) revision: i64,
-    /// Every key with its value and `mod_revision`, in key order.
-    pub(crate) kvs: Vec<(Vec<u8>, Vec<u8>, i64)>,
+    /// Every key with its value (the bytes the etcd layer holds) and `mod_revision`, in key
+    /// order.
+    pub(crate) kvs: Vec<ReadKv>,
 }
 
 impl<T: CoordConfig> Reloader<T> {
@@ -229,17 +230,7 @@ impl<T: CoordConfig> Reloader<T> {
             }) => {
                 state.etcd_tree = Some(tree);
                 state.revision = revision;
-                bound_read = Some(BoundRead {
-                    revision,
-                    kvs: kvs
-                        .into_iter()
-                        .map(|kv| {
-                            let mod_revision = kv.mod_revision();
-                            let (k, v) = kv.into_key_value();
-                            (k, v, mod_revision)
-                        })
-                        .collect(),
-                });
+                bound_read = Some(BoundRead { revision, kvs });
                 state.synced = true;
                 ConfigStatus::new(WatchState::Live, state.revision, None)
             }

@@ -317,7 +317,12 @@ struct Recorder<T: CoordConfig> {
 /// The key set, `mod_revision`s and size (as records count it) of the bind's own read.
 fn bound_state(store: &Store, read: BoundRead) -> (Kvs, Revs, u64) {
     let revs: Revs = read.kvs.iter().map(|(k, _, r)| (k.clone(), *r)).collect();
-    let kvs: Kvs = read.kvs.into_iter().map(|(k, v, _)| (k, v)).collect();
+    // The layer keeps the same bytes: the view's copy is made here, off the bind's read.
+    let kvs: Kvs = read
+        .kvs
+        .into_iter()
+        .map(|(k, v, _)| (k, Vec::from(v)))
+        .collect();
     let bytes = store.state_bytes(&kvs);
     (kvs, revs, bytes)
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::config::tree::{Blocked, EtcdTree, KeyedTree, LayerTree};
@@ -69,11 +70,26 @@ impl Loading {
 /// it is bad.
 type Parsed<'k> = (String, Result<(Value, Vec<&'k str>), String>);
 
+/// One key of a read of the whole prefix: the full etcd key, its value and `mod_revision`. The
+/// value's bytes are shared, not copied, by the layer that records it.
+pub(crate) type ReadKv = (Vec<u8>, Bytes, i64);
+
+/// `kvs` as a read hands them over.
+#[cfg(test)]
+fn read_kvs(kvs: &[(&[u8], &[u8], i64)]) -> Vec<ReadKv> {
+    kvs.iter()
+        .map(|&(key, value, mod_revision)| {
+            (key.to_vec(), Bytes::copy_from_slice(value), mod_revision)
+        })
+        .collect()
+}
+
 #[derive(Debug)]
 struct Entry {
     mod_revision: i64,
     depth: usize,
-    raw: Vec<u8>,
+    /// The value as etcd holds it; shared with the read that brought it in, if any.
+    raw: Bytes,
     /// The parsed value, or why it is bad. `Ok(None)` once the value has been moved into the
     /// tree built with the read ([`load_page`](EtcdLayer::load_page)): it is parsed again from
     /// `raw` when a later tree needs it.
@@ -142,7 +158,7 @@ impl EtcdLayer {
         fields: &StringFields,
     ) -> Result<LayerTree> {
         let mut load = Loading::new(&self.prefix);
-        self.load_page(kvs, fields, &mut load);
+        self.load_page(&read_kvs(kvs), fields, &mut load);
         self.loaded_tree(load, fields).map(EtcdTree::into_layer)
     }
 
@@ -156,20 +172,20 @@ impl EtcdLayer {
     /// commute, so the tree is the same. At the first bad or blocked value (or a key out of
     /// order) the tree is dropped: `loaded_tree` then builds it the ordinary way, which names
     /// the key to blame.
-    pub(crate) fn load_page(
-        &mut self,
-        kvs: &[(&[u8], &[u8], i64)],
-        fields: &StringFields,
-        load: &mut Loading,
-    ) {
+    pub(crate) fn load_page(&mut self, page: &[ReadKv], fields: &StringFields, load: &mut Loading) {
         debug_assert!(self.entries.is_empty(), "the layer is filled at the end");
-        let parsed = self.parse_all(kvs, fields);
+        let kvs: Vec<(&[u8], &[u8], i64)> = page
+            .iter()
+            .map(|(key, value, mod_revision)| (key.as_slice(), &value[..], *mod_revision))
+            .collect();
+        let parsed = self.parse_all(&kvs, fields);
         let tree = &mut load.tree;
-        for (i, (&(raw_key, raw, mod_revision), (key, value))) in kvs.iter().zip(parsed).enumerate()
+        for (i, ((raw_key, raw, mod_revision), (key, value))) in page.iter().zip(parsed).enumerate()
         {
+            let (raw_key, mod_revision) = (raw_key.as_slice(), *mod_revision);
             let previous = match i {
                 0 => load.last.as_deref(),
-                _ => Some(kvs[i - 1].0),
+                _ => Some(page[i - 1].0.as_slice()),
             };
             if previous.is_some_and(|last| raw_key <= last) {
                 *tree = None;
@@ -192,7 +208,7 @@ impl EtcdLayer {
             let entry = Entry {
                 mod_revision,
                 depth: key.matches('/').count(),
-                raw: raw.to_vec(),
+                raw: raw.clone(),
                 value: kept,
             };
             load.entries.push((key, entry));
@@ -206,8 +222,8 @@ impl EtcdLayer {
                 *tree = None;
             }
         }
-        if let Some(&(last, _, _)) = kvs.last() {
-            load.last = Some(last.to_vec());
+        if let Some((last, _, _)) = page.last() {
+            load.last = Some(last.clone());
         }
     }
 
@@ -236,43 +252,39 @@ impl EtcdLayer {
     }
 
     /// Every key of `kvs` as [`parse`](Self::parse) gives it, in order; a large batch is
-    /// parsed on up to 4 threads (as many as the machine has cores).
+    /// parsed in parts on up to 4 threads (as many as the machine has cores): the calling
+    /// thread parses the first part while threads started for the others parse theirs.
     fn parse_all<'k>(
         &self,
         kvs: &[(&'k [u8], &[u8], i64)],
         fields: &StringFields,
     ) -> Vec<Parsed<'k>> {
+        let parse_part = |part: &[(&'k [u8], &[u8], i64)]| {
+            let mut lookups = Lookups::default();
+            part.iter()
+                .map(|&(key, raw, _)| self.parse(key, raw, fields, &mut lookups))
+                .collect::<Vec<_>>()
+        };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         if threads < 2 || kvs.len() < PARALLEL_PARSE_MIN {
-            let mut lookups = Lookups::default();
-            return kvs
-                .iter()
-                .map(|&(key, raw, _)| self.parse(key, raw, fields, &mut lookups))
-                .collect();
+            return parse_part(kvs);
         }
-        let chunk = kvs.len().div_ceil(threads);
-        let this = self;
-        let parsed: Vec<Vec<Parsed<'k>>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = kvs
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut lookups = Lookups::default();
-                        part.iter()
-                            .map(|&(key, raw, _)| this.parse(key, raw, fields, &mut lookups))
-                            .collect::<Vec<_>>()
-                    })
-                })
+        let (first, rest) = kvs.split_at(kvs.len().div_ceil(threads));
+        std::thread::scope(|scope| {
+            let others: Vec<_> = rest
+                .chunks(first.len())
+                .map(|part| scope.spawn(move || parse_part(part)))
                 .collect();
-            workers
-                .into_iter()
-                .map(|w| match w.join() {
-                    Ok(part) => part,
+            let mut parsed = parse_part(first);
+            parsed.reserve(rest.len());
+            for other in others {
+                match other.join() {
+                    Ok(part) => parsed.extend(part),
                     Err(panic) => std::panic::resume_unwind(panic),
-                })
-                .collect()
-        });
-        parsed.into_iter().flatten().collect()
+                }
+            }
+            parsed
+        })
     }
 
     /// The key as text and its parsed value with the key's path (segments below the prefix), or
@@ -320,7 +332,7 @@ impl EtcdLayer {
         let entry = Entry {
             mod_revision,
             depth: key.matches('/').count(),
-            raw: raw.to_vec(),
+            raw: Bytes::copy_from_slice(raw),
             value,
         };
         self.record(key, entry);
@@ -439,7 +451,7 @@ impl EtcdLayer {
         self.entries
             .iter()
             .chain(unsettled)
-            .map(|(k, e)| (k.as_str(), e.raw.as_slice(), e.mod_revision))
+            .map(|(k, e)| (k.as_str(), &e.raw[..], e.mod_revision))
     }
 
     /// The dotted field path a key under the prefix names (`<prefix>/a/b` → `a.b`), if any.
@@ -678,8 +690,8 @@ mod tests {
         let mut moved = EtcdLayer::new("/p/".into(), 1024);
         let mut load = Loading::new("/p/");
         let (first, second) = batch.split_at(batch.len() / 2);
-        moved.load_page(first, &f, &mut load);
-        moved.load_page(second, &f, &mut load);
+        moved.load_page(&read_kvs(first), &f, &mut load);
+        moved.load_page(&read_kvs(second), &f, &mut load);
         assert!(load.tree.is_some() && load.sorted, "built with the read");
         let built = moved.loaded_tree(load, &f).unwrap();
         assert!(
@@ -712,7 +724,7 @@ mod tests {
         shuffled.reverse();
         let mut load = Loading::new("/p/");
         let mut reversed = EtcdLayer::new("/p/".into(), 1024);
-        reversed.load_page(&shuffled, &f, &mut load);
+        reversed.load_page(&read_kvs(&shuffled), &f, &mut load);
         assert!(load.tree.is_none());
         let ordinary = reversed.loaded_tree(load, &f).unwrap();
         assert!(matches!(ordinary, EtcdTree::Leaves(_)));

@@ -1,9 +1,10 @@
 //! The bind's read of the etcd layer: every page is parsed and put into the layer's tree on a
 //! blocking thread while the next page is read, so parsing overlaps the read.
 
+use bytes::Bytes;
 use etcd_client::KeyValue;
 
-use super::etcd::{EtcdLayer, Loading};
+use super::etcd::{EtcdLayer, Loading, ReadKv};
 use crate::config::tree::EtcdTree;
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
@@ -13,8 +14,9 @@ use crate::etcd::{prefix_end, read_range_pages, Etcd, Pages};
 pub(crate) struct LayerRead {
     /// The revision every page was read at.
     pub(crate) revision: i64,
-    /// Every key under the prefix, in key order.
-    pub(crate) kvs: Vec<KeyValue>,
+    /// Every key under the prefix with its value (the bytes the layer holds) and
+    /// `mod_revision`, in key order.
+    pub(crate) kvs: Vec<ReadKv>,
     /// The layer's tree (or its first bad key), as [`EtcdLayer::tree`] gives it.
     pub(crate) tree: Result<EtcdTree>,
 }
@@ -42,12 +44,15 @@ pub(crate) async fn read_layer(
         let mut load = Loading::new(layer.prefix());
         let mut kvs = Vec::new();
         for page in received {
-            let batch: Vec<(&[u8], &[u8], i64)> = page
-                .iter()
-                .map(|kv| (kv.key(), kv.value(), kv.mod_revision()))
+            let page: Vec<ReadKv> = page
+                .into_iter()
+                .map(|kv| {
+                    let mod_revision = kv.mod_revision();
+                    let (key, value) = kv.into_key_value();
+                    (key, Bytes::from(value), mod_revision)
+                })
                 .collect();
-            layer.load_page(&batch, &fields, &mut load);
-            drop(batch);
+            layer.load_page(&page, &fields, &mut load);
             kvs.extend(page);
         }
         let tree = layer.loaded_tree(load, &fields);

@@ -8,7 +8,7 @@ mod file;
 mod overlay;
 
 pub(crate) use env::env_layer;
-pub(crate) use etcd::EtcdLayer;
+pub(crate) use etcd::{EtcdLayer, ReadKv};
 pub(crate) use etcd_read::{read_layer, LayerRead};
 pub(crate) use file::{file_layer, read_file, FileContent, FileWatch};
 pub(crate) use overlay::Overlay;
