@@ -347,7 +347,10 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for ConfigMap<V> {
                 f.write_str("a map")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+                // Sized by the hint up to 1 MiB of entries, as serde sizes its own collections
+                // (a hint is not checked against what follows).
+                let most = (1 << 20) / std::mem::size_of::<(Arc<str>, Arc<V>)>();
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(most));
                 while let Some(k) = map.next_key_seed(SharedKey)? {
                     entries.push((k, Arc::new(map.next_value::<V>()?)));
                 }

@@ -143,6 +143,11 @@ impl KeyedTree {
         }
     }
 
+    /// Makes room for the sources of `additional` more keys.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.keys.reserve(additional);
+    }
+
     /// Inserts `value` at `path` (segments of the key that `source` names, below the prefix),
     /// as [`LayerTree::insert_shared`] does. Keys must come in key order.
     pub(crate) fn insert(

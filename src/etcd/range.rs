@@ -55,7 +55,11 @@ pub(crate) async fn read_range(
 ) -> Result<(i64, Vec<KeyValue>)> {
     let mut out = Vec::new();
     let pages = Pages { page, tail: 0 };
-    let revision = read_range_pages(etcd, start, end, pages, at, |kvs, _| out.extend(kvs)).await?;
+    let revision = read_range_pages(etcd, start, end, pages, at, |kvs, left| {
+        out.reserve(kvs.len() + left);
+        out.extend(kvs);
+    })
+    .await?;
     Ok((revision, out))
 }
 
@@ -70,9 +74,10 @@ pub(crate) struct Pages {
     pub(crate) tail: i64,
 }
 
-/// As [`read_range`], handing each page to `each` as it arrives (with whether more pages
-/// follow) instead of collecting them: the caller can work on one page while the next is read.
-/// Returns the revision every page was read at.
+/// As [`read_range`], handing each page to `each` as it arrives (with the number of keys after
+/// it, by etcd's count at the read's revision: 0 with the last page) instead of collecting them:
+/// the caller can work on one page while the next is read, and size what it collects from the
+/// first. Returns the revision every page was read at.
 ///
 /// # Errors
 /// As [`read_prefix`]; the pages before the failing one have been handed to `each`.
@@ -82,7 +87,7 @@ pub(crate) async fn read_range_pages(
     end: Vec<u8>,
     pages: Pages,
     at: Option<i64>,
-    mut each: impl FnMut(Vec<KeyValue>, bool),
+    mut each: impl FnMut(Vec<KeyValue>, usize),
 ) -> Result<i64> {
     let mut client = etcd.kv();
     let page = pages.page.max(1);
@@ -131,7 +136,14 @@ pub(crate) async fn read_range_pages(
         if more && pages.tail > 0 && left > pages.tail && left <= limit {
             limit = left - pages.tail;
         }
-        each(kvs, more);
+        each(
+            kvs,
+            if more {
+                usize::try_from(left).unwrap_or(0)
+            } else {
+                0
+            },
+        );
         if !more {
             return Ok(revision);
         }

@@ -64,6 +64,14 @@ impl Loading {
             sorted: true,
         }
     }
+
+    /// Makes room for `additional` more keys (a hint: it only spares the copies of growing).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+        if let Some(tree) = &mut self.tree {
+            tree.reserve(additional);
+        }
+    }
 }
 
 /// A key as text and its parsed value with the key's path (segments below the prefix), or why

@@ -38,12 +38,16 @@ pub(crate) async fn read_layer(
     mut layer: EtcdLayer,
     fields: &StringFields,
 ) -> (EtcdLayer, Result<LayerRead>) {
-    let (pages, received) = std::sync::mpsc::channel::<Vec<KeyValue>>();
+    // Each page with the number of keys after it.
+    let (pages, received) = std::sync::mpsc::channel::<(Vec<KeyValue>, usize)>();
     let fields = fields.clone();
     let worker = tokio::task::spawn_blocking(move || {
         let mut load = Loading::new(layer.prefix());
         let mut kvs = Vec::new();
-        for page in received {
+        for (page, left) in received {
+            // Sized for the whole read from the first page: no copy as they grow.
+            kvs.reserve(page.len() + left);
+            load.reserve(page.len() + left);
             let page: Vec<ReadKv> = page
                 .into_iter()
                 .map(|kv| {
@@ -67,9 +71,9 @@ pub(crate) async fn read_layer(
             tail: page_size / 4,
         },
         None,
-        |page, _| {
+        |page, left| {
             // The receiver lives until every page is sent.
-            let _ = pages.send(page);
+            let _ = pages.send((page, left));
         },
     )
     .await;
