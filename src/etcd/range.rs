@@ -74,10 +74,15 @@ pub(crate) struct Pages {
     pub(crate) tail: i64,
 }
 
+/// The most keys a paged read says are left after a page (131,072): the count sizes what a
+/// caller collects, and a count no prefix could have (from a faulty server or proxy) must not
+/// make it reserve memory it will never use, or overflow.
+pub(crate) const LEFT_HINT_MAX: usize = 1 << 17;
+
 /// As [`read_range`], handing each page to `each` as it arrives (with the number of keys after
-/// it, by etcd's count at the read's revision: 0 with the last page) instead of collecting them:
-/// the caller can work on one page while the next is read, and size what it collects from the
-/// first. Returns the revision every page was read at.
+/// it, by etcd's count at the read's revision, at most [`LEFT_HINT_MAX`]: 0 with the last page)
+/// instead of collecting them: the caller can work on one page while the next is read, and size
+/// what it collects from the first. Returns the revision every page was read at.
 ///
 /// # Errors
 /// As [`read_prefix`]; the pages before the failing one have been handed to `each`.
@@ -136,14 +141,11 @@ pub(crate) async fn read_range_pages(
         if more && pages.tail > 0 && left > pages.tail && left <= limit {
             limit = left - pages.tail;
         }
-        each(
-            kvs,
-            if more {
-                usize::try_from(left).unwrap_or(0)
-            } else {
-                0
-            },
-        );
+        let hint = match more {
+            true => usize::try_from(left).unwrap_or(0).min(LEFT_HINT_MAX),
+            false => 0,
+        };
+        each(kvs, hint);
         if !more {
             return Ok(revision);
         }
