@@ -94,7 +94,7 @@ fn flow_mapping<'a>(
             return None;
         }
         let start = skip_spaces(i + 2);
-        let end = inner[start..].find(',').map_or(b.len(), |at| start + at);
+        let end = memchr::memchr(b',', &b[start..]).map_or(b.len(), |at| start + at);
         let value = inner[start..end].trim_end_matches(' ');
         if !is_word(value) {
             return None;
@@ -167,7 +167,7 @@ fn is_word(text: &str) -> bool {
             (Class::Start, _) | (Class::Inner, Class::Start) => {}
             _ => return false,
         }
-        match text[start..].find(' ') {
+        match memchr::memchr(b' ', &b[start..]) {
             Some(at) => start += at + 1,
             None => return true,
         }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::config::precheck::Prechecked;
+use crate::config::subschema::{KeyChecks, SubSchemas};
 use crate::config::tree::{Blocked, EtcdTree, KeyedTree, LayerTree};
 use crate::config::value::{Lookups, StringFields};
 use crate::error::{Error, ErrorKind, Result};
@@ -52,6 +54,8 @@ pub(crate) struct Loading {
     /// where a map built from sorted entries costs no key comparisons.
     entries: Vec<(String, Entry)>,
     sorted: bool,
+    /// The keys in the tree, with which of them the read's checks vouched for.
+    prechecked: Prechecked,
 }
 
 impl Loading {
@@ -62,6 +66,7 @@ impl Loading {
             last: None,
             entries: Vec::new(),
             sorted: true,
+            prechecked: Prechecked::new(),
         }
     }
 
@@ -146,8 +151,8 @@ impl EtcdLayer {
     /// the whole prefix and each value parses on its own, so a large batch is parsed on up to
     /// 4 threads (as many as the machine has cores) before the entries are recorded in order.
     pub(crate) fn put_all(&mut self, kvs: &[(&[u8], &[u8], i64)], fields: &StringFields) {
-        let parsed = self.parse_all(kvs, fields);
-        for (&(_, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed) {
+        let parsed = self.parse_all(kvs, fields, None);
+        for (&(_, raw, mod_revision), ((key, value), _)) in kvs.iter().zip(parsed) {
             self.put_parsed(key, raw, mod_revision, value.map(|(v, _)| Some(v)));
         }
     }
@@ -166,8 +171,8 @@ impl EtcdLayer {
         fields: &StringFields,
     ) -> Result<LayerTree> {
         let mut load = Loading::new(&self.prefix);
-        self.load_page(&read_kvs(kvs), fields, &mut load);
-        self.loaded_tree(load, fields).map(EtcdTree::into_layer)
+        self.load_page(&read_kvs(kvs), fields, None, &mut load);
+        self.loaded_tree(load, fields).0.map(EtcdTree::into_layer)
     }
 
     /// Records one page of a read of the whole prefix into an empty layer (pages in key order)
@@ -180,15 +185,22 @@ impl EtcdLayer {
     /// commute, so the tree is the same. At the first bad or blocked value (or a key out of
     /// order) the tree is dropped: `loaded_tree` then builds it the ordinary way, which names
     /// the key to blame.
-    pub(crate) fn load_page(&mut self, page: &[ReadKv], fields: &StringFields, load: &mut Loading) {
+    pub(crate) fn load_page(
+        &mut self,
+        page: &[ReadKv],
+        fields: &StringFields,
+        checks: Option<&SubSchemas>,
+        load: &mut Loading,
+    ) {
         debug_assert!(self.entries.is_empty(), "the layer is filled at the end");
         let kvs: Vec<(&[u8], &[u8], i64)> = page
             .iter()
             .map(|(key, value, mod_revision)| (key.as_slice(), &value[..], *mod_revision))
             .collect();
-        let parsed = self.parse_all(&kvs, fields);
+        let parsed = self.parse_all(&kvs, fields, checks);
         let tree = &mut load.tree;
-        for (i, ((raw_key, raw, mod_revision), (key, value))) in page.iter().zip(parsed).enumerate()
+        for (i, ((raw_key, raw, mod_revision), ((key, value), vouched))) in
+            page.iter().zip(parsed).enumerate()
         {
             let (raw_key, mod_revision) = (raw_key.as_slice(), *mod_revision);
             let previous = match i {
@@ -222,6 +234,7 @@ impl EtcdLayer {
             load.entries.push((key, entry));
             let inserted = match (tree.as_mut(), value, source) {
                 (Some(t), Some((value, path)), Some(source)) => {
+                    load.prechecked.key(&path, vouched);
                     t.insert(&path, value, &source).is_ok()
                 }
                 _ => false,
@@ -240,7 +253,11 @@ impl EtcdLayer {
     ///
     /// # Errors
     /// As [`tree`](Self::tree).
-    pub(crate) fn loaded_tree(&mut self, load: Loading, fields: &StringFields) -> Result<EtcdTree> {
+    pub(crate) fn loaded_tree(
+        &mut self,
+        load: Loading,
+        fields: &StringFields,
+    ) -> (Result<EtcdTree>, Option<Prechecked>) {
         if load.sorted {
             for (key, entry) in &load.entries {
                 self.count(key, entry);
@@ -254,23 +271,33 @@ impl EtcdLayer {
             }
         }
         match load.tree {
-            Some(tree) if self.bad == 0 => Ok(EtcdTree::Keys(tree)),
-            _ => self.tree(fields).map(EtcdTree::Leaves),
+            Some(tree) if self.bad == 0 => (Ok(EtcdTree::Keys(tree)), Some(load.prechecked)),
+            _ => (self.tree(fields).map(EtcdTree::Leaves), None),
         }
     }
 
-    /// Every key of `kvs` as [`parse`](Self::parse) gives it, in order; a large batch is
-    /// parsed in parts on up to 4 threads (as many as the machine has cores): the calling
+    /// Every key of `kvs` as [`parse`](Self::parse) gives it, in order, each with whether
+    /// `checks` vouch for its value (see [`KeyChecks`]; false without `checks`); a large batch
+    /// is parsed in parts on up to 4 threads (as many as the machine has cores): the calling
     /// thread parses the first part while threads started for the others parse theirs.
     fn parse_all<'k>(
         &self,
         kvs: &[(&'k [u8], &[u8], i64)],
         fields: &StringFields,
-    ) -> Vec<Parsed<'k>> {
+        checks: Option<&SubSchemas>,
+    ) -> Vec<(Parsed<'k>, bool)> {
         let parse_part = |part: &[(&'k [u8], &[u8], i64)]| {
             let mut lookups = Lookups::default();
+            let mut checks = checks.map(KeyChecks::new);
             part.iter()
-                .map(|&(key, raw, _)| self.parse(key, raw, fields, &mut lookups))
+                .map(|&(key, raw, _)| {
+                    let parsed = self.parse(key, raw, fields, &mut lookups);
+                    let vouched = match (&mut checks, &parsed.1) {
+                        (Some(checks), Ok((value, path))) => checks.vouches(path, value),
+                        _ => false,
+                    };
+                    (parsed, vouched)
+                })
                 .collect::<Vec<_>>()
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
@@ -698,10 +725,10 @@ mod tests {
         let mut moved = EtcdLayer::new("/p/".into(), 1024);
         let mut load = Loading::new("/p/");
         let (first, second) = batch.split_at(batch.len() / 2);
-        moved.load_page(&read_kvs(first), &f, &mut load);
-        moved.load_page(&read_kvs(second), &f, &mut load);
+        moved.load_page(&read_kvs(first), &f, None, &mut load);
+        moved.load_page(&read_kvs(second), &f, None, &mut load);
         assert!(load.tree.is_some() && load.sorted, "built with the read");
-        let built = moved.loaded_tree(load, &f).unwrap();
+        let built = moved.loaded_tree(load, &f).0.unwrap();
         assert!(
             matches!(built, EtcdTree::Keys(_)),
             "with the source of every key"
@@ -732,9 +759,9 @@ mod tests {
         shuffled.reverse();
         let mut load = Loading::new("/p/");
         let mut reversed = EtcdLayer::new("/p/".into(), 1024);
-        reversed.load_page(&read_kvs(&shuffled), &f, &mut load);
+        reversed.load_page(&read_kvs(&shuffled), &f, None, &mut load);
         assert!(load.tree.is_none());
-        let ordinary = reversed.loaded_tree(load, &f).unwrap();
+        let ordinary = reversed.loaded_tree(load, &f).0.unwrap();
         assert!(matches!(ordinary, EtcdTree::Leaves(_)));
         assert_eq!(merge([&ordinary.into_layer()]), want);
 
