@@ -6,8 +6,9 @@
 //! inside a secret field shows `***` instead of the value (see [`crate::secrets`]).
 
 use crate::provenance::join_path as join;
+use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::ValidationError;
@@ -15,7 +16,6 @@ use serde_json::Value;
 
 use super::coord_config::CoordConfig;
 use super::rebuild::ChangedPaths;
-use super::subschema::SubSchemas;
 use super::unknown::value_at;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provenance::{Source, Sources};
@@ -27,10 +27,47 @@ pub(crate) const MAX_LISTED: usize = 20;
 /// Turns a merged JSON tree into a `T`, or an error that names the failing field and where its
 /// value came from. Built once per bound config (the schema is compiled once).
 pub(crate) struct Checker<T> {
-    schemas: Arc<SubSchemas>,
+    schema: Value,
     validator: jsonschema::Validator,
+    /// Validators for sub-schemas (by the address of their node in `schema`), compiled on first
+    /// use by incremental checks; `None` where the node's schema does not compile alone.
+    subs: Mutex<HashMap<usize, Option<Arc<jsonschema::Validator>>>>,
     _type: PhantomData<fn() -> T>,
 }
+
+/// Keywords of a schema node above a changed field that do not look at the values of the
+/// node's fields (beyond `properties` and `additionalProperties`, which the check descends
+/// through): an incremental check may skip such a node, as it may the [`METADATA`] keywords.
+/// `required`, `minProperties` and `maxProperties` look at which fields exist, so they also stop
+/// the descent where a field appeared or disappeared.
+const STRUCTURAL: &[&str] = &[
+    "type",
+    "properties",
+    "additionalProperties",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "$schema",
+    "$defs",
+    "definitions",
+    "format",
+];
+
+/// Keywords that describe a node without constraining it.
+const METADATA: &[&str] = &[
+    "title",
+    "description",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$comment",
+];
+
+/// The schema that accepts anything (a field of a map, or of an object without
+/// `additionalProperties`).
+static ANY: Value = Value::Bool(true);
 
 /// A subtree to check after the merged tree was updated in place.
 #[derive(Debug)]
@@ -54,7 +91,7 @@ struct Violation {
 impl<T: CoordConfig> Checker<T> {
     /// Generates `T`'s JSON Schema and compiles it.
     pub(crate) fn new() -> Result<Self> {
-        Self::compile(Arc::new(SubSchemas::new(Self::generate_schema())))
+        Self::compile(Self::generate_schema())
     }
 
     /// `T`'s JSON Schema (what [`schema`](Self::schema) gives once compiled).
@@ -62,13 +99,13 @@ impl<T: CoordConfig> Checker<T> {
         schemars::schema_for!(T).to_value()
     }
 
-    /// Compiles the schema of `schemas` (`T`'s, from [`generate_schema`](Self::generate_schema)),
-    /// after checking it against its meta-schema.
+    /// Compiles `schema` (`T`'s, from [`generate_schema`](Self::generate_schema)), after
+    /// checking it against its meta-schema.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] if the schema does not compile.
-    pub(crate) fn compile(schemas: Arc<SubSchemas>) -> Result<Self> {
-        let validator = jsonschema::validator_for(schemas.schema()).map_err(|e| {
+    pub(crate) fn compile(schema: Value) -> Result<Self> {
+        let validator = jsonschema::validator_for(&schema).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
@@ -78,8 +115,9 @@ impl<T: CoordConfig> Checker<T> {
             )
         })?;
         Ok(Checker {
-            schemas,
+            schema,
             validator,
+            subs: Mutex::new(HashMap::new()),
             _type: PhantomData,
         })
     }
@@ -91,7 +129,7 @@ impl<T: CoordConfig> Checker<T> {
     /// `previous` must be the value deserialized from a document that differs from `doc` only
     /// at the `changed` paths, and that document must have passed the whole check; `regions`
     /// are the subtrees those changes may have made invalid. Each region is validated against
-    /// its sub-schema where the schema above it is structural (see [`SubSchemas`]); otherwise
+    /// its sub-schema where the schema above it is structural (see [`STRUCTURAL`]); otherwise
     /// the whole document is validated. The value is rebuilt through
     /// [`CoordConfig::incremental`] (a full deserialization where it declines), and `validate()`
     /// runs on the whole value.
@@ -114,7 +152,7 @@ impl<T: CoordConfig> Checker<T> {
                 whole_checked = true;
                 continue;
             }
-            match self.schemas.validator(&region.path, region.fields_changed) {
+            match self.sub_validator(&region.path, region.fields_changed) {
                 Some(Some(validator)) => {
                     if let Some(value) = value_at(root, &region.path) {
                         if !validator.is_valid(value) {
@@ -141,24 +179,117 @@ impl<T: CoordConfig> Checker<T> {
         Some(value)
     }
 
-    /// `T`'s JSON Schema (draft 2020-12).
-    pub(crate) fn schema(&self) -> &Value {
-        self.schemas.schema()
+    /// The validator for the subtree at `path`: `Some(None)` when any value is valid there,
+    /// `None` when the schema above `path` is not structural or the sub-schema does not compile
+    /// alone.
+    fn sub_validator(
+        &self,
+        path: &[String],
+        fields_changed: bool,
+    ) -> Option<Option<Arc<jsonschema::Validator>>> {
+        let node = self.node_at(path, fields_changed)?;
+        let object = match node {
+            Value::Bool(true) => return Some(None),
+            Value::Object(o) if o.keys().all(|k| METADATA.contains(&k.as_str())) => {
+                return Some(None)
+            }
+            Value::Object(o) => o,
+            _ => return None,
+        };
+        let key = node as *const Value as usize;
+        let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+        let compiled = subs.entry(key).or_insert_with(|| {
+            let mut alone = object.clone();
+            for shared in ["$defs", "definitions", "$schema"] {
+                if let Some(v) = self.schema.get(shared) {
+                    alone.entry(shared).or_insert_with(|| v.clone());
+                }
+            }
+            jsonschema::validator_for(&Value::Object(alone))
+                .ok()
+                .map(Arc::new)
+        });
+        compiled.clone().map(Some)
     }
 
-    /// [`check`](Self::check) of a document the bind's read has already checked in part:
-    /// `rest` is `doc` with the subtrees the read vouched for left empty (see
-    /// [`Prechecked`](super::precheck::Prechecked)), so only `rest` is validated against the
-    /// schema, on the calling thread, before `doc` is deserialized and `T::validate` runs.
-    /// `None` when any of that fails: the caller then runs [`check`](Self::check), which gives
-    /// the authoritative result and error.
-    pub(crate) fn check_rest(&self, doc: &Value, rest: &Value) -> Option<T> {
-        if !self.validator.is_valid(rest) {
-            return None;
+    /// The schema node for the field at `path`, descending only through structural nodes.
+    fn node_at(&self, path: &[String], fields_changed: bool) -> Option<&Value> {
+        let mut node = &self.schema;
+        for (i, segment) in path.iter().enumerate() {
+            let object = self.structural(node)?;
+            if fields_changed && i + 1 == path.len() {
+                let counts = ["minProperties", "maxProperties"]
+                    .iter()
+                    .any(|k| object.contains_key(*k));
+                let required = object
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| r.iter().any(|f| f.as_str() == Some(segment)));
+                if counts || required {
+                    return None;
+                }
+            }
+            node = match object.get("properties").and_then(|p| p.get(segment)) {
+                Some(child) => child,
+                None => match object.get("additionalProperties") {
+                    None | Some(Value::Bool(true)) => &ANY,
+                    Some(Value::Bool(false)) => return None,
+                    Some(child) => child,
+                },
+            };
+            if object.contains_key("patternProperties") {
+                return None;
+            }
         }
-        let value = <T as serde::Deserialize>::deserialize(doc).ok()?;
-        value.validate().ok()?;
-        Some(value)
+        Some(node)
+    }
+
+    /// `node` as a structural object schema, following `$ref` and the non-null branch of an
+    /// `Option` (`anyOf`/`oneOf` of a schema and `{"type": "null"}`: the value here is an
+    /// object, which the null branch never accepts).
+    fn structural<'a>(&'a self, mut node: &'a Value) -> Option<&'a serde_json::Map<String, Value>> {
+        for _ in 0..16 {
+            let object = node.as_object()?;
+            let only_metadata_besides = |keyword: &str| {
+                object
+                    .keys()
+                    .all(|k| k == keyword || METADATA.contains(&k.as_str()))
+            };
+            if let Some(reference) = object.get("$ref") {
+                if !only_metadata_besides("$ref") {
+                    return None;
+                }
+                let pointer = reference.as_str()?.strip_prefix('#')?;
+                node = self.schema.pointer(pointer)?;
+                continue;
+            }
+            if let Some((keyword, branches)) = ["anyOf", "oneOf"]
+                .iter()
+                .find_map(|k| object.get(*k).map(|b| (*k, b)))
+            {
+                if !only_metadata_besides(keyword) {
+                    return None;
+                }
+                let branches = branches.as_array()?;
+                let is_null = |b: &Value| b.get("type").and_then(Value::as_str) == Some("null");
+                match branches.as_slice() {
+                    [a, b] if is_null(b) && !is_null(a) => node = a,
+                    [a, b] if is_null(a) && !is_null(b) => node = b,
+                    _ => return None,
+                }
+                continue;
+            }
+            return object
+                .keys()
+                .all(|k| STRUCTURAL.contains(&k.as_str()) || METADATA.contains(&k.as_str()))
+                .then_some(object);
+        }
+        None
+    }
+
+    /// `T`'s JSON Schema (draft 2020-12).
+    pub(crate) fn schema(&self) -> &Value {
+        &self.schema
     }
 
     /// Deserializes (failing field path from `serde_path_to_error`), checks the schema's

@@ -21,10 +21,8 @@ use super::layers::{
 };
 use super::observe::ConfigMetrics;
 use super::options::{ConfigOptions, Setting, UnknownKeys};
-use super::precheck::Prechecked;
 use super::snapshot::Snapshot;
 use super::status::{ConfigStatus, WatchState};
-use super::subschema::SubSchemas;
 use super::tree::{EtcdTree, LayerTree, Merged};
 use super::unknown::{self, UnknownKey};
 use super::value::StringFields;
@@ -47,10 +45,9 @@ pub(super) struct State<T: CoordConfig> {
     checker: Arc<Checker<T>>,
     fields: StringFields,
     etcd: EtcdLayer,
-    /// The etcd layer's tree as built with a read of the whole prefix, with which of its keys
-    /// the read vouched for, for the full build that follows the read (which takes it instead
-    /// of building it again).
-    etcd_tree: Option<(Result<EtcdTree>, Option<Prechecked>)>,
+    /// The etcd layer's tree as built with a read of the whole prefix, for the full build that
+    /// follows the read (which takes it instead of building it again).
+    etcd_tree: Option<Result<EtcdTree>>,
     file_path: Option<PathBuf>,
     file: Result<LayerTree>,
     /// What the file held at its last read (or why it could not be read): a file event whose
@@ -148,13 +145,9 @@ impl<T: CoordConfig> Reloader<T> {
     ) -> Result<Started<T>> {
         let schema = Checker::<T>::generate_schema();
         let fields = StringFields::new(schema.clone()).with_max_depth(options.max_depth);
-        let schemas = Arc::new(SubSchemas::new(schema));
         // The schema is checked and compiled on a thread of its own while etcd is read (the
         // read waits on etcd at first); a schema that does not compile still fails the bind.
-        let compiling = {
-            let schemas = Arc::clone(&schemas);
-            tokio::task::spawn_blocking(move || Checker::<T>::compile(schemas))
-        };
+        let compiling = tokio::task::spawn_blocking(move || Checker::<T>::compile(schema));
 
         let env_prefix = match &options.env_prefix {
             Setting::FromType => T::ENV_PREFIX.map(str::to_string),
@@ -192,7 +185,6 @@ impl<T: CoordConfig> Reloader<T> {
             options.page_size,
             EtcdLayer::new(prefix.clone(), options.max_value_bytes),
             &fields,
-            &schemas,
         )
         .await;
         let checker = match compiling.await {
@@ -235,9 +227,8 @@ impl<T: CoordConfig> Reloader<T> {
                 revision,
                 kvs,
                 tree,
-                prechecked,
             }) => {
-                state.etcd_tree = Some((tree, prechecked));
+                state.etcd_tree = Some(tree);
                 state.revision = revision;
                 bound_read = Some(BoundRead { revision, kvs });
                 state.synced = true;
@@ -827,14 +818,12 @@ impl<T: CoordConfig> State<T> {
         Some(regions)
     }
 
-    /// Merges the layers from scratch and checks the whole result. After the bind's read, the
-    /// schema check leaves out the objects the read vouched for key by key (see
-    /// [`Prechecked`]), where the merged tree is the etcd layer alone.
+    /// Merges the layers from scratch and checks the whole result.
     fn build_full(&mut self, change: ReloadCause) -> Result<Snapshot<T>> {
         self.merged = None;
-        let (etcd, prechecked) = match self.etcd_tree.take() {
-            Some(read) => read,
-            None => (self.etcd.tree(&self.fields).map(EtcdTree::Leaves), None),
+        let etcd = match self.etcd_tree.take() {
+            Some(tree) => tree,
+            None => self.etcd.tree(&self.fields).map(EtcdTree::Leaves),
         };
         let etcd = etcd.map_err(|e| self.blame(e, &change))?;
         let file = self
@@ -846,9 +835,6 @@ impl<T: CoordConfig> State<T> {
             None => None,
         };
         let above: Vec<&LayerTree> = overlay.into_iter().chain([&self.env]).collect();
-        // What the read vouched for counts only where the merged tree is the etcd layer alone.
-        let prechecked =
-            prechecked.filter(|_| file.is_empty() && above.iter().all(|l| l.is_empty()));
         let merged = Merged::full(file, etcd, &above);
         let unknown = match self.unknown_keys {
             UnknownKeys::Ignore => Vec::new(),
@@ -860,24 +846,14 @@ impl<T: CoordConfig> State<T> {
         self.merged = Some(merged);
         let merged = self.merged.as_ref().expect("just set");
         let blame = |e: Error| self.blame(e, &change);
-        let root = merged
-            .root
-            .as_object()
-            .expect("the merged tree is an object");
-        let vouched = prechecked
-            .and_then(|p| p.rest(root))
-            .and_then(|rest| self.checker.check_rest(&merged.root, &rest));
-        let value = match vouched {
-            Some(value) => value,
-            None => self
-                .checker
-                .check(
-                    &merged.root,
-                    &merged.sources,
-                    self.etcd.len() >= PARALLEL_CHECK_MIN,
-                )
-                .map_err(blame)?,
-        };
+        let value = self
+            .checker
+            .check(
+                &merged.root,
+                &merged.sources,
+                self.etcd.len() >= PARALLEL_CHECK_MIN,
+            )
+            .map_err(blame)?;
         if let (UnknownKeys::Reject, Some(first)) = (self.unknown_keys, unknown.first()) {
             let mut error = Error::new(ErrorKind::Validation, first.to_string())
                 .with_origin(&first.source.origin)

@@ -287,11 +287,6 @@ pub(crate) enum At<'a> {
 }
 
 impl LayerTree {
-    /// True when the layer holds nothing.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.root.is_empty() && self.leaves.is_empty()
-    }
-
     /// What the layer holds at `path` (segments; not empty).
     pub(crate) fn at(&self, path: &[String]) -> At<'_> {
         let Some((last, parents)) = path.split_last() else {
@@ -350,8 +345,9 @@ impl Merged {
     /// instead of copying it (it is usually by far the biggest). `above` are the layers over
     /// etcd, lowest precedence first (a rollout's overlay, then the environment).
     pub(crate) fn full(file: &LayerTree, etcd: EtcdTree, above: &[&LayerTree]) -> Merged {
+        let empty = |layer: &LayerTree| layer.root.is_empty() && layer.leaves.is_empty();
         let etcd = match etcd {
-            EtcdTree::Keys(mut keyed) if file.is_empty() && above.iter().all(|l| l.is_empty()) => {
+            EtcdTree::Keys(mut keyed) if empty(file) && above.iter().all(|layer| empty(layer)) => {
                 keyed.flush();
                 // One layer: its leaves are those of its tree, worked out when first needed or
                 // on the thread the bind starts as it returns (the snapshot serves before).

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
+use smallvec::SmallVec;
 
-use crate::config::precheck::Prechecked;
-use crate::config::subschema::{KeyChecks, SubSchemas};
 use crate::config::tree::{Blocked, EtcdTree, KeyedTree, LayerTree};
 use crate::config::value::{Lookups, StringFields};
 use crate::error::{Error, ErrorKind, Result};
@@ -54,8 +53,6 @@ pub(crate) struct Loading {
     /// where a map built from sorted entries costs no key comparisons.
     entries: Vec<(String, Entry)>,
     sorted: bool,
-    /// The keys in the tree, with which of them the read's checks vouched for.
-    prechecked: Prechecked,
 }
 
 impl Loading {
@@ -66,7 +63,6 @@ impl Loading {
             last: None,
             entries: Vec::new(),
             sorted: true,
-            prechecked: Prechecked::new(),
         }
     }
 
@@ -79,9 +75,11 @@ impl Loading {
     }
 }
 
-/// A key as text and its parsed value with the key's path (segments below the prefix), or why
-/// it is bad.
-type Parsed<'k> = (String, Result<(Value, Vec<&'k str>), String>);
+/// A key's path: its segments below the prefix (held in place up to 4 deep, the usual depth).
+type Segments<'k> = SmallVec<[&'k str; 4]>;
+
+/// A key as text and its parsed value with the key's path, or why it is bad.
+type Parsed<'k> = (String, Result<(Value, Segments<'k>), String>);
 
 /// One key of a read of the whole prefix: the full etcd key, its value and `mod_revision`. The
 /// value's bytes are shared, not copied, by the layer that records it.
@@ -151,8 +149,8 @@ impl EtcdLayer {
     /// the whole prefix and each value parses on its own, so a large batch is parsed on up to
     /// 4 threads (as many as the machine has cores) before the entries are recorded in order.
     pub(crate) fn put_all(&mut self, kvs: &[(&[u8], &[u8], i64)], fields: &StringFields) {
-        let parsed = self.parse_all(kvs, fields, None);
-        for (&(_, raw, mod_revision), ((key, value), _)) in kvs.iter().zip(parsed) {
+        let parsed = self.parse_all(kvs, fields);
+        for (&(_, raw, mod_revision), (key, value)) in kvs.iter().zip(parsed) {
             self.put_parsed(key, raw, mod_revision, value.map(|(v, _)| Some(v)));
         }
     }
@@ -171,8 +169,8 @@ impl EtcdLayer {
         fields: &StringFields,
     ) -> Result<LayerTree> {
         let mut load = Loading::new(&self.prefix);
-        self.load_page(&read_kvs(kvs), fields, None, &mut load);
-        self.loaded_tree(load, fields).0.map(EtcdTree::into_layer)
+        self.load_page(&read_kvs(kvs), fields, &mut load);
+        self.loaded_tree(load, fields).map(EtcdTree::into_layer)
     }
 
     /// Records one page of a read of the whole prefix into an empty layer (pages in key order)
@@ -185,22 +183,15 @@ impl EtcdLayer {
     /// commute, so the tree is the same. At the first bad or blocked value (or a key out of
     /// order) the tree is dropped: `loaded_tree` then builds it the ordinary way, which names
     /// the key to blame.
-    pub(crate) fn load_page(
-        &mut self,
-        page: &[ReadKv],
-        fields: &StringFields,
-        checks: Option<&SubSchemas>,
-        load: &mut Loading,
-    ) {
+    pub(crate) fn load_page(&mut self, page: &[ReadKv], fields: &StringFields, load: &mut Loading) {
         debug_assert!(self.entries.is_empty(), "the layer is filled at the end");
         let kvs: Vec<(&[u8], &[u8], i64)> = page
             .iter()
             .map(|(key, value, mod_revision)| (key.as_slice(), &value[..], *mod_revision))
             .collect();
-        let parsed = self.parse_all(&kvs, fields, checks);
+        let parsed = self.parse_all(&kvs, fields);
         let tree = &mut load.tree;
-        for (i, ((raw_key, raw, mod_revision), ((key, value), vouched))) in
-            page.iter().zip(parsed).enumerate()
+        for (i, ((raw_key, raw, mod_revision), (key, value))) in page.iter().zip(parsed).enumerate()
         {
             let (raw_key, mod_revision) = (raw_key.as_slice(), *mod_revision);
             let previous = match i {
@@ -234,7 +225,6 @@ impl EtcdLayer {
             load.entries.push((key, entry));
             let inserted = match (tree.as_mut(), value, source) {
                 (Some(t), Some((value, path)), Some(source)) => {
-                    load.prechecked.key(&path, vouched);
                     t.insert(&path, value, &source).is_ok()
                 }
                 _ => false,
@@ -253,11 +243,7 @@ impl EtcdLayer {
     ///
     /// # Errors
     /// As [`tree`](Self::tree).
-    pub(crate) fn loaded_tree(
-        &mut self,
-        load: Loading,
-        fields: &StringFields,
-    ) -> (Result<EtcdTree>, Option<Prechecked>) {
+    pub(crate) fn loaded_tree(&mut self, load: Loading, fields: &StringFields) -> Result<EtcdTree> {
         if load.sorted {
             for (key, entry) in &load.entries {
                 self.count(key, entry);
@@ -271,33 +257,23 @@ impl EtcdLayer {
             }
         }
         match load.tree {
-            Some(tree) if self.bad == 0 => (Ok(EtcdTree::Keys(tree)), Some(load.prechecked)),
-            _ => (self.tree(fields).map(EtcdTree::Leaves), None),
+            Some(tree) if self.bad == 0 => Ok(EtcdTree::Keys(tree)),
+            _ => self.tree(fields).map(EtcdTree::Leaves),
         }
     }
 
-    /// Every key of `kvs` as [`parse`](Self::parse) gives it, in order, each with whether
-    /// `checks` vouch for its value (see [`KeyChecks`]; false without `checks`); a large batch
-    /// is parsed in parts on up to 4 threads (as many as the machine has cores): the calling
+    /// Every key of `kvs` as [`parse`](Self::parse) gives it, in order; a large batch is
+    /// parsed in parts on up to 4 threads (as many as the machine has cores): the calling
     /// thread parses the first part while threads started for the others parse theirs.
     fn parse_all<'k>(
         &self,
         kvs: &[(&'k [u8], &[u8], i64)],
         fields: &StringFields,
-        checks: Option<&SubSchemas>,
-    ) -> Vec<(Parsed<'k>, bool)> {
+    ) -> Vec<Parsed<'k>> {
         let parse_part = |part: &[(&'k [u8], &[u8], i64)]| {
             let mut lookups = Lookups::default();
-            let mut checks = checks.map(KeyChecks::new);
             part.iter()
-                .map(|&(key, raw, _)| {
-                    let parsed = self.parse(key, raw, fields, &mut lookups);
-                    let vouched = match (&mut checks, &parsed.1) {
-                        (Some(checks), Ok((value, path))) => checks.vouches(path, value),
-                        _ => false,
-                    };
-                    (parsed, vouched)
-                })
+                .map(|&(key, raw, _)| self.parse(key, raw, fields, &mut lookups))
                 .collect::<Vec<_>>()
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
@@ -503,14 +479,14 @@ impl EtcdLayer {
             .map(|(k, e)| (k.as_str(), e.mod_revision))
     }
 
-    fn segments<'k>(&self, key: &'k str) -> Result<Vec<&'k str>, String> {
+    fn segments<'k>(&self, key: &'k str) -> Result<Segments<'k>, String> {
         let rel = key
             .strip_prefix(self.prefix.as_str())
             .ok_or_else(|| format!("key is not under the prefix `{}`", self.prefix))?;
         if rel.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Segments::new());
         }
-        let segments: Vec<&str> = rel.split('/').collect();
+        let segments: Segments<'_> = rel.split('/').collect();
         if segments.iter().any(|s| s.is_empty()) {
             return Err("key has an empty path segment (`//` or a trailing `/`)".to_string());
         }
@@ -621,7 +597,7 @@ mod tests {
         for depth in [0, 1, 15, 16, 17, 40] {
             let segments: Vec<String> = (0..depth).map(|i| format!("s{i}")).collect();
             let key = format!("/p/{}", segments.join("/"));
-            assert_eq!(l.segments(&key).unwrap(), segments, "{depth} segments");
+            assert_eq!(l.segments(&key).unwrap()[..], segments, "{depth} segments");
         }
         assert!(l
             .segments("/p/a//b")
@@ -725,10 +701,10 @@ mod tests {
         let mut moved = EtcdLayer::new("/p/".into(), 1024);
         let mut load = Loading::new("/p/");
         let (first, second) = batch.split_at(batch.len() / 2);
-        moved.load_page(&read_kvs(first), &f, None, &mut load);
-        moved.load_page(&read_kvs(second), &f, None, &mut load);
+        moved.load_page(&read_kvs(first), &f, &mut load);
+        moved.load_page(&read_kvs(second), &f, &mut load);
         assert!(load.tree.is_some() && load.sorted, "built with the read");
-        let built = moved.loaded_tree(load, &f).0.unwrap();
+        let built = moved.loaded_tree(load, &f).unwrap();
         assert!(
             matches!(built, EtcdTree::Keys(_)),
             "with the source of every key"
@@ -759,9 +735,9 @@ mod tests {
         shuffled.reverse();
         let mut load = Loading::new("/p/");
         let mut reversed = EtcdLayer::new("/p/".into(), 1024);
-        reversed.load_page(&read_kvs(&shuffled), &f, None, &mut load);
+        reversed.load_page(&read_kvs(&shuffled), &f, &mut load);
         assert!(load.tree.is_none());
-        let ordinary = reversed.loaded_tree(load, &f).0.unwrap();
+        let ordinary = reversed.loaded_tree(load, &f).unwrap();
         assert!(matches!(ordinary, EtcdTree::Leaves(_)));
         assert_eq!(merge([&ordinary.into_layer()]), want);
 

@@ -1,15 +1,10 @@
-//! The bind's read of the etcd layer: every page is parsed, each value checked against its own
-//! field's part of the schema where it can be checked alone, and put into the layer's tree on a
-//! blocking thread while the next page is read, so that work overlaps the read.
-
-use std::sync::Arc;
+//! The bind's read of the etcd layer: every page is parsed and put into the layer's tree on a
+//! blocking thread while the next page is read, so parsing overlaps the read.
 
 use bytes::Bytes;
 use etcd_client::KeyValue;
 
 use super::etcd::{EtcdLayer, Loading, ReadKv};
-use crate::config::precheck::Prechecked;
-use crate::config::subschema::SubSchemas;
 use crate::config::tree::EtcdTree;
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
@@ -24,16 +19,12 @@ pub(crate) struct LayerRead {
     pub(crate) kvs: Vec<ReadKv>,
     /// The layer's tree (or its first bad key), as [`EtcdLayer::tree`] gives it.
     pub(crate) tree: Result<EtcdTree>,
-    /// Which keys of `tree` the read vouched for (see [`Prechecked`]); `None` where the tree was
-    /// not built as the pages came.
-    pub(crate) prechecked: Option<Prechecked>,
 }
 
 /// Reads every key under `layer`'s prefix (empty) into it, in pages of `page_size` keys at one
 /// revision, as `read_prefix` does, except that the last page is kept to a quarter of a page
-/// (what is parsed after the read ends). Each value is checked with `schemas` as it is parsed
-/// ([`KeyChecks`](crate::config::subschema::KeyChecks)), and the read says which ones passed.
-/// Returns the layer (holding what was read, even after an error) and the read.
+/// (what is parsed after the read ends). Returns the layer (holding what was read, even after
+/// an error) and the read.
 ///
 /// Cancel safety: dropping the future stops the read after the page in flight; the thread
 /// parsing pages ends with it.
@@ -46,12 +37,10 @@ pub(crate) async fn read_layer(
     page_size: i64,
     mut layer: EtcdLayer,
     fields: &StringFields,
-    schemas: &Arc<SubSchemas>,
 ) -> (EtcdLayer, Result<LayerRead>) {
     // Each page with the number of keys after it.
     let (pages, received) = std::sync::mpsc::channel::<(Vec<KeyValue>, usize)>();
     let fields = fields.clone();
-    let schemas = Arc::clone(schemas);
     let worker = tokio::task::spawn_blocking(move || {
         let mut load = Loading::new(layer.prefix());
         let mut kvs = Vec::new();
@@ -67,11 +56,11 @@ pub(crate) async fn read_layer(
                     (key, Bytes::from(value), mod_revision)
                 })
                 .collect();
-            layer.load_page(&page, &fields, Some(&schemas), &mut load);
+            layer.load_page(&page, &fields, &mut load);
             kvs.extend(page);
         }
-        let (tree, prechecked) = layer.loaded_tree(load, &fields);
-        (layer, kvs, tree, prechecked)
+        let tree = layer.loaded_tree(load, &fields);
+        (layer, kvs, tree)
     });
     let read = read_range_pages(
         etcd,
@@ -89,7 +78,7 @@ pub(crate) async fn read_layer(
     )
     .await;
     drop(pages);
-    let (layer, kvs, tree, prechecked) = match worker.await {
+    let (layer, kvs, tree) = match worker.await {
         Ok(done) => done,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => {
@@ -104,7 +93,6 @@ pub(crate) async fn read_layer(
         revision,
         kvs,
         tree,
-        prechecked,
     });
     (layer, read)
 }

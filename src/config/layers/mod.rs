@@ -8,8 +8,6 @@ mod file;
 mod overlay;
 
 pub(crate) use env::env_layer;
-#[cfg(test)]
-pub(crate) use etcd::Loading;
 pub(crate) use etcd::{EtcdLayer, ReadKv};
 pub(crate) use etcd_read::{read_layer, LayerRead};
 pub(crate) use file::{file_layer, read_file, FileContent, FileWatch};
