@@ -210,15 +210,28 @@ struct Deferred {
 }
 
 impl Deferred {
+    /// The map, computed here if no one has yet. A computation that panics (a defect, never
+    /// bad input) is logged and leaves an empty map, every value then reporting
+    /// [`Source::DEFAULT`]: the snapshot and the reload task that settles it keep working.
     fn force(&self) -> &Leaves {
         self.leaves.get_or_init(|| {
             let compute = self
                 .compute
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .expect("a deferred map is computed once");
-            compute()
+                .take();
+            let computed = compute
+                .map(|compute| std::panic::catch_unwind(std::panic::AssertUnwindSafe(compute)));
+            match computed {
+                Some(Ok(leaves)) => leaves,
+                Some(Err(_)) | None => {
+                    tracing::error!(
+                        target: crate::telemetry::CONFIG_TARGET,
+                        "working out a snapshot's provenance panicked; its values report no source"
+                    );
+                    Leaves::new()
+                }
+            }
         })
     }
 }
@@ -468,6 +481,20 @@ mod tests {
             key: key.into(),
             mod_revision: 3,
         })
+    }
+
+    #[test]
+    fn a_provenance_computation_that_panics_leaves_sources_that_still_answer() {
+        let sources = Sources::deferred(|| panic!("a defect in the computation"));
+        let copy = sources.clone();
+        sources.compute_in_background();
+        for s in [&sources, &copy] {
+            assert_eq!(s.get("port"), &Source::DEFAULT);
+            assert_eq!(s.len(), 0);
+        }
+        let mut settled = sources;
+        settled.settle();
+        assert_eq!(settled.len_if_ready(), Some(0));
     }
 
     #[test]

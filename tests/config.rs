@@ -233,6 +233,61 @@ async fn etcdctl_put_hot_reloads_with_its_revision() {
     assert_eq!(next_applied(&mut sub).await.features.version, "1.10");
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, CoordConfig)]
+#[coord(prefix = "/apps/edge/config")]
+struct EdgeConfig {
+    #[serde(default)]
+    port: u16,
+    #[serde(default)]
+    hosts: coordination::config::ConfigMap<Host>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+struct Host {
+    weight: u32,
+}
+
+#[tokio::test]
+async fn a_map_key_holding_dots_reports_its_etcd_key_beside_a_file_and_after_a_reload() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("edge.yaml");
+    std::fs::write(&file, "port: 80\nhosts:\n  b.example.com:\n    weight: 1\n").unwrap();
+    let host_key = "/apps/edge/config/hosts/api.example.com";
+    let rev = etcd.put(host_key, "weight: 5");
+    let coord = etcd.coordinator().await;
+    let cfg: ConfigHandle<EdgeConfig> = coord
+        .config_with(ConfigOptions::new().with_file(&file).without_env())
+        .await
+        .unwrap();
+    let snap = cfg.load();
+    assert_eq!(snap.hosts.get("api.example.com").unwrap().weight, 5);
+    let etcd_source = |mod_revision| Origin::Etcd {
+        key: host_key.to_string(),
+        mod_revision,
+    };
+    assert_eq!(
+        snap.source("hosts.api.example.com.weight").origin,
+        etcd_source(rev)
+    );
+    assert_eq!(
+        snap.source("hosts.b.example.com.weight").origin,
+        Origin::File(file.clone())
+    );
+
+    let mut sub = cfg.subscribe();
+    let rev = etcd.put(host_key, "weight: 6");
+    let event = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+    let Ok(Some(ConfigEvent::Applied(snap))) = event else {
+        panic!("expected an applied snapshot within 10 s, got {event:?}");
+    };
+    assert_eq!(snap.hosts.get("api.example.com").unwrap().weight, 6);
+    assert_eq!(
+        snap.source("hosts.api.example.com.weight").origin,
+        etcd_source(rev)
+    );
+}
+
 #[tokio::test]
 async fn bind_through_the_derive_and_namespace() {
     let etcd = Etcd::start().await;

@@ -595,21 +595,27 @@ fn is_leaf_of(value: &Value, path: &str) -> bool {
     }
 }
 
-fn is_leaf(root: &Map<String, Value>, path: &str) -> bool {
-    let mut node = root;
-    let mut segments = path.split('.').peekable();
-    while let Some(segment) = segments.next() {
-        let Some(value) = node.get(segment) else {
-            return false;
+/// Whether `path` (dotted) is a leaf of `node`. A field name may itself hold dots (a map key
+/// such as `api.example.com`), so each dot is tried as the end of the first segment: every
+/// attempt follows a field that exists, so the work is bounded by the tree's own fields.
+fn is_leaf(node: &Map<String, Value>, path: &str) -> bool {
+    let mut start = 0;
+    loop {
+        let dot = path[start..].find('.').map(|at| start + at);
+        let segment = &path[..dot.unwrap_or(path.len())];
+        let rest = dot.map(|at| &path[at + 1..]);
+        let found = match (node.get(segment), rest) {
+            (None, _) => false,
+            (Some(Value::Object(inner)), Some(rest)) => is_leaf(inner, rest),
+            (Some(Value::Object(inner)), None) => inner.is_empty(),
+            (Some(_), rest) => rest.is_none(),
         };
-        match (value, segments.peek()) {
-            (Value::Object(inner), Some(_)) => node = inner,
-            (Value::Object(inner), None) => return inner.is_empty(),
-            (_, None) => return true,
-            (_, Some(_)) => return false,
+        match dot {
+            _ if found => return true,
+            Some(at) => start = at + 1,
+            None => return false,
         }
     }
-    false
 }
 
 #[cfg(test)]
@@ -727,6 +733,52 @@ mod tests {
         assert_eq!(sources.get("port"), &v);
         assert_eq!(sources.get("database.host"), &e);
         assert_eq!(sources.get("database.user"), &f);
+    }
+
+    #[test]
+    fn a_map_key_holding_dots_keeps_its_sources_when_layers_merge_and_when_it_changes() {
+        let mut file = LayerTree::default();
+        let f = src(Layer::File, "f");
+        file.insert(&[], json!({"port": 1, "hosts": {"b": {"w": 1}}}), &f)
+            .unwrap();
+        let mut etcd = LayerTree::default();
+        let key = "/p/hosts/api.example.com";
+        let e = src(Layer::Etcd, key);
+        etcd.insert(&["hosts", "api.example.com"], json!({"w": 2}), &e)
+            .unwrap();
+        let (merged, sources) = merge([&file, &etcd]);
+        assert_eq!(merged["hosts"]["api.example.com"], json!({"w": 2}));
+        assert_eq!(sources.get("hosts.api.example.com.w"), &e);
+        assert_eq!(sources.get("hosts.b.w"), &f);
+
+        let mut full = Merged::full(&file, EtcdTree::Leaves(etcd.clone()), &[]);
+        assert_eq!(full.sources.get("hosts.api.example.com.w"), &e);
+        let e2 = src(Layer::Etcd, key);
+        etcd.insert(&["hosts", "api.example.com"], json!({"w": 3, "x": 4}), &e2)
+            .unwrap();
+        let path = ["hosts".to_string(), "api.example.com".to_string()];
+        full.update(&[&file, &etcd], &path)
+            .expect("updated in place");
+        assert_eq!(
+            full.root["hosts"]["api.example.com"],
+            json!({"w": 3, "x": 4})
+        );
+        assert_eq!(full.sources.get("hosts.api.example.com.x"), &e2);
+        assert_eq!(full.sources.get("hosts.api.example.com.w"), &e2);
+    }
+
+    #[test]
+    fn a_path_is_a_leaf_through_any_split_of_its_dots() {
+        let tree = json!({"a": {"b.c": 1, "b": {"c": {}}}, "a.b": {"c": 2}, "x.y": 3});
+        let root = tree.as_object().unwrap();
+        for leaf in ["a.b.c", "x.y"] {
+            assert!(is_leaf(root, leaf), "{leaf}");
+        }
+        for not_leaf in ["a", "a.b", "x", "x.y.z", "", "a.b.c.d", "y"] {
+            assert!(!is_leaf(root, not_leaf), "{not_leaf}");
+        }
+        // Many dots and no such fields: each dot is tried once per field that exists.
+        assert!(!is_leaf(root, &"a.".repeat(10_000)));
     }
 
     #[test]
