@@ -765,6 +765,16 @@ mod tests {
         );
         assert_eq!(full.sources.get("hosts.api.example.com.x"), &e2);
         assert_eq!(full.sources.get("hosts.api.example.com.w"), &e2);
+        // A document above the key changes: the key's leaves are looked up from there.
+        let doc = src(Layer::Etcd, "/p/hosts");
+        etcd.insert(&["hosts"], json!({"c.example.com": {"w": 5}}), &doc)
+            .unwrap();
+        etcd.insert(&["hosts", "api.example.com"], json!({"w": 3, "x": 4}), &e2)
+            .unwrap();
+        full.update(&[&file, &etcd], &["hosts".to_string()])
+            .expect("updated in place");
+        assert_eq!(full.sources.get("hosts.api.example.com.x"), &e2);
+        assert_eq!(full.sources.get("hosts.c.example.com.w"), &doc);
     }
 
     #[test]
