@@ -118,7 +118,7 @@
 //! | `tls` | yes | TLS and mutual TLS to etcd: `https://` endpoints, [`CoordinatorOptions::with_ca_file`] and the other TLS options (etcd-client's rustls with the *ring* provider). See [`docs::security`] |
 //! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap, rpassword); implies `tls` |
 //! | `console` | no | the operator web console, `coordctl serve` and [`console::Console`] (axum, maud, hmac); implies `cli` |
-//! | `stream` | no | `futures_core::Stream` for [`config::Subscription`], [`registry::RegistryWatch`], [`registry::StatusWatch`], [`registry::LiveUpdates`] and [`lock::Observer`] (the `futures-core` crate) |
+//! | `stream` | no | `futures_core::Stream` for [`config::Subscription`], [`registry::RegistryWatch`], [`registry::StatusWatch`], [`registry::LiveUpdates`], [`lock::Observer`] and [`history::PrefixChanges`] (the `futures-core` crate) |
 
 mod background;
 pub mod change;

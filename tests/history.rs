@@ -965,3 +965,39 @@ async fn an_unbounded_max_age_prunes_nothing() {
     let revisions: Vec<i64> = history.iter().map(|v| v.revision).collect();
     assert_eq!(&revisions[..3], &[bound, r1, r2], "{revisions:?}");
 }
+
+/// The prefix's changes as a `Stream` (feature `stream`) and through `next()`: a call dropped
+/// while it waits loses nothing, and the change that comes after reaches the next call.
+#[cfg(feature = "stream")]
+#[tokio::test]
+async fn prefix_changes_are_a_stream_and_a_dropped_call_loses_no_change() {
+    use futures_util::StreamExt;
+    let etcd = Etcd::start().await;
+    seed(&etcd).await;
+    let _cfg = bind(&etcd, options()).await;
+    let coord = etcd.coordinator().await;
+    let history = coordination::history::ConfigHistory::open(&coord, P)
+        .await
+        .unwrap();
+    let mut changes = history.changes().await.unwrap();
+    let read_at = changes.revision();
+    let waited = tokio::time::timeout(Duration::from_millis(300), changes.next()).await;
+    assert!(waited.is_err(), "no change yet: {waited:?}");
+
+    let rev = etcd.put(&key("port"), "8081");
+    let change = tokio::time::timeout(WAIT, StreamExt::next(&mut changes))
+        .await
+        .expect("a change within the wait")
+        .expect("the stream goes on");
+    assert!(rev > read_at);
+    assert_eq!((change.revision, change.keys), (rev, vec![key("port")]));
+    assert_eq!(change.changes.len(), 1, "{:?}", change.changes);
+    assert_eq!(changes.revision(), rev);
+
+    let rev = etcd.put(&key("version"), "1.1");
+    let change = tokio::time::timeout(WAIT, changes.next())
+        .await
+        .expect("a change within the wait")
+        .expect("the stream goes on");
+    assert_eq!((change.revision, change.keys), (rev, vec![key("version")]));
+}

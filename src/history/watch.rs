@@ -37,22 +37,35 @@ pub struct PrefixChange {
 }
 
 /// The changes of a prefix from [`ConfigHistory::changes`](crate::history::ConfigHistory::changes) on,
-/// in revision order. Holds an etcd watch; drop it to stop.
+/// in revision order. Holds an etcd watch; drop it to stop. With the `stream` feature it is also
+/// a [`futures_core::Stream`] of the same changes.
 pub struct PrefixChanges {
+    prefix: String,
+    revision: i64,
+    /// The follower and what it has seen; `None` while `step` runs with it.
+    state: Option<Follow>,
+    /// The search for the next change under way (it owns `state` meanwhile): kept when a call
+    /// is dropped, so the next call goes on with it.
+    step: Option<Step>,
+}
+
+type Step = std::pin::Pin<Box<dyn std::future::Future<Output = (Follow, PrefixChange)> + Send>>;
+
+/// What the changes are worked out from: the prefix's keys and document as of the last change.
+struct Follow {
     keys: Keys,
     fields: StringFields,
     secrets: Vec<String>,
     follower: PrefixFollower,
     kvs: Kvs,
     doc: Value,
-    revision: i64,
     pending: VecDeque<PrefixChange>,
 }
 
 impl std::fmt::Debug for PrefixChanges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrefixChanges")
-            .field("prefix", &self.keys.prefix())
+            .field("prefix", &self.prefix)
             .field("revision", &self.revision)
             .finish_non_exhaustive()
     }
@@ -75,14 +88,18 @@ impl PrefixChanges {
             .resume_after(revision, count, newest);
         let doc = diff::document(keys.prefix(), &kvs, &fields);
         Ok(PrefixChanges {
-            keys,
-            fields,
-            secrets,
-            follower,
-            kvs,
-            doc,
+            prefix: keys.prefix().to_string(),
             revision,
-            pending: VecDeque::new(),
+            state: Some(Follow {
+                keys,
+                fields,
+                secrets,
+                follower,
+                kvs,
+                doc,
+                pending: VecDeque::new(),
+            }),
+            step: None,
         })
     }
 
@@ -96,13 +113,52 @@ impl PrefixChanges {
     /// returns `None` only if the stream can no longer run (never today).
     ///
     /// # Cancel safety
-    /// Cancel-safe: a change not yet returned stays queued, and the follower under it loses
-    /// nothing when a call is dropped.
+    /// Cancel-safe: the search for the next change goes on in the next call (a change found
+    /// is never lost), and the follower under it loses nothing.
     pub async fn next(&mut self) -> Option<PrefixChange> {
+        std::future::poll_fn(|cx| self.poll_change(cx)).await
+    }
+
+    fn poll_change(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<PrefixChange>> {
+        if self.step.is_none() {
+            let Some(follow) = self.state.take() else {
+                return std::task::Poll::Ready(None);
+            };
+            self.step = Some(Box::pin(follow.next_change()));
+        }
+        let step = self.step.as_mut().expect("set above");
+        let std::task::Poll::Ready((follow, change)) = step.as_mut().poll(cx) else {
+            return std::task::Poll::Pending;
+        };
+        self.step = None;
+        self.state = Some(follow);
+        self.revision = change.revision;
+        std::task::Poll::Ready(Some(change))
+    }
+}
+
+#[cfg(feature = "stream")]
+impl futures_core::Stream for PrefixChanges {
+    type Item = PrefixChange;
+
+    /// As [`PrefixChanges::next`].
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<PrefixChange>> {
+        self.get_mut().poll_change(cx)
+    }
+}
+
+impl Follow {
+    /// Follows the prefix until a revision changes it, and returns that change.
+    async fn next_change(mut self) -> (Self, PrefixChange) {
         loop {
             if let Some(change) = self.pending.pop_front() {
-                self.revision = change.revision;
-                return Some(change);
+                return (self, change);
             }
             match self.follower.next().await {
                 Followed::Batch { revision, changes } => {
