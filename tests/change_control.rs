@@ -305,6 +305,60 @@ async fn a_proposal_approved_by_a_second_user_applies_and_history_shows_both() {
     assert_eq!(cfg.load().database.pool, 20);
 }
 
+/// Decided proposals are pruned by age on request; open ones always stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decided_proposals_older_than_an_age_are_pruned_and_open_ones_kept() {
+    let etcd = Etcd::start().await;
+    let _cfg = service(&etcd).await;
+    let open = propose(&etcd, "alice", "database.pool=10", "stays open");
+    let rejected: Vec<String> = ["database.pool=11", "database.pool=12"]
+        .iter()
+        .map(|set| {
+            let id = propose(&etcd, "alice", set, "to reject");
+            ok(
+                &etcd,
+                &["config", "reject", &id, "--reason", "no", "--author", "bob"],
+            );
+            id
+        })
+        .collect();
+    let ids = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let args = ["config", "proposals", P, "--prune-decided-older-than", "1h"];
+    let out = coordctl(&etcd, &[&args[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pruned 0 decided proposal(s)"));
+    let kept: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&kept).len(), 3, "decided within the hour: kept");
+
+    let args = ["config", "proposals", P, "--prune-decided-older-than", "0s"];
+    let out = coordctl(&etcd, &[&args[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pruned 2 decided proposal(s)"), "{stderr}");
+    assert!(
+        rejected.iter().all(|id| stderr.contains(id.as_str())),
+        "{stderr}"
+    );
+    let left: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&left), vec![open.clone()]);
+    assert_eq!(
+        json(&etcd, &["config", "proposal", "show", &open])["state"],
+        "open"
+    );
+    refused(
+        &coordctl(&etcd, &["config", "proposal", "show", &rejected[0]]),
+        5,
+        "no proposal",
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_after_an_unrelated_change_conflicts_and_rebase_fixes_it() {
     let etcd = Etcd::start().await;

@@ -371,6 +371,45 @@ impl ChangeControl {
         proposal::list(self.coord.etcd(), self.coord.namespace(), &self.prefix).await
     }
 
+    /// Deletes this prefix's decided proposals (rejected or applied) whose decision is older
+    /// than `older_than` (by the system clock, which stamped it); open ones are always kept.
+    /// An applied change stays in the history with its author, approvers and proposal id;
+    /// what goes is the proposal's own record (its comment, a rejection's reason). Returns the
+    /// ids deleted, oldest first.
+    ///
+    /// # Errors
+    /// etcd errors ([`ErrorKind::Auth`] naming the proposals prefix without read-write on it);
+    /// [`ErrorKind::Validation`] for a stored proposal that does not parse (nothing is
+    /// deleted then).
+    ///
+    /// # Cancel safety
+    /// Each proposal is one guarded delete (skipped if it changed since it was read): dropped,
+    /// some of them may be deleted.
+    pub async fn prune_proposals(&self, older_than: std::time::Duration) -> Result<Vec<String>> {
+        let now = jiff::Timestamp::now();
+        let older_than =
+            jiff::SignedDuration::try_from(older_than).unwrap_or(jiff::SignedDuration::MAX);
+        let cutoff = now.checked_sub(older_than).unwrap_or(jiff::Timestamp::MIN);
+        let (etcd, namespace) = (self.coord.etcd(), self.coord.namespace());
+        let mut pruned = Vec::new();
+        for (p, revision) in proposal::list_revisions(etcd, namespace, &self.prefix).await? {
+            let decided = match p.state {
+                ProposalState::Open => None,
+                ProposalState::Rejected => p.rejection.as_ref().map(|r| r.time.as_str()),
+                ProposalState::Applied => p.applied.as_ref().map(|a| a.time.as_str()),
+            };
+            // A decision whose time does not read counts as old: it is decided either way.
+            let old = decided.is_some_and(|time| {
+                time.parse::<jiff::Timestamp>()
+                    .map_or(true, |at| at <= cutoff)
+            });
+            if old && proposal::delete_unchanged(etcd, namespace, &p.id, revision).await? {
+                pruned.push(p.id);
+            }
+        }
+        Ok(pruned)
+    }
+
     /// The proposal `id`, checked to be for this prefix.
     ///
     /// # Errors

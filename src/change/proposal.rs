@@ -346,11 +346,7 @@ pub(crate) async fn read(etcd: &Etcd, namespace: &str, id: &str) -> Result<(Prop
         .await
         .map_err(|e| access(e, "reading proposal", &key, Permission::Read))?;
     let Some(kv) = resp.kvs().first() else {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            format!("no proposal `{id}` (key `{key}`)"),
-        )
-        .with_key(key));
+        return Err(Error::new(ErrorKind::NotFound, format!("no proposal `{id}`")).with_key(key));
     };
     Ok((
         parse(&key, kv.value(), kv.mod_revision())?,
@@ -418,6 +414,43 @@ pub(crate) async fn update(
 
 /// Every proposal for `prefix` (as given), oldest first.
 pub(crate) async fn list(etcd: &Etcd, namespace: &str, prefix: &str) -> Result<Vec<Proposal>> {
+    Ok(list_revisions(etcd, namespace, prefix)
+        .await?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect())
+}
+
+/// Deletes proposal `id` if its `mod_revision` is still `revision`; false if it changed (or went)
+/// since.
+pub(crate) async fn delete_unchanged(
+    etcd: &Etcd,
+    namespace: &str,
+    id: &str,
+    revision: i64,
+) -> Result<bool> {
+    let key = format!("{}{id}", root(namespace));
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            key.as_str(),
+            CompareOp::Equal,
+            revision,
+        )])
+        .and_then([TxnOp::delete(key.as_str(), None)]);
+    let resp = etcd
+        .kv()
+        .txn(txn)
+        .await
+        .map_err(|e| access(e, "deleting proposal", &key, Permission::ReadWrite))?;
+    Ok(resp.succeeded())
+}
+
+/// Every proposal for `prefix` (as given) with its `mod_revision`, oldest first.
+pub(crate) async fn list_revisions(
+    etcd: &Etcd,
+    namespace: &str,
+    prefix: &str,
+) -> Result<Vec<(Proposal, i64)>> {
     let root = root(namespace);
     let (_, kvs) = read_prefix(etcd, &root, 1000).await.map_err(|e| {
         let key = root.clone();
@@ -428,11 +461,11 @@ pub(crate) async fn list(etcd: &Etcd, namespace: &str, prefix: &str) -> Result<V
         let key = String::from_utf8_lossy(kv.key()).into_owned();
         let p = parse(&key, kv.value(), kv.mod_revision())?;
         if p.prefix == prefix {
-            out.push((kv.create_revision(), p));
+            out.push((kv.create_revision(), p, kv.mod_revision()));
         }
     }
-    out.sort_by_key(|(rev, _)| *rev);
-    Ok(out.into_iter().map(|(_, p)| p).collect())
+    out.sort_by_key(|(rev, _, _)| *rev);
+    Ok(out.into_iter().map(|(_, p, m)| (p, m)).collect())
 }
 
 #[cfg(test)]

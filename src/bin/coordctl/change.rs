@@ -180,8 +180,20 @@ pub(crate) async fn run(cli: &Cli, command: &ConfigCommand) -> Result<(), Failur
                 out!("{}", diff_table(&proposal.diff));
             }
         }
-        ConfigCommand::Proposals { prefix } => {
+        ConfigCommand::Proposals {
+            prefix,
+            prune_decided_older_than,
+        } => {
             let control = control(cli, prefix, None).await?;
+            if let Some(age) = prune_decided_older_than {
+                let pruned = control.prune_proposals(*age).await?;
+                eprintln!(
+                    "pruned {} decided proposal(s){}{}",
+                    pruned.len(),
+                    if pruned.is_empty() { "" } else { ": " },
+                    pruned.join(", ")
+                );
+            }
             let list = control.proposals().await?;
             if cli.json {
                 print_json(&list);

@@ -106,7 +106,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h)")),
+        "d" => value * 86_400.0,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h, d)")),
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("`{text}` is not a duration"));

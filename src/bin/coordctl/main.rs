@@ -308,6 +308,10 @@ enum ConfigCommand {
     Proposals {
         /// The config prefix.
         prefix: String,
+        /// First delete the decided proposals (applied or rejected) decided longer ago than
+        /// this (`30d`, `12h`); open ones are kept. The ids deleted go to stderr.
+        #[arg(long, value_name = "AGE", value_parser = fleet::parse_duration)]
+        prune_decided_older_than: Option<std::time::Duration>,
     },
     /// One proposal: show, approve, reject, apply, rebase.
     Proposal {
