@@ -287,6 +287,11 @@ pub(crate) enum At<'a> {
 }
 
 impl LayerTree {
+    /// True when the layer holds nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.root.is_empty() && self.leaves.is_empty()
+    }
+
     /// What the layer holds at `path` (segments; not empty).
     pub(crate) fn at(&self, path: &[String]) -> At<'_> {
         let Some((last, parents)) = path.split_last() else {
@@ -345,9 +350,8 @@ impl Merged {
     /// instead of copying it (it is usually by far the biggest). `above` are the layers over
     /// etcd, lowest precedence first (a rollout's overlay, then the environment).
     pub(crate) fn full(file: &LayerTree, etcd: EtcdTree, above: &[&LayerTree]) -> Merged {
-        let empty = |layer: &LayerTree| layer.root.is_empty() && layer.leaves.is_empty();
         let etcd = match etcd {
-            EtcdTree::Keys(mut keyed) if empty(file) && above.iter().all(|layer| empty(layer)) => {
+            EtcdTree::Keys(mut keyed) if file.is_empty() && above.iter().all(|l| l.is_empty()) => {
                 keyed.flush();
                 // One layer: its leaves are those of its tree, worked out when first needed or
                 // on the thread the bind starts as it returns (the snapshot serves before).
@@ -486,12 +490,11 @@ fn merge_full(
     etcd: LayerTree,
     above: &[&LayerTree],
 ) -> (Map<String, Value>, Leaves) {
-    let empty = |layer: &LayerTree| layer.root.is_empty() && layer.leaves.is_empty();
-    if empty(file) && above.iter().all(|layer| empty(layer)) {
+    if file.is_empty() && above.iter().all(|l| l.is_empty()) {
         // One layer: its leaves are exactly the leaves of its tree.
         return (etcd.root, etcd.leaves);
     }
-    let (mut root, mut leaves) = if empty(file) {
+    let (mut root, mut leaves) = if file.is_empty() {
         (etcd.root, etcd.leaves)
     } else {
         let mut root = file.root.clone();

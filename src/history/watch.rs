@@ -3,8 +3,6 @@
 //! way a bound handle does: through etcd restarts, partitions, compaction, oversized
 //! catch-ups and snapshot restores (a resync is reported as one change, its `resync` set).
 
-use std::collections::VecDeque;
-
 use serde::Serialize;
 use serde_json::Value;
 
@@ -59,7 +57,6 @@ struct Follow {
     follower: PrefixFollower,
     kvs: Kvs,
     doc: Value,
-    pending: VecDeque<PrefixChange>,
 }
 
 impl std::fmt::Debug for PrefixChanges {
@@ -97,7 +94,6 @@ impl PrefixChanges {
                 follower,
                 kvs,
                 doc,
-                pending: VecDeque::new(),
             }),
             step: None,
         })
@@ -157,10 +153,7 @@ impl Follow {
     /// Follows the prefix until a revision changes it, and returns that change.
     async fn next_change(mut self) -> (Self, PrefixChange) {
         loop {
-            if let Some(change) = self.pending.pop_front() {
-                return (self, change);
-            }
-            match self.follower.next().await {
+            let change = match self.follower.next().await {
                 Followed::Batch { revision, changes } => {
                     let mut keys = Vec::with_capacity(changes.len());
                     for change in changes {
@@ -175,7 +168,7 @@ impl Follow {
                             }
                         }
                     }
-                    self.finish(revision, keys, None);
+                    self.finish(revision, keys, None)
                 }
                 Followed::Resynced {
                     revision,
@@ -191,26 +184,34 @@ impl Follow {
                         .collect();
                     keys.sort();
                     self.kvs = fresh;
-                    self.finish(revision, keys, Some(reason));
+                    self.finish(revision, keys, Some(reason))
                 }
-                Followed::Live => {}
+                Followed::Live => continue,
                 Followed::Interrupted { error, retry_in } => {
                     tracing::warn!(prefix = %self.keys.prefix(), error = %error, retry_in_ms = retry_in.as_millis() as u64, "prefix watch interrupted; re-opening");
+                    continue;
                 }
-            }
+            };
+            return (self, change);
         }
     }
 
-    fn finish(&mut self, revision: i64, keys: Vec<String>, resync: Option<ResyncReason>) {
+    /// The change of `revision` (its `keys`), the document brought up to date with it.
+    fn finish(
+        &mut self,
+        revision: i64,
+        keys: Vec<String>,
+        resync: Option<ResyncReason>,
+    ) -> PrefixChange {
         let doc = diff::document(self.keys.prefix(), &self.kvs, &self.fields);
         let changes = diff::diff(&self.doc, &doc, &self.secrets);
         self.doc = doc;
-        self.pending.push_back(PrefixChange {
+        PrefixChange {
             revision,
             keys,
             changes,
             resync,
-        });
+        }
     }
 }
 
