@@ -91,28 +91,21 @@ pub(crate) enum RolloutCommand {
     },
 }
 
-/// `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+/// A duration as the flags take it: jiff's friendly format (`30s`, `500ms`, `2m`, `1h 30m`,
+/// `7d`, `2 weeks`; a day is 24 hours) or a bare number of seconds (`3`, `1.5`).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30s, 500ms or 2m"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86_400.0,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h, d)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{text}` is not a duration"));
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("`{text}` is not a duration"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let unknown =
+        |e: jiff::Error| format!("`{text}` is not a duration like 30s, 500ms, 2m or 7d: {e}");
+    let span: jiff::Span = text.parse().map_err(unknown)?;
+    let exact = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(unknown)?;
+    Duration::try_from(exact).map_err(|_| format!("`{text}` is a negative duration"))
 }
 
 async fn fleet_of(cli: &Cli, prefix: &str) -> Result<Fleet, Failure> {
@@ -468,7 +461,22 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("3 weeks").is_err());
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("1h 30m").unwrap(),
+            Duration::from_secs(5_400)
+        );
+        assert_eq!(
+            parse_duration("2 weeks").unwrap(),
+            Duration::from_secs(14 * 86_400)
+        );
+        // A month or a year has no fixed length.
+        assert!(parse_duration("1 month").is_err());
+        assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("s").is_err());
+        assert!(parse_duration("NaN").is_err());
     }
 }
