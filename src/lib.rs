@@ -117,7 +117,7 @@
 //! | `derive` | yes | `#[derive(CoordConfig)]` (the `coordination-derive` proc-macro crate) |
 //! | `tls` | yes | TLS and mutual TLS to etcd: `https://` endpoints, [`CoordinatorOptions::with_ca_file`] and the other TLS options (etcd-client's rustls with the *ring* provider). See [`docs::security`] |
 //! | `cli` | no | the `coordctl` operator binary (history, diff, publish, rollback, schema, watch; clap, rpassword); implies `tls` |
-//! | `console` | no | the operator web console, `coordctl serve` and [`console::Console`] (axum, maud, hmac); implies `cli` |
+//! | `console` | no | the operator web console, `coordctl serve` and [`console::Console`] (axum, maud, hmac; rustls for its own HTTPS); implies `cli` |
 //! | `stream` | no | `futures_core::Stream` for [`config::Subscription`], [`registry::RegistryWatch`], [`registry::StatusWatch`], [`registry::LiveUpdates`], [`lock::Observer`] and [`history::PrefixChanges`] (the `futures-core` crate) |
 
 mod background;

@@ -51,9 +51,15 @@ struct Served {
 }
 
 async fn serve(etcd: &Etcd, writers: bool) -> Served {
+    serve_with(etcd, writers, &[]).await
+}
+
+/// `coordctl serve` on a free loopback port with `extra` arguments.
+async fn serve_with(etcd: &Etcd, writers: bool, extra: &[&std::ffi::OsStr]) -> Served {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
     cmd.args(["--endpoints", &etcd.endpoint()])
         .args(["serve", "--listen", "127.0.0.1:0", "--lock", "jobs/nightly"])
+        .args(extra)
         .env_remove("ETCD_ENDPOINTS")
         .env_remove("COORD_CONSOLE_WRITERS_FILE");
     if writers {
@@ -84,21 +90,35 @@ struct Browser {
 }
 
 async fn browser() -> Browser {
+    browser_with(&[]).await
+}
+
+/// [`browser`] with more Chromium arguments.
+async fn browser_with(extra: &[&str]) -> Browser {
     let port = free_port();
     let mut cmd = Command::new("chromedriver");
     cmd.arg(format!("--port={port}"))
         .arg("--allowed-ips=127.0.0.1");
     let driver = Proc::spawn(cmd, "chromedriver");
     let profile = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,860",
+        "--no-first-run",
+        "--disable-extensions",
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .map(str::to_string)
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.path().display()));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,860", "--no-first-run", "--disable-extensions",
-                     format!("--user-data-dir={}", profile.path().display())],
-        }),
+        json!({ "binary": "/usr/bin/chromium", "args": args }),
     );
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -218,7 +238,20 @@ async fn raw(
     body: &str,
 ) -> (u16, String) {
     let addr = url.strip_prefix("http://").unwrap();
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    exchange(stream, addr, method, path, headers, body).await
+}
+
+/// Sends one HTTP/1.1 request on `stream` (to `addr`) and reads the response to the end: the
+/// status code (0 if there is none) and the whole response.
+async fn exchange(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
         body.len()
@@ -229,11 +262,12 @@ async fn raw(
     request.push_str("\r\n");
     request.push_str(body);
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+    let mut response = Vec::new();
+    // A TLS peer may end without close_notify: what was read before counts.
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
         .await
-        .expect("the console answers")
-        .unwrap();
+        .expect("the console answers");
+    let response = String::from_utf8_lossy(&response).into_owned();
     let status = response
         .split_whitespace()
         .nth(1)
@@ -721,32 +755,178 @@ async fn read_only_without_a_token_and_csrf_on_every_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_loopback_listen_needs_the_explicit_flag() {
     let etcd = Etcd::start().await;
-    let out = Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", &etcd.endpoint()])
-        .args(["serve", "--listen", "0.0.0.0:0"])
-        .env_remove("ETCD_ENDPOINTS")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_refused(&etcd, &["--listen".as_ref(), "0.0.0.0:0".as_ref()]);
     assert!(stderr.contains("--insecure-listen"), "{stderr}");
     // A writers file that is not one is refused by line, never echoing a token.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("writers");
     std::fs::write(&file, "alice:alice-console-token-0123456789\nbob:short\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", &etcd.endpoint()])
-        .args(["serve", "--listen", "127.0.0.1:0", "--writers-file"])
-        .arg(&file)
-        .env_remove("ETCD_ENDPOINTS")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_refused(
+        &etcd,
+        &[
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--writers-file".as_ref(),
+            file.as_os_str(),
+        ],
+    );
     assert!(
         stderr.contains("line 2") && !stderr.contains("alice-console-token"),
         "{stderr}"
     );
+}
+
+/// `coordctl serve ARGS`, which must refuse to start (exit code 2): its stderr.
+fn serve_refused(etcd: &Etcd, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &etcd.endpoint()])
+        .arg("serve")
+        .args(args)
+        .env_remove("ETCD_ENDPOINTS")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+/// An HTTP/1.1 request over TLS to `url` (`https://…`), trusting only `ca_pem`: the status code
+/// and the whole response.
+async fn tls_request(
+    url: &str,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
+    let addr = url.strip_prefix("https://").unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    exchange(stream, addr, method, path, &[], body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_serves_https_with_its_own_certificate() {
+    let etcd = Etcd::start().await;
+    let (_coord, _cfg) = bind(&etcd).await;
+    let pki = support::tls::Pki::new("console-test-ca");
+    let leaf = pki.server();
+    let served = serve_with(
+        &etcd,
+        true,
+        &[
+            "--tls-cert".as_ref(),
+            leaf.cert_file.as_os_str(),
+            "--tls-key".as_ref(),
+            leaf.key_file.as_os_str(),
+        ],
+    )
+    .await;
+    let url = &served.url;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    // A rustls client that trusts only the test CA gets the pages, with the certificate's name
+    // checked; a writer's session cookie is marked Secure.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, page) = tls_request(url, pki.ca_pem(), "GET", "/", "").await;
+        assert_eq!(status, 200, "{page}");
+        if page.contains(&format!("data-prefix=\"{P}\"")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the prefix is listed: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, response) = tls_request(
+        url,
+        pki.ca_pem(),
+        "POST",
+        "/login",
+        &format!("token={TOKEN}"),
+    )
+    .await;
+    assert_eq!(status, 303, "{response}");
+    let cookie = response
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("a session cookie: {response}"));
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+
+    // Plain HTTP to the same port gets no HTTP answer.
+    let addr = url.strip_prefix("https://").unwrap();
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, plain.read_to_end(&mut answer))
+        .await
+        .expect("the console closes a plain HTTP connection");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // A real browser loads the pages over HTTPS (told to accept the test CA's certificate).
+    let b = browser_with(&["--ignore-certificate-errors"]).await;
+    b.goto(&format!("{url}/")).await;
+    let row = b.text(&format!("tr[data-prefix='{P}']")).await;
+    assert!(row.contains("WebConfig"), "{row}");
+    assert!(b
+        .client
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .starts_with("https://"));
+
+    // A certificate without its key, or a key that is not one, is refused before serving.
+    let listen = [
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--tls-cert".as_ref(),
+    ];
+    let stderr = serve_refused(
+        &etcd,
+        &[&listen[..], &[leaf.cert_file.as_os_str()]].concat(),
+    );
+    assert!(stderr.contains("--tls-key"), "{stderr}");
+    let stderr = serve_refused(
+        &etcd,
+        &[
+            &listen[..],
+            &[
+                leaf.cert_file.as_os_str(),
+                "--tls-key".as_ref(),
+                leaf.cert_file.as_os_str(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(stderr.contains("private key"), "{stderr}");
 }

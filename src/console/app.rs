@@ -24,6 +24,8 @@ pub(crate) struct ConsoleState {
     pub(crate) writers: Writers,
     pub(crate) keyed: Keyed,
     pub(crate) live: Live,
+    /// Whether the session cookie is marked `Secure` (set by the options, or by serving TLS).
+    pub(crate) secure_cookies: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -40,12 +42,14 @@ pub(crate) type Shared = Arc<ConsoleState>;
 impl ConsoleState {
     pub(crate) fn start(coord: Coordinator, options: ConsoleOptions) -> Shared {
         let live = Live::start(&coord, &options);
+        let secure = options.secure_cookies;
         Arc::new(ConsoleState {
             writers: options.writers.clone(),
             coord,
             options,
             keyed: Keyed::random(),
             live,
+            secure_cookies: std::sync::atomic::AtomicBool::new(secure),
         })
     }
 

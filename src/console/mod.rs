@@ -13,6 +13,12 @@
 //! [`Fleet`](crate::fleet::Fleet) for instances' receipts and rollouts, and the crate's prefix
 //! follower for the live stream.
 //!
+//! # TLS
+//! [`Console::serve_tls`] serves HTTPS itself ([`ConsoleTls`]: a PEM certificate chain and
+//! key; `coordctl serve --tls-cert FILE --tls-key FILE`), and marks the session cookie
+//! `Secure`. [`Console::serve`] speaks plain HTTP, for loopback or behind a TLS-terminating
+//! proxy (then set [`ConsoleOptions::with_secure_cookies`]).
+//!
 //! # Access
 //! The console is read-only unless writers are configured ([`Writers`]): each writer is a name
 //! and a token, read from a file or an environment variable, never from the command line. A
@@ -33,6 +39,7 @@
 //! | CSRF tokens and the checks every write passes | `csrf.rs` |
 //! | the live stream: followers, etcd reachability, `/events` | `live.rs` |
 //! | the page layout, style and script | `templates.rs` |
+//! | [`ConsoleTls`]: serving over TLS | `tls.rs` |
 //! | pages: prefixes, history (versions, diff, publish, rollback), instances and rollouts (pause, resume, promote, abort), locks and elections, registry (drain), login | `pages/` |
 
 mod app;
@@ -41,11 +48,14 @@ mod csrf;
 mod live;
 mod pages;
 mod templates;
+mod tls;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::Writers;
+pub use tls::ConsoleTls;
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
@@ -61,6 +71,7 @@ pub struct ConsoleOptions {
     pub(crate) secret_key: Option<SecretKey>,
     pub(crate) read_keys: Vec<SecretKey>,
     pub(crate) session_ttl: Duration,
+    pub(crate) secure_cookies: bool,
 }
 
 impl Default for ConsoleOptions {
@@ -79,6 +90,7 @@ impl ConsoleOptions {
             secret_key: None,
             read_keys: Vec::new(),
             session_ttl: Duration::from_secs(8 * 3600),
+            secure_cookies: false,
         }
     }
 
@@ -128,6 +140,15 @@ impl ConsoleOptions {
     #[must_use]
     pub fn with_session_ttl(mut self, ttl: Duration) -> Self {
         self.session_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Marks the session cookie `Secure` (browsers then send it over HTTPS only): for a console
+    /// served with [`Console::serve`] or [`Console::router`] behind a TLS-terminating proxy.
+    /// [`Console::serve_tls`] sets it itself. Default off.
+    #[must_use]
+    pub fn with_secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
         self
     }
 }
@@ -181,5 +202,16 @@ impl Console {
         axum::serve(listener, self.router()).await.map_err(|e| {
             Error::new(ErrorKind::Io, format!("serving the console: {e}")).with_source(e)
         })
+    }
+
+    /// Serves the console over TLS (`tls`) on `listener`, HTTP/1.1, and marks the session
+    /// cookie `Secure` from now on. Never returns: a failed accept is logged and retried after
+    /// 100 ms, a client whose handshake fails or takes over 10 s is dropped.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops serving and closes every open connection.
+    pub async fn serve_tls(self, listener: tokio::net::TcpListener, tls: ConsoleTls) -> ! {
+        self.state.secure_cookies.store(true, Ordering::Relaxed);
+        match tls::serve(listener, &tls, self.router()).await {}
     }
 }

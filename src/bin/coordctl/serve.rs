@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use coordination::console::{Console, ConsoleOptions, Writers};
+use coordination::console::{Console, ConsoleOptions, ConsoleTls, Writers};
 use coordination::history::SecretKey;
 
 use crate::{connect, fail, key_failure, Cli, Failure, HISTORY_KEY_ENV};
@@ -14,15 +14,23 @@ const WRITERS_ENV: &str = "COORD_CONSOLE_WRITERS";
 /// Arguments of `coordctl serve`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on. Anything but a loopback address needs --insecure-listen.
+    /// Address to listen on. Anything but a loopback address needs TLS (--tls-cert and
+    /// --tls-key) or --insecure-listen.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (the console's certificate first); needs
+    /// --tls-key. Session cookies are then marked Secure.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// A file of writers, lines of `NAME:TOKEN` (also COORD_CONSOLE_WRITERS_FILE, or the
     /// writers themselves in COORD_CONSOLE_WRITERS). Without writers the console is read-only.
     #[arg(long, env = "COORD_CONSOLE_WRITERS_FILE", value_name = "FILE")]
     writers_file: Option<PathBuf>,
     /// Listen on a non-loopback address over plain HTTP (tokens and session cookies then
-    /// cross the network in clear: put a TLS-terminating proxy in front).
+    /// cross the network in clear: serve TLS, or put a TLS-terminating proxy in front).
     #[arg(long)]
     insecure_listen: bool,
     /// A lock to show on the locks page (may be repeated).
@@ -34,13 +42,19 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
-    if !args.listen.ip().is_loopback() && !args.insecure_listen {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(ConsoleTls::from_pem_files(cert, key).map_err(|e| fail(2, e.to_string()))?)
+        }
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() && !args.insecure_listen {
         return Err(fail(
             2,
             format!(
                 "refusing to serve the console on {} over plain HTTP: tokens and session cookies \
-                 would cross the network in clear. Listen on a loopback address behind a \
-                 TLS-terminating proxy, or pass --insecure-listen.",
+                 would cross the network in clear. Serve TLS (--tls-cert and --tls-key), listen \
+                 on a loopback address behind a TLS-terminating proxy, or pass --insecure-listen.",
                 args.listen
             ),
         ));
@@ -79,11 +93,19 @@ pub(crate) async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     } else {
         "writers configured"
     };
-    outln!("console listening on http://{addr}/ ({mode})");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    outln!("console listening on {scheme}://{addr}/ ({mode})");
+    let console = Console::new(&coord, options);
     // Ctrl-C stops serving at once: open event streams would hold a graceful shutdown forever.
-    tokio::select! {
-        served = Console::new(&coord, options).serve(listener) => served?,
-        _ = tokio::signal::ctrl_c() => eprintln!("console: interrupted, stopping"),
+    match tls {
+        Some(tls) => tokio::select! {
+            never = console.serve_tls(listener, tls) => never,
+            _ = tokio::signal::ctrl_c() => eprintln!("console: interrupted, stopping"),
+        },
+        None => tokio::select! {
+            served = console.serve(listener) => served?,
+            _ = tokio::signal::ctrl_c() => eprintln!("console: interrupted, stopping"),
+        },
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! `/login` and `/logout`: a writer enters their token and gets a session cookie (HMAC-signed,
-//! `HttpOnly`, `SameSite=Strict`).
+//! `HttpOnly`, `SameSite=Strict`, and `Secure` where the console is served over HTTPS).
 
 use std::collections::HashMap;
 
@@ -33,6 +33,17 @@ pub(crate) async fn form(State(state): State<Shared>, headers: HeaderMap) -> Res
     layout(&state, who.as_ref(), Nav::None, "Log in", false, body).into_response()
 }
 
+/// The session cookie's attributes: `Secure` too where the console is served over HTTPS.
+fn cookie_attributes(state: &Shared) -> &'static str {
+    match state
+        .secure_cookies
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        true => "Path=/; HttpOnly; SameSite=Strict; Secure",
+        false => "Path=/; HttpOnly; SameSite=Strict",
+    }
+}
+
 /// `POST /login`: a writer's token gives a session cookie.
 pub(crate) async fn login(
     State(state): State<Shared>,
@@ -49,8 +60,9 @@ pub(crate) async fn login(
     tracing::info!(user = %user, "console: writer logged in");
     let ttl = state.options.session_ttl;
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{SESSION_COOKIE}={}; {}; Max-Age={}",
         session_value(&state.keyed, &user, ttl),
+        cookie_attributes(&state),
         ttl.as_secs()
     );
     (
@@ -77,7 +89,10 @@ pub(crate) async fn logout(
         [
             (
                 header::SET_COOKIE,
-                format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+                format!(
+                    "{SESSION_COOKIE}=; {}; Max-Age=0",
+                    cookie_attributes(&state)
+                ),
             ),
             (header::LOCATION, "/".to_string()),
         ],
