@@ -930,3 +930,35 @@ async fn the_console_serves_https_with_its_own_certificate() {
     );
     assert!(stderr.contains("private key"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slow_to_send_its_headers_is_dropped() {
+    use coordination::console::{Console, ConsoleOptions};
+    let etcd = Etcd::start().await;
+    let coord = etcd.coordinator().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let options = ConsoleOptions::new().with_header_timeout(Duration::from_millis(500));
+    let served = tokio::spawn(Console::new(&coord, options).serve(listener));
+
+    // Half a request, then nothing: the console closes the connection once the timeout passes.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection is closed, not left open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed after the timeout, not at once: {:?}",
+        started.elapsed()
+    );
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+
+    // A client that sends its request in time is served.
+    let (status, page) = raw(&format!("http://{addr}"), "GET", "/", &[], "").await;
+    assert_eq!(status, 200, "{page}");
+    served.abort();
+}

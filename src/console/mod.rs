@@ -39,7 +39,8 @@
 //! | CSRF tokens and the checks every write passes | `csrf.rs` |
 //! | the live stream: followers, etcd reachability, `/events` | `live.rs` |
 //! | the page layout, style and script | `templates.rs` |
-//! | [`ConsoleTls`]: serving over TLS | `tls.rs` |
+//! | the accept loop: HTTP/1.1 over TCP or TLS, the header-read timeout | `server.rs` |
+//! | [`ConsoleTls`]: the TLS identity | `tls.rs` |
 //! | pages: prefixes, history (versions, diff, publish, rollback), instances and rollouts (pause, resume, promote, abort), locks and elections, registry (drain), login | `pages/` |
 
 mod app;
@@ -47,6 +48,7 @@ mod auth;
 mod csrf;
 mod live;
 mod pages;
+mod server;
 mod templates;
 mod tls;
 
@@ -58,7 +60,7 @@ pub use auth::Writers;
 pub use tls::ConsoleTls;
 
 use crate::coordinator::Coordinator;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::history::SecretKey;
 
 /// What a [`Console`] serves and who may write. Build with [`ConsoleOptions::new`] and the
@@ -72,6 +74,7 @@ pub struct ConsoleOptions {
     pub(crate) read_keys: Vec<SecretKey>,
     pub(crate) session_ttl: Duration,
     pub(crate) secure_cookies: bool,
+    pub(crate) header_timeout: Duration,
 }
 
 impl Default for ConsoleOptions {
@@ -81,7 +84,8 @@ impl Default for ConsoleOptions {
 }
 
 impl ConsoleOptions {
-    /// Read-only, no lock or election names, sessions of 8 hours.
+    /// Read-only, no lock or election names, sessions of 8 hours, 30 s to send a request's
+    /// headers.
     pub fn new() -> Self {
         ConsoleOptions {
             writers: Writers::none(),
@@ -91,6 +95,7 @@ impl ConsoleOptions {
             read_keys: Vec::new(),
             session_ttl: Duration::from_secs(8 * 3600),
             secure_cookies: false,
+            header_timeout: Duration::from_secs(30),
         }
     }
 
@@ -151,6 +156,15 @@ impl ConsoleOptions {
         self.secure_cookies = secure;
         self
     }
+
+    /// How long a client may take to send a request's headers before [`Console::serve`] and
+    /// [`Console::serve_tls`] close its connection (default 30 s; at least 100 ms): a client
+    /// that opens connections and sends nothing holds none of them for longer.
+    #[must_use]
+    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout.max(Duration::from_millis(100));
+        self
+    }
 }
 
 /// The console application on one [`Coordinator`]. Cheap to clone.
@@ -191,27 +205,31 @@ impl Console {
         app::router(self.state.clone())
     }
 
-    /// Serves the console on `listener` until the listener fails.
+    /// Serves the console over plain HTTP/1.1 on `listener`. Does not return while the listener
+    /// lives: a failed accept (e.g. out of file descriptors) is logged and retried after 100 ms,
+    /// a client that takes longer than [`ConsoleOptions::with_header_timeout`] to send a
+    /// request's headers is dropped.
     ///
     /// # Errors
-    /// [`ErrorKind::Io`] if serving fails.
+    /// None today; the `Result` is kept for errors a later server may report.
     ///
     /// # Cancel safety
     /// Dropping the future stops serving (open connections are closed).
     pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<()> {
-        axum::serve(listener, self.router()).await.map_err(|e| {
-            Error::new(ErrorKind::Io, format!("serving the console: {e}")).with_source(e)
-        })
+        let timeout = self.state.options.header_timeout;
+        match server::serve(listener, None, self.router(), timeout).await {}
     }
 
     /// Serves the console over TLS (`tls`) on `listener`, HTTP/1.1, and marks the session
-    /// cookie `Secure` from now on. Never returns: a failed accept is logged and retried after
-    /// 100 ms, a client whose handshake fails or takes over 10 s is dropped.
+    /// cookie `Secure` from now on. Never returns: as [`serve`](Self::serve), and a client whose
+    /// handshake fails or takes over 10 s is dropped.
     ///
     /// # Cancel safety
     /// Dropping the future stops serving and closes every open connection.
     pub async fn serve_tls(self, listener: tokio::net::TcpListener, tls: ConsoleTls) -> ! {
         self.state.secure_cookies.store(true, Ordering::Relaxed);
-        match tls::serve(listener, &tls, self.router()).await {}
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+        let timeout = self.state.options.header_timeout;
+        match server::serve(listener, Some(acceptor), self.router(), timeout).await {}
     }
 }

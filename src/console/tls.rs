@@ -1,26 +1,22 @@
-//! The console over TLS: [`ConsoleTls`] (a certificate chain and its key) and the accept loop
-//! of [`Console::serve_tls`](super::Console::serve_tls): rustls with the ring provider (the one
-//! etcd-client's TLS builds) under hyper's HTTP/1.1 server, serving the console's router.
+//! The console's TLS identity, [`ConsoleTls`]: a certificate chain and its key, for
+//! [`Console::serve_tls`](super::Console::serve_tls) (rustls with the ring provider, the one
+//! etcd-client's TLS builds).
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// How long a client has to finish the TLS handshake before its connection is closed.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The console's TLS identity: a certificate chain (the console's own certificate first) and its
 /// private key, from PEM. TLS 1.2 and 1.3, no client certificates; the console speaks HTTP/1.1
 /// (ALPN `http/1.1`).
 #[derive(Clone)]
 pub struct ConsoleTls {
-    config: Arc<rustls::ServerConfig>,
+    pub(super) config: Arc<rustls::ServerConfig>,
 }
 
 impl fmt::Debug for ConsoleTls {
@@ -85,56 +81,5 @@ impl ConsoleTls {
         Ok(ConsoleTls {
             config: Arc::new(config),
         })
-    }
-}
-
-/// Accepts connections on `listener`, each served over TLS (`tls`) by `router` on a task of
-/// `connections`' own; never returns. A failed accept (e.g. out of file descriptors) is logged
-/// and retried after 100 ms; a client that fails or does not finish its handshake within 10 s
-/// is dropped.
-pub(super) async fn serve(
-    listener: tokio::net::TcpListener,
-    tls: &ConsoleTls,
-    router: axum::Router,
-) -> std::convert::Infallible {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
-    // Dropping the serve future drops the set, which aborts every connection's task.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "console: accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let service = hyper_util::service::TowerToHyperService::new(router.clone());
-                connections.spawn(async move {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "console: TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "console: TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let served = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
-                    if let Err(error) = served {
-                        tracing::debug!(%peer, %error, "console: connection ended with an error");
-                    }
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
     }
 }
