@@ -931,15 +931,25 @@ async fn the_console_serves_https_with_its_own_certificate() {
     assert!(stderr.contains("private key"), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_slow_to_send_its_headers_is_dropped() {
+/// `Console::serve` in this process on a free loopback port, with options `set`: its address
+/// and the serving task.
+async fn serve_here(
+    etcd: &Etcd,
+    set: impl FnOnce(coordination::console::ConsoleOptions) -> coordination::console::ConsoleOptions,
+) -> (String, tokio::task::JoinHandle<coordination::Result<()>>) {
     use coordination::console::{Console, ConsoleOptions};
-    let etcd = Etcd::start().await;
     let coord = etcd.coordinator().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let options = ConsoleOptions::new().with_header_timeout(Duration::from_millis(500));
-    let served = tokio::spawn(Console::new(&coord, options).serve(listener));
+    let console = Console::new(&coord, set(ConsoleOptions::new()));
+    (addr, tokio::spawn(console.serve(listener)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slow_to_send_its_headers_is_dropped() {
+    let etcd = Etcd::start().await;
+    let (addr, served) =
+        serve_here(&etcd, |o| o.with_header_timeout(Duration::from_millis(500))).await;
 
     // Half a request, then nothing: the console closes the connection once the timeout passes.
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -959,6 +969,43 @@ async fn a_client_slow_to_send_its_headers_is_dropped() {
 
     // A client that sends its request in time is served.
     let (status, page) = raw(&format!("http://{addr}"), "GET", "/", &[], "").await;
+    assert_eq!(status, 200, "{page}");
+    served.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_limit_a_client_waits_for_one_to_close() {
+    let etcd = Etcd::start().await;
+    let (addr, served) = serve_here(&etcd, |o| o.with_max_connections(1)).await;
+
+    // The one connection allowed: a page's live stream, which stays open.
+    let mut live = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    live.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, live.read(&mut head))
+        .await
+        .expect("the live stream answers")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+
+    // A second client is not served while the stream is open, and is once it closes.
+    let second = tokio::spawn({
+        let url = format!("http://{addr}");
+        async move { raw(&url, "GET", "/", &[], "").await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!second.is_finished(), "served past the limit");
+    drop(live);
+    let (status, page) = tokio::time::timeout(WAIT, second)
+        .await
+        .expect("served once the stream closed")
+        .unwrap();
     assert_eq!(status, 200, "{page}");
     served.abort();
 }

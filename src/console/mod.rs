@@ -39,7 +39,7 @@
 //! | CSRF tokens and the checks every write passes | `csrf.rs` |
 //! | the live stream: followers, etcd reachability, `/events` | `live.rs` |
 //! | the page layout, style and script | `templates.rs` |
-//! | the accept loop: HTTP/1.1 over TCP or TLS, the header-read timeout | `server.rs` |
+//! | the accept loop: HTTP/1.1 over TCP or TLS, the connection limit, the header-read timeout | `server.rs` |
 //! | [`ConsoleTls`]: the TLS identity | `tls.rs` |
 //! | pages: prefixes, history (versions, diff, publish, rollback), instances and rollouts (pause, resume, promote, abort), locks and elections, registry (drain), login | `pages/` |
 
@@ -75,6 +75,7 @@ pub struct ConsoleOptions {
     pub(crate) session_ttl: Duration,
     pub(crate) secure_cookies: bool,
     pub(crate) header_timeout: Duration,
+    pub(crate) max_connections: usize,
 }
 
 impl Default for ConsoleOptions {
@@ -85,7 +86,7 @@ impl Default for ConsoleOptions {
 
 impl ConsoleOptions {
     /// Read-only, no lock or election names, sessions of 8 hours, 30 s to send a request's
-    /// headers.
+    /// headers, at most 1,024 connections open at once.
     pub fn new() -> Self {
         ConsoleOptions {
             writers: Writers::none(),
@@ -96,6 +97,7 @@ impl ConsoleOptions {
             session_ttl: Duration::from_secs(8 * 3600),
             secure_cookies: false,
             header_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 
@@ -165,6 +167,16 @@ impl ConsoleOptions {
         self.header_timeout = timeout.max(Duration::from_millis(100));
         self
     }
+
+    /// The most connections [`Console::serve`] and [`Console::serve_tls`] keep open at once
+    /// (default 1,024; at least 1). With that many open (each page's live `/events` stream is
+    /// one), the next client waits in the listen backlog until one closes, so the console never
+    /// runs out of file descriptors for its own etcd connection.
+    #[must_use]
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
 }
 
 /// The console application on one [`Coordinator`]. Cheap to clone.
@@ -208,7 +220,8 @@ impl Console {
     /// Serves the console over plain HTTP/1.1 on `listener`. Does not return while the listener
     /// lives: a failed accept (e.g. out of file descriptors) is logged and retried after 100 ms,
     /// a client that takes longer than [`ConsoleOptions::with_header_timeout`] to send a
-    /// request's headers is dropped.
+    /// request's headers is dropped, and at most [`ConsoleOptions::with_max_connections`]
+    /// connections are open at once.
     ///
     /// # Errors
     /// None today; the `Result` is kept for errors a later server may report.
@@ -216,8 +229,7 @@ impl Console {
     /// # Cancel safety
     /// Dropping the future stops serving (open connections are closed).
     pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<()> {
-        let timeout = self.state.options.header_timeout;
-        match server::serve(listener, None, self.router(), timeout).await {}
+        match server::serve(listener, None, self.router(), self.limits()).await {}
     }
 
     /// Serves the console over TLS (`tls`) on `listener`, HTTP/1.1, and marks the session
@@ -229,7 +241,13 @@ impl Console {
     pub async fn serve_tls(self, listener: tokio::net::TcpListener, tls: ConsoleTls) -> ! {
         self.state.secure_cookies.store(true, Ordering::Relaxed);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
-        let timeout = self.state.options.header_timeout;
-        match server::serve(listener, Some(acceptor), self.router(), timeout).await {}
+        match server::serve(listener, Some(acceptor), self.router(), self.limits()).await {}
+    }
+
+    fn limits(&self) -> server::Limits {
+        server::Limits {
+            max_connections: self.state.options.max_connections,
+            header_timeout: self.state.options.header_timeout,
+        }
     }
 }
