@@ -224,7 +224,7 @@ impl Console {
     /// connections are open at once.
     ///
     /// # Errors
-    /// None today; the `Result` is kept for errors a later server may report.
+    /// None: a failed accept is retried, so the future only ends when dropped.
     ///
     /// # Cancel safety
     /// Dropping the future stops serving (open connections are closed).

@@ -83,3 +83,43 @@ impl ConsoleTls {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: &str) -> (String, String) {
+        let made = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        (made.cert.pem(), made.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn a_certificate_and_its_key_make_an_identity() {
+        let (cert, key) = identity("127.0.0.1");
+        ConsoleTls::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_missing_certificate_a_missing_key_or_a_foreign_key_is_refused() {
+        let (cert, key) = identity("127.0.0.1");
+        let (_, other_key) = identity("localhost");
+        let refused = |chain: &str, key: &str| {
+            let e = ConsoleTls::from_pem(chain.as_bytes(), key.as_bytes()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            let shown = e.to_string();
+            assert!(!shown.contains("PRIVATE KEY"), "never the key: {shown}");
+            shown
+        };
+        assert!(refused("", &key).contains("no PEM certificate"));
+        assert!(refused(&cert, &cert).contains("no PEM private key"));
+        assert!(refused(&cert, &other_key).contains("certificate and key"));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_io_error_naming_it() {
+        let e = ConsoleTls::from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert!(e.to_string().contains("/nonexistent/cert.pem"), "{e}");
+    }
+}
