@@ -4,7 +4,9 @@
 //! deletes (scalars, sub-documents, deeper keys, several keys in one transaction): one reloads
 //! incrementally (the default), one with `with_full_reload()`; after every revision both must
 //! have applied the same value with the same provenance and unknown keys, or rejected it with
-//! the same error. Both have the same file and environment layers around the etcd layer.
+//! the same error. Both have the same file and environment layers around the etcd layer. At
+//! the end of each case, binds in one page and in pages of a few keys (read as two parts at
+//! once) must agree.
 //! Every test runs its own etcd.
 
 #[macro_use]
@@ -19,7 +21,6 @@ use coordination::provenance::Layer;
 use coordination::{ConfigEvent, ConfigHandle, ConfigOptions, CoordConfig, Rebuild, Snapshot};
 use etcd_client::{Txn, TxnOp};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use support::Etcd;
@@ -190,25 +191,11 @@ async fn outcome<T: CoordConfig>(
     }
 }
 
-/// Layer, key and `mod_revision` of every leaf.
-fn provenance(s: &Snapshot<Cfg>) -> Vec<(String, Layer, Option<String>, Option<i64>)> {
-    s.sources()
-        .iter()
-        .map(|(path, source)| {
-            (
-                path.to_string(),
-                source.layer,
-                source.origin.key().map(|k| k.into_owned()),
-                source.revision,
-            )
-        })
-        .collect()
-}
-
+/// Both snapshots hold the same value, revision, provenance and unknown keys.
 fn same_snapshot(a: &Snapshot<Cfg>, b: &Snapshot<Cfg>) -> Result<(), TestCaseError> {
     prop_assert_eq!(a.value(), b.value());
     prop_assert_eq!(a.revision(), b.revision());
-    prop_assert_eq!(provenance(a), provenance(b));
+    prop_assert_eq!(support::provenance(a), support::provenance(b));
     prop_assert_eq!(a.unknown_keys(), b.unknown_keys());
     Ok(())
 }
@@ -283,8 +270,34 @@ async fn run_case(
         same_snapshot(&incremental.load_full(), &full.load_full())?;
     }
     // And a bind from scratch agrees with what the incremental handle serves, when the
-    // prefix as it is now is valid.
-    if let Ok(fresh) = Cfg::bind_with(coord, options(&prefix)).await {
+    // prefix as it is now is valid; a bind in pages of 1 to 3 keys (a read of many pages,
+    // split in two parts read at once) agrees with the bind in one page, bad keys included.
+    let fresh = Cfg::bind_with(coord, options(&prefix)).await;
+    let paged = Cfg::bind_with(
+        coord,
+        options(&prefix)
+            .with_page_size(1 + case as u32 % 3)
+            .without_sharing(),
+    )
+    .await;
+    match (&fresh, &paged) {
+        (Ok(fresh), Ok(paged)) if fresh.load_full().revision() == paged.load_full().revision() => {
+            same_snapshot(&fresh.load_full(), &paged.load_full())?
+        }
+        (Err(a), Err(b)) => {
+            prop_assert_eq!(a.to_string(), b.to_string());
+            prop_assert_eq!(a.key(), b.key());
+        }
+        (Ok(_), Ok(_)) => {}
+        (a, b) => {
+            return Err(TestCaseError::fail(format!(
+                "a bind in one page gave {:?}, in small pages {:?}",
+                a.as_ref().map(|h| h.load_full().value().clone()),
+                b.as_ref().map(|h| h.load_full().value().clone()),
+            )))
+        }
+    }
+    if let Ok(fresh) = fresh {
         let now = fresh.load_full();
         let served = incremental.load_full();
         if now.revision() == served.revision() {
@@ -297,24 +310,11 @@ async fn run_case(
 #[test]
 fn incremental_reload_equals_a_full_rebuild() {
     support::init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     let etcd = rt.block_on(Etcd::start());
     let coord = rt.block_on(etcd.coordinator());
     let client = rt.block_on(etcd.client());
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        max_shrink_iters: 200,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
+    let mut runner = support::prop_runner(40, 200);
     let case = std::sync::atomic::AtomicU64::new(0);
     let result = runner.run(&steps(), |steps| {
         let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -185,7 +185,10 @@ impl ConfigOptions {
     }
 
     /// Keys per page when reading the prefix (default 1000). Every page is read at the same
-    /// pinned revision, so the result is one consistent view however many pages it takes.
+    /// pinned revision, so the result is one consistent view however many pages it takes. A
+    /// prefix of 5 pages or more is read as two parts at once (etcd serves each request on
+    /// one core), split at a key found from etcd's counts at that revision; the value is the
+    /// same as one sequence of pages gives.
     pub fn with_page_size(mut self, keys: u32) -> Self {
         self.page_size = i64::from(keys.max(1));
         self

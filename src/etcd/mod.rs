@@ -1,7 +1,8 @@
 //! The etcd layer every feature sits on: knows nothing of config, locks or registries.
 //!
 //! - [`range`]: paged reads of a key range at one pinned revision, pages bounded by bytes
-//!   (the client's decode limit) as well as keys.
+//!   (the client's decode limit) as well as keys; a large range is read as two parts at once.
+//! - [`split`]: where to split a large read, found from etcd's counts at the read's revision.
 //! - [`follow`]: [`PrefixFollower`](follow::PrefixFollower), one key range followed through
 //!   restarts, partitions, hangs, compaction, oversized catch-ups and snapshot restores; the
 //!   config reload, the registry watch and live view, the history change feed, lock monitors
@@ -17,12 +18,13 @@ pub(crate) mod backoff;
 pub(crate) mod follow;
 pub(crate) mod lease;
 pub(crate) mod range;
+pub(crate) mod split;
 
 use etcd_client::{Client, KvClient, WatchClient};
 
 pub(crate) use backoff::Backoff;
 pub(crate) use range::{
-    is_too_large, prefix_end, read_prefix, read_range, read_range_pages, Pages,
+    is_too_large, prefix_end, read_prefix, read_range, read_range_pages, Page, Pages, Part,
 };
 
 /// Sleeps until `at`, or forever for `None`: a `select!` branch for an optional deadline.

@@ -38,3 +38,52 @@ pub fn init_tracing() {
             .try_init();
     }
 }
+
+/// A multi-threaded runtime of two workers, for tests that drive the crate from a synchronous
+/// body (property tests).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A property-test runner of `PROPTEST_CASES` cases (`cases` unless set), shrinking at most
+/// `max_shrink_iters` times and writing no failure files.
+pub fn prop_runner(cases: u32, max_shrink_iters: u32) -> proptest::test_runner::TestRunner {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases,
+        max_shrink_iters,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })
+}
+
+/// Each leaf path of `snapshot` with its layer, etcd key and revision: what provenance
+/// comparisons compare.
+pub fn provenance<T>(
+    snapshot: &coordination::Snapshot<T>,
+) -> Vec<(
+    String,
+    coordination::provenance::Layer,
+    Option<String>,
+    Option<i64>,
+)> {
+    snapshot
+        .sources()
+        .iter()
+        .map(|(path, source)| {
+            (
+                path.to_string(),
+                source.layer,
+                source.origin.key().map(|k| k.into_owned()),
+                source.revision,
+            )
+        })
+        .collect()
+}

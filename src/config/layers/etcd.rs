@@ -75,6 +75,14 @@ impl Loading {
     }
 }
 
+/// A page of a read of the whole prefix with each key as text and its parsed value, or why it
+/// is bad: see [`EtcdLayer::parse_page`].
+#[derive(Debug)]
+pub(crate) struct ParsedPage {
+    kvs: Vec<ReadKv>,
+    values: Vec<(String, Result<Value, String>)>,
+}
+
 /// A key's path: its segments below the prefix (held in place up to 4 deep, the usual depth).
 type Segments<'k> = SmallVec<[&'k str; 4]>;
 
@@ -84,6 +92,13 @@ type Parsed<'k> = (String, Result<(Value, Segments<'k>), String>);
 /// One key of a read of the whole prefix: the full etcd key, its value and `mod_revision`. The
 /// value's bytes are shared, not copied, by the layer that records it.
 pub(crate) type ReadKv = (Vec<u8>, Bytes, i64);
+
+/// The keys of a page as [`EtcdLayer::parse_all`] takes them.
+fn borrowed(page: &[ReadKv]) -> Vec<(&[u8], &[u8], i64)> {
+    page.iter()
+        .map(|(key, value, mod_revision)| (key.as_slice(), &value[..], *mod_revision))
+        .collect()
+}
 
 /// `kvs` as a read hands them over.
 #[cfg(test)]
@@ -183,58 +198,96 @@ impl EtcdLayer {
     /// commute, so the tree is the same. At the first bad or blocked value (or a key out of
     /// order) the tree is dropped: `loaded_tree` then builds it the ordinary way, which names
     /// the key to blame.
-    pub(crate) fn load_page(&mut self, page: &[ReadKv], fields: &StringFields, load: &mut Loading) {
+    pub(crate) fn load_page(&self, page: &[ReadKv], fields: &StringFields, load: &mut Loading) {
         debug_assert!(self.entries.is_empty(), "the layer is filled at the end");
-        let kvs: Vec<(&[u8], &[u8], i64)> = page
-            .iter()
-            .map(|(key, value, mod_revision)| (key.as_slice(), &value[..], *mod_revision))
-            .collect();
-        let parsed = self.parse_all(&kvs, fields);
-        let tree = &mut load.tree;
-        for (i, ((raw_key, raw, mod_revision), (key, value))) in page.iter().zip(parsed).enumerate()
-        {
-            let (raw_key, mod_revision) = (raw_key.as_slice(), *mod_revision);
-            let previous = match i {
-                0 => load.last.as_deref(),
-                _ => Some(page[i - 1].0.as_slice()),
-            };
-            if previous.is_some_and(|last| raw_key <= last) {
-                *tree = None;
-            }
-            let (kept, value) = match value {
-                Ok(parsed) => (Ok(None), Some(parsed)),
-                Err(msg) => (Err(msg), None),
-            };
-            let source = tree.as_ref().and(value.as_ref()).map(|_| {
-                Arc::new(Source::new(Origin::Etcd {
-                    key: key.clone(),
-                    mod_revision,
-                }))
-            });
-            // Keys that are not valid UTF-8 may read as the same text: such a key is bad anyway.
-            if load.sorted && load.entries.last().is_some_and(|(last, _)| key <= *last) {
-                load.sorted = false;
-                *tree = None;
-            }
-            let entry = Entry {
-                mod_revision,
-                depth: key.matches('/').count(),
-                raw: raw.clone(),
-                value: kept,
-            };
-            load.entries.push((key, entry));
-            let inserted = match (tree.as_mut(), value, source) {
-                (Some(t), Some((value, path)), Some(source)) => {
-                    t.insert(&path, value, &source).is_ok()
-                }
-                _ => false,
-            };
-            if !inserted {
-                *tree = None;
-            }
+        let parsed = self.parse_all(&borrowed(page), fields);
+        for (kv, (key, value)) in page.iter().zip(parsed) {
+            Self::load_one(kv, key, value, load);
         }
-        if let Some((last, _, _)) = page.last() {
-            load.last = Some(last.clone());
+    }
+
+    /// Parses the values of one page of a read of the whole prefix, as
+    /// [`load_page`](Self::load_page) does, without putting them into a tree yet: for a page
+    /// of the upper part of a split read, parsed as it arrives while the lower part is still
+    /// being read, and loaded with [`load_parsed`](Self::load_parsed) once that part is in.
+    pub(crate) fn parse_page(&self, kvs: Vec<ReadKv>, fields: &StringFields) -> ParsedPage {
+        let refs = borrowed(&kvs);
+        let values = self
+            .parse_all(&refs, fields)
+            .into_iter()
+            .map(|(key, value)| (key, value.map(|(value, _)| value)))
+            .collect();
+        drop(refs);
+        ParsedPage { kvs, values }
+    }
+
+    /// Loads a page parsed by [`parse_page`](Self::parse_page), as
+    /// [`load_page`](Self::load_page) would have loaded it, and returns its keys.
+    pub(crate) fn load_parsed(&self, page: ParsedPage, load: &mut Loading) -> Vec<ReadKv> {
+        for (kv, (key, value)) in page.kvs.iter().zip(page.values) {
+            // A value parsed means its key is UTF-8 with a valid path.
+            let value = value.and_then(|value| {
+                let text = std::str::from_utf8(&kv.0).map_err(|e| e.to_string())?;
+                Ok((value, self.segments(text)?))
+            });
+            Self::load_one(kv, key, value, load);
+        }
+        page.kvs
+    }
+
+    /// Records one key of a read of the whole prefix in `load` and inserts its parsed value
+    /// into the tree `load` builds (see [`load_page`](Self::load_page)).
+    fn load_one(
+        (raw_key, raw, mod_revision): &ReadKv,
+        key: String,
+        value: Result<(Value, Segments<'_>), String>,
+        load: &mut Loading,
+    ) {
+        let tree = &mut load.tree;
+        if load
+            .last
+            .as_deref()
+            .is_some_and(|last| raw_key.as_slice() <= last)
+        {
+            *tree = None;
+        }
+        let mod_revision = *mod_revision;
+        let (kept, value) = match value {
+            Ok(parsed) => (Ok(None), Some(parsed)),
+            Err(msg) => (Err(msg), None),
+        };
+        let source = tree.as_ref().and(value.as_ref()).map(|_| {
+            Arc::new(Source::new(Origin::Etcd {
+                key: key.clone(),
+                mod_revision,
+            }))
+        });
+        // Keys that are not valid UTF-8 may read as the same text: such a key is bad anyway.
+        if load.sorted && load.entries.last().is_some_and(|(last, _)| key <= *last) {
+            load.sorted = false;
+            *tree = None;
+        }
+        let entry = Entry {
+            mod_revision,
+            depth: key.matches('/').count(),
+            raw: raw.clone(),
+            value: kept,
+        };
+        load.entries.push((key, entry));
+        let inserted = match (tree.as_mut(), value, source) {
+            (Some(t), Some((value, path)), Some(source)) => t.insert(&path, value, &source).is_ok(),
+            _ => false,
+        };
+        if !inserted {
+            *tree = None;
+        }
+        // Kept for the order check of the next key, in a buffer reused from key to key.
+        match &mut load.last {
+            Some(last) => {
+                last.clear();
+                last.extend_from_slice(raw_key);
+            }
+            None => load.last = Some(raw_key.clone()),
         }
     }
 

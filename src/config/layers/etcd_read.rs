@@ -1,14 +1,14 @@
 //! The bind's read of the etcd layer: every page is parsed and put into the layer's tree on a
-//! blocking thread while the next page is read, so parsing overlaps the read.
+//! blocking thread while the next page is read, so parsing overlaps the read. A large prefix
+//! is read as two parts at once: the upper part's pages are parsed as they arrive and put
+//! into the tree after the lower part's.
 
-use bytes::Bytes;
-use etcd_client::KeyValue;
-
-use super::etcd::{EtcdLayer, Loading, ReadKv};
+use super::etcd::{EtcdLayer, Loading, ParsedPage, ReadKv};
 use crate::config::tree::EtcdTree;
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
-use crate::etcd::{prefix_end, read_range_pages, Etcd, Pages};
+use crate::etcd::{prefix_end, read_range_pages, Etcd, Page, Pages, Part};
+use bytes::Bytes;
 
 /// What [`read_layer`] read.
 pub(crate) struct LayerRead {
@@ -22,8 +22,9 @@ pub(crate) struct LayerRead {
 }
 
 /// Reads every key under `layer`'s prefix (empty) into it, in pages of `page_size` keys at one
-/// revision, as `read_prefix` does, except that the last page is kept to a quarter of a page
-/// (what is parsed after the read ends). Returns the layer (holding what was read, even after
+/// revision, as `read_prefix` does (a prefix of many pages as two parts at once), except that
+/// the last page of each part is kept to a quarter of a page (what is parsed after the read
+/// ends). Returns the layer (holding what was read, even after
 /// an error) and the read.
 ///
 /// Cancel safety: dropping the future stops the read after the page in flight; the thread
@@ -38,17 +39,24 @@ pub(crate) async fn read_layer(
     mut layer: EtcdLayer,
     fields: &StringFields,
 ) -> (EtcdLayer, Result<LayerRead>) {
-    // Each page with the number of keys after it.
-    let (pages, received) = std::sync::mpsc::channel::<(Vec<KeyValue>, usize)>();
+    let (pages, received) = std::sync::mpsc::channel::<Page>();
     let fields = fields.clone();
     let worker = tokio::task::spawn_blocking(move || {
         let mut load = Loading::new(layer.prefix());
         let mut kvs = Vec::new();
-        for (page, left) in received {
+        // Pages of the upper part of a split read that came before the lower part ended:
+        // parsed on arrival, put into the tree after the lower part.
+        let mut held: Vec<ParsedPage> = Vec::new();
+        let mut held_keys = 0;
+        let mut low_done = false;
+        for page in received {
             // Sized for the whole read from the first page: no copy as they grow.
-            kvs.reserve(page.len() + left);
-            load.reserve(page.len() + left);
+            let coming = page.kvs.len() + page.left + held_keys;
+            kvs.reserve(coming);
+            load.reserve(coming);
+            let (part, last) = (page.part, page.last);
             let page: Vec<ReadKv> = page
+                .kvs
                 .into_iter()
                 .map(|kv| {
                     let mod_revision = kv.mod_revision();
@@ -56,8 +64,24 @@ pub(crate) async fn read_layer(
                     (key, Bytes::from(value), mod_revision)
                 })
                 .collect();
+            if part == Part::High && !low_done {
+                held_keys += page.len();
+                held.push(layer.parse_page(page, &fields));
+                continue;
+            }
             layer.load_page(&page, &fields, &mut load);
             kvs.extend(page);
+            if part == Part::Low && last {
+                low_done = true;
+                for parsed in held.drain(..) {
+                    kvs.extend(layer.load_parsed(parsed, &mut load));
+                }
+                held_keys = 0;
+            }
+        }
+        // After a failed read: what was read is kept all the same.
+        for parsed in held {
+            kvs.extend(layer.load_parsed(parsed, &mut load));
         }
         let tree = layer.loaded_tree(load, &fields);
         (layer, kvs, tree)
@@ -69,11 +93,12 @@ pub(crate) async fn read_layer(
         Pages {
             page: page_size,
             tail: page_size / 4,
+            split: true,
         },
         None,
-        |page, left| {
+        |page| {
             // The receiver lives until every page is sent.
-            let _ = pages.send((page, left));
+            let _ = pages.send(page);
         },
     )
     .await;
