@@ -3,8 +3,10 @@
 //!
 //! 1. Reload of one changed key in a prefix of 10k and 100k keys (incremental, the default;
 //!    and, at 10k, with `with_full_reload()` as the before figure) vs raw put → watch event.
-//! 2. Cold bind of 10k keys vs a raw paged get of the same prefix; a bind of 100k keys; and how
-//!    long the first `sources()` call right after each bind waits for the provenance.
+//! 2. Cold bind of 10k keys vs a raw paged get of the same prefix (pages sent one after
+//!    another, the target's baseline), with a raw get of the two halves at once beside it (what
+//!    etcd gives a reader on two of its cores); a bind of 100k keys; and how long the first
+//!    `sources()` call right after each bind waits for the provenance.
 //! 3. RSS of a 10k-key handle right after bind and after 1,000 changes (measured in a child
 //!    process running this binary, so the other sections do not count).
 //! 4. put → applied on all of 100 handles of one prefix vs on one handle.
@@ -14,7 +16,7 @@
 //! `SCALE_BIG_KEYS` [100000; 0 skips], `SCALE_PUTS` [1000], `SCALE_BIG_PUTS` [300],
 //! `SCALE_FULL_PUTS` [100], `SCALE_CHANGES` [1000], `SCALE_HANDLES` [100],
 //! `SCALE_FANOUT_PUTS` [200], `SCALE_LATENCY_PUTS` [1000], `SCALE_BIND_RUNS` [5: cold binds
-//! measured, each after a raw paged get]. `SCALE_ONLY=cold` runs only the cold-bind row (at
+//! measured, each after a raw paged get and a two-part one]. `SCALE_ONLY=cold` runs only the cold-bind row (at
 //! `SCALE_KEYS`) and prints its table. Quick run:
 //! `SCALE_KEYS=2000 SCALE_BIG_KEYS=0 SCALE_PUTS=200 SCALE_CHANGES=200 SCALE_LATENCY_PUTS=200 cargo bench --bench scale`.
 //!
