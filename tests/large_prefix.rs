@@ -4,15 +4,17 @@
 //! of a few keys and in one page: both must give the same value with the same provenance, and
 //! most reads of many pages must have been split with at least a quarter of the keys on each
 //! side. A compaction while a split read is under way fails the bind with `Compacted`, as it
-//! fails a read in one sequence. Every test runs its own etcd.
+//! fails a read in one sequence; the re-read of a handle that comes back to a compacted watch
+//! is split too and applies exactly the current keys. Every test runs its own etcd.
 
 #[macro_use]
 mod support;
 
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use coordination::config::ConfigMap;
-use coordination::{ConfigOptions, CoordConfig};
+use coordination::config::{ConfigMap, ReloadCause, WatchState};
+use coordination::{ConfigEvent, ConfigOptions, CoordConfig};
 use etcd_client::{Txn, TxnOp};
 use proptest::prelude::*;
 use schemars::JsonSchema;
@@ -223,6 +225,17 @@ fn binds_in_small_pages_read_as_two_parts_equal_a_bind_in_one_page() {
     );
 }
 
+/// `items` holds exactly `names`, each with its index as written by [`write_items`].
+fn assert_items(items: &ConfigMap<Item>, names: &[String]) {
+    assert_eq!(items.len(), names.len());
+    for (i, name) in names.iter().enumerate() {
+        let item = items
+            .get(name)
+            .unwrap_or_else(|| panic!("no item `{name}`"));
+        assert_eq!(item.weight, i as u32, "{name}");
+    }
+}
+
 /// An etcd with `n` items `k000000`, `k000001`, … under `prefix`: the etcd, a coordinator, a
 /// client, the names and the revision of the last write.
 async fn numbered(
@@ -252,15 +265,7 @@ fn a_bind_of_many_pages_reads_two_parts_of_at_least_a_quarter_each() {
         let cfg = Cfg::bind_with(&coord, options("/many", 100)).await.unwrap();
         let snapshot = cfg.load_full();
         assert_eq!(snapshot.revision(), revision);
-        let items = &snapshot.value().items;
-        assert_eq!(items.len(), 2000);
-        for (i, name) in names.iter().enumerate() {
-            assert_eq!(
-                items.get(name).expect("every item").weight,
-                i as u32,
-                "{name}"
-            );
-        }
+        assert_items(&snapshot.value().items, &names);
         let seen = splits.of("/many/");
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert_eq!(seen[0].below + seen[0].above, 1900, "{:?}", seen[0]);
@@ -284,7 +289,7 @@ fn a_compaction_during_a_split_read_fails_the_bind_with_compacted_naming_the_pre
             let coord = coord.clone();
             async move { Cfg::bind_with(&coord, options("/compacted", 5)).await }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let now = client
             .put("/elsewhere", "x", None)
             .await
@@ -309,5 +314,58 @@ fn a_compaction_during_a_split_read_fails_the_bind_with_compacted_naming_the_pre
             .await
             .unwrap();
         assert_eq!(cfg.load().items.len(), 20_000);
+    });
+}
+
+#[test]
+fn a_resync_after_a_compaction_rereads_a_prefix_of_many_pages_as_two_parts() {
+    let splits = splits();
+    let rt = support::runtime();
+    rt.block_on(async {
+        let (etcd, _, mut client, names, _) = numbered("/resync", 300).await;
+        let proxy = support::proxy::Proxy::to(&etcd).await;
+        let coord = proxy.coordinator().await;
+        let options = options("/resync", 10).with_max_backoff(Duration::from_millis(200));
+        let cfg = Cfg::bind_with(&coord, options).await.unwrap();
+        let mut events = cfg.subscribe();
+        proxy.cut();
+        assert!(eventually!(
+            Duration::from_secs(10),
+            cfg.status().state == WatchState::Reconnecting
+        ));
+        // Every item changes while the handle is cut off, and the changes are compacted: the
+        // watch cannot resume, so the handle re-reads the prefix (30 pages of 10).
+        let renamed: Vec<String> = names.iter().map(|n| format!("{n}-new")).collect();
+        let mut last = write_items(&mut client, "/resync", &renamed).await;
+        for chunk in names.chunks(100) {
+            let ops = chunk
+                .iter()
+                .map(|name| TxnOp::delete(format!("/resync/items/{name}"), None))
+                .collect::<Vec<_>>();
+            let resp = client.txn(Txn::new().and_then(ops)).await.expect("txn");
+            last = resp.header().expect("header").revision();
+        }
+        client.compact(last, None).await.unwrap();
+        proxy.restore();
+        let snapshot = loop {
+            match tokio::time::timeout(Duration::from_secs(20), events.next()).await {
+                Ok(Some(ConfigEvent::Applied(s))) => break s,
+                Ok(Some(_)) => continue,
+                other => panic!("no resync: {other:?}"),
+            }
+        };
+        assert!(
+            matches!(snapshot.cause(), ReloadCause::Resync { .. }),
+            "{:?}",
+            snapshot.cause()
+        );
+        assert_items(&snapshot.value().items, &renamed);
+        // The bind's read and the resync's were both split.
+        assert_eq!(
+            splits.of("/resync/").len(),
+            2,
+            "{:?}",
+            splits.of("/resync/")
+        );
     });
 }

@@ -1,8 +1,8 @@
 //! Key ranges and consistent paged reads, pages bounded by keys and by the decode limit.
 
-use etcd_client::{GetOptions, KeyValue, KvClient};
-
 use std::sync::Mutex;
+
+use etcd_client::{GetOptions, KeyValue, KvClient};
 
 use super::split::find_split;
 use super::Etcd;
@@ -66,12 +66,13 @@ pub(crate) async fn read_range(
         split: true,
     };
     let revision = read_range_pages(etcd, start, end, pages, at, |page| {
-        let part = match page.part {
-            Part::Low => &mut out,
-            Part::High => &mut high,
-        };
-        part.reserve(page.kvs.len() + page.left);
-        part.extend(page.kvs);
+        // Sized for the whole read (both parts) from the first page; the upper part's keys
+        // then move into that room.
+        out.reserve(page.kvs.len() + page.left + high.len());
+        match page.part {
+            Part::Low => out.extend(page.kvs),
+            Part::High => high.extend(page.kvs),
+        }
     })
     .await?;
     out.append(&mut high);
@@ -95,9 +96,8 @@ pub(crate) struct Pages {
     pub(crate) split: bool,
 }
 
-/// The fewest pages left after the first for a read to be split (see [`Pages::split`]): with
-/// each part at least a quarter of the rest, the lower part's second page, read while the
-/// split is looked for, is then below the split key.
+/// The fewest pages left after the first for a read to be split (see [`Pages::split`]): a
+/// shorter read is about over by the time the split's probe has answered.
 pub(crate) const SPLIT_MIN_PAGES: i64 = 4;
 
 /// The part of a read a page belongs to: all keys of [`Low`](Part::Low) pages are below all

@@ -3,12 +3,13 @@
 //! is read as two parts at once: the upper part's pages are parsed as they arrive and put
 //! into the tree after the lower part's.
 
+use bytes::Bytes;
+
 use super::etcd::{EtcdLayer, Loading, ParsedPage, ReadKv};
 use crate::config::tree::EtcdTree;
 use crate::config::value::StringFields;
 use crate::error::{Error, ErrorKind, Result};
 use crate::etcd::{prefix_end, read_range_pages, Etcd, Page, Pages, Part};
-use bytes::Bytes;
 
 /// What [`read_layer`] read.
 pub(crate) struct LayerRead {
@@ -24,8 +25,7 @@ pub(crate) struct LayerRead {
 /// Reads every key under `layer`'s prefix (empty) into it, in pages of `page_size` keys at one
 /// revision, as `read_prefix` does (a prefix of many pages as two parts at once), except that
 /// the last page of each part is kept to a quarter of a page (what is parsed after the read
-/// ends). Returns the layer (holding what was read, even after
-/// an error) and the read.
+/// ends). Returns the layer (holding what was read, even after an error) and the read.
 ///
 /// Cancel safety: dropping the future stops the read after the page in flight; the thread
 /// parsing pages ends with it.
