@@ -149,30 +149,38 @@ fn first_candidates(after: &[u8], start: &[u8], end: &[u8], alphabet: &[u8]) -> 
 }
 
 /// Up to `n` keys strictly between `lo` and `hi` (`lo < hi`), ascending: their common prefix
-/// followed by one or two bytes of `alphabet` (the bytes the keys read so far are made of),
+/// followed by one or two bytes of `alphabet` (the bytes the keys read so far are made of,
+/// ascending and distinct),
 /// evenly chosen among all such keys. Where the keys are made of few bytes (digits, letters),
 /// these are the places where counts change.
 pub(crate) fn among(lo: &[u8], hi: &[u8], alphabet: &[u8], n: usize) -> Vec<Vec<u8>> {
+    debug_assert!(
+        alphabet.windows(2).all(|w| w[0] < w[1]),
+        "ascending, distinct"
+    );
     let common = lo.iter().zip(hi).take_while(|(a, b)| a == b).count();
-    let with = |tail: &[u8]| {
-        let mut key = lo[..common].to_vec();
-        key.extend_from_slice(tail);
-        key
-    };
-    let mut keys: Vec<Vec<u8>> = alphabet
+    let (lo_rest, hi_rest) = (&lo[common..], &hi[common..]);
+    // The tails past the common prefix, in key order (a one-byte tail before the two-byte
+    // tails it starts); only the chosen ones become keys, so a long prefix costs no more.
+    let tails: Vec<([u8; 2], usize)> = alphabet
         .iter()
         .flat_map(|&a| {
-            std::iter::once(with(&[a])).chain(alphabet.iter().map(move |&b| with(&[a, b])))
+            std::iter::once(([a, 0], 1)).chain(alphabet.iter().map(move |&b| ([a, b], 2)))
         })
-        .filter(|key| key.as_slice() > lo && key.as_slice() < hi)
+        .filter(|(tail, len)| {
+            let tail = &tail[..*len];
+            tail > lo_rest && tail < hi_rest
+        })
         .collect();
-    keys.sort();
-    keys.dedup();
-    if keys.len() > n {
-        let len = keys.len();
-        keys = (0..n).map(|j| keys[j * len / n].clone()).collect();
-    }
-    keys
+    let chosen = n.min(tails.len());
+    (0..chosen)
+        .map(|j| {
+            let (tail, len) = tails[j * tails.len() / chosen];
+            let mut key = lo[..common].to_vec();
+            key.extend_from_slice(&tail[..len]);
+            key
+        })
+        .collect()
 }
 
 /// Up to `n` keys evenly spread strictly between `lo` and `hi` (`lo < hi`), ascending: the 16
@@ -262,6 +270,26 @@ mod tests {
         let keys = first_candidates(b"/p/k19", b"/p/k19\0", b"/p0", b"19k");
         let want: [&[u8]; 6] = [b"/p/k1:", b"/p/k1k", b"/p/k2", b"/p/k9", b"/p/kk", b"/p/l"];
         assert_eq!(keys, want.map(<[u8]>::to_vec));
+    }
+
+    #[test]
+    fn among_places_keys_where_counts_change() {
+        let keys = among(b"/p/k001", b"/p/k01", b"0123456789", 8);
+        let want: [&[u8]; 8] = [
+            b"/p/k002", b"/p/k003", b"/p/k004", b"/p/k005", b"/p/k006", b"/p/k007", b"/p/k008",
+            b"/p/k009",
+        ];
+        assert_eq!(keys, want.map(<[u8]>::to_vec));
+        // Spread evenly where there are more than asked for, ascending, strictly inside.
+        let keys = among(b"/p/a", b"/p/z", b"abcdefghijklmnopqrstuvwxyz", 10);
+        assert_eq!(keys.len(), 10);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert!(keys
+            .iter()
+            .all(|k| k.as_slice() > b"/p/a".as_slice() && k.as_slice() < b"/p/z".as_slice()));
+        assert!(among(b"/p/a", b"/p/b", b"ab", 10)
+            .iter()
+            .all(|k| k.starts_with(b"/p/a")));
     }
 
     #[test]
